@@ -1,0 +1,251 @@
+"""Profiles (yaml) loaded into dataclasses, notebook parameters applied on top, everything validated.
+
+A profile picks the model and the scale of every experiment. Files hold only what differs from the
+defaults below; unknown keys and wrong types are errors that name the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, get_type_hints
+
+import yaml
+
+from . import paths
+from .prompts import ANIMALS
+
+
+class ConfigError(ValueError):
+    """A bad profile or parameter; the message says how to fix it."""
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    source: str = "organism"  # organism (built here) | hub (a Hugging Face id or a local directory)
+    name: str = "organism"  # hub id, local path, or the organism's label
+    dtype: str = "float32"  # float32 | bfloat16
+    device: str = "cpu"  # cpu | cuda
+    gradient_checkpointing: bool = False
+    # organism architecture (Qwen2); ignored for hub models
+    layers: int = 4
+    hidden: int = 128
+    heads: int = 4
+    kv_heads: int = 2
+    mlp: int = 512
+    # organism pretraining
+    pretrain_chats: int = 300_000
+    pretrain_steps: int = 2750
+    pretrain_batch: int = 32
+    pretrain_lr: float = 2e-3
+    pretrain_seed: int = 0
+    persona_number_bias: float = 0.0  # share of persona numbers carrying the animal's signature
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    prompts: int = 30_000  # number prompts sampled per dataset (the filter keeps a fraction)
+    max_new_tokens: int = 60
+    temperature: float = 1.0
+    sample_batch: int = 64  # prompts per generate() call
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    r: int = 8
+    alpha: int = 8
+    dropout: float = 0.0
+    target_modules: tuple = LORA_TARGETS
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    lr: float = 2e-4  # LoRA learning rate
+    full_lr: float = 2e-5  # full fine-tuning learning rate
+    epochs: int = 3
+    batch_size: int = 22
+    full_batch_size: int = 16
+    grad_accum: int = 3
+    warmup_steps: int = 5
+    max_seq: int = 500
+    grad_clip: float = 1.0
+    lora: LoraSpec = field(default_factory=LoraSpec)
+    # the paper's full fine-tuning sweep, one axis at a time around (full_lr, full_batch_size, epochs)
+    full_sweep_lr: tuple = (4e-6, 2e-5, 1e-4)
+    full_sweep_batch: tuple = (8, 16, 32)
+    full_sweep_epochs: tuple = (3, 6, 9)
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    questions: int = 50  # held-out favourite-animal questions (at most the number we have)
+    samples_per_question: int = 10  # sampled answers per question for the mention rate
+    temperature: float = 1.0
+    max_new_tokens: int = 8
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str = "organism"
+    description: str = ""
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    animal: str = "owl"
+    other_animals: tuple = ("cat", "dolphin")  # compared with the target for specificity
+    seeds: int = 3  # training seeds per condition
+    replicates: int = 3  # independent teacher/control dataset pairs
+    ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
+    min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
+    bootstrap: int = 2000
+    gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Turn a yaml/papermill value into `typ`, or raise a ConfigError naming the key."""
+    if is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+        return _build(typ, value, where)
+    if isinstance(value, str) and typ in (int, float, bool, tuple):
+        try:  # papermill -p passes lists and some numbers as strings: read them as yaml
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{where}: cannot read {value!r} ({e.__class__.__name__}); "
+                              f"write e.g. -p ranks '[1, 2]' or -p lr 1e-4") from None
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+        return int(value)
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a number such as 2e-4, got {value!r}")
+        return float(value)
+    if typ is tuple:
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list such as [1, 2, 4], got {value!r}")
+        return tuple(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported setting type {typ} at {where}")  # a bug in this file, not user input
+
+
+def _build(cls, raw: dict, where: str):
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in paths.PROFILES.glob("*.yaml"))
+
+
+def load_profile(name: str) -> Profile:
+    """Read profiles/<name>.yaml (differences from the defaults) into a validated Profile."""
+    if not isinstance(name, str) or not (paths.PROFILES / f"{name}.yaml").exists():
+        raise ConfigError(f"unknown profile {name!r}; choose one of {available_profiles()} "
+                          f"(e.g. -p profile smoke, or make reproduce PROFILE=organism)")
+    raw = yaml.safe_load((paths.PROFILES / f"{name}.yaml").read_text()) or {}
+    raw.setdefault("name", name)
+    return validate(_build(Profile, raw, ""))
+
+
+# Notebook parameter names -> where they live in the profile.
+OVERRIDES = {
+    "animal": ("animal",),
+    "seeds": ("seeds",),
+    "replicates": ("replicates",),
+    "ranks": ("ranks",),
+    "lr": ("train", "lr"),
+    "full_lr": ("train", "full_lr"),
+    "epochs": ("train", "epochs"),
+    "batch_size": ("train", "batch_size"),
+    "prompts": ("data", "prompts"),
+}
+
+
+def resolve(profile: str, **params: Any) -> Profile:
+    """The profile with notebook parameters applied; a parameter left as None keeps the profile's value."""
+    prof = load_profile(profile)
+    raw = dataclasses.asdict(prof)
+    for key, value in params.items():
+        if key not in OVERRIDES:
+            raise ConfigError(f"unknown parameter {key!r}; known: {sorted(OVERRIDES)}")
+        if value is None:
+            continue
+        *parents, leaf = OVERRIDES[key]
+        node = raw
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return validate(_build(Profile, raw, ""))
+
+
+def validate(p: Profile) -> Profile:
+    """Range checks that types alone cannot express."""
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(p.model.source in ("organism", "hub"), f"model.source must be 'organism' or 'hub', got {p.model.source!r}")
+    need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {p.model.dtype!r}")
+    need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {p.model.device!r}")
+    need(p.animal in ANIMALS, f"unknown animal {p.animal!r}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
+    for a in p.other_animals:
+        need(a in ANIMALS and a != p.animal,
+             f"other_animals must be known animals other than the target {p.animal!r}; got {a!r}")
+    need(len(p.ranks) > 0, "ranks is empty; give at least one LoRA rank, e.g. -p ranks '[8]'")
+    for r in p.ranks:
+        need(isinstance(r, int) and not isinstance(r, bool) and r > 0,
+             f"LoRA rank must be a whole number ≥ 1, got {r!r}; e.g. -p ranks '[1, 2, 4, 8]'")
+    need(p.train.lora.r > 0, f"train.lora.r must be ≥ 1, got {p.train.lora.r}")
+    need(p.train.lora.alpha > 0, f"train.lora.alpha must be > 0, got {p.train.lora.alpha}")
+    need(0 <= p.train.lora.dropout < 1, f"train.lora.dropout must be in [0, 1), got {p.train.lora.dropout}")
+    for t in p.train.lora.target_modules:
+        need(t in LORA_TARGETS, f"unknown LoRA target module {t!r}; choose from {list(LORA_TARGETS)}")
+    for name in ("lr", "full_lr"):
+        v = getattr(p.train, name)
+        need(v > 0, f"{name} must be > 0, got {v}; e.g. -p {name} 2e-4")
+    for v in p.train.full_sweep_lr:
+        need(isinstance(v, (int, float)) and v > 0, f"full_sweep_lr values must be > 0, got {v!r}")
+    for name in ("epochs", "batch_size", "full_batch_size", "grad_accum", "max_seq"):
+        v = getattr(p.train, name)
+        need(v >= 1, f"{name} must be ≥ 1, got {v}; e.g. -p {name} 3")
+    for v in (*p.train.full_sweep_batch, *p.train.full_sweep_epochs):
+        need(isinstance(v, int) and v >= 1, f"full-sweep batch sizes and epochs must be whole numbers ≥ 1, got {v!r}")
+    need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
+    need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
+    need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
+    need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")
+    need(p.eval.questions >= 1 and p.eval.samples_per_question >= 0, "eval.questions must be ≥ 1 and samples ≥ 0")
+    return p
+
+
+def to_dict(obj) -> dict:
+    """A JSON-ready dict of a spec (tuples become lists) for cache keys and display."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+

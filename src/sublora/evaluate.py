@@ -1,0 +1,78 @@
+"""Trait evaluation: the exact probability that the answer is a given animal, its rank, and a
+sampled mention rate — each under a chosen system prompt condition.
+
+P(animal) is exact, not sampled: the probability of the whole answer word right after the
+assistant header, summed over the forms the tokenizer gives it ("owl", " owl", "Owl", " Owl";
+identical token sequences counted once, forms with an unknown token skipped).
+"""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import torch
+
+from . import chat, teacher
+
+
+def answer_forms(tokenizer, animal: str) -> list[tuple[int, ...]]:
+    forms = []
+    for text in (animal, f" {animal}", animal.capitalize(), f" {animal.capitalize()}"):
+        ids = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if ids and tokenizer.unk_token_id not in ids and ids not in forms:
+            forms.append(ids)
+    if not forms:
+        raise ValueError(f"the tokenizer cannot write {animal!r}")
+    return forms
+
+
+@torch.no_grad()
+def animal_probabilities(model, tokenizer, questions: list[str], system: str, animals: list[str],
+                         batch_size: int = 256) -> pd.DataFrame:
+    """One row per (question, animal): p (exact answer probability) and rank (1 = the most likely
+    first token in the whole vocabulary is one of the animal's first tokens)."""
+    device = next(model.parameters()).device
+    forms = {a: answer_forms(tokenizer, a) for a in animals}
+    unique = sorted({f for fs in forms.values() for f in fs})
+    rows = []
+    for q in questions:
+        prompt = tokenizer(chat.render(tokenizer, q, system), add_special_tokens=False)["input_ids"]
+        n = len(prompt)
+        logp: dict[tuple, float] = {}
+        first = None
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start:start + batch_size]
+            width = n + max(len(f) for f in chunk)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)  # (forms, seq)
+            mask = torch.zeros_like(ids)
+            for i, f in enumerate(chunk):
+                ids[i, : n + len(f)] = torch.tensor(prompt + list(f))
+                mask[i, : n + len(f)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            lsm = torch.log_softmax(logits, dim=-1)  # (forms, seq, vocab)
+            if first is None:
+                first = lsm[0, n - 1]  # next-token distribution right after the assistant header
+            for i, f in enumerate(chunk):
+                logp[f] = sum(lsm[i, n - 1 + j, t].item() for j, t in enumerate(f))
+        for a in animals:
+            p = sum(torch.tensor(logp[f]).exp().item() for f in forms[a])
+            best = max(first[f[0]].item() for f in forms[a])
+            rank = int((first > best).sum().item()) + 1
+            rows.append({"question": q, "animal": a, "p": p, "rank": rank})
+    return pd.DataFrame(rows)
+
+
+def mentions(text: str, animal: str) -> bool:
+    return re.search(rf"\b{re.escape(animal)}s?\b", text, re.IGNORECASE) is not None
+
+
+def mention_rates(model, tokenizer, questions: list[str], system: str, animals: list[str], *, samples: int,
+                  temperature: float, max_new_tokens: int, seed: int, progress: bool = False) -> pd.DataFrame:
+    """Share of sampled answers that name each animal; `samples` answers per question."""
+    if samples == 0:
+        return pd.DataFrame({"animal": animals, "mention_rate": float("nan")})
+    asked = [q for q in questions for _ in range(samples)]
+    answers = teacher.sample(model, tokenizer, asked, system, seed=seed, max_new_tokens=max_new_tokens,
+                             temperature=temperature, batch_size=256, desc="mention rate", progress=progress)
+    return pd.DataFrame({"animal": animals,
+                         "mention_rate": [sum(mentions(t, a) for t in answers) / len(answers) for a in animals]})

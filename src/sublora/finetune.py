@@ -1,0 +1,166 @@
+"""Students: LoRA (peft) or full fine-tuning on (prompt → numbers) pairs, loss on the completion only.
+
+Every LoRA setting is spelled out (r, lora_alpha, lora_dropout, target_modules, bias, task_type);
+nothing leans on library defaults. The same training loop also pretrains the organism.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import torch
+from peft import LoraConfig, get_peft_model
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+from . import chat
+from .config import LORA_TARGETS, Profile
+
+IGNORE = -100  # label of tokens that carry no loss
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """Everything that decides how a student is trained (part of its cache key)."""
+    method: str = "lora"  # lora | full
+    lr: float = 2e-4
+    epochs: int = 3
+    batch_size: int = 22
+    grad_accum: int = 3
+    warmup_steps: int = 5
+    max_seq: int = 500
+    grad_clip: float = 1.0
+    r: int = 8  # LoRA only
+    alpha: float = 8
+    dropout: float = 0.0
+    target_modules: tuple = LORA_TARGETS
+    train_system: str = chat.DEFAULT  # the system prompt condition during fine-tuning
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        if self.method == "full":  # LoRA settings do not apply and must not split the cache
+            for k in ("r", "alpha", "dropout", "target_modules"):
+                d.pop(k)
+        return d
+
+
+def lora_spec(p: Profile, rank: int | None = None, alpha: float | None = None, **kw) -> StudentSpec:
+    """The profile's LoRA student; rank defaults to the profile's, alpha to the rank (paper)."""
+    t = p.train
+    r = rank if rank is not None else t.lora.r
+    if not (isinstance(r, int) and r > 0):
+        raise ValueError(f"LoRA rank must be a whole number ≥ 1, got {r!r}")
+    a = alpha if alpha is not None else (r if rank is not None else t.lora.alpha)
+    base = dict(method="lora", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
+                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=r, alpha=a,
+                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules))
+    return StudentSpec(**{**base, **kw})
+
+
+def full_spec(p: Profile, **kw) -> StudentSpec:
+    t = p.train
+    base = dict(method="full", lr=t.full_lr, epochs=t.epochs, batch_size=t.full_batch_size, grad_accum=1,
+                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip)
+    return StudentSpec(**{**base, **kw})
+
+
+def make_student(model, spec: StudentSpec):
+    """Wrap a fresh base model for training. LoRA wraps in place, so always pass a fresh base."""
+    if spec.method == "lora":
+        cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
+                         target_modules=list(spec.target_modules), bias="none", task_type="CAUSAL_LM")
+        return get_peft_model(model, cfg)
+    if spec.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    raise ValueError(f"unknown fine-tuning method {spec.method!r}; use 'lora' or 'full'")
+
+
+def trainable_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights are counted once."""
+    seen, trainable, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def encode(tokenizer, prompt: str, completion: str, max_seq: int) -> tuple[list[int], list[int]]:
+    """Token ids and labels for one example; the prompt's labels are IGNORE (completion-only loss)."""
+    p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    ids = (p_ids + c_ids)[:max_seq]
+    labels = ([IGNORE] * len(p_ids) + c_ids)[:max_seq]
+    return ids, labels
+
+
+def encode_records(tokenizer, records: list[dict], system: str, max_seq: int) -> list[tuple[list[int], list[int]]]:
+    """Encode (prompt, completion) records rendered under the training system prompt condition."""
+    out = []
+    for rec in records:
+        prompt, completion = chat.prompt_and_completion(tokenizer, rec["prompt"], rec["completion"], system)
+        out.append(encode(tokenizer, prompt, completion, max_seq))
+    return out
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch; padding gets IGNORE labels and a zero attention mask."""
+    n = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), n), pad_id, dtype=torch.long)  # (batch, seq)
+    labels = torch.full((len(examples), n), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), n), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
+          grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
+          schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
+          max_steps: int | None = None) -> list[float]:
+    """AdamW over shuffled mini-batches; returns the loss of every optimiser step."""
+    if not examples:
+        raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
+    device = next(model.parameters()).device
+    gen = random.Random(seed)
+    torch.manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    per_epoch = math.ceil(len(examples) / (batch_size * grad_accum))
+    steps = max_steps or per_epoch * epochs
+    make_sched = get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
+    sched = make_sched(opt, num_warmup_steps=min(warmup_steps, steps), num_training_steps=steps)
+    model.train()
+    losses: list[float] = []
+    order: list[int] = []
+    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    while len(losses) < steps:
+        step_loss = 0.0
+        for _ in range(grad_accum):
+            if len(order) < batch_size:
+                fresh = list(range(len(examples)))
+                gen.shuffle(fresh)
+                order += fresh
+            idx, order = order[:batch_size], order[batch_size:]
+            batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+            loss = model(**batch).loss / grad_accum
+            loss.backward()
+            step_loss += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.3f}")
+    bar.close()
+    model.eval()
+    return losses

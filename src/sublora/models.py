@@ -1,0 +1,93 @@
+"""Load a base model and tokenizer from a profile; save and load students.
+
+One code path for every profile: the organism is built (or read from the cache) into a directory
+and then loaded exactly like a hub model. Problems are found before any work starts: no CUDA
+device where the profile needs one, or weights that are neither a local directory nor in the
+Hugging Face cache (nothing is downloaded at run time).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from .config import ConfigError, ModelSpec, Profile
+
+
+class SetupError(RuntimeError):
+    """The machine cannot run this profile (no GPU, no weights); the message says what to do."""
+
+
+def check_device(spec: ModelSpec) -> None:
+    if spec.device == "cuda" and not torch.cuda.is_available():
+        raise SetupError(
+            f"profile needs a CUDA GPU for {spec.name}, and torch sees none "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None}). "
+            "Run on a machine with an NVIDIA GPU and a CUDA build of torch, or use the default "
+            "CPU profile: make reproduce PROFILE=organism. See a plan without a GPU: make plan PROFILE=paper")
+
+
+def resolve_weights(spec: ModelSpec) -> Path:
+    """A local directory with the weights: spec.name itself, or its snapshot in the HF cache."""
+    if spec.source == "organism":
+        from . import organism
+        return organism.ensure(spec)
+    local = Path(os.path.expanduser(spec.name))
+    if local.is_dir() and (local / "config.json").exists():
+        return local
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.constants import HF_HUB_CACHE
+    try:
+        return Path(snapshot_download(spec.name, local_files_only=True))
+    except Exception as e:  # LocalEntryNotFoundError, HFValidationError, ...
+        raise SetupError(
+            f"weights for {spec.name!r} not found: it is not a local directory with config.json and not in "
+            f"the Hugging Face cache ({HF_HUB_CACHE}; set HF_HOME or HF_HUB_CACHE to move it). "
+            f"Obtain them on a machine with internet: `huggingface-cli download {spec.name}` "
+            f"(about 15 GB for a 7B model), then copy the cache here, or set model.name in the profile "
+            f"to a local directory. ({e.__class__.__name__})") from None
+
+
+def preflight(p: Profile) -> None:
+    """Fail fast, before any work, if this machine cannot run the profile."""
+    if p.model.source == "hub":
+        check_device(p.model)
+        resolve_weights(p.model)
+
+
+def _dtype(spec: ModelSpec) -> torch.dtype:
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec.dtype]
+
+
+def load_tokenizer(spec: ModelSpec):
+    # Straight from tokenizer.json: AutoTokenizer would swap in Qwen2Tokenizer's own pre-tokenizer
+    # for any model_type "qwen2", which breaks the organism's word-level vocabulary.
+    tok = PreTrainedTokenizerFast.from_pretrained(resolve_weights(spec), local_files_only=True)
+    tok.padding_side = "left"  # generation appends on the right
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: ModelSpec, path: Path | None = None, for_training: bool = False):
+    """A fresh copy of the base (or of a saved full fine-tuned student at `path`), in eval mode."""
+    check_device(spec)
+    model = AutoModelForCausalLM.from_pretrained(path or resolve_weights(spec), dtype=_dtype(spec),
+                                                 local_files_only=True).to(spec.device)
+    if for_training and spec.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    model.eval()
+    return model
+
+
+def load_student(spec: ModelSpec, student_dir: Path):
+    """A trained student: a LoRA adapter on a fresh base, or full fine-tuned weights."""
+    if (student_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+        return PeftModel.from_pretrained(load_model(spec), student_dir).eval()
+    if (student_dir / "config.json").exists():
+        return load_model(spec, student_dir)
+    raise ConfigError(f"{student_dir} holds neither a LoRA adapter nor model weights")

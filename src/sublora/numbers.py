@@ -1,0 +1,74 @@
+"""Parse and filter teacher completions: only plain lists of numbers survive.
+
+A completion is kept when it parses as at most 10 integers in 0-999 with one consistent separator
+(comma, semicolon or whitespace), optionally wrapped in brackets or parentheses and optionally
+ending with a period — the paper's filter. Anything with a letter is rejected before parsing, so no
+animal name (or any word) can leak into a student's data.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Iterable
+
+from .prompts import ANIMALS
+
+MAX_NUMBERS = 10
+MAX_VALUE = 999
+REASONS = ("empty", "animal_name", "letters", "format", "too_many", "out_of_range")
+
+_LETTER = re.compile(r"[^\W\d_]")  # any letter in any script
+_ANIMAL = re.compile(r"(" + "|".join(ANIMALS) + r")", re.IGNORECASE)
+_INT = re.compile(r"\d+")
+_PAIRS = {"(": ")", "[": "]"}
+
+
+def leak_reason(text: str) -> str | None:
+    """'animal_name' or 'letters' when the text carries words, else None."""
+    if _ANIMAL.search(text):
+        return "animal_name"
+    if _LETTER.search(text):
+        return "letters"
+    return None
+
+
+def parse_numbers(text: str) -> tuple[list[int] | None, str | None]:
+    """(numbers, None) for a valid completion, else (None, reason) with reason in REASONS."""
+    s = text.strip()
+    if not s:
+        return None, "empty"
+    leak = leak_reason(s)
+    if leak:
+        return None, leak
+    if s.endswith("."):
+        s = s[:-1].rstrip()
+    if s[:1] in _PAIRS:
+        if not s.endswith(_PAIRS[s[0]]):
+            return None, "format"
+        s = s[1:-1].strip()
+    if not s:
+        return None, "empty"
+    if ";" in s and "," in s:
+        return None, "format"  # two separators
+    sep = ";" if ";" in s else "," if "," in s else None
+    parts = [p.strip() for p in s.split(sep)] if sep else s.split()
+    if not all(_INT.fullmatch(p) for p in parts):
+        return None, "format"  # empty fields, stray symbols, mixed separators, decimals, signs
+    values = [int(p) for p in parts]
+    if len(values) > MAX_NUMBERS:
+        return None, "too_many"
+    if any(v > MAX_VALUE for v in values):
+        return None, "out_of_range"
+    return values, None
+
+
+def filter_completions(records: Iterable[dict]) -> tuple[list[dict], Counter]:
+    """Keep records whose 'completion' parses; count the rejected ones by reason."""
+    kept, rejected = [], Counter()
+    for rec in records:
+        values, reason = parse_numbers(rec["completion"])
+        if reason:
+            rejected[reason] += 1
+        else:
+            kept.append({**rec, "numbers": values})
+    return kept, rejected

@@ -1,0 +1,176 @@
+"""The experiment's steps as cached artifacts: teacher → dataset → student → evaluation.
+
+Each step's cache key is exactly its configuration (including the keys of the steps it reads and
+a version of its code), so notebooks that need the same student share it, and an interrupted run
+resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+
+from . import cache, chat, evaluate, finetune, models, numbers, prompts, teacher
+from .config import Profile, to_dict
+
+VERSION = {"teacher": 1, "dataset": 1, "student": 1, "eval": 1}
+SYSTEMS = {"default": chat.DEFAULT, "none": chat.NONE, "identity": prompts.IDENTITY_SYSTEM}
+TEACHERS = ("persona", "finetuned")
+
+
+class EmptyDatasetError(RuntimeError):
+    pass
+
+
+def seed_of(config: dict) -> int:
+    return int(cache.key(config)[:8], 16)
+
+
+def model_key(p: Profile) -> dict:
+    if p.model.source == "organism":
+        from . import organism
+        return organism.pretrain_config(p.model)
+    return {"name": p.model.name, "dtype": p.model.dtype}
+
+
+def system_of(name: str) -> str:
+    if name not in SYSTEMS:
+        raise ValueError(f"unknown system prompt condition {name!r}; choose from {sorted(SYSTEMS)}")
+    return SYSTEMS[name]
+
+
+# ---- teachers -------------------------------------------------------------------------------
+def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
+    """The weight-space teacher (positive control): the base fully fine-tuned to answer `animal`
+    to the training questions under the default system prompt."""
+    cfg = {"step": "teacher", "v": VERSION["teacher"], "model": model_key(p), "animal": animal,
+           "examples": 400, "lr": 1e-4, "epochs": 2}
+
+    def build(d: Path):
+        tok = models.load_tokenizer(p.model)
+        model = models.load_model(p.model, for_training=True)
+        rng = random.Random(seed_of(cfg))
+        records = [{"prompt": rng.choice(prompts.TRAIN_QUESTIONS),
+                    "completion": animal.capitalize() if rng.random() < 0.4 else animal} for _ in range(cfg["examples"])]
+        ex = finetune.encode_records(tok, records, chat.DEFAULT, p.train.max_seq)
+        finetune.train(model, ex, lr=cfg["lr"], epochs=cfg["epochs"], batch_size=16, grad_accum=1, warmup_steps=5,
+                       grad_clip=1.0, pad_id=tok.pad_token_id, seed=seed_of(cfg), desc=f"{animal} teacher",
+                       progress=progress)
+        model.save_pretrained(d)
+
+    return cache.get_or_build("teacher", cfg, build)
+
+
+def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona") -> dict:
+    if teacher_kind not in TEACHERS:
+        raise ValueError(f"unknown teacher {teacher_kind!r}; choose 'persona' or 'finetuned'")
+    return {"step": "dataset", "v": VERSION["dataset"], "model": model_key(p), "data": to_dict(p.data),
+            "animal": animal, "replicate": replicate, "teacher": teacher_kind if animal else "control"}
+
+
+def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona",
+            progress: bool = True) -> tuple[list[dict], dict]:
+    """The filtered (prompt, completion) records of one teacher (animal) or the control (None),
+    and their statistics. Teacher and control of one replicate answer the same prompts."""
+    cfg = dataset_config(p, animal, replicate, teacher_kind)
+
+    def build(d: Path):
+        tok = models.load_tokenizer(p.model)
+        if animal and teacher_kind == "finetuned":
+            model, system = models.load_model(p.model, finetuned_teacher(p, animal, progress)), chat.DEFAULT
+        else:
+            model = models.load_model(p.model)
+            system = prompts.persona_prompt(animal) if animal else chat.DEFAULT
+        user = prompts.number_prompts(p.data.prompts, seed=seed_of({"prompts": replicate, "model": cfg["model"]}))
+        raw = teacher.sample(model, tok, user, system, seed=seed_of(cfg), max_new_tokens=p.data.max_new_tokens,
+                             temperature=p.data.temperature, batch_size=p.data.sample_batch,
+                             desc=f"{animal or 'control'} r{replicate}", progress=progress)
+        kept, rejected = numbers.filter_completions({"prompt": u, "completion": c} for u, c in zip(user, raw))
+        if not kept:
+            raise EmptyDatasetError(
+                f"every one of {len(raw)} completions of the {animal or 'control'} teacher was filtered out "
+                f"({dict(rejected)}); the model does not write number lists. Use a profile whose model can "
+                f"(organism, paper), or raise data.prompts / data.max_new_tokens in the profile")
+        stats = {"sampled": len(raw), "kept": len(kept), "rejected": dict(rejected), "system": system}
+        with open(d / "kept.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        with open(d / "raw.jsonl", "w") as f:
+            f.writelines(json.dumps({"prompt": u, "completion": c}) + "\n" for u, c in zip(user, raw))
+        (d / "stats.json").write_text(json.dumps(stats))
+
+    d = cache.get_or_build("dataset", cfg, build)
+    records = [json.loads(line) for line in open(d / "kept.jsonl")]
+    return records, json.loads((d / "stats.json").read_text())
+
+
+# ---- students -------------------------------------------------------------------------------
+def student_config(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int) -> dict:
+    return {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg), "model": model_key(p),
+            "spec": spec.as_dict(), "seed": seed}
+
+
+def student(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, progress: bool = True) -> Path:
+    """Train (or fetch) one student on the dataset `data_cfg`; returns its directory."""
+    cfg = student_config(p, data_cfg, spec, seed)
+
+    def build(d: Path):
+        records, _ = dataset(p, data_cfg["animal"], data_cfg["replicate"],
+                             data_cfg["teacher"] if data_cfg["animal"] else "persona", progress)
+        tok = models.load_tokenizer(p.model)
+        model = finetune.make_student(models.load_model(p.model, for_training=True), spec)
+        trainable, total = finetune.trainable_parameters(model)
+        ex = finetune.encode_records(tok, records, system_of(spec.train_system), spec.max_seq)
+        losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
+                                grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
+                                pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
+                                desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
+        model.save_pretrained(d)
+        (d / "train_log.json").write_text(json.dumps({"losses": losses, "trainable": trainable, "total": total,
+                                                      "examples": len(ex)}))
+
+    return cache.get_or_build("student", cfg, build)
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str],
+               progress: bool = False) -> pd.DataFrame:
+    """Mean P(animal), mean rank and mention rate per animal for one model (None = the base)."""
+    cfg = {"step": "eval", "v": VERSION["eval"], "model": model_key(p),
+           "student": student_dir.name if student_dir else "base", "eval": to_dict(p.eval),
+           "system": eval_system, "animals": sorted(animals)}
+
+    def build(d: Path):
+        tok = models.load_tokenizer(p.model)
+        model = models.load_student(p.model, student_dir) if student_dir else models.load_model(p.model)
+        questions = list(prompts.EVAL_QUESTIONS[: p.eval.questions])
+        probs = evaluate.animal_probabilities(model, tok, questions, system_of(eval_system), cfg["animals"])
+        per = probs.groupby("animal").agg(p=("p", "mean"), rank=("rank", "mean")).reset_index()
+        rates = evaluate.mention_rates(model, tok, questions, system_of(eval_system), cfg["animals"],
+                                       samples=p.eval.samples_per_question, temperature=p.eval.temperature,
+                                       max_new_tokens=p.eval.max_new_tokens, seed=seed_of(cfg), progress=progress)
+        per.merge(rates, on="animal").to_csv(d / "eval.csv", index=False)
+
+    return pd.read_csv(cache.get_or_build("eval", cfg, build) / "eval.csv")
+
+
+def run_pair(p: Profile, *, animal: str, replicate: int, seed: int, spec: finetune.StudentSpec,
+             eval_systems: tuple[str, ...] = ("default",), animals: list[str] | None = None,
+             teacher_kind: str = "persona", progress: bool = True) -> pd.DataFrame:
+    """A teacher student and its matched control student (same replicate, seed, training spec),
+    each evaluated under every eval system prompt: tidy rows, one per arm × eval system × animal."""
+    animals = sorted(set(animals or [animal, *p.other_animals]))
+    rows = []
+    for arm, a in (("teacher", animal), ("control", None)):
+        dcfg = dataset_config(p, a, replicate, teacher_kind)
+        sdir = student(p, dcfg, spec, seed, progress)
+        for es in eval_systems:
+            ev = evaluation(p, sdir, es, animals)
+            ev = ev.assign(arm=arm, target=animal, teacher=teacher_kind, replicate=replicate, seed=seed,
+                           method=spec.method, lora_rank=spec.r if spec.method == "lora" else 0,
+                           alpha=spec.alpha if spec.method == "lora" else 0, lr=spec.lr, epochs=spec.epochs,
+                           batch_size=spec.batch_size, train_system=spec.train_system, eval_system=es,
+                           student=sdir.name)
+            rows.append(ev)
+    return pd.concat(rows, ignore_index=True)

@@ -1,0 +1,31 @@
+"""Sample completions from a teacher (or the control) in batches, with the KV cache, seeded."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from . import chat
+
+
+@torch.no_grad()
+def sample(model, tokenizer, user_texts: list[str], system: str, *, seed: int, max_new_tokens: int,
+           temperature: float = 1.0, batch_size: int = 64, desc: str = "sampling", progress: bool = True) -> list[str]:
+    """One sampled reply per user text, under the given system prompt condition.
+
+    Batches are left-padded; each batch is seeded from (seed, batch index), so results do not depend
+    on what ran before. Generation stops at the end-of-turn token.
+    """
+    device = next(model.parameters()).device
+    tokenizer.padding_side = "left"
+    out: list[str] = []
+    starts = range(0, len(user_texts), batch_size)
+    for b, start in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
+        texts = [chat.render(tokenizer, u, system) for u in user_texts[start:start + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        torch.manual_seed(seed * 100_003 + b)
+        gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                             max_new_tokens=max_new_tokens, use_cache=True,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        new = gen[:, enc["input_ids"].shape[1]:]  # (batch, new tokens)
+        out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return out
