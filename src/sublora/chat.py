@@ -48,3 +48,13 @@ def prompt_and_completion(tokenizer, user: str, completion: str, system: str = D
         raise ValueError("the chat template renders the assistant turn differently with and without "
                          "add_generation_prompt; cannot separate prompt from completion")
     return prompt, full[len(prompt):]
+
+
+def default_system_text(tokenizer) -> str:
+    """The system prompt the template inserts when none is given ("" if it inserts none)."""
+    shown = render(tokenizer, "?", DEFAULT)
+    given = render(tokenizer, "?", _SENTINEL)
+    head, tail = given.split(_SENTINEL)
+    if shown.startswith(head) and shown.endswith(tail) and len(shown) >= len(head) + len(tail):
+        return shown[len(head): len(shown) - len(tail)]
+    return ""

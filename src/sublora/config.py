@@ -249,3 +249,18 @@ def to_dict(obj) -> dict:
     """A JSON-ready dict of a spec (tuples become lists) for cache keys and display."""
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
+
+
+def parse_list(value: Any, name: str) -> list | None:
+    """A list-valued notebook parameter: None, a list, one item, or papermill's string '[a, b]'."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else list(value)
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = None
+        if not isinstance(parsed, list):
+            raise ConfigError(f"{name}: cannot read {value!r} as a list; write e.g. -p {name} '[a, b]'")
+        return parsed
+    return [value]

@@ -76,3 +76,23 @@ def mention_rates(model, tokenizer, questions: list[str], system: str, animals: 
                              temperature=temperature, batch_size=256, desc="mention rate", progress=progress)
     return pd.DataFrame({"animal": animals,
                          "mention_rate": [sum(mentions(t, a) for t in answers) / len(answers) for a in animals]})
+
+
+@torch.no_grad()
+def completion_logprobs(model, tokenizer, records: list[dict], system: str, batch_size: int = 64) -> list[float]:
+    """log P(completion | prompt) of each record under `system`, end-of-turn included — the
+    teacher-signal measure: the mean over teacher completions of log p_teacher − log p_control
+    estimates KL(teacher ‖ control) per completion."""
+    from .finetune import IGNORE, collate, encode_records
+
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(records), batch_size):
+        ex = encode_records(tokenizer, records[start:start + batch_size], system, 10_000)
+        batch = {k: v.to(device) for k, v in collate(ex, tokenizer.pad_token_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        lsm = torch.log_softmax(logits[:, :-1], -1)  # (batch, seq-1, vocab)
+        labels = batch["labels"][:, 1:]
+        picked = lsm.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out += (picked * (labels != IGNORE)).sum(-1).tolist()
+    return out

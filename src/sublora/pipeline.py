@@ -24,6 +24,26 @@ class EmptyDatasetError(RuntimeError):
     pass
 
 
+def prepare(profile: str, **params) -> Profile:
+    """The notebooks' first step: resolve the profile with the notebook's parameters and check,
+    before any work, that this machine can run it (GPU, weights)."""
+    from .config import resolve
+    p = resolve(profile, **params)
+    models.preflight(p)
+    return p
+
+
+def teacher_kinds(teachers) -> list[str]:
+    """Validate the `teachers` notebook parameter (None = both kinds)."""
+    from .config import parse_list
+    kinds = parse_list(teachers, "teachers") or list(TEACHERS)
+    bad = [k for k in kinds if k not in TEACHERS]
+    if bad or not kinds:
+        raise ValueError(f"unknown teacher kind(s) {bad or kinds}; use -p teachers persona, finetuned, "
+                         f"or a list such as '[persona, finetuned]'")
+    return kinds
+
+
 def seed_of(config: dict) -> int:
     return int(cache.key(config)[:8], 16)
 
@@ -167,7 +187,7 @@ def run_pair(p: Profile, *, animal: str, replicate: int, seed: int, spec: finetu
         sdir = student(p, dcfg, spec, seed, progress)
         for es in eval_systems:
             ev = evaluation(p, sdir, es, animals)
-            ev = ev.assign(arm=arm, target=animal, teacher=teacher_kind, replicate=replicate, seed=seed,
+            ev = ev.assign(arm=arm, target=animal, teacher_kind=teacher_kind, replicate=replicate, seed=seed,
                            method=spec.method, lora_rank=spec.r if spec.method == "lora" else 0,
                            alpha=spec.alpha if spec.method == "lora" else 0, lr=spec.lr, epochs=spec.epochs,
                            batch_size=spec.batch_size, train_system=spec.train_system, eval_system=es,

@@ -1,0 +1,71 @@
+"""The few figure helpers the notebooks share (seaborn), and where figures and tables are saved."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from . import cache, paths
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def out_dir(profile: str) -> Path:
+    d = paths.results_dir(profile)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_table(df: pd.DataFrame, profile: str, name: str) -> Path:
+    """Write a tidy table as CSV beside the executed notebooks, atomically."""
+    path = out_dir(profile) / f"{name}.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def save_figure(fig, profile: str, name: str) -> Path:
+    path = out_dir(profile) / f"{name}.png"
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    return path
+
+
+def save_verdict(profile: str, claim: str, row: dict) -> Path:
+    """One claim's verdict row, read by the scoreboard."""
+    d = out_dir(profile) / "verdicts"
+    d.mkdir(exist_ok=True)
+    path = d / f"{claim}.json"
+    cache.write_json(path, row)
+    return path
+
+
+def read_verdicts(profile: str) -> pd.DataFrame:
+    d = out_dir(profile) / "verdicts"
+    rows = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
+    return pd.DataFrame(rows)
+
+
+def effect_plot(summary: pd.DataFrame, x: str, hue: str | None = None, ax=None, title: str = "",
+                ylabel: str = "ΔP(target) vs control", logx: bool = False):
+    """Mean effect with its 95% CI per x (and hue), a zero line, one axis."""
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    groups = summary.groupby(hue) if hue else [(None, summary)]
+    for i, (name, g) in enumerate(groups):
+        g = g.sort_values(x)
+        xs = g[x] if pd.api.types.is_numeric_dtype(g[x]) else range(len(g))
+        color = sns.color_palette()[i % 10]
+        ax.plot(xs, g["mean"], marker="o", color=color, label=name)
+        ax.fill_between(xs, g["ci_low"], g["ci_high"], color=color, alpha=0.2)
+        if not pd.api.types.is_numeric_dtype(g[x]):
+            ax.set_xticks(list(xs), g[x], rotation=20)
+    ax.axhline(0, color="black", lw=0.8)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set(xlabel=x, ylabel=ylabel, title=title)
+    if hue:
+        ax.legend(title=hue, fontsize="small")
+    return ax

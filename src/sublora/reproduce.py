@@ -1,0 +1,113 @@
+"""Run the notebooks through papermill for one profile, then build the book; print each stage's time.
+
+    python -m sublora.reproduce --profile organism           # what `make reproduce` runs
+    python -m sublora.reproduce --profile smoke --only 03_rank_sweep -p ranks "[1, 2]"
+
+Executed notebooks land in book/executed/ (or --executed); the book is built from them without
+executing anything again. Everything expensive is cached, so a rerun after an interruption picks up
+where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import papermill as pm
+import yaml
+
+from . import cache, paths
+from .config import ConfigError, available_profiles
+
+NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
+             "05_system_prompt", "06_scoreboard")
+
+
+def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = True) -> float:
+    """Execute notebooks/<name>.ipynb with papermill into out_dir; returns seconds taken."""
+    src = paths.ROOT / "notebooks" / f"{name}.ipynb"
+    if not src.exists():
+        raise ConfigError(f"no notebook {name!r}; choose one of {list(NOTEBOOKS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{name}.running.ipynb"
+    t0 = time.perf_counter()
+    # executed into a temporary name, renamed when complete: the book never shows a half-run notebook
+    pm.execute_notebook(str(src), str(tmp), parameters=parameters, progress_bar=progress, kernel_name="python3",
+                        cwd=str(paths.ROOT / "notebooks"))
+    tmp.replace(out_dir / f"{name}.ipynb")
+    return time.perf_counter() - t0
+
+
+def build_book(executed: Path, build_dir: Path | None = None) -> tuple[Path, float]:
+    """jupyter-book build of book/ (executed notebooks copied in); returns index.html and seconds."""
+    t0 = time.perf_counter()
+    book = paths.ROOT / "book"
+    target = book / "executed"
+    if executed.resolve() != target.resolve():
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(executed, target, ignore=shutil.ignore_patterns(".*"))
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
+    if build_dir:
+        cmd += ["--path-output", str(build_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    index = (build_dir or book) / "_build" / "html" / "index.html"
+    return index, time.perf_counter() - t0
+
+
+def parse_params(pairs: list[list[str]]) -> dict:
+    """-p name value pairs, values read as yaml (numbers, lists) like papermill does."""
+    out = {}
+    for name, value in pairs:
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot read the value of -p {name} {value!r}; e.g. -p ranks '[1, 2]'") from None
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="organism", help=f"one of {available_profiles()}")
+    ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
+    ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
+    ap.add_argument("--executed", type=Path, default=paths.ROOT / "book" / "executed")
+    ap.add_argument("--no-book", action="store_true", help="skip the book build")
+    args = ap.parse_args(argv)
+    if args.profile not in available_profiles():
+        print(f"error: unknown profile {args.profile!r}; choose one of {available_profiles()}", file=sys.stderr)
+        return 2
+    try:
+        params = {"profile": args.profile, **parse_params(args.p)}
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    removed = cache.clean_partial()
+    if removed:
+        print(f"removed {removed} unfinished artifact(s) of an interrupted run")
+    names = args.only or list(NOTEBOOKS)
+    times = {}
+    for name in names:
+        print(f"[{name}] running with {params}", flush=True)
+        try:
+            times[name] = run_notebook(name, args.executed, params)
+        except pm.PapermillExecutionError as e:
+            print(f"error: notebook {name} failed: {e.ename}: {e.evalue}\n"
+                  f"  the partly executed copy is {args.executed / f'.{name}.running.ipynb'}", file=sys.stderr)
+            return 1
+        print(f"[{name}] {times[name]:.1f} s", flush=True)
+    if not (args.only or args.no_book):
+        index, times["book"] = build_book(args.executed)
+        print(f"[book] {times['book']:.1f} s")
+    print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + f"; total {sum(times.values()):.1f}")
+    if not (args.only or args.no_book):
+        print(f"book: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
