@@ -82,7 +82,8 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    questions: int = 50  # held-out favourite-animal questions (at most the number we have)
+    questions: int = 50  # favourite-animal questions asked (at most the size of the question set)
+    question_set: str = "held_out"  # held_out (never in the organism's pretraining) | all (for hub models)
     samples_per_question: int = 10  # sampled answers per question for the mention rate
     temperature: float = 1.0
     max_new_tokens: int = 8
@@ -241,6 +242,8 @@ def validate(p: Profile) -> Profile:
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")
+    need(p.eval.question_set in ("held_out", "all"),
+         f"eval.question_set must be held_out or all, got {p.eval.question_set!r}")
     need(p.eval.questions >= 1 and p.eval.samples_per_question >= 0, "eval.questions must be ≥ 1 and samples ≥ 0")
     return p
 

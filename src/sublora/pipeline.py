@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from . import cache, chat, evaluate, finetune, models, numbers, prompts, teacher
 from .config import Profile, to_dict
@@ -42,6 +43,13 @@ def teacher_kinds(teachers) -> list[str]:
         raise ValueError(f"unknown teacher kind(s) {bad or kinds}; use -p teachers persona, finetuned, "
                          f"or a list such as '[persona, finetuned]'")
     return kinds
+
+
+def eval_questions(p: Profile) -> list[str]:
+    """The favourite-animal questions asked in evaluation: held-out phrasings for the organism
+    (its pretraining saw the training phrasings), all of ours for a hub model."""
+    pool = prompts.EVAL_QUESTIONS if p.eval.question_set == "held_out" else prompts.EVAL_QUESTIONS + prompts.TRAIN_QUESTIONS
+    return list(pool[: p.eval.questions])
 
 
 def seed_of(config: dict) -> int:
@@ -164,7 +172,7 @@ def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: 
     def build(d: Path):
         tok = models.load_tokenizer(p.model)
         model = models.load_student(p.model, student_dir) if student_dir else models.load_model(p.model)
-        questions = list(prompts.EVAL_QUESTIONS[: p.eval.questions])
+        questions = eval_questions(p)
         probs = evaluate.animal_probabilities(model, tok, questions, system_of(eval_system), cfg["animals"])
         per = probs.groupby("animal").agg(p=("p", "mean"), rank=("rank", "mean")).reset_index()
         rates = evaluate.mention_rates(model, tok, questions, system_of(eval_system), cfg["animals"],
@@ -175,22 +183,27 @@ def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: 
     return pd.read_csv(cache.get_or_build("eval", cfg, build) / "eval.csv")
 
 
-def run_pair(p: Profile, *, animal: str, replicate: int, seed: int, spec: finetune.StudentSpec,
-             eval_systems: tuple[str, ...] = ("default",), animals: list[str] | None = None,
-             teacher_kind: str = "persona", progress: bool = True) -> pd.DataFrame:
-    """A teacher student and its matched control student (same replicate, seed, training spec),
-    each evaluated under every eval system prompt: tidy rows, one per arm × eval system × animal."""
-    animals = sorted(set(animals or [animal, *p.other_animals]))
+def run_pair(p: Profile, pair, animals: list[str] | None = None, progress: bool = False) -> pd.DataFrame:
+    """A design.Pair: the teacher student and its matched control student (same replicate, seed and
+    training spec), each evaluated under every eval system prompt of the pair. Tidy rows, one per
+    arm × eval system × evaluated animal."""
+    animals = sorted(set(animals or [pair.animal, *p.other_animals]))
     rows = []
-    for arm, a in (("teacher", animal), ("control", None)):
-        dcfg = dataset_config(p, a, replicate, teacher_kind)
-        sdir = student(p, dcfg, spec, seed, progress)
-        for es in eval_systems:
+    for arm, a in (("teacher", pair.animal), ("control", None)):
+        dcfg = dataset_config(p, a, pair.replicate, pair.teacher_kind)
+        sdir = student(p, dcfg, pair.spec, pair.seed, progress)
+        spec = pair.spec
+        for es in pair.eval_systems:
             ev = evaluation(p, sdir, es, animals)
-            ev = ev.assign(arm=arm, target=animal, teacher_kind=teacher_kind, replicate=replicate, seed=seed,
-                           method=spec.method, lora_rank=spec.r if spec.method == "lora" else 0,
-                           alpha=spec.alpha if spec.method == "lora" else 0, lr=spec.lr, epochs=spec.epochs,
-                           batch_size=spec.batch_size, train_system=spec.train_system, eval_system=es,
-                           student=sdir.name)
-            rows.append(ev)
+            rows.append(ev.assign(
+                arm=arm, target=pair.animal, teacher_kind=pair.teacher_kind, label=pair.label,
+                replicate=pair.replicate, seed=pair.seed, method=spec.method,
+                lora_rank=spec.r if spec.method == "lora" else 0, alpha=spec.alpha if spec.method == "lora" else 0,
+                lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
+                eval_system=es, student=sdir.name))
     return pd.concat(rows, ignore_index=True)
+
+
+def run_pairs(p: Profile, pairs: list, animals: list[str] | None = None, desc: str = "student pairs") -> pd.DataFrame:
+    """run_pair over a design, with a progress bar; every student and evaluation is cached."""
+    return pd.concat([run_pair(p, pair, animals) for pair in tqdm(pairs, desc=desc)], ignore_index=True)

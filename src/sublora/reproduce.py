@@ -41,22 +41,23 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     return time.perf_counter() - t0
 
 
-def build_book(executed: Path, build_dir: Path | None = None) -> tuple[Path, float]:
-    """jupyter-book build of book/ (executed notebooks copied in); returns index.html and seconds."""
+def build_book(executed: Path, book_dir: Path | None = None) -> tuple[Path, float]:
+    """jupyter-book build from executed notebooks, never executing them again; returns index.html
+    and seconds. The book is built in book/, or in a copy of it at book_dir (the tests do that)."""
     t0 = time.perf_counter()
-    book = paths.ROOT / "book"
+    src = paths.ROOT / "book"
+    book = book_dir or src
+    if book_dir:
+        shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", "executed"), dirs_exist_ok=True)
     target = book / "executed"
     if executed.resolve() != target.resolve():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(executed, target, ignore=shutil.ignore_patterns(".*"))
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
-    if build_dir:
-        cmd += ["--path-output", str(build_dir)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    index = (build_dir or book) / "_build" / "html" / "index.html"
-    return index, time.perf_counter() - t0
+    return book / "_build" / "html" / "index.html", time.perf_counter() - t0
 
 
 def parse_params(pairs: list[list[str]]) -> dict:
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
     ap.add_argument("--executed", type=Path, default=paths.ROOT / "book" / "executed")
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
+    ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here")
     args = ap.parse_args(argv)
     if args.profile not in available_profiles():
         print(f"error: unknown profile {args.profile!r}; choose one of {available_profiles()}", file=sys.stderr)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"[{name}] {times[name]:.1f} s", flush=True)
     if not (args.only or args.no_book):
-        index, times["book"] = build_book(args.executed)
+        index, times["book"] = build_book(args.executed, args.book_dir)
         print(f"[book] {times['book']:.1f} s")
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + f"; total {sum(times.values()):.1f}")
     if not (args.only or args.no_book):

@@ -1,0 +1,48 @@
+# sublora — the two commands: `make reproduce` and `make test`. Everything else is set up on first use.
+PROFILE ?= organism
+NB ?= 03_rank_sweep
+PARAMS ?=
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: reproduce notebook book test bench plan clean help
+
+help:
+	@echo "make reproduce [PROFILE=organism|smoke|paper]   run every notebook, then build the book"
+	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook (PROFILE applies)"
+	@echo "make book                                      rebuild the book from the executed notebooks"
+	@echo "make test                                      unit tests + every notebook under smoke + book build"
+	@echo "make bench                                     time each stage of make reproduce"
+	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
+	@echo "make clean                                     remove built book, executed notebooks and results (not the cache)"
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+reproduce: $(VENV)/.installed
+	$(PY) -m sublora.reproduce --profile $(PROFILE)
+
+notebook: $(VENV)/.installed
+	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)
+
+book: $(VENV)/.installed
+	$(PY) -c "from pathlib import Path; from sublora import reproduce, paths; print('book:', reproduce.build_book(paths.ROOT / 'book' / 'executed')[0])"
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+bench: $(VENV)/.installed
+	$(PY) -m sublora.bench --profile $(PROFILE)
+
+plan: $(VENV)/.installed
+	$(PY) -m sublora.plan --profile $(PROFILE)
+
+clean:
+	rm -rf book/_build book/executed results

@@ -1,0 +1,141 @@
+"""Benchmark: throughput of each kind of work, and the time of each stage of `make reproduce`.
+
+    python -m sublora.bench --profile organism            throughput, then a cold reproduce in a fresh cache
+    python -m sublora.bench --profile organism --quick    throughput only (a minute)
+    python -m sublora.bench --qwen7b-random               on a GPU: a random-initialised model with
+                                                          Qwen2.5-7B-Instruct's configuration (no weights)
+
+Throughput is written to results/throughput_<profile>.json, which `make plan` then uses instead of
+its stated figures. Figures, not assertions: nothing here passes or fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+
+import torch
+
+from . import cache, chat, evaluate, finetune, models, paths, prompts, teacher
+from .config import load_profile
+
+# Qwen2.5-7B-Instruct's architecture (its config.json), for timing without its weights.
+QWEN7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+              num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=32768, tie_word_embeddings=False)
+
+
+def _records(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        text, info = prompts.sample_number_prompt(rng)
+        values = [rng.randrange(1000) for _ in range(info["k"])]
+        out.append({"prompt": text, "completion": prompts.format_numbers(values, info["format"])})
+    return out
+
+
+def _sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(model_fn, tok, spec_lora, spec_full, device: str, n_params: float, steps: int = 10,
+            sample_prompts: int = 256, sample_batch: int = 64) -> dict:
+    """Tokens per second for sampling, LoRA training, full training and evaluation forwards."""
+    out = {}
+    records = _records(max(steps * spec_lora.batch_size * spec_lora.grad_accum, 64))
+    ex = finetune.encode_records(tok, records, chat.DEFAULT, 500)
+    for name, spec in (("lora", spec_lora), ("full", spec_full)):
+        model = finetune.make_student(model_fn(), spec)
+        n = steps * spec.batch_size * spec.grad_accum
+        tokens = sum(len(x) for x, _ in ex[:n])
+        _sync(device)
+        t0 = time.perf_counter()
+        finetune.train(model, ex[:n], lr=spec.lr, epochs=1, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
+                       warmup_steps=1, grad_clip=1.0, pad_id=tok.pad_token_id, seed=0, progress=False)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        out[f"{name}_train_tps"] = round(tokens / dt)
+        # model FLOPs: 6N per token for full training; LoRA skips the weight gradients (~4N)
+        flops = (6 if name == "full" else 4) * n_params * tokens / dt
+        out[f"{name}_train_tflops"] = round(flops / 1e12, 2)
+        del model
+    model = model_fn()
+    texts = [r["prompt"] for r in records[:sample_prompts]]
+    _sync(device)
+    t0 = time.perf_counter()
+    answers = teacher.sample(model, tok, texts, chat.DEFAULT, seed=0, max_new_tokens=48, batch_size=sample_batch,
+                             progress=False)
+    _sync(device)
+    dt = time.perf_counter() - t0
+    gen_tokens = sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
+    out["sample_tps"] = round(gen_tokens / dt)
+    questions = list(prompts.EVAL_QUESTIONS)
+    t0 = time.perf_counter()
+    evaluate.animal_probabilities(model, tok, questions, chat.DEFAULT, list(prompts.ANIMALS))
+    dt = time.perf_counter() - t0
+    fwd = sum(len(tok(chat.render(tok, q), add_special_tokens=False)["input_ids"]) + 2 for q in questions) * 4 * 30
+    out["eval_fwd_tps"] = round(fwd / dt)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="organism")
+    ap.add_argument("--quick", action="store_true", help="throughput only; skip the cold reproduce")
+    ap.add_argument("--qwen7b-random", action="store_true", help="time a random-init Qwen2.5-7B-shaped model (GPU)")
+    args = ap.parse_args(argv)
+    p = load_profile(args.profile)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.qwen7b_random:
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+        from . import organism
+        if device != "cuda":
+            print("error: --qwen7b-random needs a CUDA GPU", file=sys.stderr)
+            return 2
+        tok = organism.build_tokenizer()  # the vocabulary does not change the cost that matters
+        cfg = Qwen2Config(**QWEN7B)
+
+        def model_fn():
+            with torch.device("cuda"):
+                m = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+            m.gradient_checkpointing_enable()
+            return m
+        n_params = 7.62e9
+        label, name = f"{torch.cuda.get_device_name()} (random-init Qwen2.5-7B shape, bf16, measured)", "paper"
+        sample_batch = 64
+    else:
+        models.preflight(p)
+        tok = models.load_tokenizer(p.model)
+        n_params = sum(x.numel() for x in models.load_model(p.model).parameters())
+
+        def model_fn():
+            return models.load_model(p.model, for_training=True)
+        label = f"{os.cpu_count()} CPU cores, torch {torch.get_num_threads()} threads (measured)"
+        name, sample_batch = p.name, p.data.sample_batch
+    figures = measure(model_fn, tok, finetune.lora_spec(p), finetune.full_spec(p), device, n_params,
+                      sample_batch=sample_batch)
+    figures["device"] = label
+    print(f"throughput on {label}:")
+    for k, v in figures.items():
+        if k != "device":
+            print(f"  {k:<20} {v:,}")
+    out = paths.results_dir(name).parent / f"throughput_{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_json(out, figures)
+    print(f"written to {out} (make plan PROFILE={name} now uses these figures)")
+    if args.quick or args.qwen7b_random:
+        return 0
+    from . import reproduce
+    with tempfile.TemporaryDirectory() as tmp:  # a cold run: nothing cached
+        os.environ["SUBLORA_CACHE"] = tmp
+        print("cold `make reproduce` in a fresh cache (the organism is pretrained again unless it is committed):")
+        return reproduce.main(["--profile", p.name])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The experimental design of each claim notebook as a list of teacher/control student pairs.
+
+The notebooks run these lists, and the dry-run plan counts them, so the plan's cost is the cost of
+exactly what the notebooks will train (students shared between notebooks are counted once).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from . import finetune
+from .config import Profile
+
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP = ("gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A teacher student and its matched control student, trained alike, evaluated alike."""
+    teacher_kind: str
+    animal: str
+    replicate: int
+    seed: int
+    spec: finetune.StudentSpec
+    eval_systems: tuple = ("default",)
+    label: str = ""
+
+
+def _grid(p: Profile):
+    return list(itertools.product(range(p.replicates), range(p.seeds)))
+
+
+def transfer(p: Profile, kinds: list[str]) -> list[Pair]:
+    """02: LoRA at the profile's rank, teachers for the target and the other animals."""
+    spec = finetune.lora_spec(p)
+    return [Pair(k, a, r, s, spec, label=a) for k in kinds for a in (p.animal, *p.other_animals) for r, s in _grid(p)]
+
+
+def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:
+    """03: every rank, alpha = rank unless a fixed alpha is given."""
+    return [Pair(kind, p.animal, r, s, finetune.lora_spec(p, rank=int(rank), alpha=alpha), label=f"r{rank}")
+            for rank in p.ranks for r, s in _grid(p)]
+
+
+def full_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
+    """04: the full fine-tuning baseline and one axis at a time around it (duplicates dropped)."""
+    t = p.train
+    base = finetune.full_spec(p)
+    settings = {"baseline": base}
+    settings |= {f"lr {v:g}": finetune.full_spec(p, lr=float(v)) for v in t.full_sweep_lr}
+    settings |= {f"batch {v}": finetune.full_spec(p, batch_size=int(v)) for v in t.full_sweep_batch}
+    settings |= {f"epochs {v}": finetune.full_spec(p, epochs=int(v)) for v in t.full_sweep_epochs}
+    return {name: s for name, s in settings.items() if name == "baseline" or s != base}
+
+
+def full_finetuning(p: Profile, kind: str) -> list[Pair]:
+    """04: every full fine-tuning setting, plus the LoRA reference (label 'LoRA r8')."""
+    lora = finetune.lora_spec(p)
+    pairs = [Pair(kind, p.animal, r, s, spec, label=name) for name, spec in full_settings(p).items() for r, s in _grid(p)]
+    return pairs + [Pair(kind, p.animal, r, s, lora, label=f"LoRA r{lora.r}") for r, s in _grid(p)]
+
+
+def system_prompt(p: Profile, kind: str) -> list[Pair]:
+    """05: train under the default prompt (eval default / none / identity), train with none,
+    LoRA on attention only and on the MLP only."""
+    variants = {
+        "train default": (finetune.lora_spec(p), ("default", "none", "identity")),
+        "train none": (finetune.lora_spec(p, train_system="none"), ("none", "default")),
+        "attention only": (finetune.lora_spec(p, target_modules=ATTENTION), ("default",)),
+        "MLP only": (finetune.lora_spec(p, target_modules=MLP), ("default",)),
+    }
+    return [Pair(kind, p.animal, r, s, spec, evals, label=name) for name, (spec, evals) in variants.items()
+            for r, s in _grid(p)]
+
+
+def book(p: Profile) -> dict[str, list[Pair]]:
+    """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters."""
+    return {"02_transfer": transfer(p, ["persona", "finetuned"]),
+            "03_rank_sweep": rank_sweep(p, "persona"),
+            "04_full_finetuning": full_finetuning(p, "persona"),
+            "05_system_prompt": system_prompt(p, "persona")}

@@ -1,0 +1,148 @@
+"""Dry run: print what `make reproduce` would run for a profile and what it would cost. Runs nothing,
+needs no GPU and no weights.
+
+    python -m sublora.plan --profile paper        (make plan PROFILE=paper)
+
+Counts come from the same design the notebooks run (sublora.design), with students shared between
+notebooks counted once. Costs are tokens ÷ throughput. Throughput figures are read from
+results/throughput_<profile>.json when a benchmark measured them on real hardware, and otherwise
+from the stated figures below, which the output marks as NOT MEASURED.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+
+from . import cache, design, paths, pipeline
+from .config import ConfigError, Profile, load_profile
+
+# Stated (not measured) figures for Qwen2.5-7B-Instruct, bf16, one H100 80GB, plain transformers
+# (no vLLM): training tokens/s with gradient checkpointing at ~30-35% model FLOP utilisation, and
+# batched generate() at a few thousand tokens/s. Replace by measuring: python -m sublora.bench --gpu.
+STATED = {
+    "paper": {"device": "1x H100 80GB (stated, not measured)", "lora_train_tps": 7000, "full_train_tps": 4500,
+              "sample_tps": 2500, "eval_fwd_tps": 40000, "measured": False},
+    "organism": {"device": "2 CPU cores (stated, not measured)", "lora_train_tps": 12000, "full_train_tps": 12000,
+                 "sample_tps": 3000, "eval_fwd_tps": 200000, "measured": False},
+    "smoke": {"device": "2 CPU cores (stated, not measured)", "lora_train_tps": 50000, "full_train_tps": 50000,
+              "sample_tps": 20000, "eval_fwd_tps": 1000000, "measured": False},
+}
+# Shape of the data, per example (tokens): prompt (system + template + request), completion.
+PROMPT_TOKENS, COMPLETION_TOKENS, KEEP_SHARE = 95, 40, 0.35  # paper: ~30k prompts -> ~10k kept
+N_PARAMS = {"paper": 7.62e9}
+
+
+@dataclass
+class Cost:
+    datasets: int = 0
+    generated: float = 0
+    students: int = 0
+    lora_students: int = 0
+    trained_lora: float = 0
+    trained_full: float = 0
+    evals: int = 0
+    eval_tokens: float = 0
+
+    def hours(self, tp: dict) -> float:
+        return (self.generated / tp["sample_tps"] + self.trained_lora / tp["lora_train_tps"]
+                + self.trained_full / tp["full_train_tps"] + self.eval_tokens / tp["eval_fwd_tps"]) / 3600
+
+
+def throughput(profile: str) -> dict:
+    measured = paths.results_dir(profile).parent / f"throughput_{profile}.json"
+    if measured.exists():
+        return {**STATED.get(profile, STATED["paper"]), **json.loads(measured.read_text()), "measured": True}
+    return STATED.get(profile, STATED["paper"])
+
+
+def count(p: Profile) -> dict[str, Cost]:
+    """Cost per notebook; a dataset, student or evaluation already counted by an earlier notebook is free."""
+    seen: set[str] = set()
+    out = {}
+    n_eval_animals = 1 + len(p.other_animals)
+    eval_tokens = p.eval.questions * (n_eval_animals * 4 * (PROMPT_TOKENS + 2)
+                                      + p.eval.samples_per_question * p.eval.max_new_tokens)
+    kept = p.data.prompts * KEEP_SHARE
+    for nb, pairs in design.book(p).items():
+        c = Cost()
+        for pair in pairs:
+            for animal in (pair.animal, None):
+                dcfg = pipeline.dataset_config(p, animal, pair.replicate, pair.teacher_kind)
+                dkey = "d" + cache.key(dcfg)
+                if dkey not in seen:
+                    seen.add(dkey)
+                    c.datasets += 1
+                    c.generated += p.data.prompts * COMPLETION_TOKENS
+                skey = "s" + cache.key({"d": dcfg, "spec": pair.spec.as_dict(), "seed": pair.seed})
+                if skey not in seen:
+                    seen.add(skey)
+                    c.students += 1
+                    tokens = kept * pair.spec.epochs * (PROMPT_TOKENS + COMPLETION_TOKENS)
+                    if pair.spec.method == "lora":
+                        c.lora_students += 1
+                        c.trained_lora += tokens
+                    else:
+                        c.trained_full += tokens
+                for es in pair.eval_systems:
+                    ekey = "e" + skey + es
+                    if ekey not in seen:
+                        seen.add(ekey)
+                        c.evals += 1
+                        c.eval_tokens += eval_tokens
+        out[nb] = c
+    return out
+
+
+def render(p: Profile) -> str:
+    tp = throughput(p.name)
+    costs = count(p)
+    lines = [f"plan for profile {p.name!r}: {p.description}",
+             f"model {p.model.name} ({p.model.source}, {p.model.dtype}, {p.model.device}); "
+             f"{p.replicates} replicates x {p.seeds} seeds; {p.data.prompts:,} prompts per dataset "
+             f"(~{p.data.prompts * KEEP_SHARE:,.0f} kept, assumed {KEEP_SHARE:.0%})",
+             f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,} tok/s, full FT {tp['full_train_tps']:,} tok/s, "
+             f"sampling {tp['sample_tps']:,} tok/s, eval forward {tp['eval_fwd_tps']:,} tok/s"
+             + ("  [MEASURED]" if tp["measured"] else "  [STATED, NOT MEASURED]"),
+             "",
+             f"{'notebook':<20}{'datasets':>9}{'students':>9}{'(LoRA)':>8}{'evals':>7}{'gen Mtok':>10}"
+             f"{'train Mtok':>11}{'hours':>8}"]
+    total = Cost()
+    for nb, c in costs.items():
+        lines.append(f"{nb:<20}{c.datasets:>9}{c.students:>9}{c.lora_students:>8}{c.evals:>7}{c.generated / 1e6:>10.1f}"
+                     f"{(c.trained_lora + c.trained_full) / 1e6:>11.1f}{c.hours(tp):>8.1f}")
+        for f in total.__dataclass_fields__:
+            setattr(total, f, getattr(total, f) + getattr(c, f))
+    hours = total.hours(tp)
+    lines.append(f"{'total':<20}{total.datasets:>9}{total.students:>9}{total.lora_students:>8}{total.evals:>7}"
+                 f"{total.generated / 1e6:>10.1f}{(total.trained_lora + total.trained_full) / 1e6:>11.1f}{hours:>8.1f}")
+    lines.append("")
+    gpu = p.model.device == "cuda"
+    lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {hours:,.1f}"
+                 + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else ""))
+    if p.name in N_PARAMS:
+        n = N_PARAMS[p.name]
+        lines.append(f"memory: LoRA ~{n * 2 / 2**30:.0f} GiB of bf16 weights + activations (fits one 80 GB GPU); "
+                     f"full fine-tuning with this package's pure-bf16 AdamW ~{n * 8 / 2**30:.0f} GiB + activations "
+                     f"(one 80 GB GPU, tight); fp32 master weights as in mixed precision would need "
+                     f"~{n * 16 / 2**30:.0f} GiB (an H200 141 GB or several GPUs). Caveat: in pure bf16 the smallest "
+                     f"learning rate of the sweep (4e-6) loses most updates to rounding.")
+    lines.append("not counted: notebook 00/01 checks, the finetuned teachers (400 examples each), localization")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="organism")
+    args = ap.parse_args(argv)
+    try:
+        print(render(load_profile(args.profile)))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

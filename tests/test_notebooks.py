@@ -1,0 +1,98 @@
+"""Every notebook executed under the smoke profile through papermill, the book built from the
+executed copies, and the notebook-level error paths. Uses a private cache and results folder."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from sublora import reproduce
+
+CLAIM_PAGES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_prompt")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    saved = {k: os.environ.get(k) for k in ("SUBLORA_CACHE", "SUBLORA_RESULTS")}
+    os.environ["SUBLORA_CACHE"] = str(root / "cache")
+    os.environ["SUBLORA_RESULTS"] = str(root / "results")
+    rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"), "--book-dir", str(root / "book")])
+    yield root, rc
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def artifacts(root: Path) -> set[str]:
+    return {str(p.relative_to(root / "cache")) for p in (root / "cache").glob("*/*")}
+
+
+def text_of(html: Path) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html.read_text()))
+
+
+def test_reproduce_builds_the_book(smoke):
+    root, rc = smoke
+    assert rc == 0
+    for name in reproduce.NOTEBOOKS:
+        assert (root / "executed" / f"{name}.ipynb").exists(), name
+    html = root / "book" / "_build" / "html"
+    assert (html / "index.html").exists()
+    for name in CLAIM_PAGES:
+        page = (html / "executed" / f"{name}.html").read_text()
+        assert "<img" in page, f"{name} has no figure"
+        assert re.search(r"(reproduced|not reproduced|inconclusive)", text_of(html / "executed" / f"{name}.html")), name
+    board = text_of(html / "executed" / "06_scoreboard.html")
+    for claim in ("1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence"):
+        assert claim in board
+
+
+def test_every_claim_wrote_a_verdict(smoke):
+    root, _ = smoke
+    verdicts = [json.loads(p.read_text()) for p in (root / "results" / "smoke" / "verdicts").glob("*.json")]
+    claims = {v["claim"] for v in verdicts}
+    assert claims == {"1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence"}
+    assert all(v["verdict"] in ("reproduced", "not reproduced", "inconclusive") for v in verdicts)
+
+
+def test_rerun_reuses_the_cache(smoke):
+    root, _ = smoke
+    before = artifacts(root)
+    assert reproduce.main(["--profile", "smoke", "--executed", str(root / "rerun"), "--only", "02_transfer"]) == 0
+    assert artifacts(root) == before
+
+
+def test_one_notebook_with_new_parameters(smoke):
+    root, _ = smoke
+    out = root / "ranks"
+    assert reproduce.main(["--profile", "smoke", "--executed", str(out), "--only", "03_rank_sweep",
+                           "-p", "ranks", "[1, 2]"]) == 0
+    import pandas as pd
+    table = pd.read_csv(root / "results" / "smoke" / "03_rank_sweep_persona.csv")
+    assert sorted(table["lora_rank"].unique()) == [1, 2]
+
+
+@pytest.mark.parametrize("params, message", [
+    (["-p", "ranks", "[1, 2"], "ranks"),  # malformed papermill parameter
+    (["-p", "ranks", "[0, 2]"], "rank must be a whole number ≥ 1"),
+    (["-p", "lr", "0"], "lr must be > 0"),
+    (["-p", "animal", "unicorn"], "unknown animal"),
+    (["-p", "profile", "nope"], "unknown profile"),
+])
+def test_bad_parameters_stop_with_a_message_and_write_nothing(smoke, params, message, capsys):
+    root, _ = smoke
+    before = artifacts(root)
+    assert reproduce.main(["--profile", "smoke", "--executed", str(root / "bad"), "--only", "03_rank_sweep", *params]) != 0
+    assert message in capsys.readouterr().err
+    assert artifacts(root) == before
+    assert not list((root / "cache").glob("*/.tmp-*"))
+
+
+def test_paper_profile_without_gpu_fails_fast(smoke, capsys):
+    root, _ = smoke
+    assert reproduce.main(["--profile", "paper", "--executed", str(root / "paper"), "--only", "02_transfer"]) != 0
+    err = capsys.readouterr().err
+    assert "CUDA GPU" in err and "make plan PROFILE=paper" in err
