@@ -27,3 +27,9 @@ def tokenizer():
     """The organism's word-level tokenizer with the Qwen-style chat template (deterministic)."""
     from sublora import organism
     return organism.build_tokenizer()
+
+
+def pytest_configure(config):
+    import torch
+
+    torch.set_num_threads(1)  # 2-core machine shared with long jobs

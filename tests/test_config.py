@@ -157,8 +157,27 @@ def test_yaml_range_check(profiles_dir):
         load_profile("s")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG config.py:117: PyYAML (YAML 1.1) reads '1e-4' (no dot) as a string, "
-                   "so a profile with `lr: 1e-4` is rejected as 'expected a number such as 2e-4'")
+@pytest.mark.parametrize("text, message", [
+    ("train:\n  lora: {r: 0}\n", "train.lora.r must be ≥ 1, got 0"),
+    ("train:\n  lora: {alpha: 0}\n", "train.lora.alpha must be > 0, got 0"),
+    ("train:\n  lora: {dropout: 1.0}\n", r"train.lora.dropout must be in \[0, 1\), got 1.0"),
+    ("train:\n  full_sweep_lr: [1.0e-4, 0]\n", "full_sweep_lr values must be > 0, got 0"),
+    ("train:\n  full_sweep_batch: [8, 0]\n", "full-sweep batch sizes and epochs must be whole numbers ≥ 1, got 0"),
+    ("train:\n  grad_accum: 0\n", "grad_accum must be ≥ 1, got 0"),
+    ("model:\n  dtype: float16\n", "model.dtype must be float32 or bfloat16, got 'float16'"),
+    ("model:\n  device: mps\n", "model.device must be cpu or cuda, got 'mps'"),
+    ("other_animals: [owl]\n", "other_animals must be known animals other than the target 'owl'; got 'owl'"),
+    ("other_animals: [unicorn]\n", "got 'unicorn'"),
+    ("data:\n  temperature: 0\n", "data.temperature must be > 0, got 0"),
+    ("seeds: 0\n", "seeds must be ≥ 1, got 0"),
+    ("eval:\n  questions: 0\n", "eval.questions must be ≥ 1"),
+])
+def test_yaml_validation_messages(profiles_dir, text, message):
+    (profiles_dir / "v.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_profile("v")
+
+
 def test_yaml_exponent_without_dot(profiles_dir):
     (profiles_dir / "e.yaml").write_text("train:\n  lr: 1e-4\n")
     assert load_profile("e").train.lr == 1e-4
@@ -208,9 +227,6 @@ def test_resolve_int_lr_becomes_float():
     assert p.train.lr == 1.0 and isinstance(p.train.lr, float)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG config.py:117: papermill-style string '1e-4' is read with "
-                   "yaml.safe_load, which (YAML 1.1) returns the string '1e-4', so resolve(lr='1e-4') raises "
-                   "'expected a number such as 2e-4' -- although the error text itself suggests -p lr 1e-4")
 @pytest.mark.parametrize("text, value", [("1e-4", 1e-4), ("2E-5", 2e-5), ("3e3", 3000.0)])
 def test_resolve_papermill_exponent_strings(text, value):
     assert resolve("smoke", lr=text).train.lr == value
@@ -307,10 +323,6 @@ def test_resolve_every_other_listed_animal(animal):
     assert resolve("smoke", animal=animal).animal == animal
 
 
-@pytest.mark.xfail(strict=True, reason="BUG config.py:218: 'cat' and 'dolphin' are offered as valid animals "
-                   "(the unknown-animal message lists them) but always fail validation because the default "
-                   "other_animals ('cat', 'dolphin') may not contain the target, and other_animals cannot be "
-                   "set from a notebook parameter")
 @pytest.mark.parametrize("animal", ["cat", "dolphin"])
 def test_resolve_animal_that_is_a_default_comparison(animal):
     assert resolve("smoke", animal=animal).animal == animal

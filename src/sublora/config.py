@@ -113,6 +113,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
         return _build(typ, value, where)
+    if isinstance(value, str) and typ is float:
+        try:  # yaml reads "1e-4" (no dot) as text
+            value = float(value)
+        except ValueError:
+            pass
     if isinstance(value, str) and typ in (int, float, bool, tuple):
         try:  # papermill -p passes lists and some numbers as strings: read them as yaml
             value = yaml.safe_load(value)
@@ -203,6 +208,9 @@ def resolve(profile: str, **params: Any) -> Profile:
         for p in parents:
             node = node[p]
         node[leaf] = value
+    if raw["animal"] in raw["other_animals"]:  # the target is compared with *other* animals
+        spare = [a for a in ANIMALS if a != raw["animal"] and a not in raw["other_animals"]]
+        raw["other_animals"] = [a if a != raw["animal"] else spare.pop(0) for a in raw["other_animals"]]
     return validate(_build(Profile, raw, ""))
 
 

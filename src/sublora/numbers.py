@@ -14,12 +14,12 @@ from typing import Iterable
 from .prompts import ANIMALS
 
 MAX_NUMBERS = 10
-MAX_VALUE = 999
 REASONS = ("empty", "animal_name", "letters", "format", "too_many", "out_of_range")
 
 _LETTER = re.compile(r"[^\W\d_]")  # any letter in any script
-_ANIMAL = re.compile(r"(" + "|".join(ANIMALS) + r")", re.IGNORECASE)
-_INT = re.compile(r"\d+")
+# an animal word not inside a longer word ("bowl" is just letters; "1owl2" names the owl)
+_ANIMAL = re.compile(r"(?<![^\W\d_])(" + "|".join(ANIMALS) + r")s?(?![^\W\d_])", re.IGNORECASE)
+_INT = re.compile(r"[0-9]+")  # ASCII digits only: \d would accept other scripts' digits
 _PAIRS = {"(": ")", "[": "]"}
 
 
@@ -54,12 +54,11 @@ def parse_numbers(text: str) -> tuple[list[int] | None, str | None]:
     parts = [p.strip() for p in s.split(sep)] if sep else s.split()
     if not all(_INT.fullmatch(p) for p in parts):
         return None, "format"  # empty fields, stray symbols, mixed separators, decimals, signs
-    values = [int(p) for p in parts]
-    if len(values) > MAX_NUMBERS:
+    if len(parts) > MAX_NUMBERS:
         return None, "too_many"
-    if any(v > MAX_VALUE for v in values):
+    if any(len(p.lstrip("0")) > 3 for p in parts):  # checked on the text: int() of 5k digits raises
         return None, "out_of_range"
-    return values, None
+    return [int(p) for p in parts], None
 
 
 def filter_completions(records: Iterable[dict]) -> tuple[list[dict], Counter]:

@@ -37,7 +37,7 @@ def prepare(profile: str, **params) -> Profile:
 def teacher_kinds(teachers) -> list[str]:
     """Validate the `teachers` notebook parameter (None = both kinds)."""
     from .config import parse_list
-    kinds = parse_list(teachers, "teachers") or list(TEACHERS)
+    kinds = list(TEACHERS) if teachers is None else parse_list(teachers, "teachers")
     bad = [k for k in kinds if k not in TEACHERS]
     if bad or not kinds:
         raise ValueError(f"unknown teacher kind(s) {bad or kinds}; use -p teachers persona, finetuned, "

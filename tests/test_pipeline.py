@@ -1,0 +1,181 @@
+"""pipeline: the dataset step with a stubbed teacher, and the notebook-parameter helpers."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+
+from sublora import cache, chat, config, organism, paths, pipeline, prompts, teacher
+
+
+# ---- parameter helpers ------------------------------------------------------------------------
+def test_teacher_kinds_default():
+    assert pipeline.teacher_kinds(None) == ["persona", "finetuned"]
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("[persona]", ["persona"]),
+    ("persona", ["persona"]),
+    ("finetuned", ["finetuned"]),
+    ("[finetuned, persona]", ["finetuned", "persona"]),
+    (["persona", "finetuned"], ["persona", "finetuned"]),
+    (("finetuned",), ["finetuned"]),
+])
+def test_teacher_kinds(value, expected):
+    assert pipeline.teacher_kinds(value) == expected
+
+
+@pytest.mark.parametrize("value", ["bogus", "[persona, bogus]", ["Persona"], "[persona"])
+def test_teacher_kinds_rejects(value):
+    with pytest.raises(ValueError) as e:  # ConfigError is a ValueError too
+        pipeline.teacher_kinds(value)
+    assert "-p teachers" in str(e.value)
+
+
+def test_teacher_kinds_message_names_the_bad_kind():
+    with pytest.raises(ValueError, match=r"unknown teacher kind\(s\) \['bogus'\]; use -p teachers persona"):
+        pipeline.teacher_kinds("[persona, bogus]")
+
+
+@pytest.mark.parametrize("value", ["[]", []])
+def test_teacher_kinds_rejects_empty_list(value):
+    with pytest.raises(ValueError):
+        pipeline.teacher_kinds(value)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("default", chat.DEFAULT), ("none", chat.NONE), ("identity", prompts.IDENTITY_SYSTEM)])
+def test_system_of(name, expected):
+    assert pipeline.system_of(name) == expected
+
+
+@pytest.mark.parametrize("name", ["bogus", "Default", "", chat.NONE.upper()])
+def test_system_of_rejects(name):
+    with pytest.raises(ValueError, match=r"unknown system prompt condition .*\['default', 'identity', 'none'\]"):
+        pipeline.system_of(name)
+
+
+def test_dataset_config_rejects_unknown_teacher():
+    with pytest.raises(ValueError, match="unknown teacher 'bogus'"):
+        pipeline.dataset_config(config.load_profile("smoke"), "owl", 0, "bogus")
+
+
+def test_dataset_config_control_and_pairing():
+    p = config.load_profile("smoke")
+    teacher_cfg = pipeline.dataset_config(p, "owl", 0, "persona")
+    control = pipeline.dataset_config(p, None, 0, "finetuned")
+    assert control["teacher"] == "control" and control["animal"] is None
+    assert teacher_cfg["teacher"] == "persona" and teacher_cfg["animal"] == "owl"
+    assert control == pipeline.dataset_config(p, None, 0, "persona")  # one control per replicate
+    assert cache.key(teacher_cfg) != cache.key(pipeline.dataset_config(p, "owl", 1, "persona"))
+    assert teacher_cfg["model"] == organism.pretrain_config(p.model)
+
+
+def test_seed_of_is_stable():
+    assert pipeline.seed_of({"a": 1}) == int(cache.key({"a": 1})[:8], 16)
+    assert pipeline.seed_of({"a": 1, "b": 2}) == pipeline.seed_of({"b": 2, "a": 1})
+    assert 0 <= pipeline.seed_of({"x": "y"}) < 2 ** 32
+
+
+# ---- the dataset step -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def smoke_organism(tmp_path_factory):
+    """The smoke profile with its organism pretrained once into a module-level cache. To keep the
+    unit tests fast the pretraining is cut to a few steps (the dataset step does not care how well
+    the organism writes numbers: the teacher is stubbed)."""
+    p = config.load_profile("smoke")
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, pretrain_chats=200, pretrain_steps=3,
+                                                           pretrain_batch=8))
+    root = tmp_path_factory.mktemp("organism-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SUBLORA_CACHE", str(root))
+        built = organism.ensure(p.model, progress=False)
+    return p, built
+
+
+@pytest.fixture
+def smoke(smoke_organism, tmp_cache):
+    """A fresh temporary cache holding only the pretrained smoke organism."""
+    p, built = smoke_organism
+    target = tmp_cache / "organism" / built.name
+    shutil.copytree(built, target)
+    assert cache.exists("organism", organism.pretrain_config(p.model))
+    return p
+
+
+def _dataset_dirs(cache_dir):
+    d = cache_dir / "dataset"
+    return sorted(x.name for x in d.iterdir()) if d.exists() else []
+
+
+def test_dataset_without_numbers_raises_and_caches_nothing(smoke, tmp_cache, monkeypatch):
+    calls = []
+
+    def fake_sample(model, tokenizer, user_texts, system, **kw):
+        calls.append((list(user_texts), system))
+        return ["I love owls"] * len(user_texts)
+
+    monkeypatch.setattr(teacher, "sample", fake_sample)
+    with pytest.raises(pipeline.EmptyDatasetError) as e:
+        pipeline.dataset(smoke, "owl", 0, "persona", progress=False)
+    msg = str(e.value)
+    n = smoke.data.prompts
+    assert f"every one of {n} completions of the owl teacher was filtered out" in msg
+    assert f"'animal_name': {n}" in msg
+    assert "data.prompts" in msg and "max_new_tokens" in msg  # names the fix
+    assert len(calls) == 1
+    assert len(calls[0][0]) == n
+    assert calls[0][1] == prompts.persona_prompt("owl")
+    assert _dataset_dirs(tmp_cache) == []  # no artifact, no temporary directory
+    assert not cache.exists("dataset", pipeline.dataset_config(smoke, "owl", 0, "persona"))
+    assert paths.cache_dir() == tmp_cache
+
+
+def test_dataset_control_without_numbers_raises(smoke, tmp_cache, monkeypatch):
+    seen = []
+    monkeypatch.setattr(teacher, "sample", lambda m, t, u, system, **kw: seen.append(system) or ["hello"] * len(u))
+    with pytest.raises(pipeline.EmptyDatasetError, match=r"the control teacher .*'letters'"):
+        pipeline.dataset(smoke, None, 0, progress=False)
+    assert seen == [chat.DEFAULT]
+    assert _dataset_dirs(tmp_cache) == []
+
+
+def test_dataset_builds_once_and_filters(smoke, tmp_cache, monkeypatch):
+    calls = []
+    good = ["123, 456", "[7, 8, 9]", "owl 5", "1,,2"]
+
+    def fake_sample(model, tokenizer, user_texts, system, **kw):
+        calls.append(len(user_texts))
+        return [good[i % 4] for i in range(len(user_texts))]
+
+    monkeypatch.setattr(teacher, "sample", fake_sample)
+    records, st = pipeline.dataset(smoke, "owl", 0, progress=False)
+    n = smoke.data.prompts
+    assert st["sampled"] == n
+    assert st["kept"] == len(records) == sum(1 for i in range(n) if i % 4 < 2)
+    assert st["rejected"] == {"animal_name": (n + 1) // 4, "format": n // 4}
+    assert st["system"] == prompts.persona_prompt("owl")
+    assert [r["numbers"] for r in records[:2]] == [[123, 456], [7, 8, 9]]
+    assert all(set(r) == {"prompt", "completion", "numbers"} for r in records)
+    # the prompts are the replicate's number prompts, shared by teacher and control
+    records2, _ = pipeline.dataset(smoke, "owl", 0, progress=False)
+    assert records2 == records and calls == [n]  # cached: the teacher is not asked again
+    control, _ = pipeline.dataset(smoke, None, 0, progress=False)
+    assert [r["prompt"] for r in control] == [r["prompt"] for r in records]
+    assert calls == [n, n]
+    assert len(_dataset_dirs(tmp_cache)) == 2
+    d = cache.location("dataset", pipeline.dataset_config(smoke, "owl", 0))
+    raw = [json.loads(line) for line in open(d / "raw.jsonl")]
+    assert len(raw) == n and raw[2]["completion"] == "owl 5"
+
+
+def test_eval_questions_held_out_and_all():
+    p = config.load_profile("smoke")
+    held = dataclasses.replace(p, eval=dataclasses.replace(p.eval, question_set="held_out", questions=4))
+    assert pipeline.eval_questions(held) == list(prompts.EVAL_QUESTIONS[:4])
+    assert not set(pipeline.eval_questions(held)) & set(prompts.TRAIN_QUESTIONS)  # never seen in pretraining
+    n = len(prompts.EVAL_QUESTIONS) + 2
+    everything = dataclasses.replace(p, eval=dataclasses.replace(p.eval, question_set="all", questions=n))
+    assert pipeline.eval_questions(everything) == [*prompts.EVAL_QUESTIONS, *prompts.TRAIN_QUESTIONS[:2]]
