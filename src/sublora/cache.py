@@ -46,9 +46,13 @@ def get_or_build(kind: str, config: dict, build: Callable[[Path], Any]) -> Path:
         build(tmp)
         # the marker file is written last: its presence marks a complete artifact
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True, default=str))
-        if final.exists():  # a stale directory without the marker
+        if final.exists() and not (final / CONFIG_FILE).exists():  # a stale directory without the marker
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished the same artifact first: keep theirs
+            if not (final / CONFIG_FILE).exists():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -104,6 +104,7 @@ class Profile:
     ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
     min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
     bootstrap: int = 2000
+    workers: int = 1  # processes training students in parallel (one torch thread each)
     gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
 
 
@@ -246,6 +247,7 @@ def validate(p: Profile) -> Profile:
         need(v >= 1, f"{name} must be ≥ 1, got {v}; e.g. -p {name} 3")
     for v in (*p.train.full_sweep_batch, *p.train.full_sweep_epochs):
         need(isinstance(v, int) and v >= 1, f"full-sweep batch sizes and epochs must be whole numbers ≥ 1, got {v!r}")
+    need(p.workers >= 1, f"workers must be ≥ 1, got {p.workers}")
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")

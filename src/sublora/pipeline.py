@@ -162,12 +162,16 @@ def student(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, p
 
 
 # ---- evaluation -----------------------------------------------------------------------------
+def eval_config(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str]) -> dict:
+    return {"step": "eval", "v": VERSION["eval"], "model": model_key(p),
+            "student": student_dir.name if student_dir else "base", "eval": to_dict(p.eval),
+            "system": eval_system, "animals": sorted(animals)}
+
+
 def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str],
                progress: bool = False) -> pd.DataFrame:
     """Mean P(animal), mean rank and mention rate per animal for one model (None = the base)."""
-    cfg = {"step": "eval", "v": VERSION["eval"], "model": model_key(p),
-           "student": student_dir.name if student_dir else "base", "eval": to_dict(p.eval),
-           "system": eval_system, "animals": sorted(animals)}
+    cfg = eval_config(p, student_dir, eval_system, animals)
 
     def build(d: Path):
         tok = models.load_tokenizer(p.model)
@@ -205,5 +209,47 @@ def run_pair(p: Profile, pair, animals: list[str] | None = None, progress: bool 
 
 
 def run_pairs(p: Profile, pairs: list, animals: list[str] | None = None, desc: str = "student pairs") -> pd.DataFrame:
-    """run_pair over a design, with a progress bar; every student and evaluation is cached."""
+    """run_pair over a design, with a progress bar; every student and evaluation is cached.
+    With profile.workers > 1 the missing students and evaluations are first built in parallel."""
+    if p.workers > 1:
+        prefetch(p, pairs, animals, desc)
     return pd.concat([run_pair(p, pair, animals) for pair in tqdm(pairs, desc=desc)], ignore_index=True)
+
+
+def _one_thread():
+    import torch
+    torch.set_num_threads(1)
+
+
+def _build_student(job) -> None:
+    student(*job, progress=False)
+
+
+def _build_eval(job) -> None:
+    evaluation(*job)
+
+
+def prefetch(p: Profile, pairs: list, animals: list[str] | None, desc: str) -> None:
+    """Build the datasets (in this process), then the students and evaluations that are not cached
+    yet in p.workers processes of one torch thread each — small models use cores better that way."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    students, evals = {}, {}
+    for pair in pairs:
+        evaluated = sorted(set(animals or [pair.animal, *p.other_animals]))
+        for a in (pair.animal, None):
+            dcfg = dataset_config(p, a, pair.replicate, pair.teacher_kind)
+            dataset(p, a, pair.replicate, pair.teacher_kind, progress=False)
+            scfg = student_config(p, dcfg, pair.spec, pair.seed)
+            if not cache.exists("student", scfg):
+                students[cache.key(scfg)] = (p, dcfg, pair.spec, pair.seed)
+            sdir = cache.location("student", scfg)
+            for es in pair.eval_systems:
+                if not cache.exists("eval", eval_config(p, sdir, es, evaluated)):
+                    evals[(sdir.name, es, tuple(evaluated))] = (p, sdir, es, evaluated)
+    if not students and not evals:
+        return
+    with ProcessPoolExecutor(p.workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+        list(tqdm(pool.map(_build_student, students.values()), total=len(students), desc=f"{desc}: training"))
+        list(tqdm(pool.map(_build_eval, evals.values()), total=len(evals), desc=f"{desc}: evaluating"))
