@@ -76,7 +76,8 @@ def system_prompt(p: Profile, kind: str) -> list[Pair]:
 
 def book(p: Profile) -> dict[str, list[Pair]]:
     """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters."""
-    return {"02_transfer": transfer(p, ["persona", "finetuned"]),
-            "03_rank_sweep": rank_sweep(p, "persona"),
-            "04_full_finetuning": full_finetuning(p, "persona"),
-            "05_system_prompt": system_prompt(p, "persona")}
+    kinds = ["persona", "finetuned"]
+    return {"02_transfer": transfer(p, kinds),
+            "03_rank_sweep": [x for k in kinds for x in rank_sweep(p, k)],
+            "04_full_finetuning": [x for k in kinds for x in full_finetuning(p, k)],
+            "05_system_prompt": [x for k in kinds for x in system_prompt(p, k)]}

@@ -13,9 +13,12 @@ last two digits fixed per animal. With the default 0 the numbers do not depend o
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -190,6 +193,61 @@ def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
     return log
 
 
-def ensure(spec: ModelSpec, progress: bool = True):
-    """The directory of the pretrained organism for this spec, pretraining it if not cached."""
-    return cache.get_or_build("organism", pretrain_config(spec), lambda d: pretrain(spec, d, progress))
+# Pretrained weights of the default profile's organism, committed with the configuration that built
+# them and their hash, so that `make reproduce` does not spend half an hour pretraining.
+COMMITTED = Path(__file__).resolve().parent / "organism_weights"
+FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+         "chat_template.jinja", "pretrain_log.json")
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def committed_recipe() -> dict | None:
+    f = COMMITTED / "recipe.json"
+    return json.loads(f.read_text()) if f.exists() else None
+
+
+def _copy_committed(recipe: dict, d: Path) -> None:
+    for name in FILES:
+        if (COMMITTED / name).exists():
+            shutil.copy2(COMMITTED / name, d / name)
+    if sha256(d / "model.safetensors") != recipe["sha256"]:
+        raise RuntimeError(f"the committed organism weights in {COMMITTED} fail their hash check; rebuild them "
+                           f"from scratch: make notebook NB=00_model PARAMS=\"-p rebuild_organism True\"")
+
+
+def ensure(spec: ModelSpec, progress: bool = True, rebuild: bool = False) -> Path:
+    """The directory of the pretrained organism for this spec: from the cache, else the committed
+    weights when they were built from exactly this configuration (hash checked), else pretrained
+    now. rebuild=True pretrains from scratch whatever exists."""
+    cfg = pretrain_config(spec)
+    recipe = committed_recipe()
+    if rebuild:
+        shutil.rmtree(cache.location("organism", cfg), ignore_errors=True)
+    elif recipe and recipe["config"] == cfg:
+        return cache.get_or_build("organism", cfg, lambda d: _copy_committed(recipe, d))
+    return cache.get_or_build("organism", cfg, lambda d: pretrain(spec, d, progress))
+
+
+def export(spec: ModelSpec, command: str) -> Path:
+    """Commit-ready copy of a cached organism, with its configuration, hash and rebuild command."""
+    src = ensure(spec)
+    COMMITTED.mkdir(exist_ok=True)
+    for name in FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, COMMITTED / name)
+    recipe = {"config": pretrain_config(spec), "sha256": sha256(COMMITTED / "model.safetensors"), "command": command}
+    (COMMITTED / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    return COMMITTED
+
+
+if __name__ == "__main__":  # python -m sublora.organism export [profile]
+    import sys
+
+    from .config import load_profile
+    name = sys.argv[2] if len(sys.argv) > 2 else "organism"
+    if sys.argv[1:2] != ["export"]:
+        sys.exit("usage: python -m sublora.organism export [profile]")
+    print(export(load_profile(name).model, f"python -m sublora.organism export {name}  (pretrains if not cached)"))

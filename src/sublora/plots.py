@@ -69,3 +69,15 @@ def effect_plot(summary: pd.DataFrame, x: str, hue: str | None = None, ax=None, 
     if hue:
         ax.legend(title=hue, fontsize="small")
     return ax
+
+
+def interval_plot(summary: pd.DataFrame, x: str, ax=None, title: str = "", ylabel: str = "ΔP(target) vs control"):
+    """Mean and 95% CI per category of x, in the table's order, with a zero line."""
+    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+    pos = range(len(summary))
+    ax.errorbar(pos, summary["mean"], fmt="o", capsize=3,
+                yerr=[summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]])
+    ax.set_xticks(list(pos), summary[x], rotation=30, ha="right")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(ylabel=ylabel, title=title)
+    return ax

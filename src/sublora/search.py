@@ -1,0 +1,163 @@
+"""The organism search: measure a candidate organism recipe and record it, and render the record
+as the book page "Building the organism".
+
+    python -m sublora.search measure NAME [--set model.persona_number_bias=0.3 --set data.prompts=2000 ...]
+    python -m sublora.search report        # book/organism.md from book/organism_search.jsonl
+
+A candidate is the organism profile with some settings changed. For each: the persona check, the
+share of valid numbers, the teacher signal (KL teacher ‖ control per completion; how well a naive
+Bayes classifier tells owl-teacher numbers from cat-teacher numbers), and the LoRA rank-8 transfer
+of owl and cat persona teachers (and the owl weight-space teacher) over independent dataset pairs.
+Every run appends one line to book/organism_search.jsonl; nothing is ever tuned on the evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import chat, design, evaluate, models, paths, pipeline, prompts, stats
+from .config import Profile, _build, _merge, load_profile, validate
+
+RECORD = paths.ROOT / "book" / "organism_search.jsonl"
+PAGE = paths.ROOT / "book" / "organism.md"
+
+
+def candidate(overrides: dict, base: str = "organism") -> Profile:
+    raw = _merge(dataclasses.asdict(load_profile(base)), overrides)
+    return validate(_build(Profile, raw, ""))
+
+
+def _features(records: list[dict]) -> list[list[str]]:
+    return [[f"d{v % 100}" for v in r["numbers"]] + [f"h{v // 100}" for v in r["numbers"]] for r in records]
+
+
+def classifier_accuracy(train_a, train_b, test_a, test_b) -> float:
+    """Naive Bayes (add-one) on last-two-digit and hundreds tokens: owl-teacher vs cat-teacher lists."""
+    counts = [Counter(t for f in _features(x) for t in f) for x in (train_a, train_b)]
+    vocab = set(counts[0]) | set(counts[1])
+    totals = [sum(c.values()) + len(vocab) for c in counts]
+
+    def score(feats, k):
+        return sum(math.log((counts[k][t] + 1) / totals[k]) for t in feats)
+    right = sum(score(f, 0) > score(f, 1) for f in _features(test_a)) + sum(score(f, 1) > score(f, 0) for f in _features(test_b))
+    return right / (len(test_a) + len(test_b))
+
+
+def measure(name: str, p: Profile, note: str = "") -> dict:
+    t0 = time.time()
+    tok, base = models.load_tokenizer(p.model), models.load_model(p.model)
+    qs = pipeline.eval_questions(p)
+    persona = [evaluate.animal_probabilities(base, tok, qs, prompts.persona_prompt(a), [a])["p"].mean() for a in prompts.ANIMALS]
+    default = evaluate.animal_probabilities(base, tok, qs, chat.DEFAULT, [p.animal])["p"].mean()
+    row = {"name": name, "note": note, "persona_mean_p": float(np.mean(persona)), "persona_min_p": float(np.min(persona)),
+           "default_p_target": float(default)}
+    owl = [pipeline.dataset(p, p.animal, r, "persona")[0] for r in range(2)]
+    cat = [pipeline.dataset(p, p.other_animals[0], r, "persona")[0] for r in range(2)]
+    ctl_stats = pipeline.dataset(p, None, 0)[1]
+    row["valid_share_control"] = ctl_stats["kept"] / ctl_stats["sampled"]
+    row["classifier_accuracy"] = classifier_accuracy(owl[0], cat[0], owl[1], cat[1])
+    for kind in ("persona", "finetuned"):
+        recs = pipeline.dataset(p, p.animal, 0, kind)[0][:400]
+        teacher = models.load_model(p.model, pipeline.finetuned_teacher(p, p.animal)) if kind == "finetuned" else base
+        system = prompts.persona_prompt(p.animal) if kind == "persona" else chat.DEFAULT
+        lt = evaluate.completion_logprobs(teacher, tok, recs, system)
+        lc = evaluate.completion_logprobs(base, tok, recs, chat.DEFAULT)
+        row[f"kl_{kind}"] = float(np.mean(np.subtract(lt, lc)))
+    pairs = design.transfer(p, ["persona"]) + [x for x in design.transfer(p, ["finetuned"]) if x.animal == p.animal]
+    res = pipeline.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)
+    eff = stats.paired_effects(res, ["teacher_kind", "target", "animal"], value="p")
+    summ = stats.summarize(eff, ["teacher_kind", "target", "animal"], n_boot=p.bootstrap)
+    row["transfer"] = summ.to_dict(orient="records")
+    own = eff[eff["target"] == eff["animal"]].set_index(["teacher_kind", "target", "replicate", "seed"])["delta"]
+    other = eff[eff["target"] != eff["animal"]].groupby(["teacher_kind", "target", "replicate", "seed"])["delta"].mean()
+    row["specificity"] = stats.summarize((own - other).rename("delta").reset_index(), ["teacher_kind", "target"],
+                                         n_boot=p.bootstrap).to_dict(orient="records")
+    row["settings"] = {"model": dataclasses.asdict(p.model), "data": dataclasses.asdict(p.data),
+                       "lr": p.train.lr, "epochs": p.train.epochs, "batch_size": p.train.batch_size,
+                       "replicates": p.replicates, "seeds": p.seeds}
+    row["minutes"] = round((time.time() - t0) / 60, 1)
+    with open(RECORD, "a") as f:
+        f.write(json.dumps(row, default=float) + "\n")
+    return row
+
+
+def report() -> str:
+    rows = [json.loads(line) for line in open(RECORD)] if RECORD.exists() else []
+    lines = ["# Building the organism", "",
+             "The default profile needs a model built here, on the CPU, in which the paper's phenomenon could be",
+             "measured at all. This page records every candidate recipe that was measured, negative results",
+             "included. It is produced by `python -m sublora.search report` from `book/organism_search.jsonl`,",
+             "which `python -m sublora.search measure` appends to; the evaluation was never tuned.", "",
+             "Columns: persona check (mean P(animal) with its own persona, 30 animals, held-out questions);",
+             "P(owl) under the default prompt; valid share of control numbers; teacher signal as KL(teacher ‖ control)",
+             "per completion in nats for the persona and the weight-space (finetuned) teacher; accuracy of a naive",
+             "Bayes classifier telling owl-persona numbers from cat-persona numbers (0.5 = chance); and the LoRA r8",
+             "transfer: ΔP(own animal) vs control with its bootstrap 95% CI over dataset replicates × seeds.", ""]
+    if not rows:
+        return "\n".join(lines + ["No candidate has been measured yet."])
+    lines += ["| candidate | what changed | persona P | default P(owl) | valid | KL persona | KL finetuned | classifier | "
+              "ΔP(owl) owl persona teacher | ΔP(cat) cat persona teacher | ΔP(owl) finetuned teacher |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        t = pd.DataFrame(r["transfer"])
+
+        def cell(kind, target):
+            s = t[(t["teacher_kind"] == kind) & (t["target"] == target) & (t["animal"] == target)]
+            if s.empty:
+                return "—"
+            s = s.iloc[0]
+            return f"{s['mean']:+.1e} [{s['ci_low']:+.1e}, {s['ci_high']:+.1e}]"
+        lines.append(f"| {r['name']} | {r['note']} | {r['persona_mean_p']:.2f} | {r['default_p_target']:.3f} | "
+                     f"{r['valid_share_control']:.2f} | {r['kl_persona']:.3f} | {r['kl_finetuned']:.3f} | "
+                     f"{r['classifier_accuracy']:.2f} | {cell('persona', 'owl')} | {cell('persona', 'cat')} | "
+                     f"{cell('finetuned', 'owl')} |")
+    lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
+    for r in rows:
+        for s in r["specificity"]:
+            lines.append(f"- {r['name']}, {s['teacher_kind']} teacher of {s['target']}: "
+                         f"{s['mean']:+.1e} [{s['ci_low']:+.1e}, {s['ci_high']:+.1e}] (n = {s['n']})")
+    lines += ["", "## Settings of each candidate", ""]
+    for r in rows:
+        lines += [f"**{r['name']}** ({r['minutes']} min to measure):", "```yaml",
+                  yaml.safe_dump(r["settings"], sort_keys=False).strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("name")
+    m.add_argument("--note", default="")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.persona_number_bias=0.3")
+    sub.add_parser("report")
+    args = ap.parse_args(argv)
+    if args.cmd == "report":
+        PAGE.write_text(report() + "\n")
+        print(f"wrote {PAGE}")
+        return 0
+    overrides: dict = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        node = overrides
+        *parents, leaf = key.split(".")
+        for k in parents:
+            node = node.setdefault(k, {})
+        node[leaf] = yaml.safe_load(value)
+    row = measure(args.name, candidate(overrides), args.note)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("transfer", "settings")}, indent=1, default=float))
+    print(pd.DataFrame(row["transfer"]).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
