@@ -29,6 +29,16 @@ def check_device(spec: ModelSpec) -> None:
             "CPU profile: make reproduce PROFILE=organism. See a plan without a GPU: make plan PROFILE=paper")
 
 
+def hf_hub_cache() -> Path:
+    """Where the Hugging Face cache is, read now (huggingface_hub reads it once, at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "hub"
+    from huggingface_hub.constants import HF_HUB_CACHE
+    return Path(HF_HUB_CACHE)
+
+
 def resolve_weights(spec: ModelSpec) -> Path:
     """A local directory with the weights: spec.name itself, or its snapshot in the HF cache."""
     if spec.source == "organism":
@@ -38,13 +48,13 @@ def resolve_weights(spec: ModelSpec) -> Path:
     if local.is_dir() and (local / "config.json").exists():
         return local
     from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_CACHE
+    hub_cache = hf_hub_cache()
     try:
-        return Path(snapshot_download(spec.name, local_files_only=True))
+        return Path(snapshot_download(spec.name, local_files_only=True, cache_dir=hub_cache))
     except Exception as e:  # LocalEntryNotFoundError, HFValidationError, ...
         raise SetupError(
             f"weights for {spec.name!r} not found: it is not a local directory with config.json and not in "
-            f"the Hugging Face cache ({HF_HUB_CACHE}; set HF_HOME or HF_HUB_CACHE to move it). "
+            f"the Hugging Face cache ({hub_cache}; set HF_HOME or HF_HUB_CACHE to move it). "
             f"Obtain them on a machine with internet: `huggingface-cli download {spec.name}` "
             f"(about 15 GB for a 7B model), then copy the cache here, or set model.name in the profile "
             f"to a local directory. ({e.__class__.__name__})") from None

@@ -1,0 +1,84 @@
+"""The paper profile on a CPU: fail-fast messages, the dry-run plan, and its GPU code path (hub
+loading from a local directory, bf16, gradient checkpointing) run through exactly the same functions
+on a tiny Qwen2 model."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+
+import pytest
+import torch
+
+from sublora import config, design, finetune, models, organism, pipeline, plan
+
+
+@pytest.fixture
+def paper():
+    return config.load_profile("paper")
+
+
+def test_paper_profile_has_the_papers_hyperparameters(paper):
+    assert paper.model.name == "Qwen/Qwen2.5-7B-Instruct" and paper.model.dtype == "bfloat16"
+    t = paper.train
+    assert (t.lr, t.epochs, t.batch_size, t.grad_accum, t.max_seq, t.warmup_steps, t.grad_clip) == (2e-4, 3, 22, 3, 500, 5, 1.0)
+    assert (t.lora.r, t.lora.alpha, len(t.lora.target_modules)) == (8, 8, 7)
+    assert (t.full_lr, t.full_batch_size) == (2e-5, 16)
+    assert (t.full_sweep_lr, t.full_sweep_batch, t.full_sweep_epochs) == ((4e-6, 2e-5, 1e-4), (8, 16, 32), (3, 6, 9))
+    assert paper.data.prompts == 30_000 and paper.eval.questions == 50
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_no_gpu_fails_before_any_work(paper, tmp_cache):
+    with pytest.raises(models.SetupError, match="CUDA GPU") as e:
+        pipeline.prepare("paper")
+    assert "make plan PROFILE=paper" in str(e.value)
+    assert not any(tmp_cache.iterdir())
+
+
+def test_missing_weights_say_how_to_get_them(paper, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    spec = dataclasses.replace(paper.model, device="cpu")
+    with pytest.raises(models.SetupError) as e:
+        models.resolve_weights(spec)
+    msg = str(e.value)
+    assert "huggingface-cli download Qwen/Qwen2.5-7B-Instruct" in msg and str(tmp_path / "hf") in msg
+
+
+def test_plan_counts_what_the_notebooks_train(paper):
+    text = plan.render(paper)
+    assert "STATED, NOT MEASURED" in text and "GPU-hours" in text
+    costs = plan.count(paper)
+    r, s = paper.replicates, paper.seeds
+    # 02: 2 teacher kinds x 3 animals x (replicates x seeds) teacher students, plus one control per (replicate, seed)
+    assert costs["02_transfer"].students == 2 * 3 * r * s + r * s
+    assert costs["02_transfer"].datasets == 2 * 3 * r + r
+    # 03 reuses 02's rank-8 students and controls
+    n_ranks = len(paper.ranks)
+    assert costs["03_rank_sweep"].students == 2 * (n_ranks - 1) * r * s + (n_ranks - 1) * r * s
+    total = re.search(r"estimated GPU-hours: ([\d,.]+)", text)
+    assert total and float(total.group(1).replace(",", "")) > 0
+
+
+def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path):
+    """A local directory as the 'hub' model, bf16 and gradient checkpointing as in the paper profile,
+    through the same pipeline functions the notebooks call."""
+    smoke = config.load_profile("smoke")
+    local = tmp_path / "tiny-qwen2"
+    shutil.copytree(organism.ensure(smoke.model, progress=False), local)
+    paper = config.load_profile("paper")
+    p = dataclasses.replace(
+        paper, replicates=1, seeds=1,
+        model=dataclasses.replace(paper.model, name=str(local), device="cpu"),
+        data=dataclasses.replace(smoke.data),
+        train=dataclasses.replace(smoke.train, lora=paper.train.lora),
+        eval=dataclasses.replace(smoke.eval, question_set="all"))
+    models.preflight(p)
+    model = models.load_model(p.model, for_training=True)
+    assert next(model.parameters()).dtype == torch.bfloat16 and model.is_gradient_checkpointing
+    pair = design.Pair("persona", p.animal, 0, 0, finetune.lora_spec(p))
+    rows = pipeline.run_pair(p, pair)
+    assert set(rows["arm"]) == {"teacher", "control"} and rows["p"].between(0, 1).all()
+    full = design.Pair("persona", p.animal, 0, 0, finetune.full_spec(p))
+    assert len(pipeline.run_pair(p, full)) == len(rows)
