@@ -71,7 +71,7 @@ def test_one_notebook_with_new_parameters(smoke):
     assert reproduce.main(["--profile", "smoke", "--executed", str(out), "--only", "03_rank_sweep",
                            "-p", "ranks", "[1, 2]"]) == 0
     import pandas as pd
-    table = pd.read_csv(root / "results" / "smoke" / "03_rank_sweep_persona.csv")
+    table = pd.read_csv(root / "results" / "smoke" / "03_rank_sweep.csv")
     assert sorted(table["lora_rank"].unique()) == [1, 2]
 
 
