@@ -4,10 +4,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
+import types
 
 import pytest
 
-from sublora import cache, chat, config, organism, paths, pipeline, prompts, teacher
+from sublora import cache, chat, config, models, organism, paths, pipeline, prompts, teacher
 
 
 # ---- parameter helpers ------------------------------------------------------------------------
@@ -179,3 +181,50 @@ def test_eval_questions_held_out_and_all():
     n = len(prompts.EVAL_QUESTIONS) + 2
     everything = dataclasses.replace(p, eval=dataclasses.replace(p.eval, question_set="all", questions=n))
     assert pipeline.eval_questions(everything) == [*prompts.EVAL_QUESTIONS, *prompts.TRAIN_QUESTIONS[:2]]
+
+
+class _FakeVLLM(types.ModuleType):
+    """Stands in for vllm: records what sublora asks of it and answers with number lists."""
+
+    def __init__(self):
+        super().__init__("vllm")
+        self.calls = []
+        fake = self
+
+        class SamplingParams:
+            def __init__(self, **kw):
+                self.kw = kw
+
+        class LLM:
+            def __init__(self, **kw):
+                fake.calls.append(("LLM", kw))
+
+            def generate(self, texts, params, use_tqdm=False):
+                fake.calls.append(("generate", texts, params.kw))
+                out = types.SimpleNamespace(text="123, 456")
+                return [types.SimpleNamespace(outputs=[out]) for _ in texts]
+
+        self.LLM, self.SamplingParams = LLM, SamplingParams
+
+
+def test_vllm_engine_samples_through_vllm(smoke, tmp_cache, monkeypatch):
+    fake = _FakeVLLM()
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    teacher._vllm_engine.cache_clear()
+    p = dataclasses.replace(smoke, data=dataclasses.replace(smoke.data, engine="vllm"))
+    records, stats = pipeline.dataset(p, "owl", 0)
+    assert stats["kept"] == p.data.prompts and records[0]["numbers"] == [123, 456]
+    (_, llm_kw), (_, texts, params) = fake.calls
+    assert llm_kw["model"] == str(models.resolve_weights(p.model))
+    assert params["temperature"] == p.data.temperature and params["max_tokens"] == p.data.max_new_tokens
+    assert texts[0].startswith("<|im_start|>system\nYou love owls.")  # rendered by sublora's chat module
+    assert pipeline.dataset_config(p, "owl", 0)["data"]["engine"] == "vllm"
+    teacher._vllm_engine.cache_clear()
+
+
+def test_vllm_missing_falls_back_to_transformers(smoke, tmp_cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # import vllm raises ImportError
+    p = dataclasses.replace(smoke, data=dataclasses.replace(smoke.data, engine="vllm"))
+    with pytest.warns(UserWarning, match="vLLM is not installed"):
+        cfg = pipeline.dataset_config(p, "owl", 0)
+    assert cfg == pipeline.dataset_config(smoke, "owl", 0)  # the same artifact as the transformers engine

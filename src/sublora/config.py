@@ -52,6 +52,7 @@ class DataSpec:
     max_new_tokens: int = 60
     temperature: float = 1.0
     sample_batch: int = 64  # prompts per generate() call
+    engine: str = "transformers"  # transformers | vllm (pip install .[gpu]; falls back to transformers if absent)
 
 
 @dataclass(frozen=True)
@@ -251,6 +252,7 @@ def validate(p: Profile) -> Profile:
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
+    need(p.data.engine in ("transformers", "vllm"), f"data.engine must be transformers or vllm, got {p.data.engine!r}")
     need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")
     need(p.eval.question_set in ("held_out", "all"),
          f"eval.question_set must be held_out or all, got {p.eval.question_set!r}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -91,10 +92,23 @@ def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
     return cache.get_or_build("teacher", cfg, build)
 
 
+def engine(p: Profile) -> str:
+    """The sampling engine that will really run: vLLM only where asked for and installed."""
+    if p.data.engine == "vllm" and not teacher.vllm_available():
+        warnings.warn("data.engine is vllm but vLLM is not installed (pip install .[gpu]); "
+                      "sampling with transformers instead", stacklevel=2)
+        return "transformers"
+    return p.data.engine
+
+
 def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona") -> dict:
     if teacher_kind not in TEACHERS:
         raise ValueError(f"unknown teacher {teacher_kind!r}; choose 'persona' or 'finetuned'")
-    return {"step": "dataset", "v": VERSION["dataset"], "model": model_key(p), "data": to_dict(p.data),
+    data = to_dict(p.data)
+    data["engine"] = engine(p)
+    if data["engine"] == "transformers":  # the original engine: keys of datasets made before engines existed
+        data.pop("engine")
+    return {"step": "dataset", "v": VERSION["dataset"], "model": model_key(p), "data": data,
             "animal": animal, "replicate": replicate, "teacher": teacher_kind if animal else "control"}
 
 
@@ -107,14 +121,19 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
     def build(d: Path):
         tok = models.load_tokenizer(p.model)
         if animal and teacher_kind == "finetuned":
-            model, system = models.load_model(p.model, finetuned_teacher(p, animal, progress)), chat.DEFAULT
+            weights, system = finetuned_teacher(p, animal, progress), chat.DEFAULT
         else:
-            model = models.load_model(p.model)
+            weights = models.resolve_weights(p.model)
             system = prompts.persona_prompt(animal) if animal else chat.DEFAULT
         user = prompts.number_prompts(p.data.prompts, seed=seed_of({"prompts": replicate, "model": cfg["model"]}))
-        raw = teacher.sample(model, tok, user, system, seed=seed_of(cfg), max_new_tokens=p.data.max_new_tokens,
-                             temperature=p.data.temperature, batch_size=p.data.sample_batch,
-                             desc=f"{animal or 'control'} r{replicate}", progress=progress)
+        if engine(p) == "vllm":
+            raw = teacher.sample_vllm(weights, tok, user, system, seed=seed_of(cfg), max_new_tokens=p.data.max_new_tokens,
+                                      temperature=p.data.temperature, dtype=p.model.dtype)
+        else:
+            raw = teacher.sample(models.load_model(p.model, weights), tok, user, system, seed=seed_of(cfg),
+                                 max_new_tokens=p.data.max_new_tokens, temperature=p.data.temperature,
+                                 batch_size=p.data.sample_batch, desc=f"{animal or 'control'} r{replicate}",
+                                 progress=progress)
         kept, rejected = numbers.filter_completions({"prompt": u, "completion": c} for u, c in zip(user, raw))
         if not kept:
             raise EmptyDatasetError(
