@@ -81,6 +81,7 @@ def test_one_notebook_with_new_parameters(smoke):
     (["-p", "lr", "0"], "lr must be > 0"),
     (["-p", "animal", "unicorn"], "unknown animal"),
     (["-p", "profile", "nope"], "unknown profile"),
+    (["-p", "rank", "[1]"], "has no parameter ['rank']"),  # a typo must not silently run the defaults
 ])
 def test_bad_parameters_stop_with_a_message_and_write_nothing(smoke, params, message, capsys):
     root, _ = smoke

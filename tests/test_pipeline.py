@@ -72,7 +72,7 @@ def test_dataset_config_control_and_pairing():
     assert teacher_cfg["teacher"] == "persona" and teacher_cfg["animal"] == "owl"
     assert control == pipeline.dataset_config(p, None, 0, "persona")  # one control per replicate
     assert cache.key(teacher_cfg) != cache.key(pipeline.dataset_config(p, "owl", 1, "persona"))
-    assert teacher_cfg["model"] == organism.pretrain_config(p.model)
+    assert teacher_cfg["model"] == {**organism.pretrain_config(p.model), "dtype": p.model.dtype}
 
 
 def test_seed_of_is_stable():
@@ -228,3 +228,27 @@ def test_vllm_missing_falls_back_to_transformers(smoke, tmp_cache, monkeypatch):
     with pytest.warns(UserWarning, match="vLLM is not installed"):
         cfg = pipeline.dataset_config(p, "owl", 0)
     assert cfg == pipeline.dataset_config(smoke, "owl", 0)  # the same artifact as the transformers engine
+
+
+def test_student_is_a_function_of_its_key(smoke, tmp_cache, monkeypatch):
+    """The same student trained twice, after different amounts of unrelated random draws, has the same
+    weights: LoRA's initialisation is seeded from the student's configuration, not the global stream."""
+    from safetensors.torch import load_file
+
+    from sublora import finetune
+
+    def fake_sample(model, tokenizer, user_texts, system, **kw):
+        return ["12, 34, 56" if i % 2 else "7 8 9" for i in range(len(user_texts))]
+
+    monkeypatch.setattr(teacher, "sample", fake_sample)
+    spec = finetune.lora_spec(smoke, rank=2)
+    dcfg = pipeline.dataset_config(smoke, "owl", 0)
+    weights = []
+    for draws in (1, 1000):
+        import torch
+        torch.rand(draws)
+        d = pipeline.student(smoke, dcfg, spec, 0, progress=False)
+        weights.append(load_file(d / "adapter_model.safetensors"))
+        shutil.rmtree(d)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

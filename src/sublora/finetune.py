@@ -66,6 +66,13 @@ def full_spec(p: Profile, **kw) -> StudentSpec:
     return StudentSpec(**{**base, **kw})
 
 
+def train_dtype(model_spec, spec: StudentSpec) -> str:
+    """Weights a student is trained in. Full fine-tuning keeps float32 master weights (the forward
+    runs under bf16 autocast on bf16 profiles): in pure bf16 most updates at lr ≤ 2e-5 round away,
+    which would manufacture a null. LoRA trains float32 adapters (peft) on frozen base weights."""
+    return "float32" if spec.method == "full" else model_spec.dtype
+
+
 def make_student(model, spec: StudentSpec):
     """Wrap a fresh base model for training. LoRA wraps in place, so always pass a fresh base."""
     if spec.method == "lora":
@@ -125,8 +132,9 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
           grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
-          max_steps: int | None = None) -> list[float]:
-    """AdamW over shuffled mini-batches; returns the loss of every optimiser step."""
+          max_steps: int | None = None, autocast: torch.dtype | None = None) -> list[float]:
+    """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
+    the forward in that dtype (mixed precision) while the weights keep theirs."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
@@ -151,7 +159,8 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
                 order += fresh
             idx, order = order[:batch_size], order[batch_size:]
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
-            loss = model(**batch).loss / grad_accum
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                loss = model(**batch).loss / grad_accum
             loss.backward()
             step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)

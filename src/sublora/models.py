@@ -67,10 +67,6 @@ def preflight(p: Profile) -> None:
         resolve_weights(p.model)
 
 
-def _dtype(spec: ModelSpec) -> torch.dtype:
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[spec.dtype]
-
-
 def load_tokenizer(spec: ModelSpec):
     # Straight from tokenizer.json: AutoTokenizer would swap in Qwen2Tokenizer's own pre-tokenizer
     # for any model_type "qwen2", which breaks the organism's word-level vocabulary.
@@ -81,10 +77,12 @@ def load_tokenizer(spec: ModelSpec):
     return tok
 
 
-def load_model(spec: ModelSpec, path: Path | None = None, for_training: bool = False):
-    """A fresh copy of the base (or of a saved full fine-tuned student at `path`), in eval mode."""
+def load_model(spec: ModelSpec, path: Path | None = None, for_training: bool = False, dtype: str | None = None):
+    """A fresh copy of the base (or of a saved full fine-tuned student at `path`), in eval mode;
+    in the profile's dtype unless `dtype` says otherwise."""
     check_device(spec)
-    model = AutoModelForCausalLM.from_pretrained(path or resolve_weights(spec), dtype=_dtype(spec),
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype or spec.dtype]
+    model = AutoModelForCausalLM.from_pretrained(path or resolve_weights(spec), dtype=torch_dtype,
                                                  local_files_only=True).to(spec.device)
     if for_training and spec.gradient_checkpointing:
         model.gradient_checkpointing_enable()

@@ -12,12 +12,13 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from . import cache, chat, evaluate, finetune, models, numbers, prompts, teacher
 from .config import Profile, to_dict
 
-VERSION = {"teacher": 1, "dataset": 1, "student": 1, "eval": 1}
+VERSION = {"teacher": 1, "dataset": 1, "student": 2, "eval": 1}
 SYSTEMS = {"default": chat.DEFAULT, "none": chat.NONE, "identity": prompts.IDENTITY_SYSTEM}
 TEACHERS = ("persona", "finetuned")
 
@@ -41,8 +42,8 @@ def teacher_kinds(teachers) -> list[str]:
     kinds = list(TEACHERS) if teachers is None else parse_list(teachers, "teachers")
     bad = [k for k in kinds if k not in TEACHERS]
     if bad or not kinds:
-        raise ValueError(f"unknown teacher kind(s) {bad or kinds}; use -p teachers persona, finetuned, "
-                         f"or a list such as '[persona, finetuned]'")
+        raise ValueError(f"unknown teacher kind(s) {bad or kinds}; use -p teachers persona, -p teachers finetuned, "
+                         f"or a list: -p teachers '[persona, finetuned]'")
     return kinds
 
 
@@ -60,7 +61,7 @@ def seed_of(config: dict) -> int:
 def model_key(p: Profile) -> dict:
     if p.model.source == "organism":
         from . import organism
-        return organism.pretrain_config(p.model)
+        return {**organism.pretrain_config(p.model), "dtype": p.model.dtype}
     return {"name": p.model.name, "dtype": p.model.dtype}
 
 
@@ -71,11 +72,15 @@ def system_of(name: str) -> str:
 
 
 # ---- teachers -------------------------------------------------------------------------------
+def teacher_config(p: Profile, animal: str) -> dict:
+    return {"step": "teacher", "v": VERSION["teacher"], "model": model_key(p), "animal": animal,
+            "examples": 400, "lr": 1e-4, "epochs": 2, "max_seq": p.train.max_seq}
+
+
 def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
     """The weight-space teacher (positive control): the base fully fine-tuned to answer `animal`
     to the training questions under the default system prompt."""
-    cfg = {"step": "teacher", "v": VERSION["teacher"], "model": model_key(p), "animal": animal,
-           "examples": 400, "lr": 1e-4, "epochs": 2}
+    cfg = teacher_config(p, animal)
 
     def build(d: Path):
         tok = models.load_tokenizer(p.model)
@@ -109,7 +114,8 @@ def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind:
     if data["engine"] == "transformers":  # the original engine: keys of datasets made before engines existed
         data.pop("engine")
     return {"step": "dataset", "v": VERSION["dataset"], "model": model_key(p), "data": data,
-            "animal": animal, "replicate": replicate, "teacher": teacher_kind if animal else "control"}
+            "animal": animal, "replicate": replicate, "teacher": teacher_kind if animal else "control",
+            **({"teacher_key": cache.key(teacher_config(p, animal))} if animal and teacher_kind == "finetuned" else {})}
 
 
 def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona",
@@ -127,8 +133,9 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
             system = prompts.persona_prompt(animal) if animal else chat.DEFAULT
         user = prompts.number_prompts(p.data.prompts, seed=seed_of({"prompts": replicate, "model": cfg["model"]}))
         if engine(p) == "vllm":
-            raw = teacher.sample_vllm(weights, tok, user, system, seed=seed_of(cfg), max_new_tokens=p.data.max_new_tokens,
-                                      temperature=p.data.temperature, dtype=p.model.dtype)
+            raw = teacher.sample_vllm(weights, models.resolve_weights(p.model), tok, user, system, seed=seed_of(cfg),
+                                      max_new_tokens=p.data.max_new_tokens, temperature=p.data.temperature,
+                                      dtype=p.model.dtype)
         else:
             raw = teacher.sample(models.load_model(p.model, weights), tok, user, system, seed=seed_of(cfg),
                                  max_new_tokens=p.data.max_new_tokens, temperature=p.data.temperature,
@@ -166,12 +173,17 @@ def student(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, p
         records, _ = dataset(p, data_cfg["animal"], data_cfg["replicate"],
                              data_cfg["teacher"] if data_cfg["animal"] else "persona", progress)
         tok = models.load_tokenizer(p.model)
-        model = finetune.make_student(models.load_model(p.model, for_training=True), spec)
+        base = models.load_model(p.model, for_training=True, dtype=finetune.train_dtype(p.model, spec))
+        # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a
+        # function of its key and the teacher and control students of a pair start from the same adapter
+        torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data_cfg["replicate"]}))
+        model = finetune.make_student(base, spec)
         trainable, total = finetune.trainable_parameters(model)
         ex = finetune.encode_records(tok, records, system_of(spec.train_system), spec.max_seq)
         losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
                                 grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
                                 pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
+                                autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and spec.method == "full" else None,
                                 desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
         model.save_pretrained(d)
         (d / "train_log.json").write_text(json.dumps({"losses": losses, "trainable": trainable, "total": total,

@@ -124,10 +124,8 @@ def render(p: Profile) -> str:
     if p.name in N_PARAMS:
         n = N_PARAMS[p.name]
         lines.append(f"memory: LoRA ~{n * 2 / 2**30:.0f} GiB of bf16 weights + activations (fits one 80 GB GPU); "
-                     f"full fine-tuning with this package's pure-bf16 AdamW ~{n * 8 / 2**30:.0f} GiB + activations "
-                     f"(one 80 GB GPU, tight); fp32 master weights as in mixed precision would need "
-                     f"~{n * 16 / 2**30:.0f} GiB (an H200 141 GB or several GPUs). Caveat: in pure bf16 the smallest "
-                     f"learning rate of the sweep (4e-6) loses most updates to rounding.")
+                     f"full fine-tuning keeps float32 master weights with bf16 autocast, AdamW ~{n * 16 / 2**30:.0f} GiB "
+                     f"+ activations: an H200 (141 GB) or several GPUs (this package trains on one device)")
     lines.append("not counted: notebook 00/01 checks, the finetuned teachers (400 examples each), localization")
     return "\n".join(lines)
 

@@ -92,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     if removed:
         print(f"removed {removed} unfinished artifact(s) of an interrupted run")
     names = args.only or list(NOTEBOOKS)
+    for name in names:  # papermill only warns about a parameter the notebook does not have
+        nb = paths.ROOT / "notebooks" / f"{name}.ipynb"
+        if not nb.exists():
+            print(f"error: no notebook {name!r}; choose from {list(NOTEBOOKS)}", file=sys.stderr)
+            return 2
+        known = set(pm.inspect_notebook(str(nb)))
+        unknown = sorted(set(params) - known)
+        if unknown:
+            print(f"error: notebook {name} has no parameter {unknown}; it has {sorted(known)}", file=sys.stderr)
+            return 2
     times = {}
     for name in names:
         print(f"[{name}] running with {params}", flush=True)

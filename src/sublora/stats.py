@@ -11,14 +11,17 @@ import numpy as np
 import pandas as pd
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+MIN_N = 2  # fewest independent runs for which an interval is computed
 
 
 def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap interval of the mean of `values`."""
+    """(mean, low, high): percentile bootstrap interval of the mean of `values`. With fewer than
+    MIN_N values there is no interval (NaN bounds), so every verdict rule reads it as inconclusive;
+    with 3 values the interval is about [min, max]."""
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
-    if v.size == 0:
-        return (float("nan"),) * 3
+    if v.size < MIN_N:
+        return (float(v.mean()) if v.size else float("nan"), float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
@@ -72,7 +75,7 @@ def transfer_verdict(mean: float, lo: float, hi: float, min_effect: float = 0.0)
     min_effect with min_effect > 0, or entirely below 0; otherwise inconclusive."""
     if lo > max(min_effect, 0.0):
         return REPRODUCED
-    if hi < 0 or (min_effect > 0 and hi < min_effect):
+    if hi < 0 or (min_effect > 0 and hi <= min_effect):
         return NOT_REPRODUCED
     return INCONCLUSIVE
 
@@ -80,6 +83,9 @@ def transfer_verdict(mean: float, lo: float, hi: float, min_effect: float = 0.0)
 def diff_ci(a, b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Bootstrap CI of mean(a) − mean(b) for independent samples."""
     a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if min(a.size, b.size) < MIN_N:
+        return float(a.mean() - b.mean()) if a.size and b.size else float("nan"), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     da = rng.choice(a, size=(n_boot, a.size)).mean(1)
     db = rng.choice(b, size=(n_boot, b.size)).mean(1)

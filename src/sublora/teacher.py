@@ -47,20 +47,23 @@ def vllm_available() -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=2)
-def _vllm_engine(weights: str, dtype: str):
+@functools.lru_cache(maxsize=1)  # one engine at a time: an evicted engine's GPU memory is not freed
+def _vllm_engine(weights: str, tokenizer: str, dtype: str, seed: int):
     from vllm import LLM
     # a third of the GPU: the 7B weights (~15 GB) and a KV cache, leaving room to train students
-    return LLM(model=weights, dtype=dtype, enable_prefix_caching=True, gpu_memory_utilization=0.35)
+    return LLM(model=weights, tokenizer=tokenizer, dtype=dtype, seed=seed, enable_prefix_caching=True,
+               gpu_memory_utilization=0.35)
 
 
-def sample_vllm(weights: Path, tokenizer, user_texts: list[str], system: str, *, seed: int, max_new_tokens: int,
-                temperature: float = 1.0, dtype: str = "bfloat16") -> list[str]:
-    """The same sampling as `sample`, through vLLM from the weights directory. The prompts are
-    rendered by sublora's chat module, so the system-prompt condition is decided in one place."""
+def sample_vllm(weights: Path, tokenizer_dir: Path, tokenizer, user_texts: list[str], system: str, *, seed: int,
+                max_new_tokens: int, temperature: float = 1.0, dtype: str = "bfloat16") -> list[str]:
+    """The same sampling as `sample`, through vLLM from the weights directory (the tokenizer from
+    the base model's, as a fine-tuned teacher saves only weights). The prompts are rendered by
+    sublora's chat module, so the system-prompt condition is decided in one place. The engine is
+    seeded once; each request draws from its stream."""
     from vllm import SamplingParams
     texts = [chat.render(tokenizer, u, system) for u in user_texts]
     params = SamplingParams(temperature=temperature, top_p=1.0, top_k=-1, repetition_penalty=1.0,
-                            max_tokens=max_new_tokens, seed=seed, stop_token_ids=[tokenizer.eos_token_id])
-    outputs = _vllm_engine(str(weights), dtype).generate(texts, params, use_tqdm=False)
+                            max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_token_id])
+    outputs = _vllm_engine(str(weights), str(tokenizer_dir), dtype, seed).generate(texts, params, use_tqdm=False)
     return [o.outputs[0].text for o in outputs]
