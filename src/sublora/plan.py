@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 
 from . import cache, design, paths, pipeline
@@ -97,7 +98,10 @@ def count(p: Profile) -> dict[str, Cost]:
 
 def render(p: Profile) -> str:
     tp = throughput(p.name)
-    costs = count(p)
+    with warnings.catch_warnings():  # the engine fallback is reported below, once
+        warnings.simplefilter("ignore")
+        costs = count(p)
+        engine = pipeline.engine(p)
     lines = [f"plan for profile {p.name!r}: {p.description}",
              f"model {p.model.name} ({p.model.source}, {p.model.dtype}, {p.model.device}); "
              f"{p.replicates} replicates x {p.seeds} seeds; {p.data.prompts:,} prompts per dataset "
@@ -105,6 +109,8 @@ def render(p: Profile) -> str:
              f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,} tok/s, full FT {tp['full_train_tps']:,} tok/s, "
              f"sampling {tp['sample_tps']:,} tok/s, eval forward {tp['eval_fwd_tps']:,} tok/s"
              + ("  [MEASURED]" if tp["measured"] else "  [STATED, NOT MEASURED]"),
+             f"teacher sampling engine: {engine}" + ("" if engine == p.data.engine else
+                                                     f" ({p.data.engine} asked for, not installed here: pip install .[gpu])"),
              "",
              f"{'notebook':<20}{'datasets':>9}{'students':>9}{'(LoRA)':>8}{'evals':>7}{'gen Mtok':>10}"
              f"{'train Mtok':>11}{'hours':>8}"]
