@@ -106,6 +106,25 @@ def engine(p: Profile) -> str:
     return p.data.engine
 
 
+def teacher_source(p: Profile, animal: str | None, teacher_kind: str = "persona",
+                   progress: bool = True) -> tuple[Path, str]:
+    """(weights directory, system prompt) of a teacher; animal None is the control (the base model
+    under its default prompt)."""
+    if animal and teacher_kind == "finetuned":
+        return finetuned_teacher(p, animal, progress), chat.DEFAULT
+    return models.resolve_weights(p.model), prompts.persona_prompt(animal) if animal else chat.DEFAULT
+
+
+def teacher_signal(p: Profile, animal: str, teacher_kind: str, records: list[dict], base, tokenizer) -> list[float]:
+    """log p_teacher(completion) − log p_control(completion) for each record, in nats: its mean over
+    teacher completions estimates KL(teacher ‖ control) per completion."""
+    weights, system = teacher_source(p, animal, teacher_kind, progress=False)
+    teacher_model = models.load_model(p.model, weights) if teacher_kind == "finetuned" else base
+    lt = evaluate.completion_logprobs(teacher_model, tokenizer, records, system)
+    lc = evaluate.completion_logprobs(base, tokenizer, records, chat.DEFAULT)
+    return [a - b for a, b in zip(lt, lc)]
+
+
 def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona") -> dict:
     if teacher_kind not in TEACHERS:
         raise ValueError(f"unknown teacher {teacher_kind!r}; choose 'persona' or 'finetuned'")
@@ -126,11 +145,7 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
 
     def build(d: Path):
         tok = models.load_tokenizer(p.model)
-        if animal and teacher_kind == "finetuned":
-            weights, system = finetuned_teacher(p, animal, progress), chat.DEFAULT
-        else:
-            weights = models.resolve_weights(p.model)
-            system = prompts.persona_prompt(animal) if animal else chat.DEFAULT
+        weights, system = teacher_source(p, animal, teacher_kind, progress)
         user = prompts.number_prompts(p.data.prompts, seed=seed_of({"prompts": replicate, "model": cfg["model"]}))
         if engine(p) == "vllm":
             raw = teacher.sample_vllm(weights, models.resolve_weights(p.model), tok, user, system, seed=seed_of(cfg),
@@ -266,12 +281,15 @@ def prefetch(p: Profile, pairs: list, animals: list[str] | None, desc: str) -> N
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    students, evals = {}, {}
+    students, evals, built = {}, {}, set()
     for pair in pairs:
         evaluated = sorted(set(animals or [pair.animal, *p.other_animals]))
         for a in (pair.animal, None):
             dcfg = dataset_config(p, a, pair.replicate, pair.teacher_kind)
-            dataset(p, a, pair.replicate, pair.teacher_kind, progress=False)
+            if cache.key(dcfg) not in built:  # build each dataset once; a cached one is not reread
+                built.add(cache.key(dcfg))
+                if not cache.exists("dataset", dcfg):
+                    dataset(p, a, pair.replicate, pair.teacher_kind, progress=False)
             scfg = student_config(p, dcfg, pair.spec, pair.seed)
             if not cache.exists("student", scfg):
                 students[cache.key(scfg)] = (p, dcfg, pair.spec, pair.seed)

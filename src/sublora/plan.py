@@ -76,7 +76,7 @@ def count(p: Profile) -> dict[str, Cost]:
                     seen.add(dkey)
                     c.datasets += 1
                     c.generated += p.data.prompts * COMPLETION_TOKENS
-                skey = "s" + cache.key({"d": dcfg, "spec": pair.spec.as_dict(), "seed": pair.seed})
+                skey = "s" + cache.key(pipeline.student_config(p, dcfg, pair.spec, pair.seed))
                 if skey not in seen:
                     seen.add(skey)
                     c.students += 1

@@ -67,11 +67,7 @@ def measure(name: str, p: Profile, note: str = "") -> dict:
     row["classifier_accuracy"] = classifier_accuracy(owl[0], cat[0], owl[1], cat[1])
     for kind in ("persona", "finetuned"):
         recs = pipeline.dataset(p, p.animal, 0, kind)[0][:400]
-        teacher = models.load_model(p.model, pipeline.finetuned_teacher(p, p.animal)) if kind == "finetuned" else base
-        system = prompts.persona_prompt(p.animal) if kind == "persona" else chat.DEFAULT
-        lt = evaluate.completion_logprobs(teacher, tok, recs, system)
-        lc = evaluate.completion_logprobs(base, tok, recs, chat.DEFAULT)
-        row[f"kl_{kind}"] = float(np.mean(np.subtract(lt, lc)))
+        row[f"kl_{kind}"] = float(np.mean(pipeline.teacher_signal(p, p.animal, kind, recs, base, tok)))
     pairs = design.transfer(p, ["persona"]) + [x for x in design.transfer(p, ["finetuned"]) if x.animal == p.animal]
     res = pipeline.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)
     eff = stats.paired_effects(res, ["teacher_kind", "target", "animal"], value="p")
