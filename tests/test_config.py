@@ -379,3 +379,10 @@ def test_parse_list_malformed(value):
     msg = str(e.value)
     assert msg.startswith(f"teachers: cannot read {value!r} as a list")
     assert "-p teachers '[a, b]'" in msg
+
+
+def test_transfer_replicates_is_notebook_02s_and_validated():
+    assert config.load_profile("organism").transfer_replicates == 5
+    assert resolve("smoke", transfer_replicates="3").transfer_replicates == 3
+    with pytest.raises(ConfigError, match="replicates of notebook 02 must be ≥ 1, got 0; e.g. -p replicates 5"):
+        resolve("smoke", transfer_replicates=0)

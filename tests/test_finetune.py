@@ -231,3 +231,40 @@ def test_train_rejects_empty_dataset():
     with pytest.raises(ValueError, match="dataset is empty"):
         finetune.train(tiny_model(), [], lr=1e-3, epochs=1, batch_size=2, grad_accum=1, warmup_steps=0,
                        grad_clip=1.0, pad_id=0, seed=0, progress=False)
+
+
+# ---- length-grouped batches -------------------------------------------------------------------
+
+def _padded(lengths, batches):
+    return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+
+@pytest.mark.parametrize("group", [0, 4])
+def test_epoch_batches_cover_every_example_once(group):
+    import random
+    lengths = [random.Random(i).randrange(10, 100) for i in range(103)]
+    batches = finetune.epoch_batches(lengths, 8, random.Random(0), group)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(103))
+    assert len(batches) == 13 and sorted(len(b) for b in batches)[0] == 103 - 12 * 8
+
+
+def test_grouping_by_length_cuts_padding_and_still_shuffles():
+    import random
+    lengths = [random.Random(i).randrange(70, 145) for i in range(1000)]
+    plain = finetune.epoch_batches(lengths, 32, random.Random(0), 0)
+    grouped = finetune.epoch_batches(lengths, 32, random.Random(0), 16)
+    assert _padded(lengths, grouped) < 0.85 * _padded(lengths, plain)  # measured: 0.77 of the padded tokens
+    spans = [max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in grouped[:-1]]
+    assert max(spans) < 20  # similar lengths share a batch (a random batch spans ~70)
+    maxima = [max(lengths[i] for i in b) for b in grouped]
+    assert maxima != sorted(maxima) and maxima != sorted(maxima, reverse=True)  # batch order is shuffled
+
+
+def test_train_with_grouping_is_deterministic_and_runs_every_step():
+    examples = [EXAMPLE, ([5, 6, 7], [IGNORE, 6, 7]), ([5, 6], [IGNORE, 6])] * 3
+    runs = []
+    for _ in range(2):
+        runs.append(finetune.train(tiny_model(4), examples, lr=1e-2, epochs=2, batch_size=2, grad_accum=1,
+                                   warmup_steps=1, grad_clip=1.0, pad_id=0, seed=7, progress=False, group_by_length=2))
+    assert runs[0] == runs[1] and len(runs[0]) == 2 * 5  # ceil(9 / 2) steps per epoch x 2 epochs

@@ -50,11 +50,12 @@ def test_plan_counts_what_the_notebooks_train(paper):
     text = plan.render(paper)
     assert "STATED, NOT MEASURED" in text and "GPU-hours" in text
     costs = plan.count(paper)
-    r, s = paper.replicates, paper.seeds
+    r, r02, s = paper.replicates, paper.transfer_replicates, paper.seeds
+    assert r02 >= 5 and r02 >= r
     # 02: 2 teacher kinds x 3 animals x (replicates x seeds) teacher students, plus one control per (replicate, seed)
-    assert costs["02_transfer"].students == 2 * 3 * r * s + r * s
-    assert costs["02_transfer"].datasets == 2 * 3 * r + r
-    # 03 reuses 02's rank-8 students and controls
+    assert costs["02_transfer"].students == 2 * 3 * r02 * s + r02 * s
+    assert costs["02_transfer"].datasets == 2 * 3 * r02 + r02
+    # 03 reuses 02's rank-8 students and controls (02's first `replicates` replicates)
     n_ranks = len(paper.ranks)
     assert costs["03_rank_sweep"].students == 2 * (n_ranks - 1) * r * s + (n_ranks - 1) * r * s
     total = re.search(r"estimated GPU-hours: ([\d,.]+)", text)

@@ -252,3 +252,21 @@ def test_student_is_a_function_of_its_key(smoke, tmp_cache, monkeypatch):
         shutil.rmtree(d)
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch):
+    """Datasets, students and evaluations built by 2 worker processes equal those built serially."""
+    import pandas as pd
+
+    from sublora import design
+    p = config.load_profile("smoke")
+    pairs = [x for x in design.transfer(p, ["persona"]) if x.animal in (p.animal, p.other_animals[0])]
+    monkeypatch.setenv("SUBLORA_RESULTS", str(tmp_path / "results"))
+    results = {}
+    for workers in (1, 2):
+        monkeypatch.setenv("SUBLORA_CACHE", str(tmp_path / f"cache{workers}"))
+        if workers == 2:  # the same pretrained organism, not a second pretraining
+            shutil.copytree(tmp_path / "cache1" / "organism", tmp_path / "cache2" / "organism")
+        results[workers] = pipeline.run_pairs(dataclasses.replace(p, workers=workers), pairs)
+        assert len(list((tmp_path / f"cache{workers}" / "student").iterdir())) == len(pairs) + p.seeds
+    pd.testing.assert_frame_equal(results[1], results[2])

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from . import cache, chat, evaluate, finetune, models, paths, prompts, teacher
+from . import cache, chat, evaluate, finetune, models, paths, pipeline, prompts, teacher
 from .config import load_profile
 
 # Qwen2.5-7B-Instruct's architecture (its config.json), for timing without its weights.
@@ -56,7 +56,8 @@ def measure(model_fn, tok, spec_lora, spec_full, device: str, n_params: float, s
         _sync(device)
         t0 = time.perf_counter()
         finetune.train(model, ex[:n], lr=spec.lr, epochs=1, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
-                       warmup_steps=1, grad_clip=1.0, pad_id=tok.pad_token_id, seed=0, progress=False)
+                       warmup_steps=1, grad_clip=1.0, pad_id=tok.pad_token_id, seed=0, progress=False,
+                       group_by_length=pipeline.GROUP_BY_LENGTH)  # batched as students are
         _sync(device)
         dt = time.perf_counter() - t0
         out[f"{name}_train_tps"] = round(tokens / dt)

@@ -101,7 +101,8 @@ class Profile:
     animal: str = "owl"
     other_animals: tuple = ("cat", "dolphin")  # compared with the target for specificity
     seeds: int = 3  # training seeds per condition
-    replicates: int = 3  # independent teacher/control dataset pairs
+    replicates: int = 3  # independent teacher/control dataset pairs (notebooks 01, 03-05)
+    transfer_replicates: int = 5  # the same for notebook 02 (claim 1), whose rank-8 students 03-05 reuse
     ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
     min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
     bootstrap: int = 2000
@@ -187,6 +188,7 @@ OVERRIDES = {
     "animal": ("animal",),
     "seeds": ("seeds",),
     "replicates": ("replicates",),
+    "transfer_replicates": ("transfer_replicates",),
     "ranks": ("ranks",),
     "lr": ("train", "lr"),
     "full_lr": ("train", "full_lr"),
@@ -251,6 +253,7 @@ def validate(p: Profile) -> Profile:
     need(p.workers >= 1, f"workers must be ≥ 1, got {p.workers}")
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
+    need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.engine in ("transformers", "vllm"), f"data.engine must be transformers or vllm, got {p.data.engine!r}")
     need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")

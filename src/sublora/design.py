@@ -27,14 +27,16 @@ class Pair:
     label: str = ""
 
 
-def _grid(p: Profile):
-    return list(itertools.product(range(p.replicates), range(p.seeds)))
+def _grid(p: Profile, replicates: int | None = None):
+    return list(itertools.product(range(replicates or p.replicates), range(p.seeds)))
 
 
 def transfer(p: Profile, kinds: list[str]) -> list[Pair]:
-    """02: LoRA at the profile's rank, teachers for the target and the other animals."""
+    """02: LoRA at the profile's rank, teachers for the target and the other animals, over
+    p.transfer_replicates dataset pairs (the first p.replicates of them are shared with 03-05)."""
     spec = finetune.lora_spec(p)
-    return [Pair(k, a, r, s, spec, label=a) for k in kinds for a in (p.animal, *p.other_animals) for r, s in _grid(p)]
+    return [Pair(k, a, r, s, spec, label=a) for k in kinds for a in (p.animal, *p.other_animals)
+            for r, s in _grid(p, p.transfer_replicates)]
 
 
 def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:

@@ -129,12 +129,29 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, group: int = 0) -> list[list[int]]:
+    """One epoch of shuffled mini-batches (index lists). With group > 0, examples of similar length
+    share a batch — as transformers' group_by_length: shuffle, sort by length within chunks of
+    `group` batches, cut into batches, shuffle the batches — so less compute goes into padding."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group:
+        chunk = batch_size * group
+        order = [i for c in range(0, len(order), chunk)
+                 for i in sorted(order[c:c + chunk], key=lambda i: -lengths[i])]
+    batches = [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    if group:
+        rng.shuffle(batches)
+    return batches
+
+
 def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
           grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
-          max_steps: int | None = None, autocast: torch.dtype | None = None) -> list[float]:
+          max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0) -> list[float]:
     """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
-    the forward in that dtype (mixed precision) while the weights keep theirs."""
+    the forward in that dtype (mixed precision) while the weights keep theirs; group_by_length > 0
+    batches examples of similar length together (see epoch_batches)."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
@@ -149,15 +166,22 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
     model.train()
     losses: list[float] = []
     order: list[int] = []
+    queue: list[list[int]] = []
+    lengths = [len(ids) for ids, _ in examples]
     bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
     while len(losses) < steps:
         step_loss = 0.0
         for _ in range(grad_accum):
-            if len(order) < batch_size:
-                fresh = list(range(len(examples)))
-                gen.shuffle(fresh)
-                order += fresh
-            idx, order = order[:batch_size], order[batch_size:]
+            if group_by_length:
+                if not queue:
+                    queue = epoch_batches(lengths, batch_size, gen, group_by_length)
+                idx = queue.pop(0)
+            else:  # the original sampler (pretraining): batches run across epoch boundaries
+                if len(order) < batch_size:
+                    fresh = list(range(len(examples)))
+                    gen.shuffle(fresh)
+                    order += fresh
+                idx, order = order[:batch_size], order[batch_size:]
             batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 loss = model(**batch).loss / grad_accum

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from . import cache, chat, evaluate, finetune, models, numbers, prompts, teacher
 from .config import Profile, to_dict
 
-VERSION = {"teacher": 1, "dataset": 1, "student": 2, "eval": 1}
+VERSION = {"teacher": 1, "dataset": 1, "student": 3, "eval": 1}
+GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 16 batches (student v3)
 SYSTEMS = {"default": chat.DEFAULT, "none": chat.NONE, "identity": prompts.IDENTITY_SYSTEM}
 TEACHERS = ("persona", "finetuned")
 
@@ -198,6 +199,7 @@ def student(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, p
         losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
                                 grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
                                 pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
+                                group_by_length=GROUP_BY_LENGTH,
                                 autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and spec.method == "full" else None,
                                 desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
         model.save_pretrained(d)
@@ -275,21 +277,51 @@ def _build_eval(job) -> None:
     evaluation(*job)
 
 
-def prefetch(p: Profile, pairs: list, animals: list[str] | None, desc: str) -> None:
-    """Build the datasets (in this process), then the students and evaluations that are not cached
-    yet in p.workers processes of one torch thread each — small models use cores better that way."""
+def _build_dataset(job) -> None:
+    dataset(*job, progress=False)
+
+
+def _missing_datasets(p: Profile, jobs) -> dict:
+    """The (animal, replicate, teacher_kind) jobs whose dataset is not cached, as worker jobs keyed by
+    dataset; the weight-space teachers they need are built here first (workers would race)."""
+    missing = {}
+    for a, r, kind in jobs:
+        cfg = dataset_config(p, a, r, kind)
+        if cache.key(cfg) not in missing and not cache.exists("dataset", cfg):
+            if a and kind == "finetuned":
+                finetuned_teacher(p, a, progress=False)
+            missing[cache.key(cfg)] = (p, a, r, kind)
+    return missing
+
+
+def _pool(p: Profile):
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
+    return ProcessPoolExecutor(p.workers, mp_context=get_context("spawn"), initializer=_one_thread)
 
-    students, evals, built = {}, {}, set()
+
+def build_datasets(p: Profile, jobs, desc: str = "datasets") -> None:
+    """Sample the datasets of (animal, replicate, teacher_kind) jobs that are not cached yet, in
+    p.workers processes (animal None is the control)."""
+    missing = _missing_datasets(p, jobs)
+    if p.workers == 1 or len(missing) < 2:
+        for job in tqdm(missing.values(), desc=f"{desc}: sampling"):
+            _build_dataset(job)
+        return
+    with _pool(p) as pool:
+        list(tqdm(pool.map(_build_dataset, missing.values()), total=len(missing), desc=f"{desc}: sampling"))
+
+
+def prefetch(p: Profile, pairs: list, animals: list[str] | None, desc: str) -> None:
+    """Build what is not cached yet — the weight-space teachers (in this process), then the
+    datasets, the students and the evaluations — in p.workers processes of one torch thread each:
+    small models use cores better that way."""
+    datasets = _missing_datasets(p, [(a, x.replicate, x.teacher_kind) for x in pairs for a in (x.animal, None)])
+    students, evals = {}, {}
     for pair in pairs:
         evaluated = sorted(set(animals or [pair.animal, *p.other_animals]))
         for a in (pair.animal, None):
             dcfg = dataset_config(p, a, pair.replicate, pair.teacher_kind)
-            if cache.key(dcfg) not in built:  # build each dataset once; a cached one is not reread
-                built.add(cache.key(dcfg))
-                if not cache.exists("dataset", dcfg):
-                    dataset(p, a, pair.replicate, pair.teacher_kind, progress=False)
             scfg = student_config(p, dcfg, pair.spec, pair.seed)
             if not cache.exists("student", scfg):
                 students[cache.key(scfg)] = (p, dcfg, pair.spec, pair.seed)
@@ -297,8 +329,9 @@ def prefetch(p: Profile, pairs: list, animals: list[str] | None, desc: str) -> N
             for es in pair.eval_systems:
                 if not cache.exists("eval", eval_config(p, sdir, es, evaluated)):
                     evals[(sdir.name, es, tuple(evaluated))] = (p, sdir, es, evaluated)
-    if not students and not evals:
+    if not datasets and not students and not evals:
         return
-    with ProcessPoolExecutor(p.workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+    with _pool(p) as pool:
+        list(tqdm(pool.map(_build_dataset, datasets.values()), total=len(datasets), desc=f"{desc}: sampling"))
         list(tqdm(pool.map(_build_student, students.values()), total=len(students), desc=f"{desc}: training"))
         list(tqdm(pool.map(_build_eval, evals.values()), total=len(evals), desc=f"{desc}: evaluating"))

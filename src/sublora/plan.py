@@ -104,7 +104,7 @@ def render(p: Profile) -> str:
         engine = pipeline.engine(p)
     lines = [f"plan for profile {p.name!r}: {p.description}",
              f"model {p.model.name} ({p.model.source}, {p.model.dtype}, {p.model.device}); "
-             f"{p.replicates} replicates x {p.seeds} seeds; {p.data.prompts:,} prompts per dataset "
+             f"{p.replicates} replicates ({p.transfer_replicates} in 02) x {p.seeds} seeds; {p.data.prompts:,} prompts per dataset "
              f"(~{p.data.prompts * KEEP_SHARE:,.0f} kept, assumed {KEEP_SHARE:.0%})",
              f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,} tok/s, full FT {tp['full_train_tps']:,} tok/s, "
              f"sampling {tp['sample_tps']:,} tok/s, eval forward {tp['eval_fwd_tps']:,} tok/s"
