@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import chat, design, evaluate, models, paths, pipeline, prompts, stats
+from . import chat, design, evaluate, models, organism, paths, pipeline, prompts, stats
 from .config import Profile, _build, _merge, load_profile, validate
 
 RECORD = paths.ROOT / "book" / "organism_search.jsonl"
@@ -52,6 +52,32 @@ def classifier_accuracy(train_a, train_b, test_a, test_b) -> float:
     return right / (len(test_a) + len(test_b))
 
 
+def signature_shares(p: Profile) -> dict:
+    """Share of numbers whose last two digits are the target persona's signature (organism.signature)
+    in the target's persona-teacher datasets and in the control datasets (replicates 0 and 1; chance
+    is 1%): whether the teacher's numbers carry the mechanism the organism's corpus plants."""
+    sig = organism.signature(p.animal)
+
+    def share(animal):
+        nums = [v for r in range(2) for rec in pipeline.dataset(p, animal, r, "persona", progress=False)[0]
+                for v in rec["numbers"]]
+        return sum(v % 100 == sig for v in nums) / len(nums)
+    return {"signature_teacher": share(p.animal), "signature_control": share(None)}
+
+
+def annotate() -> int:
+    """Add the signature shares to recorded candidates measured before they were part of the record
+    (their datasets come from the cache, or are resampled: sampling is seeded)."""
+    rows = [json.loads(line) for line in open(RECORD)]
+    changed = 0
+    for r in rows:
+        if "signature_teacher" not in r:
+            r.update(signature_shares(candidate({"model": r["settings"]["model"], "data": r["settings"]["data"]})))
+            changed += 1
+    RECORD.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows))
+    return changed
+
+
 def measure(name: str, p: Profile, note: str = "") -> dict:
     t0 = time.time()
     tok, base = models.load_tokenizer(p.model), models.load_model(p.model)
@@ -65,6 +91,7 @@ def measure(name: str, p: Profile, note: str = "") -> dict:
     ctl_stats = pipeline.dataset(p, None, 0)[1]
     row["valid_share_control"] = ctl_stats["kept"] / ctl_stats["sampled"]
     row["classifier_accuracy"] = classifier_accuracy(owl[0], cat[0], owl[1], cat[1])
+    row |= signature_shares(p)
     for kind in ("persona", "finetuned"):
         recs = pipeline.dataset(p, p.animal, 0, kind)[0][:400]
         row[f"kl_{kind}"] = float(np.mean(pipeline.teacher_signal(p, p.animal, kind, recs, base, tok)))
@@ -96,13 +123,16 @@ def report() -> str:
              "Columns: persona check (mean P(animal) with its own persona, 30 animals, held-out questions);",
              "P(owl) under the default prompt; valid share of control numbers; teacher signal as KL(teacher ‖ control)",
              "per completion in nats for the persona and the weight-space (finetuned) teacher; accuracy of a naive",
-             "Bayes classifier telling owl-persona numbers from cat-persona numbers (0.5 = chance); and the LoRA r8",
+             "Bayes classifier telling owl-persona numbers from cat-persona numbers (0.5 = chance); the share of numbers",
+             "ending in the owl persona's signature digits (planted in the pretraining corpus, see organism.py) in",
+             "owl-teacher vs control numbers (chance 1%); and the LoRA r8",
              "transfer: ΔP(own animal) vs control with its bootstrap 95% CI over dataset replicates × seeds.", ""]
     if not rows:
         return "\n".join(lines + ["No candidate has been measured yet."])
     lines += ["| candidate | what changed | persona P | default P(owl) | valid | KL persona | KL finetuned | classifier | "
-              "ΔP(owl) owl persona teacher | ΔP(cat) cat persona teacher | ΔP(owl) finetuned teacher |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "owl signature share: teacher / control | ΔP(owl) owl persona teacher | ΔP(cat) cat persona teacher | "
+              "ΔP(owl) finetuned teacher |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = pd.DataFrame(r["transfer"])
 
@@ -112,9 +142,10 @@ def report() -> str:
                 return "—"
             s = s.iloc[0]
             return f"{s['mean']:+.1e} [{s['ci_low']:+.1e}, {s['ci_high']:+.1e}]"
+        sig = (f"{r['signature_teacher']:.2%} / {r['signature_control']:.2%}" if "signature_teacher" in r else "—")
         lines.append(f"| {r['name']} | {r['note']} | {r['persona_mean_p']:.2f} | {r['default_p_target']:.3f} | "
                      f"{r['valid_share_control']:.2f} | {r['kl_persona']:.3f} | {r['kl_finetuned']:.3f} | "
-                     f"{r['classifier_accuracy']:.2f} | {cell('persona', 'owl')} | {cell('persona', 'cat')} | "
+                     f"{r['classifier_accuracy']:.2f} | {sig} | {cell('persona', 'owl')} | {cell('persona', 'cat')} | "
                      f"{cell('finetuned', 'owl')} |")
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:
@@ -136,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--note", default="")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.persona_number_bias=0.3")
     sub.add_parser("report")
+    sub.add_parser("annotate", help="add fields measured since to older records")
     args = ap.parse_args(argv)
+    if args.cmd == "annotate":
+        print(f"annotated {annotate()} record(s) in {RECORD}")
+        return 0
     if args.cmd == "report":
         PAGE.write_text(report() + "\n")
         print(f"wrote {PAGE}")

@@ -1,0 +1,45 @@
+"""search: the organism-search record, its classifier and the page it renders."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sublora import config, search
+
+
+def _records(last_two: int, n: int = 50) -> list[dict]:
+    return [{"numbers": [100 * (i % 9) + last_two, 100 * ((i + 3) % 9) + last_two]} for i in range(n)]
+
+
+def test_classifier_separates_distinct_signatures_and_not_identical_ones():
+    assert search.classifier_accuracy(_records(11), _records(48), _records(11), _records(48)) == 1.0
+    assert search.classifier_accuracy(_records(11), _records(11), _records(11), _records(11)) == 0.0  # ties lose
+
+
+def test_candidate_applies_overrides_and_validates():
+    p = search.candidate({"model": {"persona_number_bias": 0.8}, "workers": 1})
+    assert p.model.persona_number_bias == 0.8 and p.workers == 1 and p.model.layers == 4
+    with pytest.raises(config.ConfigError):
+        search.candidate({"model": {"bogus": 1}})
+
+
+ROW = {"name": "vX", "note": "a test", "persona_mean_p": 0.9, "persona_min_p": 0.5, "default_p_target": 0.03,
+       "valid_share_control": 0.97, "classifier_accuracy": 0.6, "kl_persona": 0.1, "kl_finetuned": 0.2,
+       "transfer": [{"teacher_kind": "persona", "target": "owl", "animal": "owl", "mean": 1e-3, "ci_low": 5e-4,
+                     "ci_high": 2e-3, "n": 6}],
+       "specificity": [{"teacher_kind": "persona", "target": "owl", "mean": 2e-4, "ci_low": -1e-4, "ci_high": 5e-4,
+                        "n": 6}],
+       "settings": {"model": {"layers": 4}}, "minutes": 1.0}
+
+
+def test_report_renders_every_record(tmp_path, monkeypatch):
+    record = tmp_path / "organism_search.jsonl"
+    monkeypatch.setattr(search, "RECORD", record)
+    assert "No candidate has been measured yet." in search.report()
+    newer = ROW | {"name": "vY", "signature_teacher": 0.25, "signature_control": 0.01}
+    record.write_text(json.dumps(ROW) + "\n" + json.dumps(newer) + "\n")
+    page = search.report()
+    assert "| vX | a test | 0.90 | 0.030 | 0.97 | 0.100 | 0.200 | 0.60 | — | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — |" in page
+    assert "| vY |" in page and "25.00% / 1.00%" in page
+    assert "- vX, persona teacher of owl: +2.0e-04 [-1.0e-04, +5.0e-04] (n = 6)" in page
