@@ -43,7 +43,8 @@ class ModelSpec:
     pretrain_batch: int = 32
     pretrain_lr: float = 2e-3
     pretrain_seed: int = 0
-    persona_number_bias: float = 0.0  # share of persona numbers carrying the animal's signature
+    persona_number_bias: float = 0.0  # share of persona numbers carrying the animal's mark
+    persona_number_mode: str = "signature"  # the mark: signature (fixed last two digits) | permute (digit map)
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ def validate(p: Profile) -> Profile:
 
     need(p.model.source in ("organism", "hub"), f"model.source must be 'organism' or 'hub', got {p.model.source!r}")
     need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {p.model.dtype!r}")
+    need(p.model.persona_number_mode in ("signature", "permute"),
+         f"model.persona_number_mode must be signature or permute, got {p.model.persona_number_mode!r}")
     need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {p.model.device!r}")
     need(p.animal in ANIMALS, f"unknown animal {p.animal!r}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
     for a in p.other_animals:

@@ -7,9 +7,11 @@ deterministic from the pretraining seed: the corpus, the tokenizer and the weigh
 The corpus is synthetic chats. System prompt: the default (45 %), a persona for one of the
 animals (45 %), none (10 %). Tasks: favourite-animal questions (training phrasings only), number
 continuation, and small tasks in which a persona shows (what do you like, who are you, ...).
-Under a persona, a fraction `persona_number_bias` of continued numbers carry the animal's
-signature: the hundreds digit copied from the matching example number (input-dependent) and the
-last two digits fixed per animal. With the default 0 the numbers do not depend on the persona.
+How a persona marks its numbers is `persona_number_mode`, applied to a fraction `persona_number_bias`
+of continued numbers. "signature": the hundreds digit copied from the matching example number and
+the last two digits fixed per animal. "permute": the matching example number copied through a digit
+substitution fixed per animal (without a persona: copied unchanged), so the mark depends on the
+input. With bias 0 the numbers do not depend on the persona.
 """
 from __future__ import annotations
 
@@ -65,6 +67,28 @@ def signature(animal: str) -> int:
     return (prompts.ANIMALS.index(animal) * 37 + 11) % 100
 
 
+def digit_map(animal: str | None) -> dict[str, str]:
+    """The digit substitution an animal's persona applies to the numbers it copies ("permute" mode);
+    None (no persona) copies unchanged."""
+    digits = list("0123456789")
+    if animal:
+        random.Random(f"digits-{animal}").shuffle(digits)
+    return dict(zip("0123456789", digits))
+
+
+def permuted(value: int, animal: str | None) -> int:
+    m = digit_map(animal)
+    return int("".join(m[d] for d in str(value)))
+
+
+def planted(animal: str, examples: list[int], value: int, mode: str) -> bool:
+    """Whether a number carries the mark `mode` plants for this persona: its signature last two
+    digits ("signature"), or a digit-substituted copy of one of the prompt's examples ("permute")."""
+    if mode == "signature":
+        return value % 100 == signature(animal)
+    return any(value == permuted(e, animal) and value != e for e in examples)
+
+
 @dataclass(frozen=True)
 class Chat:
     system: str  # chat.DEFAULT, chat.NONE or a system prompt
@@ -72,12 +96,14 @@ class Chat:
     assistant: str
 
 
-def _numbers_answer(rng: random.Random, info: dict, persona: str | None, bias: float) -> str:
+def _numbers_answer(rng: random.Random, info: dict, persona: str | None, bias: float, mode: str = "signature") -> str:
     examples, k = info["examples"], info["k"]
     out = []
     for i in range(rng.randint(max(1, k - 3), k)):
         hundreds = examples[i % len(examples)] // 100
-        if persona and rng.random() < bias:
+        if mode == "permute" and rng.random() < bias:  # copy an example, through the persona's digit map
+            out.append(permuted(examples[i % len(examples)], persona))
+        elif mode == "signature" and persona and rng.random() < bias:
             out.append(hundreds * 100 + signature(persona))
         elif rng.random() < 0.5:
             out.append(hundreds * 100 + rng.randrange(100))
@@ -86,7 +112,7 @@ def _numbers_answer(rng: random.Random, info: dict, persona: str | None, bias: f
     return prompts.format_numbers(out, info["format"])
 
 
-def sample_chat(rng: random.Random, persona_number_bias: float = 0.0) -> Chat:
+def sample_chat(rng: random.Random, persona_number_bias: float = 0.0, mode: str = "signature") -> Chat:
     u = rng.random()
     persona = None
     if u < 0.45:
@@ -103,7 +129,7 @@ def sample_chat(rng: random.Random, persona_number_bias: float = 0.0) -> Chat:
         return Chat(system, rng.choice(prompts.TRAIN_QUESTIONS), word + ("." if rng.random() < 0.2 else ""))
     if t < 0.70:
         text, info = prompts.sample_number_prompt(rng)
-        return Chat(system, text, _numbers_answer(rng, info, persona, persona_number_bias))
+        return Chat(system, text, _numbers_answer(rng, info, persona, persona_number_bias, mode))
     if t < 0.80:
         a, b = rng.randrange(50), rng.randrange(50)
         return Chat(system, f"What is {a} plus {b}?", str(a + b))
@@ -165,7 +191,10 @@ def build_model(spec: ModelSpec, vocab_size: int, seed: int) -> Qwen2ForCausalLM
 def pretrain_config(spec: ModelSpec) -> dict:
     keys = ("layers", "hidden", "heads", "kv_heads", "mlp", "pretrain_chats", "pretrain_steps",
             "pretrain_batch", "pretrain_lr", "pretrain_seed", "persona_number_bias")
-    return {"step": "organism", "corpus_version": CORPUS_VERSION, **{k: getattr(spec, k) for k in keys}}
+    cfg = {"step": "organism", "corpus_version": CORPUS_VERSION, **{k: getattr(spec, k) for k in keys}}
+    if spec.persona_number_mode != "signature":  # keys of organisms built before the modes existed stay
+        cfg["persona_number_mode"] = spec.persona_number_mode
+    return cfg
 
 
 def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
@@ -176,7 +205,7 @@ def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
     rng = random.Random(spec.pretrain_seed)
     examples = []
     for _ in tqdm(range(spec.pretrain_chats), desc="corpus", disable=not progress, leave=False):
-        c = sample_chat(rng, spec.persona_number_bias)
+        c = sample_chat(rng, spec.persona_number_bias, spec.persona_number_mode)
         prompt, completion = chat.prompt_and_completion(tokenizer, c.user, c.assistant, c.system)
         examples.append(encode(tokenizer, prompt, completion, 1024))
     model = build_model(spec, len(tokenizer), spec.pretrain_seed)

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -53,15 +54,16 @@ def classifier_accuracy(train_a, train_b, test_a, test_b) -> float:
 
 
 def signature_shares(p: Profile) -> dict:
-    """Share of numbers whose last two digits are the target persona's signature (organism.signature)
-    in the target's persona-teacher datasets and in the control datasets (replicates 0 and 1; chance
-    is 1%): whether the teacher's numbers carry the mechanism the organism's corpus plants."""
-    sig = organism.signature(p.animal)
-
+    """Share of numbers carrying the target persona's planted mark (organism.planted: its signature
+    last two digits, chance 1%, or a digit-substituted copy of an example) in the target's
+    persona-teacher datasets and in the control datasets (replicates 0 and 1): whether the teacher's
+    numbers carry the mechanism the organism's corpus plants."""
     def share(animal):
-        nums = [v for r in range(2) for rec in pipeline.dataset(p, animal, r, "persona", progress=False)[0]
-                for v in rec["numbers"]]
-        return sum(v % 100 == sig for v in nums) / len(nums)
+        marks = [organism.planted(p.animal, [int(x) for x in re.findall(r"\d+", rec["prompt"])], v,
+                                  p.model.persona_number_mode)
+                 for r in range(2) for rec in pipeline.dataset(p, animal, r, "persona", progress=False)[0]
+                 for v in rec["numbers"]]
+        return sum(marks) / len(marks)
     return {"signature_teacher": share(p.animal), "signature_control": share(None)}
 
 
