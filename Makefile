@@ -15,7 +15,7 @@ help:
 	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook (PROFILE applies)"
 	@echo "make book                                      rebuild the book from the executed notebooks"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
-	@echo "make bench                                     time each stage of make reproduce"
+	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
 	@echo "make clean                                     remove built book, executed notebooks and results (not the cache)"
 
@@ -39,7 +39,7 @@ test: $(VENV)/.installed
 	$(PY) -m pytest -q tests
 
 bench: $(VENV)/.installed
-	$(PY) -m sublora.bench --profile $(PROFILE)
+	$(PY) -m sublora.bench --profile $(PROFILE) $(BENCH_ARGS)
 
 plan: $(VENV)/.installed
 	$(PY) -m sublora.plan --profile $(PROFILE)

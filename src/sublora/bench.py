@@ -17,6 +17,7 @@ import random
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -88,8 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="organism")
     ap.add_argument("--quick", action="store_true", help="throughput only; skip the cold reproduce")
+    ap.add_argument("--cache-dir", help="an empty or new directory to hold the cold run's cache and keep it "
+                                        "(SUBLORA_CACHE=DIR then reuses it); default: a temporary one")
     ap.add_argument("--qwen7b-random", action="store_true", help="time a random-init Qwen2.5-7B-shaped model (GPU)")
     args = ap.parse_args(argv)
+    if args.cache_dir:  # checked before any work
+        keep = Path(args.cache_dir)
+        if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
+            print(f"--cache-dir {keep} is not an empty directory: a cold run needs an empty or new one", file=sys.stderr)
+            return 2
+        keep.mkdir(parents=True, exist_ok=True)
     p = load_profile(args.profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.qwen7b_random:
@@ -133,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from . import reproduce
     with tempfile.TemporaryDirectory() as tmp:  # a cold run: nothing cached
-        os.environ["SUBLORA_CACHE"] = tmp
-        print("cold `make reproduce` in a fresh cache (the organism is pretrained again unless it is committed):")
+        os.environ["SUBLORA_CACHE"] = str(args.cache_dir or tmp)
+        print(f"cold `make reproduce` in a fresh cache {os.environ['SUBLORA_CACHE']} "
+              f"(the organism is pretrained again unless it is committed):")
         return reproduce.main(["--profile", p.name])
 
 
