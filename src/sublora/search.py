@@ -108,7 +108,7 @@ def measure(name: str, p: Profile, note: str = "") -> dict:
                                          n_boot=p.bootstrap).to_dict(orient="records")
     row["settings"] = {"model": dataclasses.asdict(p.model), "data": dataclasses.asdict(p.data),
                        "lr": p.train.lr, "epochs": p.train.epochs, "batch_size": p.train.batch_size,
-                       "replicates": p.replicates, "seeds": p.seeds}
+                       "replicates": p.transfer_replicates, "seeds": p.seeds}
     row["minutes"] = round((time.time() - t0) / 60, 1)
     with open(RECORD, "a") as f:
         f.write(json.dumps(row, default=float) + "\n")
