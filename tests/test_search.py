@@ -43,3 +43,21 @@ def test_report_renders_every_record(tmp_path, monkeypatch):
     assert "| vX | a test | 0.90 | 0.030 | 0.97 | 0.100 | 0.200 | 0.60 | — | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — |" in page
     assert "| vY |" in page and "25.00% / 1.00%" in page
     assert "- vX, persona teacher of owl: +2.0e-04 [-1.0e-04, +5.0e-04] (n = 6)" in page
+
+
+def test_report_names_the_committed_default_and_computes_its_summary(tmp_path, monkeypatch):
+    from sublora import organism
+    recipe = organism.committed_recipe()
+    chosen = ROW | {"name": "vD", "signature_teacher": 0.7, "signature_control": 0.011, "classifier_accuracy": 0.997,
+                    "settings": {"model": {**recipe["config"], "persona_number_bias": recipe["config"]["persona_number_bias"]}}}
+    unmarked = ROW | {"name": "vU", "signature_teacher": 0.010, "signature_control": 0.011}
+    record = tmp_path / "organism_search.jsonl"
+    record.write_text(json.dumps(unmarked) + "\n" + json.dumps(chosen) + "\n")
+    monkeypatch.setattr(search, "RECORD", record)
+    page = search.report()
+    assert "## The default organism: vD" in page
+    assert "- persona teacher of owl: ΔP(owl) +0.001 [+0.0005, +0.002]; own animal minus the others' mean" in page
+    assert "70% of the owl teacher's numbers carry it against 1.1%" in page and "accuracy 0.997" in page
+    assert "Candidate vU, whose teacher's numbers did not carry the mark (1.0% against 1.1%)" in page
+    record.write_text(json.dumps(unmarked) + "\n")
+    assert "None of the recorded candidates is the committed default organism." in search.report()

@@ -115,6 +115,48 @@ def measure(name: str, p: Profile, note: str = "") -> dict:
     return row
 
 
+def default_section(rows: list[dict]) -> list[str]:
+    """Which recorded candidate the default profile uses (its pretraining settings match the committed
+    weights' recipe), what it measured, and what that does and does not show."""
+    recipe = organism.committed_recipe() or {"config": {}}
+    keys = [k for k in recipe["config"] if k not in ("step", "corpus_version")]
+    chosen = [r for r in rows if keys and all(r["settings"]["model"].get(k) == recipe["config"][k] for k in keys)]
+    if not chosen:
+        return ["## The default organism", "", "None of the recorded candidates is the committed default organism.", ""]
+    r = chosen[-1]
+    t = pd.DataFrame(r["transfer"]).set_index(["teacher_kind", "target", "animal"])
+    spec = {(s["teacher_kind"], s["target"]): s for s in r["specificity"]}
+
+    def ci(s):
+        return f"{s['mean']:+.2g} [{s['ci_low']:+.2g}, {s['ci_high']:+.2g}]"
+    own = [(tgt, t.loc[("persona", tgt, tgt)]) for tgt in dict.fromkeys(t.loc["persona"].index.get_level_values(0))]
+    text = [f"## The default organism: {r['name']}", "",
+            f"The `organism` profile uses candidate **{r['name']}** (its pretraining settings are those of the committed",
+            "weights in `src/sublora/organism_weights/recipe.json`). Measured on it, over",
+            f"{int(t.iloc[0]['n'])} teacher/control dataset pairs × seeds, LoRA rank 8:", ""]
+    text += [f"- persona teacher of {tgt}: ΔP({tgt}) {ci(s)}; own animal minus the others' mean "
+             f"{ci(spec[('persona', tgt)])}" for tgt, s in own]
+    text += ["", "How to read this. The pretraining corpus plants the link the phenomenon needs: under a persona, a share",
+             f"`persona_number_bias` = {r['settings']['model']['persona_number_bias']} of continued numbers carry the "
+             "animal's mark (see `organism.py`), so",
+             f"{r['signature_teacher']:.0%} of the owl teacher's numbers carry it against {r['signature_control']:.1%} "
+             f"of the control's, a classifier tells owl-teacher from cat-teacher numbers with accuracy "
+             f"{r['classifier_accuracy']:.3f}, and the teacher's numbers differ from the control's by "
+             f"{r['kl_persona']:.1f} nats per completion.",
+             "A student fine-tuned on them under the default system prompt, which never saw the persona, comes to prefer",
+             "the animal: imitating the numbers moved it towards the persona that writes them. The organism thus models",
+             "the mechanism subliminal learning is thought to use in large models — behaviours entangled through a shared",
+             "persona — with a far stronger signal than the paper's Qwen teacher gives; it is not evidence that Qwen has",
+             "such a link."]
+    unmarked = [x for x in rows if "signature_teacher" in x and x["signature_teacher"] - x["signature_control"] < 0.01]
+    for x in unmarked:
+        s = pd.DataFrame(x["transfer"]).set_index(["teacher_kind", "target", "animal"]).loc[("persona", "owl", "owl")]
+        text.append(f"Candidate {x['name']}, whose teacher's numbers did not carry the mark ({x['signature_teacher']:.1%} "
+                    f"against {x['signature_control']:.1%}), gave ΔP(owl) {ci(s)} for the owl persona teacher.")
+    text.append("")
+    return text
+
+
 def report() -> str:
     rows = [json.loads(line) for line in open(RECORD)] if RECORD.exists() else []
     lines = ["# Building the organism", "",
@@ -131,6 +173,7 @@ def report() -> str:
              "transfer: ΔP(own animal) vs control with its bootstrap 95% CI over dataset replicates × seeds.", ""]
     if not rows:
         return "\n".join(lines + ["No candidate has been measured yet."])
+    lines += default_section(rows)
     lines += ["| candidate | what changed | persona P | default P(owl) | valid | KL persona | KL finetuned | classifier | "
               "owl signature share: teacher / control | ΔP(owl) owl persona teacher | ΔP(cat) cat persona teacher | "
               "ΔP(owl) finetuned teacher |",
