@@ -49,7 +49,7 @@ def test_report_names_the_committed_default_and_computes_its_summary(tmp_path, m
     from sublora import organism
     recipe = organism.committed_recipe()
     chosen = ROW | {"name": "vD", "signature_teacher": 0.7, "signature_control": 0.011, "classifier_accuracy": 0.997,
-                    "settings": {"model": {**recipe["config"], "persona_number_bias": recipe["config"]["persona_number_bias"]}}}
+                    "settings": {"model": dict(recipe["config"])}}
     unmarked = ROW | {"name": "vU", "signature_teacher": 0.010, "signature_control": 0.011}
     record = tmp_path / "organism_search.jsonl"
     record.write_text(json.dumps(unmarked) + "\n" + json.dumps(chosen) + "\n")
