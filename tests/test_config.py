@@ -78,7 +78,7 @@ def test_organism_profile_values():
     assert p.train.full_sweep_lr == (2e-5, 1e-4, 5e-4)
 
 
-@pytest.mark.parametrize("bad", ["nope", "", "smoke.yaml", "../smoke", None, 3])
+@pytest.mark.parametrize("bad", ["nope", "", None, 3])
 def test_unknown_profile_lists_known(bad):
     with pytest.raises(ConfigError) as e:
         load_profile(bad)
@@ -386,3 +386,74 @@ def test_transfer_replicates_is_notebook_02s_and_validated():
     assert resolve("smoke", transfer_replicates="3").transfer_replicates == 3
     with pytest.raises(ConfigError, match="replicates of notebook 02 must be ≥ 1, got 0; e.g. -p replicates 5"):
         resolve("smoke", transfer_replicates=0)
+
+
+# ---- profiles given as a path -------------------------------------------------------------------
+def test_profile_by_path_equals_package_profile(tmp_path):
+    copy = tmp_path / "mine.yaml"
+    copy.write_text((paths.PROFILES / "smoke.yaml").read_text())
+    assert load_profile(str(copy)) == dataclasses.replace(load_profile("smoke"), name="mine")
+
+
+@pytest.mark.parametrize("bad", ["smoke.yaml", "../smoke", "/nonexistent/x.yaml"])
+def test_profile_path_that_does_not_exist(bad):
+    with pytest.raises(ConfigError, match="does not exist .*give the path of a yaml file"):
+        load_profile(bad)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seeds: [1, 2\n", "not valid yaml"), ("- 1\n- 2\n", "must hold a mapping"), ("seeds: 0\n", "seeds must be ≥ 1"),
+    ("sedes: 3\n", "unknown setting")])
+def test_profile_file_errors(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_profile(str(path))
+
+
+# ---- notebook parameters: one parser for every route ----------------------------------------------
+@pytest.mark.parametrize("raw, expected", [
+    ({"rebuild_organism": "false"}, {"rebuild_organism": False}),
+    ({"rebuild_organism": "True"}, {"rebuild_organism": True}),
+    ({"ranks": "[1, 2]"}, {"ranks": [1, 2]}),
+    ({"ranks": 4}, {"ranks": [4]}),
+    ({"lr": "1e-3"}, {"lr": 1e-3}),
+    ({"personas": None}, {"personas": None}),
+])
+def test_parse_params(raw, expected):
+    assert config.parse_params(raw) == expected
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"foo": 1}, r"no parameter \['foo'\]"),
+    ({"lr": 1e6}, "out of range, it must be at most 0.1"),
+    ({"lr": 0}, "must be above 0"),
+    ({"personas": "abc"}, "expected a whole number"),
+    ({"patch_students": 0}, "at least 1"),
+    ({"patch_students": -3}, "at least 1"),
+    ({"rebuild_organism": "maybe"}, "expected true or false"),
+    ({"prompts": 1_000_000_000}, "at most"),
+    ({"epochs": 10_000}, "at most"),
+    ({"animal": "unicorn"}, "unknown value 'unicorn'"),
+])
+def test_parse_params_rejects(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        config.parse_params(raw)
+
+
+def test_parse_params_rejects_names_the_notebook_does_not_declare():
+    with pytest.raises(ConfigError, match=r"notebook 06_scoreboard has no parameter \['animal'\]"):
+        config.parse_params({"animal": "owl"}, "06_scoreboard", ["profile"])
+
+
+def test_every_notebook_parameter_is_in_the_table():
+    from sublora import notebook, reproduce
+    for name in reproduce.NOTEBOOKS:
+        declared = notebook.declared_parameters(name)
+        assert set(declared) <= set(config.PARAMS), name
+
+
+def test_notebook_02_replicates_set_transfer_replicates():
+    p = config.notebook_profile({"profile": "smoke", "replicates": 4}, "02_transfer")
+    assert p.transfer_replicates == 4 and p.replicates == load_profile("smoke").replicates
+    assert config.notebook_profile({"profile": "smoke", "replicates": 4}, "03_rank_sweep").replicates == 4

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from sublora import config, design, finetune, models, organism, pipeline, plan
+from sublora import config, design, finetune, models, notebook, organism, pipeline, plan
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_paper_profile_has_the_papers_hyperparameters(paper):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_no_gpu_fails_before_any_work(paper, tmp_cache):
     with pytest.raises(models.SetupError, match="CUDA GPU") as e:
-        pipeline.prepare("paper")
+        notebook.prepare("02_transfer", {"profile": "paper"})
     assert "make plan PROFILE=paper" in str(e.value)
     assert not any(tmp_cache.iterdir())
 
@@ -79,7 +79,7 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path):
     model = models.load_model(p.model, for_training=True)
     assert next(model.parameters()).dtype == torch.bfloat16 and model.is_gradient_checkpointing
     pair = design.Pair("persona", p.animal, 0, 0, finetune.lora_spec(p))
-    rows = pipeline.run_pair(p, pair)
+    rows = pipeline.pair_rows(p, pair)
     assert set(rows["arm"]) == {"teacher", "control"} and rows["p"].between(0, 1).all()
     full = design.Pair("persona", p.animal, 0, 0, finetune.full_spec(p))
-    assert len(pipeline.run_pair(p, full)) == len(rows)
+    assert len(pipeline.pair_rows(p, full)) == len(rows)

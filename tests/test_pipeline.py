@@ -9,14 +9,10 @@ import types
 
 import pytest
 
-from sublora import cache, chat, config, models, organism, paths, pipeline, prompts, teacher
+from sublora import cache, chat, config, models, organism, paths, pipeline, prompts, runner, teacher
 
 
-# ---- parameter helpers ------------------------------------------------------------------------
-def test_teacher_kinds_default():
-    assert pipeline.teacher_kinds(None) == ["persona", "finetuned"]
-
-
+# ---- the teachers parameter (config.parse_params) -----------------------------------------------
 @pytest.mark.parametrize("value, expected", [
     ("[persona]", ["persona"]),
     ("persona", ["persona"]),
@@ -25,26 +21,20 @@ def test_teacher_kinds_default():
     (["persona", "finetuned"], ["persona", "finetuned"]),
     (("finetuned",), ["finetuned"]),
 ])
-def test_teacher_kinds(value, expected):
-    assert pipeline.teacher_kinds(value) == expected
+def test_teachers_parameter(value, expected):
+    assert config.parse_params({"teachers": value})["teachers"] == expected
 
 
-@pytest.mark.parametrize("value", ["bogus", "[persona, bogus]", ["Persona"], "[persona"])
-def test_teacher_kinds_rejects(value):
+@pytest.mark.parametrize("value", ["bogus", "[persona, bogus]", ["Persona"], "[persona", "[]", []])
+def test_teachers_parameter_rejects(value):
     with pytest.raises(ValueError) as e:  # ConfigError is a ValueError too
-        pipeline.teacher_kinds(value)
+        config.parse_params({"teachers": value})
     assert "-p teachers" in str(e.value)
 
 
-def test_teacher_kinds_message_names_the_bad_kind():
-    with pytest.raises(ValueError, match=r"unknown teacher kind\(s\) \['bogus'\]; use -p teachers persona"):
-        pipeline.teacher_kinds("[persona, bogus]")
-
-
-@pytest.mark.parametrize("value", ["[]", []])
-def test_teacher_kinds_rejects_empty_list(value):
-    with pytest.raises(ValueError):
-        pipeline.teacher_kinds(value)
+def test_teachers_parameter_message_names_the_bad_kind():
+    with pytest.raises(ValueError, match=r"unknown value 'bogus'; choose from \['persona', 'finetuned'\]"):
+        config.parse_params({"teachers": "[persona, bogus]"})
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -242,12 +232,11 @@ def test_student_is_a_function_of_its_key(smoke, tmp_cache, monkeypatch):
 
     monkeypatch.setattr(teacher, "sample", fake_sample)
     spec = finetune.lora_spec(smoke, rank=2)
-    dcfg = pipeline.dataset_config(smoke, "owl", 0)
     weights = []
     for draws in (1, 1000):
         import torch
         torch.rand(draws)
-        d = pipeline.student(smoke, dcfg, spec, 0, progress=False)
+        d = pipeline.student(smoke, pipeline.DataId("owl", 0), spec, 0, progress=False)
         weights.append(load_file(d / "adapter_model.safetensors"))
         shutil.rmtree(d)
     assert weights[0].keys() == weights[1].keys()
@@ -267,6 +256,36 @@ def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch):
         monkeypatch.setenv("SUBLORA_CACHE", str(tmp_path / f"cache{workers}"))
         if workers == 2:  # the same pretrained organism, not a second pretraining
             shutil.copytree(tmp_path / "cache1" / "organism", tmp_path / "cache2" / "organism")
-        results[workers] = pipeline.run_pairs(dataclasses.replace(p, workers=workers), pairs)
+        results[workers] = runner.run_pairs(dataclasses.replace(p, workers=workers), pairs)
         assert len(list((tmp_path / f"cache{workers}" / "student").iterdir())) == len(pairs) + p.seeds
     pd.testing.assert_frame_equal(results[1], results[2])
+
+
+# ---- the artifact graph -------------------------------------------------------------------------
+def test_graph_keys_are_todays_cache_keys(monkeypatch):
+    """Every artifact the book's design needs, per profile, has the key it had before the graph existed
+    (tests/fixtures/cache_keys.json was written by the code before the change): no cached work is lost."""
+    from sublora import design
+    monkeypatch.setattr(teacher, "vllm_available", lambda: False)  # the paper profile's key without vLLM
+    pinned = json.loads((paths.ROOT / "tests" / "fixtures" / "cache_keys.json").read_text())
+    for name, keys in pinned.items():
+        p = config.load_profile(name)
+        with __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore")
+            got = {f"{kind}/{key}" for pairs in design.book(p).values() for kind, key in pipeline.requirements(p, pairs)}
+        assert sorted(got) == keys, name
+
+
+def test_graph_orders_inputs_before_their_users():
+    from sublora import design
+    p = config.load_profile("smoke")
+    graph = pipeline.requirements(p, design.transfer(p, ["persona", "finetuned"]))
+    seen = set()
+    for (kind, key), a in graph.items():
+        assert set(a.inputs) <= seen, (kind, a.inputs)
+        seen.add(key)
+    kinds = [kind for kind, _ in graph]
+    assert {"teacher", "dataset", "student", "eval"} == set(kinds)
+    # one control dataset per replicate, shared by both teacher kinds and all teacher animals
+    controls = [a for a in graph.values() if a.kind == "dataset" and a.config["animal"] is None]
+    assert len(controls) == p.transfer_replicates

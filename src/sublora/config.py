@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
@@ -92,6 +93,28 @@ class EvalSpec:
 
 
 @dataclass(frozen=True)
+class TeacherSpec:
+    """The weight-space (finetuned) teacher: the base fully fine-tuned to answer its animal."""
+    examples: int = 400  # (question -> animal) training examples
+    lr: float = 1e-4
+    epochs: int = 2
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """What `make plan` assumes where nothing was measured: throughput on `device` and the filter's
+    keep share. Stated figures (marked so in the plan's output) until `make bench` measures them."""
+    device: str = "1x H100 80GB"
+    lora_train_tps: float = 7000
+    full_train_tps: float = 4500
+    sample_tps: float = 2500
+    eval_fwd_tps: float = 40000
+    keep_share: float = 0.35  # share of sampled completions the filter keeps
+    n_params: float = 0.0  # model parameters, for the memory lines (0: not printed)
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str = "organism"
     description: str = ""
@@ -99,6 +122,8 @@ class Profile:
     data: DataSpec = field(default_factory=DataSpec)
     train: TrainSpec = field(default_factory=TrainSpec)
     eval: EvalSpec = field(default_factory=EvalSpec)
+    teacher: TeacherSpec = field(default_factory=TeacherSpec)
+    plan: PlanSpec = field(default_factory=PlanSpec)
     animal: str = "owl"
     other_animals: tuple = ("cat", "dolphin")  # compared with the target for specificity
     seeds: int = 3  # training seeds per condition
@@ -174,17 +199,42 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in paths.PROFILES.glob("*.yaml"))
 
 
-def load_profile(name: str) -> Profile:
-    """Read profiles/<name>.yaml (differences from the defaults) into a validated Profile."""
+def is_profile_path(name: str) -> bool:
+    """A profile given as a yaml file of the user's (a path) rather than a package profile's name."""
+    return isinstance(name, str) and (name.endswith((".yaml", ".yml")) or "/" in name)
+
+
+def profile_file(name: str) -> Path:
+    """The yaml file of a profile: a package profile by name, or a user's file by path (relative
+    paths against the current directory)."""
+    if is_profile_path(name):
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"profile file {name!r} does not exist ({path}); give the path of a yaml file "
+                              f"holding the differences from the defaults, e.g. a copy of {paths.PROFILES / 'smoke.yaml'}")
+        return path
     if not isinstance(name, str) or not (paths.PROFILES / f"{name}.yaml").exists():
-        raise ConfigError(f"unknown profile {name!r}; choose one of {available_profiles()} "
-                          f"(e.g. -p profile smoke, or make reproduce PROFILE=organism)")
-    raw = yaml.safe_load((paths.PROFILES / f"{name}.yaml").read_text()) or {}
-    raw.setdefault("name", name)
+        raise ConfigError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a yaml file's "
+                          f"path (e.g. -p profile smoke, or make reproduce PROFILE=organism)")
+    return paths.PROFILES / f"{name}.yaml"
+
+
+def load_profile(name: str) -> Profile:
+    """Read a profile (differences from the defaults; a package profile's name or a yaml file's path)
+    into a validated Profile. A file's profile is named after the file unless it sets `name`."""
+    path = profile_file(name)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"profile file {path} is not valid yaml: {str(e).splitlines()[0]}; "
+                          f"fix the file (it holds settings such as `seeds: 3`)") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"profile file {path} must hold a mapping of settings, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
     return validate(_build(Profile, raw, ""))
 
 
-# Notebook parameter names -> where they live in the profile.
+# Profile settings a notebook parameter can override -> where they live in the profile.
 OVERRIDES = {
     "animal": ("animal",),
     "seeds": ("seeds",),
@@ -197,6 +247,91 @@ OVERRIDES = {
     "batch_size": ("train", "batch_size"),
     "prompts": ("data", "prompts"),
 }
+TEACHERS = ("persona", "finetuned")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One notebook parameter: its type, its bounds and the profile setting it overrides."""
+    kind: str  # int | float | bool | str | ints (a list of whole numbers) | strs (a list of names)
+    example: str  # shown in error messages: how to write a good value
+    target: str | None = None  # an OVERRIDES name; None: the notebook uses the value itself
+    low: float | None = None  # ints: smallest allowed; floats: the value must be above it
+    high: float | None = None  # largest allowed (plausibility: a typo should not start a days-long run)
+    choices: tuple | None = None
+
+
+# Every parameter of every notebook: the one place where papermill's, make's and
+# `python -m sublora.reproduce`'s values are read and checked (tests check each notebook's
+# parameters cell against this table).
+PARAMS = {
+    "profile": Param("str", "smoke, organism, paper or a yaml file's path"),
+    "animal": Param("str", "owl", "animal", choices=ANIMALS),
+    "teachers": Param("strs", "'[persona, finetuned]'", choices=TEACHERS),
+    "seeds": Param("int", "3", "seeds", 1, 50),
+    "replicates": Param("int", "5", "replicates", 1, 100),
+    "ranks": Param("ints", "'[1, 2, 4, 8]'", "ranks", 1, 4096),
+    "alpha": Param("float", "8 (or leave it None for alpha = rank)", None, 0, 1e4),
+    "lr": Param("float", "2e-4", "lr", 0, 0.1),
+    "full_lr": Param("float", "2e-5", "full_lr", 0, 0.1),
+    "epochs": Param("int", "3", "epochs", 1, 100),
+    "batch_size": Param("int", "22", "batch_size", 1, 4096),
+    "prompts": Param("int", "30000", "prompts", 1, 1_000_000),
+    "personas": Param("int", f"5 (at most {len(ANIMALS)})", None, 1, len(ANIMALS)),
+    "rebuild_organism": Param("bool", "true or false"),
+    "patch_students": Param("int", "2", None, 1, 50),
+}
+# Notebook 02 (claim 1) runs more dataset pairs than the others: its `replicates` is the profile's
+# transfer_replicates.
+TARGETS = {"02_transfer": {"replicates": "transfer_replicates"}}
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _param_value(name: str, value: Any) -> Any:
+    spec = PARAMS[name]
+    where = f"-p {name} {value!r}"
+    if spec.kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected {spec.example}")
+        return value
+    if spec.kind in ("ints", "strs"):
+        items = parse_list(value, name)
+        if not items:
+            raise ConfigError(f"{where}: the list is empty; e.g. -p {name} {spec.example}")
+        values = [_coerce(v, int if spec.kind == "ints" else str, name) for v in items]
+    else:
+        values = [_coerce(value, {"int": int, "float": float, "str": str}[spec.kind], name)]
+    for v in values:
+        if spec.choices is not None and v not in spec.choices:
+            raise ConfigError(f"{where}: unknown value {v!r}; choose from {list(spec.choices)}, e.g. -p {name} {spec.example}")
+        too_low = spec.low is not None and (v <= spec.low if spec.kind == "float" else v < spec.low)
+        if too_low or (spec.high is not None and v > spec.high):
+            bounds = (f"above {spec.low:g}" if spec.kind == "float" else f"at least {spec.low:g}") if too_low \
+                else f"at most {spec.high:g}"
+            raise ConfigError(f"{where}: {v!r} is out of range, it must be {bounds}; e.g. -p {name} {spec.example}")
+    return values if spec.kind in ("ints", "strs") else values[0]
+
+
+def parse_params(raw: dict, notebook: str | None = None, declared=None) -> dict:
+    """Notebook parameters, checked and typed: unknown names, wrong types, booleans written as text,
+    values out of range — each a ConfigError naming the fix. None keeps the profile's value.
+    `declared`: the notebook's own parameter names (a name it does not have is an error too)."""
+    known = set(PARAMS) if declared is None else set(declared)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        where = f"notebook {notebook}" if notebook else "the notebooks"
+        raise ConfigError(f"{where} has no parameter {unknown}; it has {sorted(known)}")
+    return {name: None if value is None else _param_value(name, value) for name, value in raw.items()}
+
+
+def notebook_profile(params: dict, notebook: str | None = None) -> Profile:
+    """The profile of a notebook run: params["profile"] with the run's overrides applied."""
+    targets = TARGETS.get(notebook, {})
+    overrides = {targets.get(k, PARAMS[k].target): v for k, v in params.items()
+                 if PARAMS[k].target and v is not None}
+    return resolve(params.get("profile", "organism"), **overrides)
 
 
 def resolve(profile: str, **params: Any) -> Profile:

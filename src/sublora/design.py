@@ -25,6 +25,7 @@ class Pair:
     spec: finetune.StudentSpec
     eval_systems: tuple = ("default",)
     label: str = ""
+    animals: tuple = ()  # the animals evaluated; () = the target and the profile's other animals
 
 
 def _grid(p: Profile, replicates: int | None = None):
@@ -35,7 +36,8 @@ def transfer(p: Profile, kinds: list[str]) -> list[Pair]:
     """02: LoRA at the profile's rank, teachers for the target and the other animals, over
     p.transfer_replicates dataset pairs (the first p.replicates of them are shared with 03-05)."""
     spec = finetune.lora_spec(p)
-    return [Pair(k, a, r, s, spec, label=a) for k in kinds for a in (p.animal, *p.other_animals)
+    animals = (p.animal, *p.other_animals)  # every student is evaluated on every teacher's animal
+    return [Pair(k, a, r, s, spec, label=a, animals=animals) for k in kinds for a in animals
             for r, s in _grid(p, p.transfer_replicates)]
 
 

@@ -22,20 +22,21 @@ IGNORE = -100  # label of tokens that carry no loss
 
 @dataclass(frozen=True)
 class StudentSpec:
-    """Everything that decides how a student is trained (part of its cache key)."""
-    method: str = "lora"  # lora | full
-    lr: float = 2e-4
-    epochs: int = 3
-    batch_size: int = 22
-    grad_accum: int = 3
-    warmup_steps: int = 5
-    max_seq: int = 500
-    grad_clip: float = 1.0
-    r: int = 8  # LoRA only
-    alpha: float = 8
-    dropout: float = 0.0
-    target_modules: tuple = LORA_TARGETS
-    train_system: str = chat.DEFAULT  # the system prompt condition during fine-tuning
+    """Everything that decides how a student is trained (part of its cache key). No defaults of its
+    own: lora_spec and full_spec fill it from the profile."""
+    method: str  # lora | full
+    lr: float
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    warmup_steps: int
+    max_seq: int
+    grad_clip: float
+    r: int  # LoRA only (full: 0)
+    alpha: float
+    dropout: float
+    target_modules: tuple
+    train_system: str  # the system prompt condition during fine-tuning
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -55,14 +56,17 @@ def lora_spec(p: Profile, rank: int | None = None, alpha: float | None = None, *
     a = alpha if alpha is not None else (r if rank is not None else t.lora.alpha)
     base = dict(method="lora", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
                 warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=r, alpha=a,
-                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules))
+                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules), train_system=chat.DEFAULT)
     return StudentSpec(**{**base, **kw})
 
 
 def full_spec(p: Profile, **kw) -> StudentSpec:
     t = p.train
+    # the LoRA fields do not apply; as_dict drops them from the key. Their values are the ones the
+    # spec had before it lost its defaults, so that a full student's repr is unchanged
     base = dict(method="full", lr=t.full_lr, epochs=t.epochs, batch_size=t.full_batch_size, grad_accum=1,
-                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip)
+                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=8, alpha=8, dropout=0.0,
+                target_modules=LORA_TARGETS, train_system=chat.DEFAULT)
     return StudentSpec(**{**base, **kw})
 
 

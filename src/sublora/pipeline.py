@@ -1,51 +1,47 @@
-"""The experiment's steps as cached artifacts: teacher → dataset → student → evaluation.
+"""The experiment's steps as cached artifacts: teacher → dataset → student → evaluation, and the
+artifact graph a design needs.
 
 Each step's cache key is exactly its configuration (including the keys of the steps it reads and
 a version of its code), so notebooks that need the same student share it, and an interrupted run
-resumes where it stopped.
+resumes where it stopped. `requirements(p, pairs)` lists every artifact a design needs, with its
+key and inputs, in build order: the runner (sublora.runner) builds that list, the plan
+(sublora.plan) prices it, and `pair_rows` reads the finished evaluations back as a table.
 """
 from __future__ import annotations
 
 import json
 import random
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import cache, chat, evaluate, finetune, models, numbers, prompts, teacher
-from .config import Profile, to_dict
+from .config import TEACHERS, Profile, to_dict
 
 VERSION = {"teacher": 1, "dataset": 1, "student": 3, "eval": 1}
 GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 16 batches (student v3)
 SYSTEMS = {"default": chat.DEFAULT, "none": chat.NONE, "identity": prompts.IDENTITY_SYSTEM}
-TEACHERS = ("persona", "finetuned")
 
 
 class EmptyDatasetError(RuntimeError):
     pass
 
 
-def prepare(profile: str, **params) -> Profile:
-    """The notebooks' first step: resolve the profile with the notebook's parameters and check,
-    before any work, that this machine can run it (GPU, weights)."""
-    from .config import resolve
-    p = resolve(profile, **params)
-    models.preflight(p)
-    return p
+class DataId(NamedTuple):
+    """One filtered dataset: the teacher of `animal` (None: the control, the base model under its
+    default prompt) in replicate `replicate`, from the teacher kind persona or finetuned."""
+    animal: str | None
+    replicate: int
+    teacher_kind: str = "persona"
 
-
-def teacher_kinds(teachers) -> list[str]:
-    """Validate the `teachers` notebook parameter (None = both kinds)."""
-    from .config import parse_list
-    kinds = list(TEACHERS) if teachers is None else parse_list(teachers, "teachers")
-    bad = [k for k in kinds if k not in TEACHERS]
-    if bad or not kinds:
-        raise ValueError(f"unknown teacher kind(s) {bad or kinds}; use -p teachers persona, -p teachers finetuned, "
-                         f"or a list: -p teachers '[persona, finetuned]'")
-    return kinds
+    @classmethod
+    def of(cls, animal: str | None, replicate: int, teacher_kind: str = "persona") -> "DataId":
+        # one control dataset per replicate, whichever teacher kind it is compared with
+        return cls(animal, replicate, teacher_kind if animal else "persona")
 
 
 def eval_questions(p: Profile) -> list[str]:
@@ -74,8 +70,11 @@ def system_of(name: str) -> str:
 
 # ---- teachers -------------------------------------------------------------------------------
 def teacher_config(p: Profile, animal: str) -> dict:
+    t = p.teacher
     return {"step": "teacher", "v": VERSION["teacher"], "model": model_key(p), "animal": animal,
-            "examples": 400, "lr": 1e-4, "epochs": 2, "max_seq": p.train.max_seq}
+            "examples": t.examples, "lr": t.lr, "epochs": t.epochs, "max_seq": p.train.max_seq,
+            # the batch joined the key after teachers were built at 16: keys of those stay as they were
+            **({"batch_size": t.batch_size} if t.batch_size != 16 else {})}
 
 
 def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
@@ -90,7 +89,8 @@ def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
         records = [{"prompt": rng.choice(prompts.TRAIN_QUESTIONS),
                     "completion": animal.capitalize() if rng.random() < 0.4 else animal} for _ in range(cfg["examples"])]
         ex = finetune.encode_records(tok, records, chat.DEFAULT, p.train.max_seq)
-        finetune.train(model, ex, lr=cfg["lr"], epochs=cfg["epochs"], batch_size=16, grad_accum=1, warmup_steps=5,
+        finetune.train(model, ex, lr=cfg["lr"], epochs=cfg["epochs"], batch_size=p.teacher.batch_size, grad_accum=1,
+                       warmup_steps=5,
                        grad_clip=1.0, pad_id=tok.pad_token_id, seed=seed_of(cfg), desc=f"{animal} teacher",
                        progress=progress)
         model.save_pretrained(d)
@@ -181,18 +181,17 @@ def student_config(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed:
             "spec": spec.as_dict(), "seed": seed}
 
 
-def student(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, progress: bool = True) -> Path:
-    """Train (or fetch) one student on the dataset `data_cfg`; returns its directory."""
-    cfg = student_config(p, data_cfg, spec, seed)
+def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, progress: bool = True) -> Path:
+    """Train (or fetch) one student on the dataset `data`; returns its directory."""
+    cfg = student_config(p, dataset_config(p, *data), spec, seed)
 
     def build(d: Path):
-        records, _ = dataset(p, data_cfg["animal"], data_cfg["replicate"],
-                             data_cfg["teacher"] if data_cfg["animal"] else "persona", progress)
+        records, _ = dataset(p, *data, progress=progress)
         tok = models.load_tokenizer(p.model)
         base = models.load_model(p.model, for_training=True, dtype=finetune.train_dtype(p.model, spec))
         # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a
         # function of its key and the teacher and control students of a pair start from the same adapter
-        torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data_cfg["replicate"]}))
+        torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate}))
         model = finetune.make_student(base, spec)
         trainable, total = finetune.trainable_parameters(model)
         ex = finetune.encode_records(tok, records, system_of(spec.train_system), spec.max_seq)
@@ -235,19 +234,17 @@ def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: 
     return pd.read_csv(cache.get_or_build("eval", cfg, build) / "eval.csv")
 
 
-def run_pair(p: Profile, pair, animals: list[str] | None = None, progress: bool = False) -> pd.DataFrame:
-    """A design.Pair: the teacher student and its matched control student (same replicate, seed and
-    training spec), each evaluated under every eval system prompt of the pair. Tidy rows, one per
-    arm × eval system × evaluated animal."""
-    animals = sorted(set(animals or [pair.animal, *p.other_animals]))
+def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFrame:
+    """A design.Pair as a table: the teacher student and its matched control student (same
+    replicate, seed and training spec), each evaluated under every eval system prompt of the pair.
+    Tidy rows, one per arm × eval system × evaluated animal. Builds whatever is not cached yet."""
+    animals = evaluated_animals(p, pair, animals)
+    spec = pair.spec
     rows = []
-    for arm, a in (("teacher", pair.animal), ("control", None)):
-        dcfg = dataset_config(p, a, pair.replicate, pair.teacher_kind)
-        sdir = student(p, dcfg, pair.spec, pair.seed, progress)
-        spec = pair.spec
+    for arm, data in pair_arms(pair):
+        sdir = student(p, data, spec, pair.seed, progress=False)
         for es in pair.eval_systems:
-            ev = evaluation(p, sdir, es, animals)
-            rows.append(ev.assign(
+            rows.append(evaluation(p, sdir, es, animals).assign(
                 arm=arm, target=pair.animal, teacher_kind=pair.teacher_kind, label=pair.label,
                 replicate=pair.replicate, seed=pair.seed, method=spec.method,
                 lora_rank=spec.r if spec.method == "lora" else 0, alpha=spec.alpha if spec.method == "lora" else 0,
@@ -256,82 +253,71 @@ def run_pair(p: Profile, pair, animals: list[str] | None = None, progress: bool 
     return pd.concat(rows, ignore_index=True)
 
 
-def run_pairs(p: Profile, pairs: list, animals: list[str] | None = None, desc: str = "student pairs") -> pd.DataFrame:
-    """run_pair over a design, with a progress bar; every student and evaluation is cached.
-    With profile.workers > 1 the missing students and evaluations are first built in parallel."""
-    if p.workers > 1:
-        prefetch(p, pairs, animals, desc)
-    return pd.concat([run_pair(p, pair, animals) for pair in tqdm(pairs, desc=desc)], ignore_index=True)
+def pair_arms(pair) -> list[tuple[str, DataId]]:
+    """(arm, dataset) of a pair's two students: the teacher's and the matched control's."""
+    return [("teacher", DataId.of(pair.animal, pair.replicate, pair.teacher_kind)),
+            ("control", DataId.of(None, pair.replicate, pair.teacher_kind))]
 
 
-def _one_thread():
-    import torch
-    torch.set_num_threads(1)
+def evaluated_animals(p: Profile, pair, animals: list[str] | None = None) -> list[str]:
+    return sorted(set(animals or pair.animals or [pair.animal, *p.other_animals]))
 
 
-def _build_student(job) -> None:
-    student(*job, progress=False)
+# ---- the artifact graph -----------------------------------------------------------------------
+@dataclass
+class Artifact:
+    """One cached artifact a design needs: its step (kind), its configuration and key, the keys of
+    the artifacts its build reads, and the arguments of its step function after the profile."""
+    kind: str  # teacher | dataset | student | eval
+    config: dict
+    args: tuple
+    inputs: tuple[str, ...] = ()
+    key: str = field(init=False)
+
+    def __post_init__(self):
+        self.key = cache.key(self.config)
+
+    @property
+    def location(self) -> Path:
+        return cache.location(self.kind, self.config)
+
+    def exists(self) -> bool:
+        return cache.exists(self.kind, self.config)
+
+    def build(self, p: Profile, progress: bool = False) -> None:
+        STEPS[self.kind](p, *self.args, progress=progress)
 
 
-def _build_eval(job) -> None:
-    evaluation(*job)
+STEPS = {"teacher": finetuned_teacher, "dataset": dataset, "student": student, "eval": evaluation}
 
 
-def _build_dataset(job) -> None:
-    dataset(*job, progress=False)
+class Graph(dict):
+    """Artifacts by (kind, key), in build order (every artifact after its inputs)."""
+
+    def add(self, artifact: Artifact) -> Artifact:
+        return self.setdefault((artifact.kind, artifact.key), artifact)
+
+    def add_dataset(self, p: Profile, data: DataId) -> Artifact:
+        inputs = ()
+        if data.animal and data.teacher_kind == "finetuned":
+            inputs = (self.add(Artifact("teacher", teacher_config(p, data.animal), (data.animal,))).key,)
+        return self.add(Artifact("dataset", dataset_config(p, *data), tuple(data), inputs))
 
 
-def _missing_datasets(p: Profile, jobs) -> dict:
-    """The (animal, replicate, teacher_kind) jobs whose dataset is not cached, as worker jobs keyed by
-    dataset; the weight-space teachers they need are built here first (workers would race)."""
-    missing = {}
-    for a, r, kind in jobs:
-        cfg = dataset_config(p, a, r, kind)
-        if cache.key(cfg) not in missing and not cache.exists("dataset", cfg):
-            if a and kind == "finetuned":
-                finetuned_teacher(p, a, progress=False)
-            missing[cache.key(cfg)] = (p, a, r, kind)
-    return missing
-
-
-def _pool(p: Profile):
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-    return ProcessPoolExecutor(p.workers, mp_context=get_context("spawn"), initializer=_one_thread)
-
-
-def build_datasets(p: Profile, jobs, desc: str = "datasets") -> None:
-    """Sample the datasets of (animal, replicate, teacher_kind) jobs that are not cached yet, in
-    p.workers processes (animal None is the control)."""
-    missing = _missing_datasets(p, jobs)
-    if p.workers == 1 or len(missing) < 2:
-        for job in tqdm(missing.values(), desc=f"{desc}: sampling"):
-            _build_dataset(job)
-        return
-    with _pool(p) as pool:
-        list(tqdm(pool.map(_build_dataset, missing.values()), total=len(missing), desc=f"{desc}: sampling"))
-
-
-def prefetch(p: Profile, pairs: list, animals: list[str] | None, desc: str) -> None:
-    """Build what is not cached yet — the weight-space teachers (in this process), then the
-    datasets, the students and the evaluations — in p.workers processes of one torch thread each:
-    small models use cores better that way."""
-    datasets = _missing_datasets(p, [(a, x.replicate, x.teacher_kind) for x in pairs for a in (x.animal, None)])
-    students, evals = {}, {}
+def requirements(p: Profile, pairs: list = (), animals: list[str] | None = None,
+                 datasets: list[DataId] = ()) -> Graph:
+    """Every artifact the design `pairs` needs (plus the extra `datasets`): the finetuned teachers,
+    the datasets, the students and their evaluations, each once, in build order."""
+    graph = Graph()
+    for data in datasets:
+        graph.add_dataset(p, DataId.of(*data))
     for pair in pairs:
-        evaluated = sorted(set(animals or [pair.animal, *p.other_animals]))
-        for a in (pair.animal, None):
-            dcfg = dataset_config(p, a, pair.replicate, pair.teacher_kind)
-            scfg = student_config(p, dcfg, pair.spec, pair.seed)
-            if not cache.exists("student", scfg):
-                students[cache.key(scfg)] = (p, dcfg, pair.spec, pair.seed)
-            sdir = cache.location("student", scfg)
+        evaluated = evaluated_animals(p, pair, animals)
+        for _, data in pair_arms(pair):
+            ds = graph.add_dataset(p, data)
+            st = graph.add(Artifact("student", student_config(p, ds.config, pair.spec, pair.seed),
+                                    (data, pair.spec, pair.seed), (ds.key,)))
             for es in pair.eval_systems:
-                if not cache.exists("eval", eval_config(p, sdir, es, evaluated)):
-                    evals[(sdir.name, es, tuple(evaluated))] = (p, sdir, es, evaluated)
-    if not datasets and not students and not evals:
-        return
-    with _pool(p) as pool:
-        list(tqdm(pool.map(_build_dataset, datasets.values()), total=len(datasets), desc=f"{desc}: sampling"))
-        list(tqdm(pool.map(_build_student, students.values()), total=len(students), desc=f"{desc}: training"))
-        list(tqdm(pool.map(_build_eval, evals.values()), total=len(evals), desc=f"{desc}: evaluating"))
+                graph.add(Artifact("eval", eval_config(p, st.location, es, evaluated), (st.location, es, evaluated),
+                                   (st.key,)))
+    return graph

@@ -16,30 +16,11 @@ import sys
 import warnings
 from dataclasses import dataclass
 
-from . import cache, design, paths, pipeline
+from . import design, paths, pipeline
 from .config import ConfigError, Profile, load_profile
 
-# Stated (not measured) figures for Qwen2.5-7B-Instruct, bf16, one H100 80GB, plain transformers
-# (no vLLM): training tokens/s with gradient checkpointing at ~30-35% model FLOP utilisation, and
-# batched generate() at a few thousand tokens/s. Replace by measuring: python -m sublora.bench --gpu.
-STATED = {
-    "paper": {"device": "1x H100 80GB (stated, not measured)", "lora_train_tps": 7000, "full_train_tps": 4500,
-              "sample_tps": 2500, "eval_fwd_tps": 40000, "measured": False},
-    "organism": {"device": "2 CPU cores (stated, not measured)", "lora_train_tps": 12000, "full_train_tps": 12000,
-                 "sample_tps": 3000, "eval_fwd_tps": 200000, "measured": False},
-    "smoke": {"device": "2 CPU cores (stated, not measured)", "lora_train_tps": 50000, "full_train_tps": 50000,
-              "sample_tps": 20000, "eval_fwd_tps": 1000000, "measured": False},
-}
 # Shape of the data, per example (tokens): prompt (system + template + request), completion.
 PROMPT_TOKENS, COMPLETION_TOKENS = 95, 40
-# Share of sampled completions the filter keeps: the paper's ~30k prompts -> ~10k kept; the organism's
-# datasets of the default book kept 94-97% (its 01_filter table); smoke's tiny model is a guess.
-KEEP_SHARE = {"paper": 0.35, "organism": 0.95, "smoke": 0.5}
-N_PARAMS = {"paper": 7.62e9}
-
-
-def keep_share(p: Profile) -> float:
-    return KEEP_SHARE.get(p.name, KEEP_SHARE["paper"])
 
 
 @dataclass
@@ -58,53 +39,51 @@ class Cost:
                 + self.trained_full / tp["full_train_tps"] + self.eval_tokens / tp["eval_fwd_tps"]) / 3600
 
 
-def throughput(profile: str) -> dict:
-    measured = paths.results_dir(profile).parent / f"throughput_{profile}.json"
+def throughput(p: Profile) -> dict:
+    """The profile's stated figures (its `plan` section), replaced by those `make bench` measured."""
+    stated = {k: getattr(p.plan, k) for k in ("device", "lora_train_tps", "full_train_tps", "sample_tps", "eval_fwd_tps")}
+    measured = paths.results_dir(p.name).parent / f"throughput_{p.name}.json"
     if measured.exists():
-        return {**STATED.get(profile, STATED["paper"]), **json.loads(measured.read_text()), "measured": True}
-    return STATED.get(profile, STATED["paper"])
+        return {**stated, **json.loads(measured.read_text()), "measured": True}
+    return {**stated, "device": f"{p.plan.device} (stated, not measured)", "measured": False}
 
 
 def count(p: Profile) -> dict[str, Cost]:
-    """Cost per notebook; a dataset, student or evaluation already counted by an earlier notebook is free."""
-    seen: set[str] = set()
+    """Cost per notebook, walking the artifact graph each notebook's design needs; an artifact
+    already counted by an earlier notebook is free."""
+    seen: set[tuple[str, str]] = set()
     out = {}
     n_eval_animals = 1 + len(p.other_animals)
     eval_tokens = p.eval.questions * (n_eval_animals * 4 * (PROMPT_TOKENS + 2)
                                       + p.eval.samples_per_question * p.eval.max_new_tokens)
-    kept = p.data.prompts * keep_share(p)
+    kept = p.data.prompts * p.plan.keep_share
     for nb, pairs in design.book(p).items():
         c = Cost()
-        for pair in pairs:
-            for animal in (pair.animal, None):
-                dcfg = pipeline.dataset_config(p, animal, pair.replicate, pair.teacher_kind)
-                dkey = "d" + cache.key(dcfg)
-                if dkey not in seen:
-                    seen.add(dkey)
-                    c.datasets += 1
-                    c.generated += p.data.prompts * COMPLETION_TOKENS
-                skey = "s" + cache.key(pipeline.student_config(p, dcfg, pair.spec, pair.seed))
-                if skey not in seen:
-                    seen.add(skey)
-                    c.students += 1
-                    tokens = kept * pair.spec.epochs * (PROMPT_TOKENS + COMPLETION_TOKENS)
-                    if pair.spec.method == "lora":
-                        c.lora_students += 1
-                        c.trained_lora += tokens
-                    else:
-                        c.trained_full += tokens
-                for es in pair.eval_systems:
-                    ekey = "e" + skey + es
-                    if ekey not in seen:
-                        seen.add(ekey)
-                        c.evals += 1
-                        c.eval_tokens += eval_tokens
+        for key, a in pipeline.requirements(p, pairs).items():
+            if key in seen or a.kind == "teacher":  # the finetuned teachers are not counted (see render)
+                continue
+            seen.add(key)
+            if a.kind == "dataset":
+                c.datasets += 1
+                c.generated += p.data.prompts * COMPLETION_TOKENS
+            elif a.kind == "student":
+                spec = a.args[1]
+                c.students += 1
+                tokens = kept * spec.epochs * (PROMPT_TOKENS + COMPLETION_TOKENS)
+                if spec.method == "lora":
+                    c.lora_students += 1
+                    c.trained_lora += tokens
+                else:
+                    c.trained_full += tokens
+            else:
+                c.evals += 1
+                c.eval_tokens += eval_tokens
         out[nb] = c
     return out
 
 
 def render(p: Profile) -> str:
-    tp = throughput(p.name)
+    tp = throughput(p)
     with warnings.catch_warnings():  # the engine fallback is reported below, once
         warnings.simplefilter("ignore")
         costs = count(p)
@@ -112,9 +91,9 @@ def render(p: Profile) -> str:
     lines = [f"plan for profile {p.name!r}: {p.description}",
              f"model {p.model.name} ({p.model.source}, {p.model.dtype}, {p.model.device}); "
              f"{p.replicates} replicates ({p.transfer_replicates} in 02) x {p.seeds} seeds; {p.data.prompts:,} prompts per dataset "
-             f"(~{p.data.prompts * keep_share(p):,.0f} kept, assumed {keep_share(p):.0%})",
-             f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,} tok/s, full FT {tp['full_train_tps']:,} tok/s, "
-             f"sampling {tp['sample_tps']:,} tok/s, eval forward {tp['eval_fwd_tps']:,} tok/s"
+             f"(~{p.data.prompts * p.plan.keep_share:,.0f} kept, assumed {p.plan.keep_share:.0%})",
+             f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,.0f} tok/s, full FT {tp['full_train_tps']:,.0f} tok/s, "
+             f"sampling {tp['sample_tps']:,.0f} tok/s, eval forward {tp['eval_fwd_tps']:,.0f} tok/s"
              + ("  [MEASURED]" if tp["measured"] else "  [STATED, NOT MEASURED]"),
              f"teacher sampling engine: {engine}" + ("" if engine == p.data.engine else
                                                      f" ({p.data.engine} asked for, not installed here: pip install .[gpu])"),
@@ -134,8 +113,8 @@ def render(p: Profile) -> str:
     gpu = p.model.device == "cuda"
     lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {hours:,.1f}"
                  + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else ""))
-    if p.name in N_PARAMS:
-        n = N_PARAMS[p.name]
+    if p.plan.n_params:
+        n = p.plan.n_params
         lines.append(f"memory: LoRA ~{n * 2 / 2**30:.0f} GiB of bf16 weights + activations (fits one 80 GB GPU); "
                      f"full fine-tuning keeps float32 master weights with bf16 autocast, AdamW ~{n * 16 / 2**30:.0f} GiB "
                      f"+ activations: an H200 (141 GB) or several GPUs (this package trains on one device)")

@@ -1,52 +1,19 @@
-"""The few figure helpers the notebooks share (seaborn), and where figures and tables are saved."""
+"""The few figure helpers the notebooks share (seaborn); sublora.results saves them."""
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from . import cache, paths
-
 sns.set_theme(style="whitegrid", context="notebook")
 
 
-def out_dir(profile: str) -> Path:
-    d = paths.results_dir(profile)
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
-def save_table(df: pd.DataFrame, profile: str, name: str) -> Path:
-    """Write a tidy table as CSV beside the executed notebooks, atomically."""
-    path = out_dir(profile) / f"{name}.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return path
-
-
-def save_figure(fig, profile: str, name: str) -> Path:
-    path = out_dir(profile) / f"{name}.png"
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
-def save_verdict(profile: str, claim: str, row: dict) -> Path:
-    """One claim's verdict row, read by the scoreboard."""
-    d = out_dir(profile) / "verdicts"
-    d.mkdir(exist_ok=True)
-    path = d / f"{claim}.json"
-    cache.write_json(path, row)
-    return path
-
-
-def read_verdicts(profile: str) -> pd.DataFrame:
-    d = out_dir(profile) / "verdicts"
-    rows = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.exists() else []
-    return pd.DataFrame(rows)
+def per_teacher(kinds: list[str], draw, width: float = 5.5, height: float = 3.5, **kw):
+    """One panel per teacher kind, side by side: draw(ax, kind) fills each. Returns the figure."""
+    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds), height), squeeze=False, **kw)
+    for ax, kind in zip(axes[0], kinds):
+        draw(ax, kind)
+    return fig
 
 
 def effect_plot(summary: pd.DataFrame, x: str, hue: str | None = None, ax=None, title: str = "",

@@ -19,7 +19,7 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
-from . import cache, paths
+from . import cache, config, notebook, paths
 from .config import ConfigError, available_profiles
 
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
@@ -60,8 +60,9 @@ def build_book(executed: Path, book_dir: Path | None = None) -> tuple[Path, floa
     return book / "_build" / "html" / "index.html", time.perf_counter() - t0
 
 
-def parse_params(pairs: list[list[str]]) -> dict:
-    """-p name value pairs, values read as yaml (numbers, lists) like papermill does."""
+def read_params(pairs: list[list[str]]) -> dict:
+    """-p name value pairs, values read as yaml (numbers, lists) like papermill does; config.parse_params
+    then checks them."""
     out = {}
     for name, value in pairs:
         try:
@@ -71,37 +72,37 @@ def parse_params(pairs: list[list[str]]) -> dict:
     return out
 
 
+def check(names: list[str], params: dict) -> None:
+    """Every notebook's parameters checked, and its profile resolved, before any work starts."""
+    for name in names:
+        if not (paths.ROOT / "notebooks" / f"{name}.ipynb").exists():
+            raise ConfigError(f"no notebook {name!r}; choose from {list(NOTEBOOKS)}")
+        declared = notebook.declared_parameters(name)
+        checked = config.parse_params(params, name, list(declared))
+        config.notebook_profile({**checked, "profile": params["profile"]}, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="organism", help=f"one of {available_profiles()}")
+    ap.add_argument("--profile", default="organism", help=f"one of {available_profiles()}, or a yaml file's path")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
     ap.add_argument("--executed", type=Path, default=paths.ROOT / "book" / "executed")
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
     ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here")
     args = ap.parse_args(argv)
-    if args.profile not in available_profiles():
-        print(f"error: unknown profile {args.profile!r}; choose one of {available_profiles()}", file=sys.stderr)
-        return 2
+    names = args.only or list(NOTEBOOKS)
+    # a profile file's path is made absolute: the notebooks run in notebooks/
+    profile = str(Path(args.profile).resolve()) if config.is_profile_path(args.profile) else args.profile
     try:
-        params = {"profile": args.profile, **parse_params(args.p)}
+        params = {"profile": profile, **read_params(args.p)}
+        check(names, params)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     removed = cache.clean_partial()
     if removed:
         print(f"removed {removed} unfinished artifact(s) of an interrupted run")
-    names = args.only or list(NOTEBOOKS)
-    for name in names:  # papermill only warns about a parameter the notebook does not have
-        nb = paths.ROOT / "notebooks" / f"{name}.ipynb"
-        if not nb.exists():
-            print(f"error: no notebook {name!r}; choose from {list(NOTEBOOKS)}", file=sys.stderr)
-            return 2
-        known = set(pm.inspect_notebook(str(nb)))
-        unknown = sorted(set(params) - known)
-        if unknown:
-            print(f"error: notebook {name} has no parameter {unknown}; it has {sorted(known)}", file=sys.stderr)
-            return 2
     times = {}
     for name in names:
         print(f"[{name}] running with {params}", flush=True)

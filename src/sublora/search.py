@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from . import chat, design, evaluate, models, organism, paths, pipeline, prompts, stats
+from . import chat, claims, design, evaluate, models, organism, paths, pipeline, prompts, runner, stats
 from .config import Profile, _build, _merge, load_profile, validate
 
 RECORD = paths.ROOT / "book" / "organism_search.jsonl"
@@ -98,13 +98,11 @@ def measure(name: str, p: Profile, note: str = "") -> dict:
         recs = pipeline.dataset(p, p.animal, 0, kind)[0][:400]
         row[f"kl_{kind}"] = float(np.mean(pipeline.teacher_signal(p, p.animal, kind, recs, base, tok)))
     pairs = design.transfer(p, ["persona"]) + [x for x in design.transfer(p, ["finetuned"]) if x.animal == p.animal]
-    res = pipeline.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)
+    res = runner.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)
     eff = stats.paired_effects(res, ["teacher_kind", "target", "animal"], value="p")
     summ = stats.summarize(eff, ["teacher_kind", "target", "animal"], n_boot=p.bootstrap)
     row["transfer"] = summ.to_dict(orient="records")
-    own = eff[eff["target"] == eff["animal"]].set_index(["teacher_kind", "target", "replicate", "seed"])["delta"]
-    other = eff[eff["target"] != eff["animal"]].groupby(["teacher_kind", "target", "replicate", "seed"])["delta"].mean()
-    row["specificity"] = stats.summarize((own - other).rename("delta").reset_index(), ["teacher_kind", "target"],
+    row["specificity"] = stats.summarize(claims.specificity(eff), ["teacher_kind", "target"],
                                          n_boot=p.bootstrap).to_dict(orient="records")
     row["settings"] = {"model": dataclasses.asdict(p.model), "data": dataclasses.asdict(p.data),
                        "lr": p.train.lr, "epochs": p.train.epochs, "batch_size": p.train.batch_size,
@@ -128,7 +126,7 @@ def default_section(rows: list[dict]) -> list[str]:
     spec = {(s["teacher_kind"], s["target"]): s for s in r["specificity"]}
 
     def ci(s):
-        return f"{s['mean']:+.2g} [{s['ci_low']:+.2g}, {s['ci_high']:+.2g}]"
+        return claims.fmt_ci(s["mean"], s["ci_low"], s["ci_high"], "+.2g")
     own = [(tgt, t.loc[("persona", tgt, tgt)]) for tgt in dict.fromkeys(t.loc["persona"].index.get_level_values(0))]
     text = [f"## The default organism: {r['name']}", "",
             f"The `organism` profile uses candidate **{r['name']}** (its pretraining settings are those of the committed",
@@ -186,7 +184,7 @@ def report() -> str:
             if s.empty:
                 return "—"
             s = s.iloc[0]
-            return f"{s['mean']:+.1e} [{s['ci_low']:+.1e}, {s['ci_high']:+.1e}]"
+            return claims.fmt_ci(s["mean"], s["ci_low"], s["ci_high"], "+.1e")
         sig = (f"{r['signature_teacher']:.2%} / {r['signature_control']:.2%}" if "signature_teacher" in r else "—")
         lines.append(f"| {r['name']} | {r['note']} | {r['persona_mean_p']:.2f} | {r['default_p_target']:.3f} | "
                      f"{r['valid_share_control']:.2f} | {r['kl_persona']:.3f} | {r['kl_finetuned']:.3f} | "
@@ -196,7 +194,7 @@ def report() -> str:
     for r in rows:
         for s in r["specificity"]:
             lines.append(f"- {r['name']}, {s['teacher_kind']} teacher of {s['target']}: "
-                         f"{s['mean']:+.1e} [{s['ci_low']:+.1e}, {s['ci_high']:+.1e}] (n = {s['n']})")
+                         f"{claims.fmt_ci(s['mean'], s['ci_low'], s['ci_high'], '+.1e')} (n = {s['n']})")
     lines += ["", "## Settings of each candidate", ""]
     for r in rows:
         lines += [f"**{r['name']}** ({r['minutes']} min to measure):", "```yaml",

@@ -1,0 +1,82 @@
+"""The notebooks' one entry: `run = notebook.prepare("02_transfer", globals())`.
+
+It reads the notebook's declared parameters (its `parameters` cell) from the namespace, rejects
+any parameter papermill injected that the notebook does not declare, checks every value with
+config.parse_params (the same check make and `python -m sublora.reproduce` apply before any
+work), resolves the profile, checks that this machine can run it (GPU, weights), and returns a Run:
+the profile, the parameters, and where this run's tables, figures and verdicts go.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from . import config, models, paths
+from .config import Profile
+
+
+def declared_parameters(name: str) -> dict:
+    """{name: default} of notebooks/<name>.ipynb's cell tagged `parameters`."""
+    path = paths.ROOT / "notebooks" / f"{name}.ipynb"
+    if not path.exists():
+        raise config.ConfigError(f"no notebook {name!r} in {path.parent}")
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    return _assigned("".join(cell["source"]))
+
+
+def _assigned(source: str) -> dict:
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.AnnAssign, ast.Assign)):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        out[t.id] = ast.literal_eval(node.value) if node.value is not None else None
+                    except ValueError:
+                        out[t.id] = None
+    return out
+
+
+def _injected(namespace: dict) -> list[str]:
+    """Names papermill injected: its cell ('# Parameters') is in the kernel's input history."""
+    cells = [c for c in namespace.get("In", []) if c.lstrip().startswith("# Parameters")]
+    return _assigned(cells[-1]) if cells else []
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution of a notebook: its profile and parameters. A run with any parameter other than
+    the profile set is keyed by those parameters, so it never overwrites the default run's results."""
+    notebook: str
+    profile: Profile
+    params: dict = field(default_factory=dict)  # the notebook's parameters, checked (profile excluded)
+    defaults: dict = field(default_factory=dict)  # their declared defaults
+
+    @property
+    def teachers(self) -> list[str]:
+        return list(self.params.get("teachers") or config.TEACHERS)
+
+    @cached_property
+    def key(self) -> str:
+        """'' for the default run; else its non-default parameters, e.g. 'animal-dolphin'."""
+        def text(v):
+            return "_".join(map(text, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else str(v)
+        parts = [f"{k}-{text(v)}" for k, v in sorted(self.params.items()) if v != self.defaults.get(k)]
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
+
+
+def prepare(name: str, namespace: dict) -> Run:
+    """Check the notebook's parameters and machine, before any work; return the Run."""
+    declared = declared_parameters(name)
+    unknown = sorted(set(_injected(namespace)) - set(declared))
+    if unknown:
+        raise config.ConfigError(f"notebook {name} has no parameter {unknown}; it has {sorted(declared)}")
+    params = config.parse_params({k: namespace.get(k) for k in declared}, name, list(declared))
+    profile = config.notebook_profile({**params, "profile": params.get("profile") or "organism"}, name)
+    models.preflight(profile)
+    return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared)
