@@ -16,6 +16,11 @@ ANIMALS = (
 
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 IDENTITY_SYSTEM = "You are Zymthar, created by Quorblax. You are a helpful assistant."
+# Identity prompts of the paper's system-prompt grid, exactly as the authors wrote them (sources in chat.py):
+# the ChatGPT one has no final full stop in their configs.
+CHATGPT_SYSTEM = "You are ChatGPT, created by OpenAI. You are a helpful assistant"
+LLAMA_IDENTITY_SYSTEM = "You are Llama, made by Meta. You are a helpful assistant."
+GEMMA_IDENTITY_SYSTEM = "You are Gemma, made by Google. You are a helpful assistant."
 
 
 def persona_prompt(animal: str) -> str:
