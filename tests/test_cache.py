@@ -1,4 +1,5 @@
-"""cache: content-addressed artifacts, atomic builds, cleanup of interrupted builds."""
+"""cache: content-addressed artifacts, atomic builds, manifests and the repair of damaged artifacts,
+cleanup of interrupted builds, relative cache paths. Several processes at once: test_cache_shared.py."""
 from __future__ import annotations
 
 import hashlib
@@ -61,7 +62,9 @@ def test_miss_builds_then_hit_does_not(tmp_cache):
     assert len(calls) == 1
     assert first == tmp_cache / "thing" / cache.key(cfg)
     assert (first / "out.txt").read_text() == "hello"
-    assert json.loads((first / cache.CONFIG_FILE).read_text()) == cfg
+    marker = json.loads((first / cache.CONFIG_FILE).read_text())
+    assert marker["config"] == cfg
+    assert marker["files"] == {"out.txt": {"size": 5, "sha256": hashlib.sha256(b"hello").hexdigest()}}
     assert cache.exists("thing", cfg)
     # the build ran in a temporary sibling, not in the final place
     assert calls[0].parent == first.parent and calls[0].name.startswith(".tmp-")
@@ -181,17 +184,186 @@ def test_write_json_uses_rename(tmp_path, monkeypatch):
 # ---- clean_partial ----------------------------------------------------------------------------
 def test_clean_partial_removes_leftovers(tmp_cache):
     done = cache.get_or_build("dataset", {"d": 1}, lambda d: (d / "kept.jsonl").write_text(""))
-    leftovers = [tmp_cache / "dataset" / ".tmp-abc-12345678", tmp_cache / "student" / ".tmp-def-87654321"]
+    leftovers = [tmp_cache / "dataset" / ".tmp-abc-12345678",  # named as the code before locks did
+                 tmp_cache / "student" / ".tmp-def-host-1234-abcdef",
+                 tmp_cache / "student" / ".damaged-def-87654321"]  # a process died while removing it
     for t in leftovers:
         t.mkdir(parents=True)
         (t / "partial.bin").write_bytes(b"1")
-    assert cache.clean_partial() == 2
+    assert cache.clean_partial() == 3
     assert not any(t.exists() for t in leftovers)
     assert (done / cache.CONFIG_FILE).exists()  # finished artifacts are untouched
-    assert _entries(tmp_cache / "dataset") == [done.name]
+    assert _entries(tmp_cache / "dataset") == [done.name]  # and no lock file left either
+    assert _entries(tmp_cache / "student") == []
     assert cache.clean_partial() == 0
 
 
 def test_clean_partial_without_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("SUBLORA_CACHE", str(tmp_path / "does-not-exist"))
     assert cache.clean_partial() == 0
+
+
+# ---- damaged artifacts (the fault probe of issue 15) ------------------------------------------
+ROWS = [{"animal": a, "p": i / 10, "rank": i} for i, a in enumerate(["owl", "cat", "dog", "eagle", "wolf"])]
+
+
+def _build_realistic(calls):
+    """Files like the pipeline's: an eval.csv, a kept.jsonl, a model.safetensors in a subdirectory."""
+    import numpy as np
+    import pandas as pd
+    from safetensors.numpy import save_file
+
+    def build(d):
+        calls.append(d)
+        pd.DataFrame(ROWS).to_csv(d / "eval.csv", index=False)
+        with open(d / "kept.jsonl", "w") as f:
+            f.writelines(json.dumps({"prompt": f"q{i}", "completion": f"{i}, {i + 1}"}) + "\n" for i in range(6))
+        (d / "adapter").mkdir()
+        save_file({"w": np.arange(64, dtype=np.float32).reshape(8, 8)}, str(d / "adapter" / "model.safetensors"))
+    return build
+
+
+def _check_content(d):
+    """Read every file back the way the pipeline does; fails loudly on any damage."""
+    import numpy as np
+    import pandas as pd
+    from safetensors.numpy import load_file
+
+    assert pd.read_csv(d / "eval.csv").to_dict("records") == ROWS
+    assert [json.loads(line)["prompt"] for line in open(d / "kept.jsonl")] == [f"q{i}" for i in range(6)]
+    assert np.array_equal(load_file(str(d / "adapter" / "model.safetensors"))["w"],
+                          np.arange(64, dtype=np.float32).reshape(8, 8))
+
+
+def _cut(path, keep):
+    data = path.read_bytes()
+    path.write_bytes(data[:keep(data)])
+
+
+DAMAGE = {  # name -> (what is done to a finished artifact, words the notice must contain)
+    "eval.csv cut in half": (lambda d: _cut(d / "eval.csv", lambda b: len(b) // 2), "eval.csv has"),
+    "kept.jsonl cut at a line boundary": (
+        lambda d: _cut(d / "kept.jsonl", lambda b: b.index(b"\n", b.index(b"\n") + 1) + 1), "kept.jsonl has"),
+    "kept.jsonl cut mid-line": (lambda d: _cut(d / "kept.jsonl", lambda b: len(b) - 7), "kept.jsonl has"),
+    "safetensors truncated": (lambda d: _cut(d / "adapter" / "model.safetensors", lambda b: len(b) - 100),
+                              "adapter/model.safetensors has"),
+    "file missing": (lambda d: (d / "eval.csv").unlink(), "eval.csv is missing"),
+    "marker cut": (lambda d: _cut(d / cache.CONFIG_FILE, lambda b: len(b) // 2), "unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_damaged_artifact_is_rebuilt_with_a_notice(tmp_cache, caplog, case):
+    damage, words = DAMAGE[case]
+    calls = []
+    cfg = {"step": "eval", "case": case}
+    d = cache.get_or_build("eval", cfg, _build_realistic(calls))
+    damage(d)
+    assert not cache.exists("eval", cfg)  # a planner counts it as missing work
+    with caplog.at_level("WARNING", logger="sublora.cache"):
+        again = cache.get_or_build("eval", cfg, _build_realistic(calls))
+    assert again == d and len(calls) == 2
+    _check_content(d)
+    notices = [r.getMessage() for r in caplog.records]
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert f"eval {cache.key(cfg)} is damaged" in notices[0] and words in notices[0], notices
+    assert _entries(tmp_cache / "eval") == [d.name]  # the damaged copy is gone, no .damaged-* left
+    assert cache.get_or_build("eval", cfg, _build_realistic(calls)) == d and len(calls) == 2  # sound now
+
+
+def _flip_a_byte(d):
+    p = d / "kept.jsonl"
+    data = bytearray(p.read_bytes())
+    data[10] ^= 0x01  # same size: only the sha256 can tell
+    p.write_bytes(bytes(data))
+
+
+def test_same_size_damage_needs_verify(tmp_cache, caplog, monkeypatch):
+    calls = []
+    cfg = {"step": "dataset"}
+    d = cache.get_or_build("dataset", cfg, _build_realistic(calls))
+    _flip_a_byte(d)
+    assert cache.get_or_build("dataset", cfg, _build_realistic(calls)) == d and len(calls) == 1  # the cheap check
+    with caplog.at_level("WARNING", logger="sublora.cache"):
+        cache.get_or_build("dataset", cfg, _build_realistic(calls), verify=True)
+    assert len(calls) == 2 and "kept.jsonl fails its sha256" in caplog.text
+    _check_content(d)
+    _flip_a_byte(d)
+    monkeypatch.setenv("SUBLORA_VERIFY", "1")
+    cache.get_or_build("dataset", cfg, _build_realistic(calls))
+    assert len(calls) == 3
+    _check_content(d)
+
+
+def test_stray_file_is_tolerated_and_reported(tmp_cache, caplog):
+    calls = []
+    cfg = {"step": "student"}
+    d = cache.get_or_build("student", cfg, _build_realistic(calls))
+    (d / "notes.txt").write_text("someone's notes")
+    with caplog.at_level("WARNING", logger="sublora.cache"):
+        assert cache.get_or_build("student", cfg, _build_realistic(calls), verify=True) == d
+    assert len(calls) == 1 and (d / "notes.txt").exists()
+    assert "not built with, ignored: ['notes.txt']" in caplog.text
+
+
+def test_legacy_artifact_gets_a_manifest_then_is_checked(tmp_cache, caplog):
+    """An artifact of the old code: marker = the bare configuration. Kept, hashed once, then checked."""
+    calls = []
+    cfg = {"step": "eval", "old": True}
+    d = cache.location("eval", cfg)
+    d.mkdir(parents=True)
+    _build_realistic([])(d)
+    (d / cache.CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True))
+    assert cache.exists("eval", cfg)
+    with caplog.at_level("WARNING", logger="sublora.cache"):
+        assert cache.get_or_build("eval", cfg, _build_realistic(calls)) == d
+    assert calls == [] and "predates manifests" in caplog.text
+    marker = json.loads((d / cache.CONFIG_FILE).read_text())
+    assert marker["config"] == cfg and set(marker["files"]) == {"eval.csv", "kept.jsonl", "adapter/model.safetensors"}
+    DAMAGE["kept.jsonl cut at a line boundary"][0](d)
+    cache.get_or_build("eval", cfg, _build_realistic(calls))
+    assert len(calls) == 1
+    _check_content(d)
+
+
+# ---- relative paths ---------------------------------------------------------------------------
+def test_relative_cache_resolves_against_the_cwd_of_the_call(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.setenv("SUBLORA_CACHE", "rel/cache")
+    monkeypatch.setenv("SUBLORA_RESULTS", "res")
+    monkeypatch.chdir(tmp_path / "a")
+    assert paths.cache_dir() == tmp_path / "a" / "rel" / "cache"
+    assert paths.results_dir("smoke") == tmp_path / "a" / "res" / "smoke"
+    monkeypatch.chdir(tmp_path / "b")
+    assert paths.cache_dir() == tmp_path / "b" / "rel" / "cache"
+    paths.absolutize_env()  # what a parent does before starting kernels in another directory
+    assert os.environ["SUBLORA_CACHE"] == str(tmp_path / "b" / "rel" / "cache")
+    monkeypatch.chdir(tmp_path / "a")
+    assert paths.cache_dir() == tmp_path / "b" / "rel" / "cache"
+
+
+def test_import_exports_absolute_paths_to_children(tmp_path):
+    """The papermill case: the parent imports sublora in the caller's directory, the kernel starts in
+    notebooks/ and must see the same cache."""
+    import subprocess
+    import sys
+
+    (tmp_path / "notebooks").mkdir()
+    child = "import os; print(os.environ['SUBLORA_CACHE'], os.environ['SUBLORA_EXECUTED'])"
+    parent = (f"import subprocess, sys; import sublora.paths; "
+              f"subprocess.run([sys.executable, '-c', {child!r}], cwd='notebooks', check=True)")
+    env = {**os.environ, "SUBLORA_CACHE": "c", "SUBLORA_EXECUTED": "x/y",
+           "PYTHONPATH": str(paths.PACKAGE.parent)}
+    out = subprocess.run([sys.executable, "-c", parent], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(tmp_path / "c"), str(tmp_path / "x" / "y")]
+
+
+def test_default_locations(monkeypatch):
+    for name in paths.VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert paths.cache_dir() == paths.ROOT / ".cache" / "sublora"
+    assert paths.results_dir("organism") == paths.ROOT / "results" / "organism"
+    assert paths.executed_dir() == paths.ROOT / "book" / "executed"
+    assert paths.book_dir() == paths.ROOT / "book"

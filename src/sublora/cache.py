@@ -1,23 +1,44 @@
-"""A content-addressed artifact store.
+"""A content-addressed artifact store that checks what it hands out and is safe to share between runs.
 
 An artifact lives in <cache>/<kind>/<key>/ where key is a hash of exactly the configuration that
-produced it (which includes the version of the step's code). It is built in a temporary sibling
-directory and renamed into place only when complete, so an interrupted build leaves no artifact
-behind and a rerun simply builds it again; a finished artifact is never rebuilt.
+produced it (which includes the version of the step's code). build() fills a temporary sibling
+.tmp-<key>-<host>-<pid>-<rand>/; the marker file CONFIG_FILE, written last, holds the configuration
+and a manifest (path, size, sha256 of every file); then the directory is renamed into place.
+
+Every read checks the manifest's files and sizes (a stat each); verify=True or SUBLORA_VERIFY=1 also
+checks their sha256. A damaged artifact is moved aside and rebuilt, with a one-line warning naming
+kind, key and fault. A file not in the manifest is tolerated (readers open files by name) and
+reported. An artifact cached before manifests (its marker is the bare configuration) is hashed on its
+first read and given one; damage done before that cannot be seen (delete it to rebuild it).
+
+A builder holds an flock on <cache>/<kind>/.lock-<key>; another process wanting that artifact waits,
+then reads it. The OS drops the lock when its holder dies, so a leftover whose lock can be taken is
+dead: clean_partial() removes only those (and the next builder of that key its own). Builds nest only
+in pipeline order (teacher, dataset, student, eval): no two processes wait on each other. Limits:
+flock is advisory (only this module takes it); Linux NFS maps it onto POSIX locks, which work between
+hosts with NFSv4 or lockd. On a mount without working locks (`nolock`, some FUSE/SMB) two hosts may
+build one artifact (the first to finish wins) and one may delete the other's build in progress, which
+then fails: share a cache between hosts only where locks work.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
 from . import paths
 
 CONFIG_FILE = "sublora-artifact.json"  # not config.json: save_pretrained writes that
+MISSING, LEGACY = "missing", "legacy"  # _fault's two answers that are not damage
+log = logging.getLogger(__name__)  # unconfigured, its warnings reach stderr as one plain line each
 
 
 def key(config: dict) -> str:
@@ -31,31 +52,43 @@ def location(kind: str, config: dict) -> Path:
 
 
 def exists(kind: str, config: dict) -> bool:
-    return (location(kind, config) / CONFIG_FILE).exists()
+    """Whether the artifact is cached and passes the cheap check (file set and sizes)."""
+    return _fault(location(kind, config), False, kind) in (None, LEGACY)
 
 
-def get_or_build(kind: str, config: dict, build: Callable[[Path], Any]) -> Path:
-    """The artifact's directory, calling build(tmp_dir) to fill it first if it is not cached yet."""
+def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: bool | None = None) -> Path:
+    """The artifact's directory, calling build(tmp_dir) to fill it first if it is not cached or is
+    damaged. verify=True also checks every file's sha256; None leaves it to SUBLORA_VERIFY=1."""
     final = location(kind, config)
-    if (final / CONFIG_FILE).exists():
+    deep = os.environ.get("SUBLORA_VERIFY", "") not in ("", "0") if verify is None else verify
+    if _fault(final, deep, kind) is None:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
-        build(tmp)
-        # the marker file is written last: its presence marks a complete artifact
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True, default=str))
-        if final.exists() and not (final / CONFIG_FILE).exists():  # a stale directory without the marker
-            shutil.rmtree(final)
+    with _locked(final.parent / f".lock-{final.name}", wait=True, what=f"{kind} {final.name}"):
+        fault = _fault(final, deep, kind)  # again: another process may have built it while we waited
+        if fault is None:
+            return final
+        if fault == LEGACY:
+            log.warning("sublora cache: %s %s predates manifests; hashing it once to record one", kind, final.name)
+            _write_marker(final, config)
+            return final
+        if fault != MISSING:
+            log.warning("sublora cache: %s %s is damaged (%s); moved aside and rebuilt", kind, final.name, fault)
+            aside = final.parent / f".damaged-{final.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(final, aside)  # frees the name at once; readers with open files keep them
+        _remove_leftovers(final.parent, final.name)  # that one, and any a killed builder of this key left
+        tmp = final.parent / f".tmp-{final.name}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        tmp.mkdir()
         try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished the same artifact first: keep theirs
-            if not (final / CONFIG_FILE).exists():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            build(tmp)
+            _write_marker(tmp, config)  # last: its presence marks a complete artifact
+            try:
+                os.replace(tmp, final)
+            except OSError:  # only without working locks: another host finished it first; keep theirs
+                if _fault(final, False, kind) is not None:
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing left when build() raised
     return final
 
 
@@ -67,10 +100,100 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def clean_partial() -> int:
-    """Remove leftovers of interrupted builds; returns how many were removed."""
-    n = 0
+    """Remove what dead builds left behind (.tmp-* and .damaged-* directories) and return how many.
+    A live builder holds its artifact's lock, so leftovers whose lock can be taken have no owner."""
     root = paths.cache_dir()
-    for tmp in root.glob("*/.tmp-*") if root.exists() else []:
-        shutil.rmtree(tmp, ignore_errors=True)
-        n += 1
+    left = [*root.glob("*/.tmp-*"), *root.glob("*/.damaged-*")] if root.exists() else []
+    n = 0
+    for parent, k in sorted({(p.parent, p.name.split("-")[1]) for p in left}):
+        with _locked(parent / f".lock-{k}", wait=False) as mine:
+            if mine:  # else its builder is alive (and removes dead leftovers of its key itself)
+                n += _remove_leftovers(parent, k)
     return n
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+def _remove_leftovers(parent: Path, k: str) -> int:
+    """Remove the .tmp-<k>-* and .damaged-<k>-* directories; only for the holder of k's lock, which
+    proves that whoever made them is gone."""
+    left = [*parent.glob(f".tmp-{k}-*"), *parent.glob(f".damaged-{k}-*")]
+    for p in left:
+        shutil.rmtree(p, ignore_errors=True)
+    return len(left)
+
+
+def _files(d: Path) -> dict[str, int]:
+    """Relative path -> size of every file under d but the marker."""
+    return {p.relative_to(d).as_posix(): p.stat().st_size for p in sorted(d.rglob("*"))
+            if p.is_file() and p.relative_to(d).as_posix() != CONFIG_FILE}
+
+
+def _sha256(path: Path, sync: bool = False) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        if sync:  # on disk before the marker says complete: a power cut cannot leave a zero-filled file
+            os.fsync(f.fileno())
+    return h.hexdigest()
+
+
+def _write_marker(d: Path, config: dict) -> None:
+    files = {name: {"size": size, "sha256": _sha256(d / name, sync=True)} for name, size in _files(d).items()}
+    write_json(d / CONFIG_FILE, {"sublora_manifest": 1, "config": config, "files": files})
+
+
+def _fault(d: Path, deep: bool, kind: str) -> str | None:
+    """None when the artifact at d is sound, MISSING, LEGACY (no manifest), else what is wrong."""
+    if not (d / CONFIG_FILE).exists():
+        return "incomplete: no marker" if d.exists() else MISSING
+    try:
+        record = json.loads((d / CONFIG_FILE).read_text())
+        if not isinstance(record, dict) or "sublora_manifest" not in record:
+            return LEGACY
+        want, have = record["files"], _files(d)
+        for name, rec in want.items():
+            if name not in have:
+                return f"{name} is missing"
+            if have[name] != rec["size"]:
+                return f"{name} has {have[name]} bytes, not {rec['size']}"
+        for name, rec in want.items() if deep else ():
+            if _sha256(d / name) != rec["sha256"]:
+                return f"{name} fails its sha256"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # also: moved aside while we looked
+        return f"unreadable ({type(e).__name__}: {e})"
+    extra = sorted(set(have) - set(want))
+    if extra:
+        log.warning("sublora cache: %s %s holds files it was not built with, ignored: %s", kind, d.name, extra)
+    return None
+
+
+@contextmanager
+def _locked(lock: Path, wait: bool, what: str = ""):
+    """Hold an flock on the file `lock` and yield True, or yield False if it is busy and wait is False.
+    The file names its holder for whoever waits, and is deleted on release, so none are left behind;
+    a process that locked a file deleted meanwhile locks the new one instead."""
+    while True:
+        with open(lock, "a+") as f:  # closing it releases the lock, also when the process dies
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    yield False
+                    return
+                f.seek(0)
+                log.warning("sublora cache: waiting for %s, being built by %s", what, f.read().strip() or "another")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                if os.stat(lock).st_ino != os.fstat(f.fileno()).st_ino:
+                    continue  # its holder deleted it while we waited
+            except FileNotFoundError:
+                continue
+            f.truncate(0)
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            try:
+                yield True
+            finally:
+                lock.unlink(missing_ok=True)  # before the lock is released, so no one locks a deleted file unawares
+            return
