@@ -14,7 +14,7 @@ from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from . import chat
+from . import chat, optim
 from .config import LORA_TARGETS, Profile
 
 IGNORE = -100  # label of tokens that carry no loss
@@ -148,17 +148,20 @@ def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, group
 def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
           grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
-          max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0) -> list[float]:
+          max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0,
+          optimizer: str = "adamw") -> list[float]:
     """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
     the forward in that dtype (mixed precision) while the weights keep theirs; group_by_length > 0
-    batches examples of similar length together (see epoch_batches)."""
+    batches examples of similar length together (see epoch_batches). `optimizer` is one of
+    optim.OPTIMIZERS; for bf16 weights without autocast pick 'adamw-kahan' or 'adamw-sr'
+    (optim.ARMS spells out the precision arms of full fine-tuning)."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
     gen = random.Random(seed)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = optim.make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
     per_epoch = math.ceil(len(examples) / (batch_size * grad_accum))
     steps = max_steps or per_epoch * epochs
     make_sched = get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
