@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass
 import torch
 from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
-from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+from transformers import DataCollatorWithFlattening, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from . import chat
+from . import chat, optim
 from .config import LORA_TARGETS, Profile
 
 IGNORE = -100  # label of tokens that carry no loss
@@ -133,6 +133,33 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def collate_packed(examples: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
+    """Padding-free batch: the examples end to end in one row, position_ids restarting at 0 for each,
+    so attention stays within an example (transformers builds a block-diagonal causal mask from
+    position_ids when no attention_mask is given). Each example's first label becomes IGNORE: the
+    previous example's last token must not be trained to predict it (it was a prompt token anyway)."""
+    features = [{"input_ids": ids, "labels": labels} for ids, labels in examples]
+    flatten = DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE)
+    batch = flatten(features, return_tensors="pt")
+    return {k: batch[k] for k in ("input_ids", "labels", "position_ids")}  # each (1, total tokens)
+
+
+def _check_packing_supported(model):
+    try:  # the packed-sequence detection from position_ids that packing relies on
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError as e:
+        import transformers
+        raise RuntimeError(f"packing=True needs a transformers that masks packed sequences by position_ids; "
+                           f"{transformers.__version__} does not: upgrade transformers or train with "
+                           f"packing=False") from e
+    impl = getattr(model.config, "_attn_implementation", None)
+    # eager and sdpa are tested against padded batches (tests/test_packing.py); flash and flex attention
+    # take the same position_ids
+    if impl not in ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"):
+        raise ValueError(f"packing=True supports eager, sdpa, flash and flex attention, not {impl!r}: "
+                         f"load the model with attn_implementation='sdpa' or train with packing=False")
+
+
 def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, group: int = 0) -> list[list[int]]:
     """One epoch of shuffled mini-batches (index lists). With group > 0, examples of similar length
     share a batch — as transformers' group_by_length: shuffle, sort by length within chunks of
@@ -152,17 +179,24 @@ def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, group
 def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
           grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
-          max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0) -> list[float]:
+          max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0,
+          packing: bool = False, optimizer: str = "adamw") -> list[float]:
     """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
     the forward in that dtype (mixed precision) while the weights keep theirs; group_by_length > 0
-    batches examples of similar length together (see epoch_batches)."""
+    batches examples of similar length together (see epoch_batches). packing=True feeds each
+    micro-batch as one padding-free row (collate_packed): the same examples and the same loss, the mean
+    over the micro-batch's completion tokens, without compute spent on padding. `optimizer` is one of
+    optim.OPTIMIZERS; for bf16 weights without autocast pick 'adamw-kahan' or 'adamw-sr'
+    (optim.ARMS spells out the precision arms of full fine-tuning)."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
     gen = random.Random(seed)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = optim.make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
+    if packing:
+        _check_packing_supported(model)
     per_epoch = math.ceil(len(examples) / (batch_size * grad_accum))
     steps = max_steps or per_epoch * epochs
     make_sched = get_cosine_schedule_with_warmup if schedule == "cosine" else get_linear_schedule_with_warmup
@@ -186,9 +220,13 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
                     gen.shuffle(fresh)
                     order += fresh
                 idx, order = order[:batch_size], order[batch_size:]
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
+            chosen = [examples[i] for i in idx]
+            batch = collate_packed(chosen) if packing else collate(chosen, pad_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            # a KV cache turns off transformers' packed-sequence masking, so packed rows go without one
+            extra = {"use_cache": False} if packing else {}
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = model(**batch).loss / grad_accum
+                loss = model(**batch, **extra).loss / grad_accum
             loss.backward()
             step_loss += loss.item()
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
