@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sublora import stats
-from sublora.stats import NOT_REPRODUCED, REPRODUCED
+from sublora.stats import REPRODUCED
 
 SIMS = 2000  # Monte-Carlo se of a 2.5% rate: 0.35%; of a 95% coverage: 0.5%
 
@@ -99,7 +99,7 @@ def test_table_functions_agree_with_the_simulated_cores():
     for t in _frames(U, "eval_system", ["default", "none"], rng):
         wide = t.pivot_table(index=["replicate", "seed"], columns="eval_system", values="delta")
         got.append(stats.system_prompt_verdict(wide["default"], wide["none"])[0])
-    assert got == expected.tolist() and NOT_REPRODUCED in got or REPRODUCED in got
+    assert got == expected.tolist() and len(set(got)) > 1
 
 
 def test_full_settings_count_matches_the_organism_design():

@@ -355,11 +355,12 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
     """Claim 2 on one teacher kind's effects (columns rank_col, replicate, seed, delta): (verdict, info).
 
     `n_boot`, `seed` are accepted and ignored. info: summary (per rank: mean, ci_low, ci_high at 95%,
-    n, unit, n_runs), unit, and with ≥ 3 ranks: peak_rank (the interior rank passing the
-    peak test with the largest mean Δ; if none passes, the interior rank with the largest mean), peak_p, level (two-sided level of the peak's
-    intervals, 1 − 2·α/(K − 2): the decision's own), peak, minus_lowest, minus_highest ((mean, low,
-    high) of Δ(peak), Δ(peak) − Δ(lowest), Δ(peak) − Δ(highest), paired by unit, at that level),
-    p_peak ({rank: p}), reason (when inconclusive)."""
+    n, unit, n_runs), unit, and with ≥ 3 ranks: peak_rank (the interior rank passing the peak test
+    with the largest mean Δ; if none passes, the interior rank with the largest mean), peak_p (its
+    intersection–union p), level (two-sided level of the peak's intervals, 1 − 2·α/(K − 2): the
+    decision's own), peak, minus_lowest, minus_highest ((mean, low, high) of Δ(peak),
+    Δ(peak) − Δ(lowest), Δ(peak) − Δ(highest), paired by unit, at that level), p_peak ({interior
+    rank: p}), reason (when inconclusive)."""
     del n_boot, seed
     _one_group(effects, [rank_col, unit, FALLBACK], "effects")
     summary = summarize(effects, [rank_col], value, unit)
@@ -375,7 +376,7 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
     level = 1 - 2 * ALPHA / (len(ranks) - 2)
     # the reported peak: the passing interior rank with the largest mean Δ, else the largest mean overall
     means = np.nan_to_num(_moments(X[:, 1:-1], axis=0)[0], nan=-np.inf)
-    passing = np.nan_to_num(p_peak, nan=1.0) <= 1 - level
+    passing = np.nan_to_num(p_peak, nan=1.0) <= ALPHA / (len(ranks) - 2)
     j = int(np.argmax(np.where(passing, means, -np.inf)) if passing.any() else np.argmax(means))
     peak_col = X[:, 1 + j]
     info.update(peak_rank=_plain(interior[j]),
@@ -451,7 +452,7 @@ _LORA = "<LoRA reference>"  # the LoRA column among the settings while pairing t
 
 
 def _margin_text(margin: float | None, reference: str) -> str | float:
-    return f"{MARGIN_FRACTION} × {reference} (paired contrast)" if margin is None else float(margin)
+    return f"{MARGIN_FRACTION} × {reference}, tested as a contrast" if margin is None else float(margin)
 
 
 @_declares("full_ft_null")
