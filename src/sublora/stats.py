@@ -1,33 +1,105 @@
-"""Effects against the control student, bootstrap confidence intervals, and the verdict rules.
+"""Effects against the control student, t-intervals over independent units, and the verdict rules.
 
-Every rule is a plain function of a results table, so the notebooks state the rule in markdown and
-then call it; nothing here knows what a claim "should" show.
+Every rule is a plain function of a results table, and its declared text is in RULES, so a notebook
+prints the rule and then calls the function that applies exactly that text; nothing here knows what
+a claim "should" show. `python -m sublora.stats --calibrate` measures every rule's error rates and
+power by simulation at the design's own sample sizes.
+
+The unit. A replicate has its own teacher and control datasets; students of one replicate trained
+with different seeds share those datasets, so they are not independent. Every interval and test here
+first averages Δ over seeds within a replicate and then treats replicates as the n independent
+units (Student t, n − 1 degrees of freedom). With a single replicate but several seeds (the smoke
+profile) the seeds become the units, flagged in the `unit` column/field: they measure only
+training-seed noise, so such an interval is too narrow for any claim about datasets.
 """
 from __future__ import annotations
 
+import argparse
+import sys
+import time
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-MIN_N = 2  # fewest independent runs for which an interval is computed
+# The rule cores below return integer codes so that they can run on a whole stack of simulated
+# experiments at once; VERDICTS[code] is the verdict.
+INC, REP, NOT = 0, 1, 2
+VERDICTS = np.array([INCONCLUSIVE, REPRODUCED, NOT_REPRODUCED])
+
+MIN_N = 2             # fewest independent units for which an interval or a test is computed
+LEVEL = 0.95          # two-sided level of every reported interval
+ALPHA = 0.025         # one-sided level of every directional test: "the 95% interval lies above x"
+ALPHA_EQUIV = 0.05    # level of each one-sided half of an equivalence test (TOST: a 90% interval inside the margin)
+MARGIN_FRACTION = 0.5  # equivalence margin, as a fraction of the reference effect (claims 3 and 4)
+UNIT, FALLBACK = "replicate", "seed"
 
 
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): percentile bootstrap interval of the mean of `values`. With fewer than
-    MIN_N values there is no interval (NaN bounds), so every verdict rule reads it as inconclusive;
-    with 3 values the interval is about [min, max]."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if v.size < MIN_N:
-        return (float(v.mean()) if v.size else float("nan"), float("nan"), float("nan"))
-    rng = np.random.default_rng(seed)
-    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(v.mean()), float(lo), float(hi)
+# ---- intervals and tests over units -------------------------------------------------------------
+def _moments(x, axis: int = -1):
+    """NaN-aware (mean, standard error, degrees of freedom) of x along `axis`. With fewer than MIN_N
+    values the standard error is NaN, so every test reads as not significant."""
+    x = np.asarray(x, dtype=float)
+    n = np.sum(~np.isnan(x), axis=axis)
+    with warnings.catch_warnings():  # empty or one-value slices are expected, and give NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=axis)
+        sd = np.nanstd(x, axis=axis, ddof=1)
+    se = np.where(n >= MIN_N, sd / np.sqrt(np.maximum(n, 1)), np.nan)
+    return mean, se, n - 1.0
 
 
+def _t(mean, se, null):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (mean - null) / se  # ±inf when every unit is identical; NaN when also equal to null
+
+
+def _p_greater(x, null=0.0, axis: int = -1):
+    """One-sided p of the t-test H1: mean(x) > null, along `axis`; NaN where untestable."""
+    mean, se, df = _moments(x, axis)
+    return sps.t.sf(_t(mean, se, null), df)
+
+
+def _p_less(x, null=0.0, axis: int = -1):
+    """One-sided p of the t-test H1: mean(x) < null, along `axis`; NaN where untestable."""
+    mean, se, df = _moments(x, axis)
+    return sps.t.cdf(_t(mean, se, null), df)
+
+
+def t_interval(values, level: float = LEVEL, axis: int = -1):
+    """(mean, low, high): the Student-t interval of the mean of `values` along `axis` (NaN ignored).
+
+    1-D input gives three floats; an array gives three arrays (used by the calibration). With fewer
+    than MIN_N values the bounds are NaN, which every verdict reads as inconclusive. Identical values
+    give a zero-width interval."""
+    mean, se, df = _moments(values, axis)
+    half = sps.t.ppf(0.5 + level / 2, df) * se
+    low, high = mean - half, mean + half
+    if np.ndim(mean) == 0:
+        return float(mean), float(low), float(high)
+    return mean, low, high
+
+
+def holm(pvalues, alpha: float = ALPHA):
+    """Holm's step-down correction along the last axis: (rejected, adjusted p), same shape as the input.
+
+    A NaN p (a comparison without enough data) counts as one of the comparisons and is never rejected."""
+    p = np.asarray(pvalues, dtype=float)
+    filled = np.where(np.isnan(p), 1.0, p)
+    m = p.shape[-1]
+    order = np.argsort(filled, axis=-1, kind="stable")
+    ranked = np.take_along_axis(filled, order, axis=-1)
+    # the i-th smallest p is compared with alpha / (m - i); the running max makes the step-down monotone
+    adjusted_ranked = np.minimum(1.0, np.maximum.accumulate(ranked * (m - np.arange(m)), axis=-1))
+    adjusted = np.empty_like(adjusted_ranked)
+    np.put_along_axis(adjusted, order, adjusted_ranked, axis=-1)
+    return adjusted <= alpha, adjusted
+
+
+# ---- from result rows to units ------------------------------------------------------------------
 def paired_effects(df: pd.DataFrame, by: list[str], value: str = "p_target",
                    arm: str = "arm", pair: tuple[str, ...] = ("replicate", "seed")) -> pd.DataFrame:
     """Δ = value(teacher student) − value(control student), matched on `pair` within each `by` group.
@@ -44,20 +116,76 @@ def paired_effects(df: pd.DataFrame, by: list[str], value: str = "p_target",
     return wide
 
 
-def summarize(effects: pd.DataFrame, by: list[str], value: str = "delta", n_boot: int = 2000,
-              seed: int = 0) -> pd.DataFrame:
-    """Mean and bootstrap 95% CI of `value` per group."""
+def _unit_ids(df: pd.DataFrame, unit: str, within: str | None = None) -> tuple[np.ndarray, str]:
+    """The independent unit of each row of df and its kind: `unit` when df has at least MIN_N of them;
+    FALLBACK (seed) when there is a single unit but several seeds; "row" when df has no `unit` column
+    (then the i-th row of each `within` group is the i-th unit, i.e. rows are paired in order)."""
+    if unit in df.columns:
+        if df[unit].nunique() < MIN_N and FALLBACK in df.columns and df[FALLBACK].nunique() >= MIN_N:
+            return df[FALLBACK].to_numpy(), FALLBACK
+        return df[unit].to_numpy(), unit
+    ids = df.groupby(within).cumcount() if within else pd.Series(np.arange(len(df)), index=df.index)
+    return ids.to_numpy(), "row"
+
+
+def unit_means(effects: pd.DataFrame, value: str = "delta", unit: str = UNIT) -> tuple[pd.Series, str]:
+    """(mean of `value` per independent unit, the unit's kind) for one group of rows; NaN rows dropped.
+
+    Two seeds of one replicate become one value (their mean). See _unit_ids for the fallback."""
+    df = effects[effects[value].notna()]
+    ids, kind = _unit_ids(df, unit)
+    return df.groupby(ids)[value].mean(), kind
+
+
+def _unit_matrix(df: pd.DataFrame, column: str, value: str, unit: str) -> tuple[pd.DataFrame, str]:
+    """Units × values of `column` (ranks, settings, conditions): the mean of `value` over the rows of
+    each cell, NaN where a unit lacks a condition. One unit kind for the whole table, so that the
+    conditions are paired on the same units."""
+    df = df[df[value].notna()]
+    ids, kind = _unit_ids(df, unit, within=column)
+    m = df.assign(_unit=ids).pivot_table(index="_unit", columns=column, values=value, aggfunc="mean")
+    return m.sort_index(axis=1), kind
+
+
+def _one_group(df: pd.DataFrame, keys: list[str], what: str) -> None:
+    """Refuse a table with two rows for one run (keys: condition, unit, seed): it mixes groups.
+    Without unit ids (rows are the units) there is nothing to check."""
+    if UNIT not in df.columns and FALLBACK not in df.columns:
+        return
+    keys = [k for k in keys if k in df.columns]
+    if df.duplicated(keys).any():
+        raise ValueError(f"{what} has several rows per {keys}: pass one group at a time "
+                         f"(e.g. effects.query('teacher_kind == @kind'))")
+
+
+def summarize(effects: pd.DataFrame, by: list[str], value: str = "delta", unit: str = UNIT,
+              level: float = LEVEL, n_boot=None, seed=None) -> pd.DataFrame:
+    """Mean and Student-t interval of `value` per `by` group, over independent units.
+
+    Within each group, rows of the same `unit` (replicate) are averaged first, so n counts
+    replicates, not (replicate, seed) rows; with one replicate and several seeds the seeds are the
+    units. `n_boot` and `seed` are accepted and ignored (the bootstrap is gone: over 3 runs its
+    95% interval was about [min, max] and covered ~75%).
+
+    Returns one row per group: by…, mean (mean of the unit means), ci_low, ci_high (NaN when
+    n < 2), n (independent units), unit ("replicate", "seed" for the one-replicate fallback, or
+    "row" when the table has no unit column), n_runs (non-NaN rows averaged).
+    """
+    del n_boot, seed
     rows = []
     groups = effects.groupby(by, sort=True) if by else [((), effects)]
     for k, g in groups:
         k = k if isinstance(k, tuple) else (k,)
-        mean, lo, hi = bootstrap_ci(g[value], n_boot=n_boot, seed=seed)
-        rows.append({**dict(zip(by, k)), "mean": mean, "ci_low": lo, "ci_high": hi, "n": int(g[value].notna().sum())})
-    return pd.DataFrame(rows)
+        units, kind = unit_means(g, value, unit)
+        mean, lo, hi = t_interval(units.to_numpy(), level)
+        rows.append({**dict(zip(by, k)), "mean": mean, "ci_low": lo, "ci_high": hi, "n": len(units),
+                     "unit": kind, "n_runs": int(g[value].notna().sum())})
+    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n", "unit", "n_runs"])
 
 
 @dataclass
 class Verdict:
+    """One claim's verdict row, as the notebooks save it for the scoreboard."""
     claim: str
     verdict: str
     measurement: str
@@ -65,86 +193,573 @@ class Verdict:
     ci_low: float
     ci_high: float
     rule: str
+    n: int | None = None            # independent units behind the verdict
+    unit: str | None = None         # what a unit is ("replicate"; "seed" flags the one-replicate fallback)
+    alpha: float | None = None      # one-sided level of the directional tests
+    margin: str | float | None = None  # the equivalence margin, where the rule has one
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def transfer_verdict(mean: float, lo: float, hi: float, min_effect: float = 0.0) -> str:
-    """Claim 1. reproduced: CI above min_effect (and 0); not reproduced: CI entirely at or below
-    min_effect with min_effect > 0, or entirely below 0; otherwise inconclusive."""
-    if lo > max(min_effect, 0.0):
-        return REPRODUCED
-    if hi < 0 or (min_effect > 0 and hi <= min_effect):
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
+# ---- the declared rules -------------------------------------------------------------------------
+_UNITS = ("Δ = P(target | teacher student) − P(target | matched control student), averaged over the "
+          "training seeds of each replicate (a replicate has its own teacher and control datasets; with a "
+          "single replicate the seeds are the units, flagged); n = number of units; intervals are Student t "
+          "with n − 1 degrees of freedom; fewer than 2 units give **inconclusive**.")
+
+RULES: dict[str, str] = {
+    "transfer": (
+        f"**Rule (claim 1, transfer).** {_UNITS} "
+        f"**reproduced** if the {LEVEL:.0%} t-interval of the mean Δ lies above max(0, `min_effect`) "
+        f"(a one-sided t-test at α = {ALPHA}); otherwise **not reproduced** if the interval lies below the "
+        "margin (`margin`, by default `min_effect`; with margin 0: Δ is significantly below 0) — a one-sided "
+        f"test at {ALPHA} that the effect is smaller than the margin, which is implied by TOST equivalence to "
+        "0 within ±margin and needs less data; **inconclusive** otherwise. Each teacher kind gets its own "
+        "verdict with no correction across kinds: the persona teacher is the paper's claim and the finetuned "
+        "teacher a positive control for the instrument; they answer different questions and no verdict is "
+        "drawn from the two together."),
+    "inverted_u": (
+        f"**Rule (claim 2, rank inverted U).** {_UNITS} Ranks are paired by replicate (all ranks of a "
+        "replicate share its datasets). For each interior rank r (neither the lowest r₋ nor the highest r₊ "
+        f"swept), three one-sided paired t-tests: Δ(r) > 0, Δ(r) − Δ(r₋) > 0, Δ(r) − Δ(r₊) > 0; r is a peak "
+        "if all three reject (intersection–union test: its p is the largest of the three, no correction "
+        f"within r). **reproduced** if some interior rank is a peak at α = {ALPHA}/(K − 2), K ranks swept "
+        "(Bonferroni over the candidate peaks, since any of them could be the one reported); the reported "
+        f"peak is the passing rank with the largest mean Δ, with intervals at that level. **inconclusive** (no effect "
+        f"to modulate) if fewer than 3 ranks, or no rank has Δ > 0 (Holm over the K ranks at {ALPHA}); "
+        "**not reproduced** if every interior rank lies significantly below one end: Δ(r) − Δ(r₋) < 0 or "
+        f"Δ(r) − Δ(r₊) < 0 at {ALPHA}/2 each; **inconclusive** otherwise (a flat or plateaued curve "
+        "cannot be told from a shallow peak without a margin, and stays inconclusive). Chosen by "
+        "simulation over choosing the peak on half of the replicates and testing it on the other half "
+        "(less than half the power at n = 5-8: 0.15 vs 0.35 at n = 5 and 2 sd, 0.49 vs 0.96 at n = 8) and "
+        "over a permutation test of the peak-minus-ends statistic (exact only against a flat curve: 4.6% "
+        "false 'reproduced' on an early plateau at n = 8, nominal 2.5%): "
+        "`python -m sublora.stats --compare-rank-rules`."),
+    "full_ft_null": (
+        f"**Rule (claim 3, full fine-tuning null).** {_UNITS} Each full-fine-tuning setting s is paired by "
+        f"replicate with the LoRA reference (they share its datasets). Margin: {MARGIN_FRACTION} × the LoRA "
+        "effect Δ_L, tested as a paired contrast rather than plugged in as a number: s is *equivalent to 0* "
+        f"if mean(Δ_s − {MARGIN_FRACTION}·Δ_L) < 0 and mean(Δ_s + {MARGIN_FRACTION}·Δ_L) > 0, each a "
+        f"one-sided t-test at {ALPHA_EQUIV} (TOST); with an absolute margin m declared instead: Δ_s < m and "
+        f"Δ_s > −m. **inconclusive** (no effect to modulate) if the LoRA effect is not > 0 (t-test at "
+        f"{ALPHA}); **reproduced** if every setting is equivalent to 0 — an intersection–union test, so "
+        f"no correction is needed: when any one setting sits at the margin, 'reproduced' comes at most "
+        f"{ALPHA_EQUIV:.0%} of the time; **not reproduced** if some setting is significantly above the "
+        f"margin (mean(Δ_s − {MARGIN_FRACTION}·Δ_L) > 0, or Δ_s > m, one-sided, Holm over the settings at "
+        f"{ALPHA}); **inconclusive** otherwise. The contrast has an exact t distribution, so these error "
+        "rates hold; a margin read off the LoRA point estimate would ignore that estimate's noise, and one "
+        "read off its lower confidence bound would be valid but conservative."),
+    "system_prompt": (
+        f"**Rule (claim 4, system-prompt dependence).** {_UNITS} Students trained under the default "
+        "system prompt: Δ_with evaluated under the training prompt, Δ_without under the other condition "
+        "(no system prompt), paired per unit (the same students). **inconclusive** (no effect to modulate) "
+        f"if Δ_with is not > 0 (t-test at {ALPHA}); **reproduced** if, in addition, Δ_without is "
+        f"equivalent to 0 within {MARGIN_FRACTION} × Δ_with (TOST on the paired contrasts "
+        f"Δ_without ∓ {MARGIN_FRACTION}·Δ_with at {ALPHA_EQUIV} each, or ± an absolute margin m declared "
+        f"instead) and Δ_with − Δ_without > 0 (paired t-test at {ALPHA}) — an intersection–union test of "
+        f"the three, no correction needed; **not reproduced** if Δ_without is significantly above the "
+        f"margin (Δ_without − {MARGIN_FRACTION}·Δ_with > 0, or Δ_without > m, at {ALPHA}): the effect "
+        "survives without the prompt; **inconclusive** otherwise."),
+}
 
 
-def diff_ci(a, b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Bootstrap CI of mean(a) − mean(b) for independent samples."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
-    if min(a.size, b.size) < MIN_N:
-        return float(a.mean() - b.mean()) if a.size and b.size else float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    da = rng.choice(a, size=(n_boot, a.size)).mean(1)
-    db = rng.choice(b, size=(n_boot, b.size)).mean(1)
-    d = da - db
-    lo, hi = np.quantile(d, [0.025, 0.975])
-    return float(a.mean() - b.mean()), float(lo), float(hi)
+def _declares(key: str):
+    """Append RULES[key] to the function's docstring: the text the notebook prints is the text here."""
+    def attach(fn):
+        fn.__doc__ = f"{fn.__doc__}\n    Declared rule (stats.RULES[{key!r}]):\n\n    {RULES[key]}\n"
+        return fn
+    return attach
 
 
+def _plain(v):
+    """A numpy scalar as the Python value (for JSON and for printing)."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _triple(mean, low, high) -> tuple[float, float, float]:
+    return float(mean), float(low), float(high)
+
+
+# ---- claim 1 ------------------------------------------------------------------------------------
+def _transfer_codes(low, high, min_effect: float = 0.0, margin: float | None = None):
+    """The claim-1 decision from the interval bounds (arrays or floats); NaN bounds give INC."""
+    margin = min_effect if margin is None else margin
+    return np.where(np.asarray(low) > max(min_effect, 0.0), REP, np.where(np.asarray(high) < margin, NOT, INC))
+
+
+def _transfer_core(x, min_effect: float = 0.0, margin: float | None = None, level: float = LEVEL):
+    """x: (..., n) unit means → (codes (...), mean, low, high)."""
+    mean, low, high = t_interval(x, level)
+    return _transfer_codes(low, high, min_effect, margin), mean, low, high
+
+
+@_declares("transfer")
+def transfer_verdict(mean: float, lo: float, hi: float, min_effect: float = 0.0,
+                     margin: float | None = None) -> str:
+    """Claim 1 from an interval already computed (e.g. a summarize() row): the verdict string.
+    `mean` is not used; `lo`, `hi` must be the 95% t-interval over units for the rule's error rates
+    to hold (summarize() gives it)."""
+    del mean
+    return str(VERDICTS[int(_transfer_codes(lo, hi, min_effect, margin))])
+
+
+@_declares("transfer")
+def transfer_test(effects: pd.DataFrame, value: str = "delta", min_effect: float = 0.0,
+                  margin: float | None = None, unit: str = UNIT) -> tuple[str, dict]:
+    """Claim 1 on one group's effects (columns replicate, seed, delta; one teacher kind, target and
+    animal): (verdict, info).
+
+    info: mean, ci_low, ci_high (95% t-interval of Δ over units), n, unit, n_runs, min_effect,
+    margin (the one applied), p_effect (one-sided p of Δ > max(0, min_effect)), p_below_margin
+    (one-sided p of Δ < margin), alpha."""
+    _one_group(effects, [unit, FALLBACK], "effects")
+    units, kind = unit_means(effects, value, unit)
+    x = units.to_numpy()
+    code, mean, low, high = _transfer_core(x, min_effect, margin)
+    applied = min_effect if margin is None else margin
+    info = {"mean": float(mean), "ci_low": float(low), "ci_high": float(high), "n": len(x), "unit": kind,
+            "n_runs": int(effects[value].notna().sum()), "min_effect": min_effect, "margin": applied,
+            "p_effect": float(_p_greater(x, max(min_effect, 0.0))), "p_below_margin": float(_p_less(x, applied)),
+            "alpha": ALPHA}
+    if len(x) < MIN_N:
+        info["reason"] = f"fewer than {MIN_N} independent units"
+    return str(VERDICTS[int(code)]), info
+
+
+# ---- claim 2 ------------------------------------------------------------------------------------
+def _inverted_u_core(X, alpha: float = ALPHA) -> dict:
+    """X: (..., n, K) Δ per unit × rank, ranks ascending, NaN where missing; K ≥ 3.
+
+    Returns codes (...) and the p-values behind them: p_peak (..., K-2) per interior rank (the
+    intersection–union p), p_rank (..., K) of Δ(r) > 0, effect (...) whether some rank has Δ > 0."""
+    K = X.shape[-1]
+    inner = X[..., 1:-1]                                           # (..., n, K-2)
+    minus_low, minus_high = inner - X[..., :1], inner - X[..., -1:]
+    p_pos = _p_greater(inner, axis=-2)                             # (..., K-2)
+    p_low, p_high = _p_greater(minus_low, axis=-2), _p_greater(minus_high, axis=-2)
+    p_peak = np.maximum(np.maximum(p_pos, p_low), p_high)          # NaN propagates: untestable ≠ peak
+    peak = np.nan_to_num(p_peak, nan=1.0).min(axis=-1) <= alpha / (K - 2)
+    p_rank = _p_greater(X, axis=-2)                                # (..., K)
+    effect = holm(p_rank, alpha)[0].any(axis=-1)
+    # below an end: either one-sided "<" test rejects at alpha/2 (fmin: one untestable end does not hide the other)
+    below = np.fmin(_p_less(minus_low, axis=-2), _p_less(minus_high, axis=-2)) <= alpha / 2
+    refuted = effect & below.all(axis=-1)
+    codes = np.where(peak, REP, np.where(~effect, INC, np.where(refuted, NOT, INC)))
+    return {"codes": codes, "p_peak": p_peak, "p_rank": p_rank, "effect": effect}
+
+
+@_declares("inverted_u")
 def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str = "delta",
-                       n_boot: int = 2000, seed: int = 0) -> tuple[str, dict]:
-    """Claim 2. Declared rule: let r* be the interior rank (neither the lowest nor the highest) with
-    the largest mean Δ. reproduced if Δ(r*) has a CI above 0 and both Δ(r*) − Δ(lowest rank) and
-    Δ(r*) − Δ(highest rank) have CIs above 0. inconclusive (no effect to modulate) if no rank's Δ
-    has a CI above 0, or fewer than 3 ranks were run; otherwise not reproduced."""
-    ranks = sorted(effects[rank_col].unique())
-    summary = summarize(effects, [rank_col], value, n_boot, seed)
-    info = {"summary": summary}
+                       unit: str = UNIT, n_boot=None, seed=None) -> tuple[str, dict]:
+    """Claim 2 on one teacher kind's effects (columns rank_col, replicate, seed, delta): (verdict, info).
+
+    `n_boot`, `seed` are accepted and ignored. info: summary (per rank: mean, ci_low, ci_high at 95%,
+    n, unit, n_runs), unit, and with ≥ 3 ranks: peak_rank (the interior rank passing the peak test
+    with the largest mean Δ; if none passes, the interior rank with the largest mean), peak_p (its
+    intersection–union p), level (two-sided level of the peak's intervals, 1 − 2·α/(K − 2): the
+    decision's own), peak, minus_lowest, minus_highest ((mean, low, high) of Δ(peak),
+    Δ(peak) − Δ(lowest), Δ(peak) − Δ(highest), paired by unit, at that level), p_peak ({interior
+    rank: p}), reason (when inconclusive)."""
+    del n_boot, seed
+    _one_group(effects, [rank_col, unit, FALLBACK], "effects")
+    summary = summarize(effects, [rank_col], value, unit)
+    m, kind = _unit_matrix(effects, rank_col, value, unit)
+    ranks = list(m.columns)
+    info = {"summary": summary, "unit": kind}
     if len(ranks) < 3:
         return INCONCLUSIVE, {**info, "reason": "fewer than 3 ranks"}
-    if not (summary["ci_low"] > 0).any():
-        return INCONCLUSIVE, {**info, "reason": "no effect to modulate: no rank's CI is above 0"}
-    interior = summary[summary[rank_col].isin(ranks[1:-1])]
-    peak = interior.loc[interior["mean"].idxmax()]
-    r_star = peak[rank_col]
-    vals = {r: effects.loc[effects[rank_col] == r, value].to_numpy() for r in ranks}
-    d_low = diff_ci(vals[r_star], vals[ranks[0]], n_boot, seed)
-    d_high = diff_ci(vals[r_star], vals[ranks[-1]], n_boot, seed)
-    info.update(peak_rank=int(r_star), peak=(peak["mean"], peak["ci_low"], peak["ci_high"]),
-                minus_lowest=d_low, minus_highest=d_high)
-    ok = peak["ci_low"] > 0 and d_low[1] > 0 and d_high[1] > 0
-    return (REPRODUCED if ok else NOT_REPRODUCED), info
+    X = m.to_numpy()
+    out = _inverted_u_core(X)
+    p_peak = out["p_peak"]
+    interior = ranks[1:-1]
+    level = 1 - 2 * ALPHA / (len(ranks) - 2)
+    # the reported peak: the passing interior rank with the largest mean Δ, else the largest mean overall
+    means = np.nan_to_num(_moments(X[:, 1:-1], axis=0)[0], nan=-np.inf)
+    passing = np.nan_to_num(p_peak, nan=1.0) <= ALPHA / (len(ranks) - 2)
+    j = int(np.argmax(np.where(passing, means, -np.inf)) if passing.any() else np.argmax(means))
+    peak_col = X[:, 1 + j]
+    info.update(peak_rank=_plain(interior[j]),
+                peak_p=float(p_peak[j]), level=level,
+                peak=_triple(*t_interval(peak_col, level)),
+                minus_lowest=_triple(*t_interval(peak_col - X[:, 0], level)),
+                minus_highest=_triple(*t_interval(peak_col - X[:, -1], level)),
+                p_peak={_plain(r): float(p) for r, p in zip(interior, p_peak)})
+    code = int(out["codes"])
+    if code == INC:
+        info["reason"] = ("no effect to modulate: no rank's Δ is significantly above 0" if not out["effect"]
+                          else "no interior rank is a significant peak, nor is every one below an end")
+    return str(VERDICTS[code]), info
 
 
-def full_ft_null_verdict(full: pd.DataFrame, lora_effects, n_boot: int = 2000, seed: int = 0) -> tuple[str, dict]:
-    """Claim 3. Declared rule: inconclusive (no effect to modulate) if the LoRA effect's CI is not
-    above 0. reproduced ("null") only if every full-fine-tuning setting's CI includes 0 (or lies
-    below it) and the LoRA effect minus the largest full-fine-tuning effect has a CI above 0;
-    otherwise not reproduced. `full` has columns setting, delta; `lora_effects` is the LoRA Δ list."""
-    lora = bootstrap_ci(lora_effects, n_boot, seed=seed)
-    summary = summarize(full, ["setting"], "delta", n_boot, seed)
-    info = {"summary": summary, "lora": lora}
-    if not lora[1] > 0:
-        return INCONCLUSIVE, {**info, "reason": "no effect to modulate: the LoRA effect's CI is not above 0"}
-    top = summary.loc[summary["mean"].idxmax(), "setting"]
-    gap = diff_ci(lora_effects, full.loc[full["setting"] == top, "delta"], n_boot, seed)
-    info.update(largest_full=top, lora_minus_largest=gap)
-    all_null = bool((summary["ci_low"] <= 0).all())
-    return (REPRODUCED if all_null and gap[1] > 0 else NOT_REPRODUCED), info
+# ---- claims 3 and 4: equivalence against a margin -------------------------------------------------
+def _as_frame(x, value: str) -> pd.DataFrame:
+    """A table with a `value` column from a DataFrame, a Series (its index levels become columns, so a
+    (replicate, seed) index keeps the units) or a plain sequence (each element a unit)."""
+    if isinstance(x, pd.DataFrame):
+        if value not in x.columns:
+            raise ValueError(f"the table has no {value!r} column; pass value=... naming the effect column")
+        return x
+    if isinstance(x, pd.Series):
+        if any(name in (UNIT, FALLBACK) for name in x.index.names):
+            return x.rename(value).reset_index()
+        return pd.DataFrame({value: x.to_numpy(dtype=float)})
+    return pd.DataFrame({value: np.asarray(x, dtype=float)})
 
 
-def system_prompt_verdict(with_prompt, without_prompt, n_boot: int = 2000, seed: int = 0) -> tuple[str, dict]:
-    """Claim 4. Declared rule, on students trained under the default system prompt:
-    inconclusive (no effect to modulate) if Δ evaluated with the default prompt has a CI not above 0;
-    reproduced if Δ evaluated with no system prompt has a CI that includes 0 (or lies below it) and
-    the paired difference Δ(default) − Δ(none) has a CI above 0; otherwise not reproduced."""
-    w = bootstrap_ci(with_prompt, n_boot, seed=seed)
-    wo = bootstrap_ci(without_prompt, n_boot, seed=seed)
-    diff = bootstrap_ci(np.asarray(with_prompt, float) - np.asarray(without_prompt, float), n_boot, seed=seed)
-    info = {"with": w, "without": wo, "difference": diff}
-    if not w[1] > 0:
-        return INCONCLUSIVE, {**info, "reason": "no effect to modulate under the default prompt"}
-    return (REPRODUCED if wo[1] <= 0 and diff[1] > 0 else NOT_REPRODUCED), info
+def _contrast_p(x, y, c: float, paired: bool):
+    """One-sided p-values (greater, less) of mean(x) + c·mean(y) against 0, per column of x.
+
+    x: (..., n, S), y: (..., m). paired (m = n, the same units): a t-test of the per-unit contrast
+    x + c·y. Unpaired (no unit ids to match them): Welch's t with Satterthwaite's degrees of freedom."""
+    if paired:
+        d = x + c * y[..., None]                                   # (..., n, S)
+        return _p_greater(d, axis=-2), _p_less(d, axis=-2)
+    mx, sx, dfx = _moments(x, axis=-2)                             # (..., S)
+    my, sy, dfy = (v[..., None] for v in _moments(y, axis=-1))     # (..., 1)
+    se = np.sqrt(sx ** 2 + (c * sy) ** 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = se ** 4 / (sx ** 4 / dfx + (c * sy) ** 4 / dfy)
+    t = _t(mx + c * my, se, 0.0)
+    return sps.t.sf(t, df), sps.t.cdf(t, df)
+
+
+def _margin_tests(x, ref, margin: float | None, paired: bool):
+    """Equivalence and superiority p-values of x (..., n, S) against the margin: ±MARGIN_FRACTION × the
+    reference effect ref (..., n) as a contrast, or ±margin when an absolute margin is given.
+    Returns (p_equivalent (TOST: the larger of its two one-sided p), p_above_margin), each (..., S)."""
+    if margin is None:
+        p_above, p_below = _contrast_p(x, ref, -MARGIN_FRACTION, paired)   # x − f·ref vs 0
+        p_over_lower, _ = _contrast_p(x, ref, MARGIN_FRACTION, paired)     # x + f·ref vs 0
+    else:
+        p_above, p_below = _p_greater(x, margin, axis=-2), _p_less(x, margin, axis=-2)
+        p_over_lower = _p_greater(x, -margin, axis=-2)
+    return np.maximum(p_below, p_over_lower), p_above
+
+
+def _full_ft_core(F, L, margin: float | None = None, paired: bool = True, alpha: float = ALPHA) -> dict:
+    """F: (..., n, S) full-FT Δ per unit × setting; L: (..., m) LoRA Δ per unit (m = n, same units, when
+    paired). Returns codes (...), p_lora, p_equivalent (..., S), p_above (..., S), above (Holm)."""
+    p_lora = _p_greater(L)
+    p_eq, p_above = _margin_tests(F, L, margin, paired)
+    above = holm(p_above, alpha)[0]
+    equivalent = (p_eq <= ALPHA_EQUIV).all(axis=-1)
+    codes = np.where(~(p_lora <= alpha), INC, np.where(equivalent, REP, np.where(above.any(axis=-1), NOT, INC)))
+    return {"codes": codes, "p_lora": p_lora, "p_equivalent": p_eq, "p_above": p_above, "above": above}
+
+
+_LORA = "<LoRA reference>"  # the LoRA column among the settings while pairing them
+
+
+def _margin_text(margin: float | None, reference: str) -> str | float:
+    return f"{MARGIN_FRACTION} × {reference}, tested as a contrast" if margin is None else float(margin)
+
+
+@_declares("full_ft_null")
+def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, value: str = "delta",
+                         unit: str = UNIT, n_boot=None, seed=None) -> tuple[str, dict]:
+    """Claim 3 for one teacher kind: (verdict, info).
+
+    full: columns setting, replicate, seed, delta (value); lora: the LoRA reference as a table with
+    columns replicate, seed, delta — or, for old callers, a bare sequence of Δ, which cannot be paired
+    and is compared unpaired (Welch). margin: None for MARGIN_FRACTION × the LoRA effect, or an absolute
+    ΔP. `n_boot`, `seed` are accepted and ignored.
+
+    info: summary (per setting: mean, ci_low, ci_high at 95%, n, unit, n_runs, p_equivalent,
+    equivalent, p_above_margin, above_margin (Holm)), lora ((mean, low, high) at 95%), lora_n,
+    largest_full (setting with the largest mean Δ), margin (text or number), pairing, unit, reason."""
+    del n_boot, seed
+    _one_group(full, ["setting", unit, FALLBACK], "full")
+    lora = _as_frame(lora, value)
+    _one_group(lora, [unit, FALLBACK], "lora")
+    paired = unit in full.columns and unit in lora.columns
+    if paired:  # one unit kind for both, so that a setting and the LoRA reference share units
+        ids = [c for c in (unit, FALLBACK) if c in full.columns and c in lora.columns]
+        both = pd.concat([full[["setting", *ids, value]], lora[ids + [value]].assign(setting=_LORA)],
+                         ignore_index=True)
+        m, kind = _unit_matrix(both, "setting", value, unit)
+        L = m.pop(_LORA).to_numpy() if _LORA in m else np.full(len(m), np.nan)
+    else:
+        m, kind = _unit_matrix(full, "setting", value, unit)
+        L = unit_means(lora, value, unit)[0].to_numpy()
+    F = m.to_numpy()
+    summary = summarize(full, ["setting"], value, unit)
+    out = _full_ft_core(F, L, margin, paired)
+    per = pd.DataFrame({"setting": m.columns, "p_equivalent": out["p_equivalent"],
+                        "p_above_margin": out["p_above"], "above_margin": out["above"]})
+    summary = summary.merge(per, on="setting", how="left")
+    summary["equivalent"] = summary["p_equivalent"] <= ALPHA_EQUIV
+    summary["above_margin"] = summary["above_margin"].fillna(False).astype(bool)
+    lora_interval = _triple(*t_interval(L))
+    info = {"summary": summary, "lora": lora_interval, "lora_n": int(np.sum(~np.isnan(L))),
+            "largest_full": summary.loc[summary["mean"].idxmax(), "setting"] if summary["mean"].notna().any() else None,
+            "margin": _margin_text(margin, "the LoRA effect"),
+            "pairing": f"paired by {kind}" if paired else "unpaired (Welch): the LoRA Δ has no unit ids",
+            "unit": kind, "alpha": ALPHA, "alpha_equivalence": ALPHA_EQUIV}
+    code = int(out["codes"])
+    if code == INC:
+        info["reason"] = ("no effect to modulate: the LoRA effect is not significantly above 0"
+                          if not out["p_lora"] <= ALPHA else
+                          "not every setting is equivalent to 0, and none is significantly above the margin")
+    return str(VERDICTS[code]), info
+
+
+def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA) -> dict:
+    """W, WO: (..., n) Δ under the training prompt and under the other condition, same units.
+    Returns codes (...), p_with, p_equivalent, p_difference, p_above."""
+    p_with = _p_greater(W)
+    p_eq, p_above = (np.squeeze(v, -1) for v in _margin_tests(WO[..., None], W, margin, paired=True))
+    p_diff = _p_greater(W - WO)
+    effect = p_with <= alpha
+    reproduced = effect & (p_eq <= ALPHA_EQUIV) & (p_diff <= alpha)
+    codes = np.where(~effect, INC, np.where(reproduced, REP, np.where(p_above <= alpha, NOT, INC)))
+    return {"codes": codes, "p_with": p_with, "p_equivalent": p_eq, "p_difference": p_diff, "p_above": p_above}
+
+
+@_declares("system_prompt")
+def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = None, value: str = "delta",
+                          unit: str = UNIT, n_boot=None, seed=None) -> tuple[str, dict]:
+    """Claim 4 for one teacher kind: (verdict, info).
+
+    with_prompt, without_prompt: Δ of the students trained under the default prompt, evaluated under
+    it and under the other condition; each a Series indexed by (replicate, seed) (as from
+    effects.pivot_table(index=["replicate", "seed"], columns="eval_system", values="delta")), a table
+    with replicate, seed, delta, or two equal-length sequences paired by position. margin: None for
+    MARGIN_FRACTION × Δ_with, or an absolute ΔP. `n_boot`, `seed` are accepted and ignored.
+
+    info: with, without, difference ((mean, low, high), 95% t-intervals over units; difference =
+    Δ_with − Δ_without, paired), n, unit, margin, p_with, p_equivalent, p_difference, p_above_margin,
+    reason (when inconclusive)."""
+    del n_boot, seed
+    w, wo = _as_frame(with_prompt, value), _as_frame(without_prompt, value)
+    if unit not in w.columns and unit not in wo.columns and len(w) != len(wo):
+        raise ValueError(f"with_prompt has {len(w)} values and without_prompt {len(wo)}: without "
+                         f"{unit!r} ids they are paired by position, so pass equal lengths or tables with ids")
+    both = pd.concat([w.assign(_eval="with"), wo.assign(_eval="without")], ignore_index=True)
+    _one_group(both, ["_eval", unit, FALLBACK], "the Δ tables")
+    m, kind = _unit_matrix(both, "_eval", value, unit)
+    m = m.reindex(columns=["with", "without"])
+    W, WO = m["with"].to_numpy(), m["without"].to_numpy()
+    out = _system_prompt_core(W, WO, margin)
+    info = {"with": _triple(*t_interval(W)), "without": _triple(*t_interval(WO)),
+            "difference": _triple(*t_interval(W - WO)), "n": int(np.sum(~np.isnan(W - WO))), "unit": kind,
+            "margin": _margin_text(margin, "Δ_with"), "p_with": float(out["p_with"]),
+            "p_equivalent": float(out["p_equivalent"]), "p_difference": float(out["p_difference"]),
+            "p_above_margin": float(out["p_above"]), "alpha": ALPHA, "alpha_equivalence": ALPHA_EQUIV}
+    code = int(out["codes"])
+    if code == INC:
+        info["reason"] = ("no effect to modulate under the default prompt" if not out["p_with"] <= ALPHA else
+                          "Δ without the prompt is neither equivalent to 0 nor significantly above the margin")
+    return str(VERDICTS[code]), info
+
+
+# ---- calibration by simulation --------------------------------------------------------------------
+# Effects are in units of the standard deviation of one unit's Δ, so the table holds for any model.
+# The organism v2 book measured claim 1 at +1.34e-2 with a between-replicate sd of ~2e-3: 6.7 sd.
+EFFECT_SIZES = (0.5, 1.0, 2.0, 4.0)
+BOOK_CLAIM1_SD = 1.34e-2 / 2e-3
+RHO = 0.5  # share of a unit's Δ variance common to its conditions (its datasets); t-test error rates do not depend on it
+
+
+def _design_units(replicates: int, seeds: int) -> int:
+    """Independent units of a design: replicates, or seeds when there is one replicate (the fallback)."""
+    return replicates if replicates >= MIN_N else seeds
+
+
+def _full_settings_count(p) -> int:
+    """Mirrors design.full_settings (baseline + each axis's values other than the baseline's), which
+    cannot be imported here without torch."""
+    t = p.train
+    return 1 + sum(v != t.full_lr for v in t.full_sweep_lr) + sum(v != t.full_batch_size for v in t.full_sweep_batch) \
+        + sum(v != t.epochs for v in t.full_sweep_epochs)
+
+
+def _units(rng, sims: int, n: int, mu) -> np.ndarray:
+    """(sims, n, C) unit Δ for conditions with means mu (C,): unit sd 1, correlation RHO within a unit."""
+    mu = np.asarray(mu, dtype=float)
+    shared = rng.standard_normal((sims, n, 1))
+    own = rng.standard_normal((sims, n, mu.size))
+    return mu + np.sqrt(RHO) * shared + np.sqrt(1 - RHO) * own
+
+
+def _row(rule, n, scenario, effect, codes, expect, wrong, coverage=np.nan):
+    rates = {v: float(np.mean(codes == c)) for c, v in enumerate(VERDICTS)}
+    sims = codes.size
+    false_rate = rates[wrong] if wrong else np.nan
+    power = rates[expect] if expect else np.nan
+    se = [np.sqrt(p * (1 - p) / sims) for p in (false_rate, power, coverage) if not np.isnan(p)]
+    return {"rule": rule, "n": n, "scenario": scenario, "effect_sd": effect, "expect": expect or "-",
+            "wrong": wrong or "-", "reproduced": rates[REPRODUCED], "not_reproduced": rates[NOT_REPRODUCED],
+            "inconclusive": rates[INCONCLUSIVE], "false_rate": false_rate, "power": power,
+            "coverage": coverage, "mc_se": max(se) if se else np.nan}
+
+
+def _rank_shapes(K: int, h: float) -> dict[str, np.ndarray]:
+    """Curves over K ranks: nulls of claim 2 (no interior peak) and inverted Us of height h above both ends."""
+    x = np.arange(K)
+    bump = np.exp(-0.5 * ((x - (K - 1) / 2) / (K / 5)) ** 2)
+    return {"flat at h": np.full(K, h), "monotone rise 0→h": h * x / (K - 1),
+            "plateau: rise to h, flat to the end": h * np.minimum(x / (K // 2), 1.0),
+            "early plateau: h from the 4th rank on": h * np.minimum(x / 3, 1.0),
+            "inverted U, ends 0": h * (bump - bump[0]) / (bump.max() - bump[0])}
+
+
+def calibrate(profile_name: str = "organism", sims: int = 4000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
+    """Error rates, power and interval coverage of every rule, by simulation at the profile's n and at `ns`.
+
+    n is the number of independent units (replicates; seeds when there is one replicate). Each row
+    is one rule × n × scenario: the rates of the three verdicts; expect, the verdict a correct rule
+    gives there, and power, its rate; wrong, the verdict it must not give, and false_rate, its rate
+    (the nominal bounds: claim 1 and 2 'reproduced' ≤ 0.025; claims 3 and 4 'reproduced' ≤ 0.05 at
+    the margin, 'not reproduced' ≤ 0.025); coverage of the rule's main 95% t-interval (claim 1: Δ;
+    claim 2: each rank's Δ, averaged; claim 3: the LoRA Δ; claim 4: Δ_with − Δ_without); mc_se, the
+    largest Monte-Carlo standard error of those rates. Effects (effect_sd) are in units of the sd of
+    one unit's Δ; conditions of one unit correlate with RHO = 0.5. Runs the same rule cores as the
+    verdict functions."""
+    from .config import load_profile
+
+    p = load_profile(profile_name)
+    rng = np.random.default_rng(seed)
+    K, S = len(p.ranks), _full_settings_count(p)
+    n1 = sorted({_design_units(p.transfer_replicates, p.seeds), *ns})
+    n234 = sorted({_design_units(p.replicates, p.seeds), *ns})
+    rows = []
+    claim1 = [(0.0, "null: Δ = 0", NOT_REPRODUCED, REPRODUCED)]
+    claim1 += [(e, "Δ > 0", REPRODUCED, NOT_REPRODUCED) for e in EFFECT_SIZES]
+    claim1 += [(round(BOOK_CLAIM1_SD, 1), "organism v2 book's Δ/sd", REPRODUCED, NOT_REPRODUCED)]
+    for n in n1:
+        for effect, name, expect, wrong in claim1:
+            x = _units(rng, sims, n, [effect])[..., 0]
+            codes, _, low, high = _transfer_core(x)
+            cover = float(np.mean((low <= effect) & (effect <= high)))
+            rows.append(_row("1 transfer", n, name, effect, codes, expect, wrong, cover))
+        # with a declared margin of 1 sd the rule can also show the absence of an effect
+        for effect, name, expect, wrong in ((0.0, "margin 1 sd: Δ = 0", NOT_REPRODUCED, REPRODUCED),
+                                            (1.0, "margin 1 sd: Δ = margin", None, NOT_REPRODUCED)):
+            codes = _transfer_core(_units(rng, sims, n, [effect])[..., 0], margin=1.0)[0]
+            rows.append(_row("1 transfer", n, name, effect, codes, expect, wrong))
+    for n in n234:
+        X = _units(rng, sims, n, np.zeros(K))
+        lo_hi = t_interval(X, axis=-2)
+        cover = float(np.mean((lo_hi[1] <= 0) & (0 <= lo_hi[2])))
+        rows.append(_row(f"2 rank inverted-U (K={K})", n, "flat at 0", 0.0, _inverted_u_core(X)["codes"],
+                         None, REPRODUCED, cover))
+        for effect in EFFECT_SIZES:
+            for name, mu in _rank_shapes(K, effect).items():
+                X = _units(rng, sims, n, mu)
+                _, low, high = t_interval(X, axis=-2)
+                cover = float(np.mean((low <= mu) & (mu <= high)))
+                is_u = name.startswith("inverted U")
+                rows.append(_row(f"2 rank inverted-U (K={K})", n, name, effect, _inverted_u_core(X)["codes"],
+                                 REPRODUCED if is_u else NOT_REPRODUCED,
+                                 NOT_REPRODUCED if is_u else REPRODUCED, cover))
+        for effect in (0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)):  # the LoRA reference is claim 1's effect
+            cases = {"all settings 0": np.zeros(S)} if effect == 0 else {
+                "all settings 0": np.zeros(S),
+                "one setting at the margin": np.r_[MARGIN_FRACTION * effect, np.zeros(S - 1)],
+                "one setting as large as LoRA": np.r_[effect, np.zeros(S - 1)]}
+            for name, mu in cases.items():
+                U = _units(rng, sims, n, np.r_[mu, effect])
+                L = U[..., -1]
+                codes = _full_ft_core(U[..., :-1], L)["codes"]
+                _, low, high = t_interval(L)
+                cover = float(np.mean((low <= effect) & (effect <= high)))
+                expect, wrong = {"all settings 0": (REPRODUCED, NOT_REPRODUCED),
+                                 "one setting at the margin": (None, REPRODUCED),
+                                 "one setting as large as LoRA": (NOT_REPRODUCED, REPRODUCED)}[name]
+                if effect == 0:
+                    expect, wrong, name = None, REPRODUCED, "no LoRA effect, all settings 0"
+                rows.append(_row(f"3 full-FT null (S={S})", n, name, effect, codes, expect, wrong, cover))
+        for effect in (0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)):
+            cases = {"without = 0": 0.0} if effect == 0 else {
+                "without = 0": 0.0, "without at the margin": MARGIN_FRACTION * effect, "without = with": effect}
+            for name, mu_wo in cases.items():
+                U = _units(rng, sims, n, [effect, mu_wo])
+                W, WO = U[..., 0], U[..., 1]
+                codes = _system_prompt_core(W, WO)["codes"]
+                _, low, high = t_interval(W - WO)
+                truth = effect - mu_wo
+                cover = float(np.mean((low <= truth) & (truth <= high)))
+                expect, wrong = {"without = 0": (REPRODUCED, NOT_REPRODUCED),
+                                 "without at the margin": (None, REPRODUCED),
+                                 "without = with": (NOT_REPRODUCED, REPRODUCED)}[name]
+                if effect == 0:
+                    expect, wrong, name = None, REPRODUCED, "no effect with the prompt"
+                rows.append(_row("4 system prompt", n, name, effect, codes, expect, wrong, cover))
+    return pd.DataFrame(rows)
+
+
+# ---- claim 2: the candidate rules the declared one was chosen over ---------------------------------
+def _split_half_codes(X, holm_within: bool, alpha: float = ALPHA) -> np.ndarray:
+    """The peak is chosen on the first ⌊n/2⌋ units and tested on the rest: Δ(peak) > 0, − lowest,
+    − highest, all at alpha (intersection–union) or with Holm over the three."""
+    a = X.shape[-2] // 2
+    pick = np.nanmean(X[..., :a, 1:-1], axis=-2).argmax(axis=-1) + 1          # (...,)
+    B = X[..., a:, :]
+    peak = np.take_along_axis(B, np.broadcast_to(pick[..., None, None], (*B.shape[:-1], 1)), axis=-1)[..., 0]
+    p = np.stack([_p_greater(peak), _p_greater(peak - B[..., 0]), _p_greater(peak - B[..., -1])], axis=-1)
+    ok = holm(p, alpha)[0].all(axis=-1) if holm_within else (p <= alpha).all(axis=-1)
+    return np.where(ok, REP, INC)
+
+
+def _permutation_codes(X, rng, n_perm: int = 200, alpha: float = ALPHA) -> np.ndarray:
+    """Permutation test of T = max over interior r of min(mean Δ(r) − mean Δ(lowest), mean Δ(r) − mean
+    Δ(highest)), rank labels shuffled within each unit (exact under a flat curve only), and Δ(argmax) > 0."""
+    def shape_stat(Y):
+        m = Y.mean(axis=-2)
+        return np.minimum(m[..., 1:-1] - m[..., :1], m[..., 1:-1] - m[..., -1:]).max(axis=-1)
+    t0, exceed = shape_stat(X), np.zeros(X.shape[:-2])
+    for _ in range(n_perm):
+        exceed += shape_stat(np.take_along_axis(X, np.argsort(rng.random(X.shape), axis=-1), axis=-1)) >= t0
+    p_shape = (1 + exceed) / (1 + n_perm)
+    m = X.mean(axis=-2)[..., 1:-1]
+    top = np.take_along_axis(X[..., 1:-1], np.broadcast_to(m.argmax(-1)[..., None, None], (*X.shape[:-1], 1)), -1)
+    return np.where((p_shape <= alpha) & (_p_greater(top[..., 0]) <= alpha), REP, INC)
+
+
+def compare_rank_rules(profile_name: str = "organism", sims: int = 1000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
+    """Rate of 'reproduced' for the declared claim-2 rule and the candidates it was chosen over, on the
+    null shapes (no interior peak: should be ≤ 0.025) and on inverted Us (power)."""
+    from .config import load_profile
+
+    p = load_profile(profile_name)
+    rng, K = np.random.default_rng(seed), len(p.ranks)
+    rows = []
+    for n in sorted({_design_units(p.replicates, p.seeds), *ns}):
+        for effect in EFFECT_SIZES:
+            for name, mu in _rank_shapes(K, effect).items():
+                X = _units(rng, sims, n, mu)
+                rows.append({"n": n, "scenario": name, "effect_sd": effect,
+                             "declared (Bonferroni over peaks)": np.mean(_inverted_u_core(X)["codes"] == REP),
+                             "split-half, IUT": np.mean(_split_half_codes(X, False) == REP),
+                             "split-half, Holm over 3": np.mean(_split_half_codes(X, True) == REP),
+                             "permutation": np.mean(_permutation_codes(X, rng) == REP)})
+    return pd.DataFrame(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sublora.stats", description=__doc__.split("\n")[0])
+    parser.add_argument("--calibrate", action="store_true", help="simulate every verdict rule and print its error rates")
+    parser.add_argument("--compare-rank-rules", action="store_true", help="claim 2: the declared rule against the candidates")
+    parser.add_argument("--profile", default="organism", help="profile whose design sizes to simulate (default organism)")
+    parser.add_argument("--sims", type=int, default=None, help="simulated experiments per row (default 4000; 1000 for the comparison)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not (args.calibrate or args.compare_rank_rules):
+        parser.print_help()
+        return 2
+    pd.set_option("display.width", 250, "display.max_rows", 500, "display.max_columns", 20)
+    start = time.perf_counter()
+    if args.calibrate:
+        table = calibrate(args.profile, args.sims or 4000, args.seed)
+        print(table.drop(columns=["reproduced", "not_reproduced", "inconclusive"]).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.compare_rank_rules:
+        print(compare_rank_rules(args.profile, args.sims or 1000, args.seed).to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"({time.perf_counter() - start:.1f} s; profile {args.profile}, seed {args.seed})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
