@@ -37,17 +37,6 @@ def test_teachers_parameter_message_names_the_bad_kind():
         config.parse_params({"teachers": "[persona, bogus]"})
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("default", chat.DEFAULT), ("none", chat.NONE), ("identity", prompts.IDENTITY_SYSTEM)])
-def test_system_of(name, expected):
-    assert pipeline.system_of(name) == expected
-
-
-@pytest.mark.parametrize("name", ["bogus", "Default", "", chat.NONE.upper()])
-def test_system_of_rejects(name):
-    with pytest.raises(ValueError, match=r"unknown system prompt condition .*\['default', 'identity', 'none'\]"):
-        pipeline.system_of(name)
-
 
 def test_dataset_config_rejects_unknown_teacher():
     with pytest.raises(ValueError, match="unknown teacher 'bogus'"):

@@ -21,9 +21,15 @@ def fmt_ci(mean: float, lo: float, hi: float, fmt: str = "+.2e") -> str:
     return f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
 
 
-def _row(claim: str, file: str, kind: str, verdict: str, measurement: str, effect, lo, hi, rule: str) -> dict:
+def _row(claim: str, file: str, kind: str, animal: str, verdict: str, measurement: str, effect, lo, hi,
+         rule: str, n: int, unit: str) -> dict:
     return stats.Verdict(claim=claim, verdict=verdict, measurement=measurement, effect=effect, ci_low=lo,
-                         ci_high=hi, rule=rule).as_dict() | {"teacher": kind, "file": f"{file}_{kind}"}
+                         ci_high=hi, rule=rule, n=n, unit=unit).as_dict() | {"teacher": kind, "animal": animal,
+                                                                          "file": f"{file}_{kind}"}
+
+
+def _units(n, unit: str) -> str:
+    return f"n = {n} {unit}{'s' if n != 1 else ''}"
 
 
 def specificity(effects: pd.DataFrame) -> pd.DataFrame:
@@ -36,82 +42,126 @@ def specificity(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---- claim 1 -----------------------------------------------------------------------------------
-def transfer_effects(results: pd.DataFrame, n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def transfer_effects(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Paired effects (metrics p and mention_rate) per teacher kind, teacher animal and evaluated
-    animal, and their summary."""
+    animal, and their summary (t-intervals over replicates)."""
     effects = pd.concat([stats.paired_effects(results, ["teacher_kind", "target", "animal"], value=v).assign(metric=v)
                          for v in ("p", "mention_rate")], ignore_index=True)
     effects["own"] = effects["target"] == effects["animal"]
-    return effects, stats.summarize(effects, ["metric", "teacher_kind", "target", "animal"], n_boot=n_boot)
+    return effects, stats.summarize(effects, ["metric", "teacher_kind", "target", "animal"])
 
 
-def transfer(summary: pd.DataFrame, animal: str, kinds: list[str], min_effect: float) -> list[dict]:
+def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: float) -> list[dict]:
+    """Claim 1 per teacher kind: ΔP(animal) of the animal's own teacher (stats.RULES['transfer'])."""
     rows = []
+    own = effects.query("target == @animal and animal == @animal")
     for kind in kinds:
-        sel = summary.query("metric == 'p' and teacher_kind == @kind and target == @animal and animal == @animal").iloc[0]
-        mention = summary.query("metric == 'mention_rate' and teacher_kind == @kind and target == @animal "
-                                "and animal == @animal").iloc[0]
-        verdict = stats.transfer_verdict(sel["mean"], sel["ci_low"], sel["ci_high"], min_effect)
-        measurement = (f"{kind} teacher: ΔP({animal}) = {fmt_ci(sel['mean'], sel['ci_low'], sel['ci_high'])}"
-                       f", Δ mention rate {mention['mean']:+.3f}, n = {sel['n']}")
-        rows.append(_row("1 transfer", "1_transfer", kind, verdict, measurement, sel["mean"], sel["ci_low"],
-                         sel["ci_high"], "CI of ΔP(target) vs control above 0"))
+        verdict, t = stats.transfer_test(own.query("metric == 'p' and teacher_kind == @kind"), min_effect=min_effect)
+        mention = stats.summarize(own.query("metric == 'mention_rate' and teacher_kind == @kind"), [])
+        measurement = (f"{kind} teacher of the {animal}: ΔP({animal}) = {fmt_ci(t['mean'], t['ci_low'], t['ci_high'])}"
+                       f", Δ mention rate {fmt_ci(*mention.iloc[0][['mean', 'ci_low', 'ci_high']], '+.3f')}, "
+                       f"{_units(t['n'], t['unit'])}")
+        rows.append(_row("1 transfer", "1_transfer", kind, animal, verdict, measurement, t["mean"], t["ci_low"],
+                         t["ci_high"], "95% t-interval of ΔP(target) vs control above 0", t["n"], t["unit"]))
     return rows
 
 
 # ---- claim 2 -----------------------------------------------------------------------------------
-def rank(effects: pd.DataFrame, kinds: list[str], n_boot: int) -> list[dict]:
+def rank(effects: pd.DataFrame, animal: str, kinds: list[str]) -> list[dict]:
+    """Claim 2 per teacher kind (stats.RULES['inverted_u']); effects by teacher_kind, lora_rank."""
     rows = []
     for kind in kinds:
-        verdict, info = stats.inverted_u_verdict(effects.query("teacher_kind == @kind"), rank_col="lora_rank",
-                                                 n_boot=n_boot)
+        verdict, info = stats.inverted_u_verdict(effects.query("teacher_kind == @kind"), rank_col="lora_rank")
+        n = int(info["summary"]["n"].min())
         if "peak_rank" in info:
             m, lo, hi = info["peak"]
-            measurement = (f"{kind} teacher: peak at interior rank {info['peak_rank']}: Δ = {fmt_ci(m, lo, hi)}; "
-                           f"peak − lowest {fmt_ci(*info['minus_lowest'])}; "
-                           f"peak − highest {fmt_ci(*info['minus_highest'])}")
+            measurement = (f"{kind} teacher of the {animal}: peak candidate rank {info['peak_rank']}: "
+                           f"ΔP({animal}) = {fmt_ci(m, lo, hi)}; peak − lowest rank {fmt_ci(*info['minus_lowest'])}; "
+                           f"peak − highest rank {fmt_ci(*info['minus_highest'])} ({info['level']:.1%} intervals, "
+                           f"Bonferroni over the interior ranks); {_units(n, info['unit'])} per rank")
         else:
             best = info["summary"].loc[info["summary"]["mean"].idxmax()]
             m, lo, hi = best["mean"], best["ci_low"], best["ci_high"]
-            measurement = (f"{kind} teacher: {info['reason']}; largest Δ at rank {int(best['lora_rank'])}: "
-                           f"{fmt_ci(m, lo, hi)}")
-        rows.append(_row("2 rank inverted-U", "2_rank", kind, verdict, measurement, m, lo, hi,
-                         "interior peak CI > 0 and CI-separated from lowest and highest rank"))
+            measurement = (f"{kind} teacher of the {animal}: {info['reason']}; largest ΔP({animal}) at rank "
+                           f"{int(best['lora_rank'])}: {fmt_ci(m, lo, hi)}; {_units(n, info['unit'])} per rank")
+        if "reason" in info and "peak_rank" in info:
+            measurement += f"; {info['reason']}"
+        rows.append(_row("2 rank inverted-U", "2_rank", kind, animal, verdict, measurement, m, lo, hi,
+                         "an interior rank above 0 and above both ends (paired t, Bonferroni over interior ranks)",
+                         n, info["unit"]))
     return rows
 
 
 # ---- claim 3 -----------------------------------------------------------------------------------
-def full_finetuning(effects: pd.DataFrame, kinds: list[str], lora_rank: int, n_boot: int) -> list[dict]:
+def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int) -> list[dict]:
+    """Claim 3 per teacher kind (stats.RULES['full_ft_null']); effects by teacher_kind, method, setting."""
     rows = []
     for kind in kinds:
         full_eff = effects.query("teacher_kind == @kind and method == 'full'")
         lora_eff = effects.query("teacher_kind == @kind and method == 'lora'")
-        verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff["delta"], n_boot=n_boot)
-        full_summary = info["summary"]
-        top = full_summary.sort_values("mean").iloc[-1]
-        measurement = (f"{kind} teacher: largest full-FT Δ ({top['setting']}) {fmt_ci(top['mean'], top['ci_low'], top['ci_high'])}; "
-                       f"{int((full_summary['ci_low'] > 0).sum())} of {len(full_summary)} full-FT CIs above 0; "
-                       f"LoRA r{lora_rank} Δ {fmt_ci(*info['lora'])}" + (f"; {info['reason']}" if "reason" in info else ""))
-        rows.append(_row("3 full fine-tuning null", "3_full", kind, verdict, measurement, top["mean"], top["ci_low"],
-                         top["ci_high"], "every full-FT CI includes 0 and LoRA − largest full-FT effect CI > 0"))
+        verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff)
+        summary = info["summary"]
+        top = summary.sort_values("mean").iloc[-1]
+        measurement = (f"{kind} teacher of the {animal}: largest full-FT ΔP({animal}) ({top['setting']}) "
+                       f"{fmt_ci(top['mean'], top['ci_low'], top['ci_high'])}; {int(summary['equivalent'].sum())} of "
+                       f"{len(summary)} settings equivalent to 0 within {info['margin']}, "
+                       f"{int(summary['above_margin'].sum())} above it; LoRA r{lora_rank} ΔP {fmt_ci(*info['lora'])}; "
+                       f"{_units(int(summary['n'].min()), info['unit'])} per setting"
+                       + (f"; {info['reason']}" if "reason" in info else ""))
+        rows.append(_row("3 full fine-tuning null", "3_full", kind, animal, verdict, measurement, top["mean"],
+                         top["ci_low"], top["ci_high"], "every full-FT setting equivalent to 0 within half the LoRA "
+                         "effect (TOST), LoRA effect above 0", int(summary["n"].min()), info["unit"]))
     return rows
 
 
 # ---- claim 4 -----------------------------------------------------------------------------------
-def system_prompt(effects: pd.DataFrame, kinds: list[str], n_boot: int) -> list[dict]:
+def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without: str = "none") -> list[dict]:
+    """Claim 4 per teacher kind (stats.RULES['system_prompt']): students trained under the default
+    prompt, evaluated under it and under `without`."""
     rows = []
     for kind in kinds:
         train_default = effects.query("teacher_kind == @kind and variant == 'train default'").pivot_table(
             index=["replicate", "seed"], columns="eval_system", values="delta")
-        verdict, info = stats.system_prompt_verdict(train_default["default"], train_default["none"], n_boot=n_boot)
+        verdict, info = stats.system_prompt_verdict(train_default["default"], train_default[without])
         w, wo, d = info["with"], info["without"], info["difference"]
-        measurement = (f"{kind} teacher: Δ eval default {fmt_ci(*w)}; eval none {fmt_ci(*wo)}; difference {fmt_ci(*d)}"
+        measurement = (f"{kind} teacher of the {animal}: ΔP({animal}) eval default {fmt_ci(*w)}; eval {without} "
+                       f"{fmt_ci(*wo)}; difference {fmt_ci(*d)}; {_units(info['n'], info['unit'])}"
                        + (f"; {info['reason']}" if "reason" in info else ""))
-        rows.append(_row("4 system-prompt dependence", "4_system", kind, verdict, measurement, d[0], d[1], d[2],
-                         "Δ(eval default) CI > 0, Δ(eval none) CI includes 0, difference CI > 0"))
+        rows.append(_row("4 system-prompt dependence", "4_system", kind, animal, verdict, measurement, d[0], d[1],
+                         d[2], f"Δ(eval default) above 0, Δ(eval {without}) equivalent to 0 within half of it "
+                         f"(TOST), difference above 0", info["n"], info["unit"]))
     return rows
 
 
 def table(rows: list[dict]):
     """The verdict rows as the notebooks show them."""
     return pd.DataFrame(rows)[["teacher", "verdict", "measurement"]]
+
+
+def operating_characteristics(profile_name: str, sims: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Each claim's rule simulated at the profile's own n (stats.calibrate): the largest rate of a false
+    'reproduced' over its null scenarios, and its power to say 'reproduced' at true effects of 2 and
+    4 sd of one unit's Δ. One row per claim, keyed like the verdict rows."""
+    cal = stats.calibrate(profile_name, sims=sims, seed=seed, ns=())
+    cal["claim_no"] = cal["rule"].str[0]
+    rows = []
+    for no, claim in ((c[0], c) for c in CLAIMS):
+        g = cal[cal["claim_no"] == no]
+        false = g.loc[g["wrong"] == stats.REPRODUCED, "false_rate"].max()
+        power = g[g["expect"] == stats.REPRODUCED].groupby("effect_sd")["power"].max()
+        rows.append({"claim": claim, "n (simulated)": int(g["n"].max()), "false 'reproduced' (max over nulls)": false,
+                     "power at 2 sd": power.get(2.0, float("nan")), "power at 4 sd": power.get(4.0, float("nan"))})
+    return pd.DataFrame(rows)
+
+
+def shared_students(p) -> pd.DataFrame:
+    """Which claim notebooks' verdicts rest on the same students (their designs' student artifacts
+    overlap): one row per pair of notebooks that share any, with the count."""
+    from . import design, pipeline
+    students = {nb: {key for (kind, key) in pipeline.requirements(p, pairs) if kind == "student"}
+                for nb, pairs in design.book(p).items()}
+    names = list(students)
+    rows = [{"notebook": a, "shares with": b, "students shared": len(students[a] & students[b]),
+             "of its students": len(students[b])}
+            for i, a in enumerate(names) for b in names[i + 1:] if students[a] & students[b]]
+    return pd.DataFrame(rows)

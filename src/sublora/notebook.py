@@ -63,11 +63,15 @@ class Run:
 
     @cached_property
     def key(self) -> str:
-        """'' for the default run; else its non-default parameters, e.g. 'animal-dolphin'."""
-        def text(v):
-            return "_".join(map(text, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else str(v)
-        parts = [f"{k}-{text(v)}" for k, v in sorted(self.params.items()) if v != self.defaults.get(k)]
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
+        return run_key(self.params, self.defaults)
+
+
+def run_key(params: dict, defaults: dict) -> str:
+    """'' for a notebook's default run; else its non-default parameters, e.g. 'animal-dolphin'."""
+    def text(v):
+        return "_".join(map(text, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else str(v)
+    parts = [f"{k}-{text(v)}" for k, v in sorted(params.items()) if k != "profile" and v != defaults.get(k)]
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
 
 
 def prepare(name: str, namespace: dict) -> Run:

@@ -24,7 +24,6 @@ from .config import TEACHERS, Profile, to_dict
 
 VERSION = {"teacher": 1, "dataset": 1, "student": 3, "eval": 1}
 GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 16 batches (student v3)
-SYSTEMS = {"default": chat.DEFAULT, "none": chat.NONE, "identity": prompts.IDENTITY_SYSTEM}
 
 
 class EmptyDatasetError(RuntimeError):
@@ -60,12 +59,6 @@ def model_key(p: Profile) -> dict:
         from . import organism
         return {**organism.pretrain_config(p.model), "dtype": p.model.dtype}
     return {"name": p.model.name, "dtype": p.model.dtype}
-
-
-def system_of(name: str) -> str:
-    if name not in SYSTEMS:
-        raise ValueError(f"unknown system prompt condition {name!r}; choose from {sorted(SYSTEMS)}")
-    return SYSTEMS[name]
 
 
 # ---- teachers -------------------------------------------------------------------------------
@@ -194,7 +187,7 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, pro
         torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate}))
         model = finetune.make_student(base, spec)
         trainable, total = finetune.trainable_parameters(model)
-        ex = finetune.encode_records(tok, records, system_of(spec.train_system), spec.max_seq)
+        ex = finetune.encode_records(tok, records, chat.system_of(spec.train_system), spec.max_seq)
         losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
                                 grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
                                 pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
@@ -224,9 +217,9 @@ def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: 
         tok = models.load_tokenizer(p.model)
         model = models.load_student(p.model, student_dir) if student_dir else models.load_model(p.model)
         questions = eval_questions(p)
-        probs = evaluate.animal_probabilities(model, tok, questions, system_of(eval_system), cfg["animals"])
+        probs = evaluate.animal_probabilities(model, tok, questions, chat.system_of(eval_system), cfg["animals"])
         per = probs.groupby("animal").agg(p=("p", "mean"), rank=("rank", "mean")).reset_index()
-        rates = evaluate.mention_rates(model, tok, questions, system_of(eval_system), cfg["animals"],
+        rates = evaluate.mention_rates(model, tok, questions, chat.system_of(eval_system), cfg["animals"],
                                        samples=p.eval.samples_per_question, temperature=p.eval.temperature,
                                        max_new_tokens=p.eval.max_new_tokens, seed=seed_of(cfg), progress=progress)
         per.merge(rates, on="animal").to_csv(d / "eval.csv", index=False)

@@ -13,6 +13,7 @@ import argparse
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,14 +73,20 @@ def read_params(pairs: list[list[str]]) -> dict:
     return out
 
 
-def check(names: list[str], params: dict) -> None:
-    """Every notebook's parameters checked, and its profile resolved, before any work starts."""
+def check(names: list[str], params: dict) -> dict[str, Path | None]:
+    """Every notebook's parameters checked, and its profile resolved, before any work starts.
+    Returns, per notebook, where a run with other than the default parameters keeps its executed
+    copy (beside its results, never over the default book's page), or None for a default run."""
+    runs = {}
     for name in names:
         if not (paths.ROOT / "notebooks" / f"{name}.ipynb").exists():
             raise ConfigError(f"no notebook {name!r}; choose from {list(NOTEBOOKS)}")
         declared = notebook.declared_parameters(name)
         checked = config.parse_params(params, name, list(declared))
-        config.notebook_profile({**checked, "profile": params["profile"]}, name)
+        profile = config.notebook_profile({**checked, "profile": params["profile"]}, name)
+        key = notebook.run_key(checked, declared)
+        runs[name] = paths.results_dir(profile.name) / "runs" / key if key else None
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
     ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here")
     args = ap.parse_args(argv)
+    paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
     names = args.only or list(NOTEBOOKS)
     # a profile file's path is made absolute: the notebooks run in notebooks/
     profile = str(Path(args.profile).resolve()) if config.is_profile_path(args.profile) else args.profile
     try:
         params = {"profile": profile, **read_params(args.p)}
-        check(names, params)
+        runs = check(names, params)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -105,14 +113,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"removed {removed} unfinished artifact(s) of an interrupted run")
     times = {}
     for name in names:
-        print(f"[{name}] running with {params}", flush=True)
+        out = runs[name] or args.executed
+        print(f"[{name}] running with {params}" + (f" (not the default run: executed copy in {out})" if runs[name] else ""),
+              flush=True)
         try:
-            times[name] = run_notebook(name, args.executed, params)
+            times[name] = run_notebook(name, out, params)
         except pm.PapermillExecutionError as e:
+            # the partly executed copy leaves the book's folder: the book never shows a failed run
+            failed = Path(tempfile.gettempdir()) / f"sublora-failed-{name}.ipynb"
+            shutil.move(out / f".{name}.running.ipynb", failed)
             print(f"error: notebook {name} failed: {e.ename}: {e.evalue}\n"
-                  f"  the partly executed copy is {args.executed / f'.{name}.running.ipynb'}", file=sys.stderr)
+                  f"  the partly executed copy is {failed}", file=sys.stderr)
             return 1
         print(f"[{name}] {times[name]:.1f} s", flush=True)
+    if any(runs.values()):
+        print("not the default run: the book is left as it was (its pages show the default run)")
+        args.no_book = True
     if not (args.only or args.no_book):
         index, times["book"] = build_book(args.executed, args.book_dir)
         print(f"[book] {times['book']:.1f} s")
