@@ -65,21 +65,41 @@ def test_rerun_reuses_the_cache(smoke):
     assert artifacts(root) == before
 
 
-def test_one_notebook_with_new_parameters(smoke):
+def test_one_notebook_with_new_parameters_keeps_the_default_run(smoke):
+    """A rerun with other parameters writes its own table, verdicts and executed notebook; the default
+    run's verdicts, tables, scoreboard and executed pages stay byte for byte as they were."""
     root, _ = smoke
-    out = root / "ranks"
-    assert reproduce.main(["--profile", "smoke", "--executed", str(out), "--only", "03_rank_sweep",
-                           "-p", "ranks", "[1, 2]"]) == 0
+    results = root / "results" / "smoke"
+    default = {p: p.read_bytes() for p in [*results.glob("*.csv"), *(results / "verdicts").glob("*.json"),
+                                           *(root / "executed").glob("*.ipynb")]}
+    assert reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"), "--only", "03_rank_sweep",
+                           "-p", "ranks", "[1, 2]", "-p", "animal", "dolphin"]) == 0
+    assert {p: p.read_bytes() for p in default} == default
+    run = results / "runs" / "animal-dolphin_ranks-1_2"
     import pandas as pd
-    table = pd.read_csv(root / "results" / "smoke" / "03_rank_sweep.csv")
-    assert sorted(table["lora_rank"].unique()) == [1, 2]
+    table = pd.read_csv(run / "03_rank_sweep.csv")
+    assert sorted(table["lora_rank"].unique()) == [1, 2] and set(table["target"]) == {"dolphin"}
+    verdicts = [json.loads(p.read_text()) for p in (run / "verdicts").glob("*.json")]
+    assert {v["animal"] for v in verdicts} == {"dolphin"} and all("dolphin" in v["measurement"] for v in verdicts)
+    assert (run / "03_rank_sweep.ipynb").exists()
+
+
+def test_papermill_route_rejects_an_unknown_parameter(smoke, tmp_path):
+    """papermill itself only warns about a parameter a notebook does not declare; notebook.prepare stops."""
+    import papermill as pm
+    with pytest.raises(pm.PapermillExecutionError, match=r"has no parameter \['foo'\]"):
+        pm.execute_notebook(str(reproduce.paths.ROOT / "notebooks" / "06_scoreboard.ipynb"), str(tmp_path / "x.ipynb"),
+                            parameters={"profile": "smoke", "foo": 1}, progress_bar=False,
+                            cwd=str(reproduce.paths.ROOT / "notebooks"))
 
 
 @pytest.mark.parametrize("params, message", [
     (["-p", "ranks", "[1, 2"], "ranks"),  # malformed papermill parameter
-    (["-p", "ranks", "[0, 2]"], "rank must be a whole number ≥ 1"),
-    (["-p", "lr", "0"], "lr must be > 0"),
-    (["-p", "animal", "unicorn"], "unknown animal"),
+    (["-p", "ranks", "[0, 2]"], "it must be at least 1"),
+    (["-p", "lr", "0"], "it must be above 0"),
+    (["-p", "lr", "1e6"], "it must be at most 0.1"),  # implausible: would destroy the student
+    (["-p", "epochs", "100000"], "it must be at most"),
+    (["-p", "animal", "unicorn"], "unknown value 'unicorn'"),
     (["-p", "profile", "nope"], "unknown profile"),
     (["-p", "rank", "[1]"], "has no parameter ['rank']"),  # a typo must not silently run the defaults
 ])
