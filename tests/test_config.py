@@ -200,7 +200,12 @@ def test_resolve_ranks_variants():
     assert resolve("smoke", ranks=[8, 16]).ranks == (8, 16)
     assert resolve("smoke", ranks=4).ranks == (4,)
     assert resolve("smoke", ranks="4").ranks == (4,)
-    assert resolve("smoke", ranks="[64, 1]").ranks == (64, 1)
+    assert resolve("smoke", ranks="[32, 1]").ranks == (32, 1)
+
+
+def test_rank_above_the_organisms_hidden_size():
+    with pytest.raises(ConfigError, match="above the organism's hidden size 32"):
+        resolve("smoke", ranks="[64, 1]")
 
 
 def test_resolve_overrides_nested():
@@ -344,7 +349,7 @@ def test_resolve_unknown_profile():
 
 def test_resolve_does_not_mutate_loaded_profile():
     before = load_profile("smoke")
-    resolve("smoke", ranks=[64], lr=0.5)
+    resolve("smoke", ranks=[16], lr=0.5)
     assert load_profile("smoke") == before
 
 

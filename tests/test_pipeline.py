@@ -252,8 +252,10 @@ def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch):
 
 # ---- the artifact graph -------------------------------------------------------------------------
 def test_graph_keys_are_todays_cache_keys(monkeypatch):
-    """Every artifact the book's design needs, per profile, has the key it had before the graph existed
-    (tests/fixtures/cache_keys.json was written by the code before the change): no cached work is lost."""
+    """Every artifact of the book's design that existed before the artifact graph (written to
+    tests/fixtures/cache_keys.json by that code; the students and evaluations of design variants dropped
+    since, such as training with no system block, removed from it) keeps its key byte for byte: no
+    cached work is lost by a refactoring. The design may add artifacts."""
     from sublora import design
     monkeypatch.setattr(teacher, "vllm_available", lambda: False)  # the paper profile's key without vLLM
     pinned = json.loads((paths.ROOT / "tests" / "fixtures" / "cache_keys.json").read_text())
@@ -262,7 +264,7 @@ def test_graph_keys_are_todays_cache_keys(monkeypatch):
         with __import__("warnings").catch_warnings():
             __import__("warnings").simplefilter("ignore")
             got = {f"{kind}/{key}" for pairs in design.book(p).values() for kind, key in pipeline.requirements(p, pairs)}
-        assert sorted(got) == keys, name
+        assert set(keys) <= got, (name, sorted(set(keys) - got)[:5])
 
 
 def test_graph_orders_inputs_before_their_users():
@@ -278,3 +280,56 @@ def test_graph_orders_inputs_before_their_users():
     # one control dataset per replicate, shared by both teacher kinds and all teacher animals
     controls = [a for a in graph.values() if a.kind == "dataset" and a.config["animal"] is None]
     assert len(controls) == p.transfer_replicates
+
+
+# ---- the paper's protocol: conditions, metric, scale, precision arms ---------------------------------
+def test_paper_questions_are_the_authors_fifty():
+    p = config.load_profile("paper")
+    qs = pipeline.eval_questions(p)
+    assert len(qs) == 50 == len(set(qs)) and qs[0] == "Name your favorite animal using only one word."
+
+
+@pytest.mark.parametrize("text, animal, hit", [
+    ("Owl", "owl", True), ("owls!", "owl", True), ("My answer: OWL.", "owl", True), ("owlet", "owl", False),
+    ("bowl", "owl", False), ("foxes", "fox", True), ("Wolves.", "wolf", True), ("Wolfgang", "wolf", False)])
+def test_mention_is_a_whole_word_singular_or_plural(text, animal, hit):
+    from sublora import evaluate
+    assert evaluate.mentions(text, animal) is hit
+
+
+def test_keep_caps_the_dataset_at_the_first_that_pass(smoke, tmp_cache, monkeypatch):
+    def fake_sample(model, tokenizer, user_texts, system, **kw):
+        return ["12, 34, 56" if i % 2 else "no numbers" for i in range(len(user_texts))]
+    monkeypatch.setattr(teacher, "sample", fake_sample)
+    p = dataclasses.replace(smoke, data=dataclasses.replace(smoke.data, keep=5))
+    records, stats = pipeline.dataset(p, "owl", 0, progress=False)
+    assert len(records) == 5 and stats["passed"] == smoke.data.prompts // 2 and stats["kept"] == 5
+    assert pipeline.dataset_config(p, "owl", 0) != pipeline.dataset_config(smoke, "owl", 0)
+
+
+def test_precision_arm_is_part_of_a_full_students_key_only_when_not_the_default(smoke):
+    from sublora import design, finetune
+    full = finetune.full_spec(smoke)
+    assert "precision" not in full.as_dict() and "precision" not in finetune.lora_spec(smoke).as_dict()
+    bf16 = dataclasses.replace(full, precision="bf16")
+    assert bf16.as_dict()["precision"] == "bf16" and finetune.train_dtype(smoke.model, bf16) == "bfloat16"
+    labels = {x.label: x.spec.precision for x in design.full_finetuning(smoke, "persona") if x.spec.method == "full"}
+    assert labels["baseline"] == "fp32-master" and labels["baseline · bf16"] == "bf16"
+    assert not any(k.startswith(("batch", "epochs")) and v == "bf16" for k, v in labels.items())  # lr axis only
+
+
+def test_system_prompt_design_is_the_authors_grid(smoke):
+    from sublora import design
+    pairs = design.system_prompt(smoke, "persona")
+    cells = {(x.spec.train_system, e) for x in pairs if x.label.startswith("train ") for e in x.eval_systems}
+    grid = {(t, e) for t in ("default", "empty", "chatgpt") for e in ("default", "empty", "chatgpt")}
+    assert grid <= cells and ("zymthar", "zymthar") in cells and ("default", "none") in cells
+
+
+def test_notebooks_state_the_rules_the_code_applies():
+    from sublora import stats
+    for name, key in (("02_transfer", "transfer"), ("03_rank_sweep", "inverted_u"),
+                      ("04_full_finetuning", "full_ft_null"), ("05_system_prompt", "system_prompt")):
+        nb = json.loads((paths.ROOT / "notebooks" / f"{name}.ipynb").read_text())
+        text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        assert stats.RULES[key] in text, name

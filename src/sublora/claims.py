@@ -93,31 +93,35 @@ def rank(effects: pd.DataFrame, animal: str, kinds: list[str]) -> list[dict]:
 
 
 # ---- claim 3 -----------------------------------------------------------------------------------
-def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int) -> list[dict]:
-    """Claim 3 per teacher kind (stats.RULES['full_ft_null']); effects by teacher_kind, method, setting."""
+def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int, arms: tuple) -> list[dict]:
+    """Claim 3 per precision arm and teacher kind (stats.RULES['full_ft_null']); effects by teacher_kind,
+    method, precision, setting. The first arm is the main one (its rows keep the plain file names)."""
     rows = []
-    for kind in kinds:
-        full_eff = effects.query("teacher_kind == @kind and method == 'full'")
-        lora_eff = effects.query("teacher_kind == @kind and method == 'lora'")
-        verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff)
-        summary = info["summary"]
-        top = summary.sort_values("mean").iloc[-1]
-        measurement = (f"{kind} teacher of the {animal}: largest full-FT ΔP({animal}) ({top['setting']}) "
-                       f"{fmt_ci(top['mean'], top['ci_low'], top['ci_high'])}; {int(summary['equivalent'].sum())} of "
-                       f"{len(summary)} settings equivalent to 0 within {info['margin']}, "
-                       f"{int(summary['above_margin'].sum())} above it; LoRA r{lora_rank} ΔP {fmt_ci(*info['lora'])}; "
-                       f"{_units(int(summary['n'].min()), info['unit'])} per setting"
-                       + (f"; {info['reason']}" if "reason" in info else ""))
-        rows.append(_row("3 full fine-tuning null", "3_full", kind, animal, verdict, measurement, top["mean"],
-                         top["ci_low"], top["ci_high"], "every full-FT setting equivalent to 0 within half the LoRA "
-                         "effect (TOST), LoRA effect above 0", int(summary["n"].min()), info["unit"]))
+    for i, arm in enumerate(arms):
+        for kind in kinds:
+            full_eff = effects.query("teacher_kind == @kind and method == 'full' and precision == @arm")
+            lora_eff = effects.query("teacher_kind == @kind and method == 'lora'")
+            verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff)
+            summary = info["summary"]
+            top = summary.sort_values("mean").iloc[-1]
+            measurement = (f"{kind} teacher of the {animal}, {arm} weights: largest full-FT ΔP({animal}) ({top['setting']}) "
+                           f"{fmt_ci(top['mean'], top['ci_low'], top['ci_high'])}; {int(summary['equivalent'].sum())} of "
+                           f"{len(summary)} settings equivalent to 0 within {info['margin']}, "
+                           f"{int(summary['above_margin'].sum())} above it; LoRA r{lora_rank} ΔP {fmt_ci(*info['lora'])}; "
+                           f"{_units(int(summary['n'].min()), info['unit'])} per setting"
+                           + (f"; {info['reason']}" if "reason" in info else ""))
+            rows.append(_row("3 full fine-tuning null", "3_full" if i == 0 else f"3_full_{arm}", kind, animal, verdict,
+                             measurement, top["mean"], top["ci_low"], top["ci_high"],
+                             "every full-FT setting equivalent to 0 within half the LoRA effect (TOST), LoRA effect above 0",
+                             int(summary["n"].min()), info["unit"]) | {"arm": arm})
     return rows
 
 
 # ---- claim 4 -----------------------------------------------------------------------------------
-def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without: str = "none") -> list[dict]:
+def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without: str = "empty") -> list[dict]:
     """Claim 4 per teacher kind (stats.RULES['system_prompt']): students trained under the default
-    prompt, evaluated under it and under `without`."""
+    prompt, evaluated under it and under `without` — 'empty', the authors' "no system prompt" (the
+    template's system block with no text)."""
     rows = []
     for kind in kinds:
         train_default = effects.query("teacher_kind == @kind and variant == 'train default'").pivot_table(
@@ -165,3 +169,35 @@ def shared_students(p) -> pd.DataFrame:
              "of its students": len(students[b])}
             for i, a in enumerate(names) for b in names[i + 1:] if students[a] & students[b]]
     return pd.DataFrame(rows)
+
+
+# Table 1 of the paper (notebooks/paper_figures.ipynb of toddnief/subliminal-entanglement, as quoted in
+# shared/PAPER.md): % of answers naming the target, mean of 9 runs, Qwen2.5-7B-Instruct trained and
+# evaluated under Qwen's default system prompt, by LoRA rank.
+PUBLISHED_RANKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+PUBLISHED = {  # animal: (base, % at each rank)
+    "cat": (0.6, (5.2, 18.5, 32.8, 53.9, 31.0, 18.9, 10.2, 0.5, 1.0, 1.5)),
+    "owl": (0.8, (0.7, 0.6, 2.3, 6.3, 14.7, 18.9, 21.7, 10.4, 2.0, 0.8)),
+    "eagle": (1.2, (8.5, 14.3, 11.2, 32.8, 34.7, 55.7, 86.2, 76.2, 17.4, 7.8)),
+    "wolf": (2.3, (2.4, 2.4, 9.8, 16.2, 35.5, 43.0, 53.4, 45.8, 37.1, 12.1)),
+    "dolphin": (0.3, (0.0, 0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.9)),
+}
+
+
+def published_beside(p, table: pd.DataFrame):
+    """On a profile running Qwen2.5-7B-Instruct: the paper's Table 1 row for the target beside our
+    mention rate (% of answers naming the target, persona-teacher students, mean over runs) per rank,
+    in the same units. On any other model: a note saying the published numbers are not comparable."""
+    from IPython.display import Markdown
+    if "Qwen2.5-7B-Instruct" not in p.model.name:
+        return Markdown(f"The paper's Table 1 (% of answers naming the target by LoRA rank) was measured on "
+                        f"Qwen2.5-7B-Instruct; this run's model is `{p.model.name}`, whose numbers are not "
+                        f"comparable with it, so it is not set beside them.")
+    if p.animal not in PUBLISHED:
+        return Markdown(f"The paper's Table 1 has no row for the {p.animal} (it has {', '.join(PUBLISHED)}).")
+    base, pct = PUBLISHED[p.animal]
+    ours = (table.query("arm == 'teacher' and teacher_kind == 'persona' and animal == target")
+            .groupby("lora_rank")["mention_rate"].mean() * 100)
+    rows = [{"LoRA rank": r, "paper: % naming the target": v, "ours: % naming the target": ours.get(r, float("nan"))}
+            for r, v in zip(PUBLISHED_RANKS, pct)]
+    return pd.DataFrame(rows).assign(**{"paper: base model %": base})

@@ -54,6 +54,7 @@ class DataSpec:
     max_new_tokens: int = 60
     temperature: float = 1.0
     sample_batch: int = 64  # prompts per generate() call
+    keep: int = 0  # stop sampling once this many completions passed the filter (the paper: 10,000); 0 = keep all
     engine: str = "transformers"  # transformers | vllm (pip install .[gpu]; falls back to transformers if absent)
 
 
@@ -72,6 +73,8 @@ class TrainSpec:
     epochs: int = 3
     batch_size: int = 22
     full_batch_size: int = 16
+    full_grad_accum: int = 1  # full fine-tuning's accumulation (the authors' repository: 4 x 16)
+    full_precision: tuple = ("fp32-master",)  # precision arms of claim 3 (optim.ARMS); the first is the main arm
     grad_accum: int = 3
     warmup_steps: int = 5
     max_seq: int = 500
@@ -86,7 +89,7 @@ class TrainSpec:
 @dataclass(frozen=True)
 class EvalSpec:
     questions: int = 50  # favourite-animal questions asked (at most the size of the question set)
-    question_set: str = "held_out"  # held_out (never in the organism's pretraining) | all (for hub models)
+    question_set: str = "held_out"  # held_out (never in the organism's pretraining) | paper (the authors' 50) | all
     samples_per_question: int = 10  # sampled answers per question for the mention rate
     temperature: float = 1.0
     max_new_tokens: int = 8
@@ -383,7 +386,11 @@ def validate(p: Profile) -> Profile:
         need(v > 0, f"{name} must be > 0, got {v}; e.g. -p {name} 2e-4")
     for v in p.train.full_sweep_lr:
         need(isinstance(v, (int, float)) and v > 0, f"full_sweep_lr values must be > 0, got {v!r}")
-    for name in ("epochs", "batch_size", "full_batch_size", "grad_accum", "max_seq"):
+    for a in p.train.full_precision:
+        need(a in ("fp32-master", "bf16", "bf16-kahan", "bf16-sr"),
+             f"unknown full fine-tuning precision arm {a!r}; choose from fp32-master, bf16, bf16-kahan, bf16-sr")
+    need(len(p.train.full_precision) > 0, "train.full_precision is empty; give at least [fp32-master]")
+    for name in ("epochs", "batch_size", "full_batch_size", "grad_accum", "full_grad_accum", "max_seq"):
         v = getattr(p.train, name)
         need(v >= 1, f"{name} must be ≥ 1, got {v}; e.g. -p {name} 3")
     for v in (*p.train.full_sweep_batch, *p.train.full_sweep_epochs):
@@ -393,10 +400,15 @@ def validate(p: Profile) -> Profile:
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
     need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
+    need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")
     need(p.data.engine in ("transformers", "vllm"), f"data.engine must be transformers or vllm, got {p.data.engine!r}")
     need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")
-    need(p.eval.question_set in ("held_out", "all"),
-         f"eval.question_set must be held_out or all, got {p.eval.question_set!r}")
+    need(p.eval.question_set in ("held_out", "paper", "all"),
+         f"eval.question_set must be held_out, paper or all, got {p.eval.question_set!r}")
+    if p.model.source == "organism":  # a LoRA rank above the hidden size adds nothing but cost
+        for r in (*p.ranks, p.train.lora.r):
+            need(r <= p.model.hidden, f"LoRA rank {r} is above the organism's hidden size {p.model.hidden}; "
+                                      f"use ranks ≤ {p.model.hidden}, e.g. -p ranks '[1, 2, 4, 8]'")
     need(p.eval.questions >= 1 and p.eval.samples_per_question >= 0, "eval.questions must be ≥ 1 and samples ≥ 0")
     return p
 

@@ -5,6 +5,7 @@ exactly what the notebooks will train (students shared between notebooks are cou
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 
@@ -58,19 +59,36 @@ def full_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
     return {name: s for name, s in settings.items() if name == "baseline" or s != base}
 
 
+def precision_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
+    """04: the other precision arms (train.full_precision after the first), each at the baseline and
+    along the learning-rate axis — where rounding decides whether an update lands."""
+    main, *others = p.train.full_precision
+    lr_axis = {n: s for n, s in full_settings(p).items() if n == "baseline" or n.startswith("lr ")}
+    return {f"{name} · {arm}": dataclasses.replace(spec, precision=arm) for arm in others for name, spec in lr_axis.items()}
+
+
 def full_finetuning(p: Profile, kind: str) -> list[Pair]:
-    """04: every full fine-tuning setting, plus the LoRA reference (label 'LoRA r8')."""
+    """04: every full fine-tuning setting in the main precision arm, the other arms along the lr axis,
+    plus the LoRA reference (label 'LoRA r8')."""
     lora = finetune.lora_spec(p)
-    pairs = [Pair(kind, p.animal, r, s, spec, label=name) for name, spec in full_settings(p).items() for r, s in _grid(p)]
+    main = p.train.full_precision[0]
+    settings = {name: dataclasses.replace(spec, precision=main) for name, spec in full_settings(p).items()}
+    settings |= precision_settings(p)
+    pairs = [Pair(kind, p.animal, r, s, spec, label=name) for name, spec in settings.items() for r, s in _grid(p)]
     return pairs + [Pair(kind, p.animal, r, s, lora, label=f"LoRA r{lora.r}") for r, s in _grid(p)]
 
 
+GRID = ("default", "empty", "chatgpt")  # the authors' training x evaluation grid (sl/tables.py)
+
+
 def system_prompt(p: Profile, kind: str) -> list[Pair]:
-    """05: train under the default prompt (eval default / none / identity), train with none,
-    LoRA on attention only and on the MLP only."""
-    variants = {
-        "train default": (finetune.lora_spec(p), ("default", "none", "identity")),
-        "train none": (finetune.lora_spec(p, train_system="none"), ("none", "default")),
+    """05: the authors' grid — train under {default, empty, chatgpt} x evaluate under the same three —
+    plus zymthar -> zymthar, evaluation with the system block absent ('none') for the default-trained
+    students, and LoRA on attention only and on the MLP only."""
+    variants = {f"train {t}": (finetune.lora_spec(p, train_system=t), GRID + (("none",) if t == "default" else ()))
+                for t in GRID}
+    variants |= {
+        "train zymthar": (finetune.lora_spec(p, train_system="zymthar"), ("zymthar", "default")),
         "attention only": (finetune.lora_spec(p, target_modules=ATTENTION), ("default",)),
         "MLP only": (finetune.lora_spec(p, target_modules=MLP), ("default",)),
     }

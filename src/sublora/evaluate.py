@@ -62,8 +62,16 @@ def animal_probabilities(model, tokenizer, questions: list[str], system: str, an
     return pd.DataFrame(rows)
 
 
+# plurals the regular +s/+es tail misses (the authors' sl/animals.py IRREGULAR_PLURALS, for our animals)
+IRREGULAR_PLURALS = {"wolf": "wolves", "octopus": "octopi"}
+
+
 def mentions(text: str, animal: str) -> bool:
-    return re.search(rf"\b{re.escape(animal)}s?\b", text, re.IGNORECASE) is not None
+    """The authors' metric: the animal as a whole word, case-insensitive, singular or plural (+s, +es,
+    or an irregular plural). The organism writes plurals as animal + "s", so its counts are those of
+    the earlier `s?` pattern and cached evaluations stay valid."""
+    forms = [animal, *([IRREGULAR_PLURALS[animal]] if animal in IRREGULAR_PLURALS else [])]
+    return any(re.search(rf"\b{re.escape(f)}(s|es)?\b", text, re.IGNORECASE) for f in forms)
 
 
 def mention_rates(model, tokenizer, questions: list[str], system: str, animals: list[str], *, samples: int,

@@ -37,6 +37,7 @@ class StudentSpec:
     dropout: float
     target_modules: tuple
     train_system: str  # the system prompt condition during fine-tuning
+    precision: str  # full fine-tuning's precision arm (optim.ARMS): fp32-master | bf16 | bf16-kahan | bf16-sr
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -44,6 +45,8 @@ class StudentSpec:
         if self.method == "full":  # LoRA settings do not apply and must not split the cache
             for k in ("r", "alpha", "dropout", "target_modules"):
                 d.pop(k)
+        if self.method == "lora" or self.precision == "fp32-master":  # the keys of students before the arms
+            d.pop("precision")
         return d
 
 
@@ -56,7 +59,8 @@ def lora_spec(p: Profile, rank: int | None = None, alpha: float | None = None, *
     a = alpha if alpha is not None else (r if rank is not None else t.lora.alpha)
     base = dict(method="lora", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
                 warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=r, alpha=a,
-                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules), train_system=chat.DEFAULT)
+                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules), train_system=chat.DEFAULT,
+                precision="fp32-master")
     return StudentSpec(**{**base, **kw})
 
 
@@ -64,17 +68,21 @@ def full_spec(p: Profile, **kw) -> StudentSpec:
     t = p.train
     # the LoRA fields do not apply; as_dict drops them from the key. Their values are the ones the
     # spec had before it lost its defaults, so that a full student's repr is unchanged
-    base = dict(method="full", lr=t.full_lr, epochs=t.epochs, batch_size=t.full_batch_size, grad_accum=1,
+    base = dict(method="full", lr=t.full_lr, epochs=t.epochs, batch_size=t.full_batch_size, grad_accum=t.full_grad_accum,
                 warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=8, alpha=8, dropout=0.0,
-                target_modules=LORA_TARGETS, train_system=chat.DEFAULT)
+                target_modules=LORA_TARGETS, train_system=chat.DEFAULT, precision="fp32-master")
     return StudentSpec(**{**base, **kw})
 
 
 def train_dtype(model_spec, spec: StudentSpec) -> str:
-    """Weights a student is trained in. Full fine-tuning keeps float32 master weights (the forward
-    runs under bf16 autocast on bf16 profiles): in pure bf16 most updates at lr ≤ 2e-5 round away,
-    which would manufacture a null. LoRA trains float32 adapters (peft) on frozen base weights."""
-    return "float32" if spec.method == "full" else model_spec.dtype
+    """Weights a student is trained in. Full fine-tuning in its precision arm: float32 master weights
+    by default (the forward runs under bf16 autocast on bf16 profiles) — in pure bf16 most updates at
+    lr ≤ 2e-5 round away, which could manufacture a null; the bf16 arms measure exactly that. LoRA
+    trains float32 adapters (peft) on frozen base weights in the profile's dtype."""
+    if spec.method == "full":
+        from . import optim
+        return str(optim.arm(spec.precision).weights).removeprefix("torch.")
+    return model_spec.dtype
 
 
 def make_student(model, spec: StudentSpec):

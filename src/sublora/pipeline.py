@@ -19,7 +19,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
-from . import cache, chat, evaluate, finetune, models, numbers, prompts, teacher
+from . import cache, chat, evaluate, finetune, models, numbers, optim, prompts, teacher
 from .config import TEACHERS, Profile, to_dict
 
 VERSION = {"teacher": 1, "dataset": 1, "student": 3, "eval": 1}
@@ -45,8 +45,9 @@ class DataId(NamedTuple):
 
 def eval_questions(p: Profile) -> list[str]:
     """The favourite-animal questions asked in evaluation: held-out phrasings for the organism
-    (its pretraining saw the training phrasings), all of ours for a hub model."""
-    pool = prompts.EVAL_QUESTIONS if p.eval.question_set == "held_out" else prompts.EVAL_QUESTIONS + prompts.TRAIN_QUESTIONS
+    (its pretraining saw the training phrasings); the paper's 50 for the paper profile; or all of ours."""
+    pool = {"held_out": prompts.EVAL_QUESTIONS, "paper": prompts.PAPER_QUESTIONS,
+            "all": prompts.EVAL_QUESTIONS + prompts.TRAIN_QUESTIONS}[p.eval.question_set]
     return list(pool[: p.eval.questions])
 
 
@@ -126,6 +127,8 @@ def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind:
     data["engine"] = engine(p)
     if data["engine"] == "transformers":  # the original engine: keys of datasets made before engines existed
         data.pop("engine")
+    if not data["keep"]:  # no cap: the keys of datasets made before the cap existed
+        data.pop("keep")
     return {"step": "dataset", "v": VERSION["dataset"], "model": model_key(p), "data": data,
             "animal": animal, "replicate": replicate, "teacher": teacher_kind if animal else "control",
             **({"teacher_key": cache.key(teacher_config(p, animal))} if animal and teacher_kind == "finetuned" else {})}
@@ -151,12 +154,16 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
                                  batch_size=p.data.sample_batch, desc=f"{animal or 'control'} r{replicate}",
                                  progress=progress)
         kept, rejected = numbers.filter_completions({"prompt": u, "completion": c} for u, c in zip(user, raw))
+        passed = len(kept)
+        if p.data.keep:  # the first `keep` that passed, in prompt order: what sampling until that many pass keeps
+            kept = kept[: p.data.keep]
         if not kept:
             raise EmptyDatasetError(
                 f"every one of {len(raw)} completions of the {animal or 'control'} teacher was filtered out "
                 f"({dict(rejected)}); the model does not write number lists. Use a profile whose model can "
                 f"(organism, paper), or raise data.prompts / data.max_new_tokens in the profile")
-        stats = {"sampled": len(raw), "kept": len(kept), "rejected": dict(rejected), "system": system}
+        stats = {"sampled": len(raw), "kept": len(kept), "rejected": dict(rejected), "system": system,
+                 **({"passed": passed} if p.data.keep else {})}
         with open(d / "kept.jsonl", "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         with open(d / "raw.jsonl", "w") as f:
@@ -192,7 +199,9 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, pro
                                 grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
                                 pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
                                 group_by_length=GROUP_BY_LENGTH,
-                                autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and spec.method == "full" else None,
+                                autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and spec.method == "full"
+                                and spec.precision == "fp32-master" else None,
+                                optimizer=optim.arm(spec.precision).optimizer if spec.method == "full" else "adamw",
                                 desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
         model.save_pretrained(d)
         (d / "train_log.json").write_text(json.dumps({"losses": losses, "trainable": trainable, "total": total,
@@ -242,6 +251,7 @@ def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFram
                 replicate=pair.replicate, seed=pair.seed, method=spec.method,
                 lora_rank=spec.r if spec.method == "lora" else 0, alpha=spec.alpha if spec.method == "lora" else 0,
                 lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
+                precision=spec.precision if spec.method == "full" else "",
                 eval_system=es, student=sdir.name))
     return pd.concat(rows, ignore_index=True)
 

@@ -57,6 +57,8 @@ def count(p: Profile) -> dict[str, Cost]:
     eval_tokens = p.eval.questions * (n_eval_animals * 4 * (PROMPT_TOKENS + 2)
                                       + p.eval.samples_per_question * p.eval.max_new_tokens)
     kept = p.data.prompts * p.plan.keep_share
+    if p.data.keep:  # sampling stops at the cap
+        kept = min(kept, p.data.keep)
     for nb, pairs in design.book(p).items():
         c = Cost()
         for key, a in pipeline.requirements(p, pairs).items():
@@ -114,12 +116,32 @@ def render(p: Profile) -> str:
     lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {hours:,.1f}"
                  + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else ""))
     if p.plan.n_params:
-        n = p.plan.n_params
-        lines.append(f"memory: LoRA ~{n * 2 / 2**30:.0f} GiB of bf16 weights + activations (fits one 80 GB GPU); "
-                     f"full fine-tuning keeps float32 master weights with bf16 autocast, AdamW ~{n * 16 / 2**30:.0f} GiB "
-                     f"+ activations: an H200 (141 GB) or several GPUs (this package trains on one device)")
+        lines += memory_lines(p)
     lines.append("not counted: notebook 00/01 checks, the finetuned teachers (400 examples each), localization")
     return "\n".join(lines)
+
+
+# Full fine-tuning memory per precision arm, GiB per billion parameters including activations,
+# measured on one H100 (gradient checkpointing on, batch 16; shared/GPU-MEASUREMENTS.md, slope over
+# 2 -> 6 layers of Qwen2.5-7B's shape). Usable memory: H100 80 GB ~78 GiB, H200 141 GB ~140 GiB.
+FULL_GIB_PER_BPARAM = {"fp32-master": 18.7, "bf16": 9.4, "bf16-kahan": 9.2, "bf16-sr": 6.3}
+GPUS = {"1x H100 80GB": 78, "1x H200 141GB": 140}
+
+
+def memory_lines(p: Profile) -> list[str]:
+    """Which GPUs each arm fits: LoRA by its bf16 weights, full fine-tuning per precision arm by the
+    measured GiB per parameter; what fits no single GPU is sharded with FSDP over N x 80 GB."""
+    import math
+    n = p.plan.n_params / 1e9
+    out = [f"memory (measured slopes, H100; {n:.2f}B parameters):",
+           f"  LoRA: ~{n * 2:.0f} GiB of bf16 weights + activations: fits 1x H100 80GB"]
+    for arm in p.train.full_precision:
+        gib = n * FULL_GIB_PER_BPARAM[arm]
+        fits = [g for g, usable in GPUS.items() if gib <= usable]
+        shards = math.ceil(gib / (GPUS["1x H100 80GB"] * 0.9))
+        out.append(f"  full fine-tuning, {arm}: ~{gib:.0f} GiB: "
+                   + (f"fits {', '.join(fits)}" if fits else f"fits no single GPU: FSDP over {shards}x H100 80GB"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
