@@ -333,3 +333,37 @@ def test_notebooks_state_the_rules_the_code_applies():
         nb = json.loads((paths.ROOT / "notebooks" / f"{name}.ipynb").read_text())
         text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
         assert stats.RULES[key] in text, name
+
+
+# ---- runs that cannot finish, students that did not train ------------------------------------------
+def test_a_run_far_costlier_than_its_profile_stops_before_any_work(monkeypatch):
+    from sublora import plan
+    smoke = config.load_profile("smoke")
+    plan.check_cost(config.notebook_profile({"profile": "smoke", "prompts": 128}, "01_teacher_numbers"), smoke)
+    huge = config.notebook_profile({"profile": "smoke", "prompts": 100_000}, "01_teacher_numbers")
+    with pytest.raises(config.ConfigError, match=r"x the profile's default .*SUBLORA_ALLOW_EXPENSIVE=1"):
+        plan.check_cost(huge, smoke)
+    monkeypatch.setenv("SUBLORA_ALLOW_EXPENSIVE", "1")
+    plan.check_cost(huge, smoke)
+
+
+@pytest.mark.parametrize("losses, failed", [
+    ([2.0, 1.5, 1.2, 1.1], ""), ([2.0, 2.1, 1.9, 2.2], ""), ([2.0, float("nan"), 1.0], "non-finite"),
+    ([2.0, 9.0, 30.0, 80.0], "rose from 2 to")])
+def test_training_failure(tmp_path, losses, failed):
+    (tmp_path / "train_log.json").write_text(json.dumps({"losses": losses}))
+    got = pipeline.training_failure(tmp_path)
+    assert (got == "") if not failed else (failed in got)
+
+
+def test_a_verdict_resting_on_a_failed_student_is_invalid():
+    import pandas as pd
+
+    from sublora import claims
+    table = pd.DataFrame({"teacher_kind": ["persona", "persona", "finetuned"], "student": ["a", "b", "c"],
+                          "diverged": ["", "non-finite training loss", ""]})
+    rows = [{"teacher": "persona", "verdict": "reproduced", "measurement": "m"},
+            {"teacher": "finetuned", "verdict": "reproduced", "measurement": "m"}]
+    out = claims.invalidate(rows, table)
+    assert out[0]["verdict"] == "invalid" and "non-finite" in out[0]["measurement"]
+    assert out[1] == rows[1]

@@ -32,6 +32,24 @@ def _units(n, unit: str) -> str:
     return f"n = {n} {unit}{'s' if n != 1 else ''}"
 
 
+INVALID = "invalid"
+
+
+def failures(table: pd.DataFrame) -> dict[str, str]:
+    """Teacher kind -> why some of its students' training failed (pipeline.training_failure): a verdict
+    drawn from a diverged student would be about the divergence, so it is 'invalid' instead."""
+    bad = table[table["diverged"].fillna("").astype(str) != ""] if "diverged" in table else table.iloc[:0]
+    return {kind: f"{g['student'].nunique()} student(s) failed to train ({g['diverged'].iloc[0]})"
+            for kind, g in bad.groupby("teacher_kind")}
+
+
+def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
+    """Verdict rows of teacher kinds with a failed student become 'invalid', with the reason."""
+    bad = failures(table)
+    return [r | {"verdict": INVALID, "measurement": f"{r['measurement']}; INVALID: {bad[r['teacher']]}"}
+            if r["teacher"] in bad else r for r in rows]
+
+
 def specificity(effects: pd.DataFrame) -> pd.DataFrame:
     """Per teacher animal and (replicate, seed): Δ of its own animal minus the mean Δ of the other
     evaluated animals. `effects`: paired_effects by teacher_kind, target, animal."""

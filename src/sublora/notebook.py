@@ -83,4 +83,6 @@ def prepare(name: str, namespace: dict) -> Run:
     params = config.parse_params({k: namespace.get(k) for k in declared}, name, list(declared))
     profile = config.notebook_profile({**params, "profile": params.get("profile") or "organism"}, name)
     models.preflight(profile)
+    from . import plan
+    plan.check_cost(profile, config.load_profile(params.get("profile") or "organism"))
     return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared)

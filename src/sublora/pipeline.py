@@ -10,6 +10,7 @@ key and inputs, in build order: the runner (sublora.runner) builds that list, th
 from __future__ import annotations
 
 import json
+import math
 import random
 import warnings
 from dataclasses import dataclass, field
@@ -252,8 +253,23 @@ def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFram
                 lora_rank=spec.r if spec.method == "lora" else 0, alpha=spec.alpha if spec.method == "lora" else 0,
                 lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
                 precision=spec.precision if spec.method == "full" else "",
-                eval_system=es, student=sdir.name))
+                eval_system=es, student=sdir.name, diverged=training_failure(sdir)))
     return pd.concat(rows, ignore_index=True)
+
+
+DIVERGED_FACTOR = 2.0  # a student whose loss ends above twice its first step's did not learn: it diverged
+
+
+def training_failure(student_dir: Path) -> str:
+    """'' for a student that trained normally; else why its training failed (a non-finite loss, or a
+    loss that ended far above where it began), so that no verdict is drawn from it."""
+    losses = json.loads((student_dir / "train_log.json").read_text())["losses"]
+    if not all(map(math.isfinite, losses)):
+        return "non-finite training loss"
+    end = sum(losses[-3:]) / len(losses[-3:])
+    if end > DIVERGED_FACTOR * losses[0]:
+        return f"training loss rose from {losses[0]:.3g} to {end:.3g}"
+    return ""
 
 
 def pair_arms(pair) -> list[tuple[str, DataId]]:

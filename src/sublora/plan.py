@@ -144,6 +144,31 @@ def memory_lines(p: Profile) -> list[str]:
     return out
 
 
+COST_BOUND = 10  # a run costing more than this many times its profile's default stops before any work
+
+
+def hours(p: Profile) -> float:
+    """Estimated device-hours of the whole book under p (the plan's arithmetic)."""
+    tp = throughput(p)
+    return sum(c.hours(tp) for c in count(p).values())
+
+
+def check_cost(p: Profile, default: Profile) -> None:
+    """Stop before any work if the run's parameters make the book cost more than COST_BOUND times the
+    profile's `default`, unless SUBLORA_ALLOW_EXPENSIVE=1 says that is meant."""
+    import os
+    if os.environ.get("SUBLORA_ALLOW_EXPENSIVE") == "1":
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run, base = hours(p), hours(default)
+    if run > COST_BOUND * max(base, 1e-9):
+        unit = "GPU" if p.model.device == "cuda" else "CPU"
+        raise ConfigError(f"these parameters would cost ~{run:,.1f} {unit}-hours by the plan, {run / base:,.0f}x the "
+                          f"profile's default ({base:,.2f} h); if that is meant, set SUBLORA_ALLOW_EXPENSIVE=1 "
+                          f"(e.g. SUBLORA_ALLOW_EXPENSIVE=1 make notebook ...)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="organism")

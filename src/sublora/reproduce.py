@@ -20,7 +20,7 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
-from . import cache, config, notebook, paths
+from . import cache, config, notebook, paths, plan
 from .config import ConfigError, available_profiles
 
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
@@ -84,6 +84,7 @@ def check(names: list[str], params: dict) -> dict[str, Path | None]:
         declared = notebook.declared_parameters(name)
         checked = config.parse_params(params, name, list(declared))
         profile = config.notebook_profile({**checked, "profile": params["profile"]}, name)
+        plan.check_cost(profile, config.load_profile(params["profile"]))
         key = notebook.run_key(checked, declared)
         runs[name] = paths.results_dir(profile.name) / "runs" / key if key else None
     return runs
