@@ -100,11 +100,8 @@ def make_student(model, spec: StudentSpec):
 
 def trainable_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts; tied weights are counted once."""
-    seen, trainable, total = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
+    trainable, total = 0, 0
+    for p in optim.unique_parameters(model):
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return trainable, total

@@ -62,6 +62,15 @@ ARMS = {a.name: a for a in (
 )}
 
 
+def unique_parameters(model):
+    """The model's parameters, tied weights once."""
+    seen = set()
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p
+
+
 def precision_arms() -> dict[str, dict]:
     """name -> weight dtype, autocast, optimizer, state bytes per parameter and a note, for the plan to print."""
     return {a.name: {"weights": str(a.weights).removeprefix("torch."),
@@ -185,11 +194,8 @@ def checkpointing_for(model, tokens_per_microbatch: int, free_bytes: float | Non
     free memory from its CUDA device unless given (memory this process already holds counts as available,
     as the model is part of the estimate)."""
     cfg = model.config.get_text_config()
-    seen, resident, n = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
+    resident, n = 0, 0
+    for p in unique_parameters(model):
         n += p.numel()
         resident += p.numel() * p.element_size() * (4 if p.requires_grad else 1)
     if free_bytes is None:
