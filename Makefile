@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: reproduce notebook book test bench plan clean help
 
 help:
-	@echo "make reproduce [PROFILE=organism|smoke|paper]   run every notebook, then build the book"
+	@echo "make reproduce [PROFILE=organism|smoke|paper] [EXECUTOR=serial|pool|ray|submitit]   run every notebook, then build the book"
 	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook (PROFILE applies)"
 	@echo "make book                                      rebuild the book from the executed notebooks"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
@@ -23,11 +23,12 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,scale]"
 	touch $@
 
+# EXECUTOR: who builds the artifacts (sublora.runner); the notebooks' kernels inherit SUBLORA_EXECUTOR
 reproduce: $(VENV)/.installed
-	$(PY) -m sublora.reproduce --profile $(PROFILE)
+	$(if $(EXECUTOR),SUBLORA_EXECUTOR=$(EXECUTOR) )$(PY) -m sublora.reproduce --profile $(PROFILE)
 
 notebook: $(VENV)/.installed
 	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)

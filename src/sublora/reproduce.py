@@ -10,6 +10,7 @@ where it stopped.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import papermill as pm
 import yaml
 
-from . import cache, config, notebook, paths, plan
+from . import cache, config, notebook, paths, plan, runner
 from .config import ConfigError, available_profiles
 
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
@@ -106,12 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = {"profile": profile, **read_params(args.p)}
         runs = check(names, params)
+        # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
+        executor = runner.check_executor()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     removed = cache.clean_partial()
     if removed:
         print(f"removed {removed} unfinished artifact(s) of an interrupted run")
+    if executor:
+        print(f"executor: {executor} (SUBLORA_EXECUTOR)"
+              + (f", cluster {os.environ['SUBLORA_RAY_ADDRESS']}" if executor == "ray" and os.environ.get("SUBLORA_RAY_ADDRESS") else ""))
     times = {}
     for name in names:
         out = runs[name] or args.executed

@@ -1,20 +1,54 @@
-"""Run a design: build the artifacts it needs (serially or in a process pool), then read its table.
+"""Run a design: build the artifacts it needs with an executor, then read its table.
 
 The artifact graph comes from `pipeline.requirements`; every artifact is an independent cached
-step, so an executor only has to build the missing ones in dependency order: teachers, then
-datasets, then students, then evaluations. `workers` > 1 builds each stage in that many processes
-of one torch thread each (small models use the cores better that way).
+step, so an executor only has to build the missing ones, each after its inputs: teachers, then
+datasets, then students, then evaluations. The environment variable SUBLORA_EXECUTOR picks who
+builds them (not a notebook parameter: where a run executes does not change what it computes):
+
+    serial    one after another, in this process
+    pool      p.workers local processes of one torch thread each (small models use the cores
+              better that way), stage by stage. The default when the profile has workers > 1,
+              else serial.
+    ray       one Ray task per artifact, each waiting on the tasks of its inputs only, so a
+              student's evaluations run while other students still train. A task takes one GPU
+              when model.device is cuda, else one CPU. SUBLORA_RAY_ADDRESS says which cluster:
+              "auto" (the cluster `ray start` made this node part of), "ray://head:10001" (Ray
+              Client, needs `pip install "ray[client]"`), unset for a local cluster of this
+              machine's CPUs and GPUs. `pip install -e ".[scale]"` installs Ray. On a cluster the
+              tasks run this process's sublora (shipped as a runtime_env py_module: the code the
+              cache keys were computed with); its nodes need the dependencies (torch, peft, ...).
+    submitit  one SLURM job per artifact (submitit), stage by stage. SUBLORA_SLURM_<NAME>=value
+              becomes the job's slurm_<name> (SUBLORA_SLURM_PARTITION=gpu, SUBLORA_SLURM_ACCOUNT=...),
+              SUBLORA_SLURM_TIMEOUT_MIN its time limit (default 1440). A job runs this Python
+              (sys.executable), so the virtualenv must be on the shared filesystem too. Job logs go to
+              SUBLORA_SUBMITIT_FOLDER (default <cache>/submitit); SUBLORA_SUBMITIT_CLUSTER=local runs
+              the jobs as local processes, =debug in this process (what the tests do).
+
+    # the paper profile on a Ray cluster, from its head node:
+    EXECUTOR=ray SUBLORA_RAY_ADDRESS=auto SUBLORA_CACHE=/shared/sublora make reproduce PROFILE=paper
+
+Many nodes share one cache. SUBLORA_CACHE must name a directory every node mounts at the same path
+(NFSv4 or another filesystem with working flock, see sublora.cache): a worker writes its artifact
+there, and the next stage, on another node, reads it. Two workers given the same artifact build it
+once (the cache's per-artifact lock). A hub model's weights are read from the Hugging Face cache
+only (models.resolve_weights), so HF_HOME (or HF_HUB_CACHE) must be shared, or filled on every node,
+too. The workers get this process's SUBLORA_* and HF_* variables with each task.
 """
 from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from . import pipeline
-from .config import Profile
+from .config import ConfigError, Profile
 
-STAGES = ("dataset", "student", "eval")
-VERBS = {"dataset": "sampling", "student": "training", "eval": "evaluating"}
+STAGES = ("teacher", "dataset", "student", "eval")
+VERBS = {"teacher": "fine-tuning teachers", "dataset": "sampling", "student": "training", "eval": "evaluating"}
+FORWARDED = ("SUBLORA_", "HF_")  # environment the workers need: where the cache and the weights are
 
 
 def _one_thread():
@@ -22,30 +56,179 @@ def _one_thread():
     torch.set_num_threads(1)
 
 
-def _build(job) -> None:
-    p, artifact = job
+def _build(job) -> str:
+    """Build one artifact in a worker of any executor; returns its key (Ray passes it downstream)."""
+    p, artifact, env, *_inputs = job  # _inputs: only there so that Ray runs this after them
+    # a long-lived worker (Ray's) may have served a run with another cache: this run's settings, exactly
+    for k in [k for k in os.environ if k.startswith("SUBLORA_") and k not in env]:
+        del os.environ[k]
+    os.environ.update(env)
+    if p.model.device == "cpu":
+        _one_thread()
     artifact.build(p)
+    return artifact.key
+
+
+def _environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)}
+
+
+class Executor:
+    """Builds artifacts that are not cached yet; `todo` is in build order (each after its inputs)."""
+
+    name = ""
+
+    def run(self, p: Profile, todo: list[pipeline.Artifact], desc: str) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def stages(todo: list[pipeline.Artifact]) -> list[tuple[str, list[pipeline.Artifact]]]:
+        return [(kind, jobs) for kind in STAGES if (jobs := [a for a in todo if a.kind == kind])]
+
+
+class Serial(Executor):
+    name = "serial"
+
+    def run(self, p, todo, desc):
+        for kind, jobs in self.stages(todo):
+            for a in tqdm(jobs, desc=f"{desc}: {VERBS[kind]}"):
+                a.build(p)
+
+
+class Pool(Executor):
+    """p.workers spawned processes of one torch thread each, one stage at a time."""
+
+    name = "pool"
+
+    def run(self, p, todo, desc):
+        # the weight-space teachers first, in this process: the datasets of several workers read them
+        for a in todo:
+            if a.kind == "teacher":
+                a.build(p)
+        stages = [(kind, jobs) for kind, jobs in self.stages(todo) if kind != "teacher"]
+        if p.workers == 1 or max((len(jobs) for _, jobs in stages), default=0) < 2:
+            return Serial().run(p, [a for _, jobs in stages for a in jobs], desc)  # not worth the spawns
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+        env = _environment()
+        with ProcessPoolExecutor(p.workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
+            for kind, jobs in stages:
+                list(tqdm(pool.map(_build, [(p, a, env) for a in jobs]), total=len(jobs), desc=f"{desc}: {VERBS[kind]}"))
+
+
+class Ray(Executor):
+    """One Ray task per artifact, chained to the tasks of its inputs by their ObjectRefs."""
+
+    name = "ray"
+
+    def run(self, p, todo, desc):
+        ray = _ray()
+        # a task holds a whole GPU (one model in memory at a time), or one CPU of one torch thread
+        build = ray.remote(**({"num_gpus": 1} if p.model.device == "cuda" else {"num_cpus": 1}))(_ray_build)
+        env = _environment()
+        refs: dict[str, object] = {}
+        for a in todo:  # build order: the refs of its missing inputs exist already
+            after = [refs[k] for k in a.inputs if k in refs]  # inputs cached already need no waiting
+            refs[a.key] = build.options(name=f"sublora {a.kind} {a.key}").remote((p, a, env), *after)
+        pending = list(refs.values())
+        with tqdm(total=len(pending), desc=f"{desc}: building on Ray") as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                try:
+                    ray.get(done)  # raises the task's exception (also an instance of its own type)
+                except BaseException:
+                    for ref in pending:  # a failed run stops: what finished stays cached for the rerun
+                        ray.cancel(ref)
+                    raise
+                bar.update(len(done))
+
+
+def _ray_build(job, *inputs) -> str:
+    # Ray resolves the ObjectRefs among the arguments before it starts the task: that is the chaining
+    return _build((*job, *inputs))
+
+
+def _ray():
+    """The ray module, connected to SUBLORA_RAY_ADDRESS's cluster or a local one, once per process."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('SUBLORA_EXECUTOR=ray needs Ray: pip install -e ".[scale]"') from None
+    if not ray.is_initialized():
+        address = os.environ.get("SUBLORA_RAY_ADDRESS") or None
+        if address:
+            # the cluster runs this process's sublora, whose code version the cache keys name, not
+            # whatever checkout its nodes have (they need its dependencies: torch, transformers, peft)
+            ray.init(address=address, runtime_env={"py_modules": [str(Path(__file__).parent)]})
+        else:
+            ray.init(include_dashboard=False)
+    return ray
+
+
+class Submitit(Executor):
+    """One SLURM job per artifact (submitit), one stage at a time, all jobs of a stage in one array."""
+
+    name = "submitit"
+
+    def run(self, p, todo, desc):
+        try:
+            import submitit
+        except ImportError:
+            raise ConfigError('SUBLORA_EXECUTOR=submitit needs submitit: pip install -e ".[scale]"') from None
+        from . import paths
+        folder = os.environ.get("SUBLORA_SUBMITIT_FOLDER") or paths.cache_dir() / "submitit"
+        ex = submitit.AutoExecutor(folder=f"{folder}/%j", cluster=os.environ.get("SUBLORA_SUBMITIT_CLUSTER") or None)
+        ex.update_parameters(name="sublora", timeout_min=int(os.environ.get("SUBLORA_SLURM_TIMEOUT_MIN", 24 * 60)),
+                             nodes=1, tasks_per_node=1, cpus_per_task=1,
+                             **({"gpus_per_node": 1} if p.model.device == "cuda" else {}), **slurm_parameters())
+        env = _environment()
+        for kind, jobs in self.stages(todo):
+            with ex.batch():
+                futures = [ex.submit(_build, (p, a, env)) for a in jobs]
+            for job in tqdm(futures, desc=f"{desc}: {VERBS[kind]} on {ex.cluster}"):
+                job.result()  # raises the job's exception, with its log's tail
+
+
+def slurm_parameters() -> dict:
+    """SUBLORA_SLURM_<NAME>=value as {slurm_<name>: value}; whole numbers become ints."""
+    out = {}
+    for k, v in os.environ.items():
+        if k.startswith("SUBLORA_SLURM_") and k != "SUBLORA_SLURM_TIMEOUT_MIN":
+            out["slurm_" + k.removeprefix("SUBLORA_SLURM_").lower()] = int(v) if v.isdigit() else v
+    return out
+
+
+EXECUTORS = {cls.name: cls for cls in (Serial, Pool, Ray, Submitit)}
+
+
+def executor(p: Profile) -> Executor:
+    """The executor SUBLORA_EXECUTOR names; unset: pool when the profile has workers > 1, else serial."""
+    return EXECUTORS[check_executor() or ("pool" if p.workers > 1 else "serial")]()
+
+
+def check_executor() -> str | None:
+    """SUBLORA_EXECUTOR's value (None when unset), checked: an error naming the fix, before any work,
+    for an unknown executor or one whose library or scheduler is missing."""
+    name = os.environ.get("SUBLORA_EXECUTOR") or None
+    if name is None:
+        return None
+    if name not in EXECUTORS:
+        raise ConfigError(f"SUBLORA_EXECUTOR={name!r} is not an executor; choose one of {list(EXECUTORS)}")
+    if name in ("ray", "submitit"):
+        import importlib.util
+        if importlib.util.find_spec(name) is None:
+            raise ConfigError(f'SUBLORA_EXECUTOR={name} needs {name}: pip install -e ".[scale]"')
+    if name == "submitit" and not os.environ.get("SUBLORA_SUBMITIT_CLUSTER") and shutil.which("sbatch") is None:
+        raise ConfigError("SUBLORA_EXECUTOR=submitit submits SLURM jobs and this machine has no sbatch; "
+                          "run on a SLURM login node, or set SUBLORA_SUBMITIT_CLUSTER=local")
+    return name
 
 
 def build(p: Profile, graph: pipeline.Graph, desc: str = "artifacts") -> int:
     """Build every artifact of `graph` that is not cached yet; returns how many were built."""
     missing = [a for a in graph.values() if not a.exists()]
-    # the weight-space teachers first, in this process: the datasets of several workers read them
-    for a in missing:
-        if a.kind == "teacher":
-            a.build(p)
-    stages = [[a for a in missing if a.kind == kind] for kind in STAGES]
-    if p.workers == 1 or max(map(len, stages), default=0) < 2:
-        for kind, jobs in zip(STAGES, stages):
-            for a in tqdm(jobs, desc=f"{desc}: {VERBS[kind]}", disable=not jobs):
-                a.build(p)
-        return len(missing)
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-    with ProcessPoolExecutor(p.workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
-        for kind, jobs in zip(STAGES, stages):
-            list(tqdm(pool.map(_build, [(p, a) for a in jobs]), total=len(jobs), desc=f"{desc}: {VERBS[kind]}",
-                      disable=not jobs))
+    if missing:
+        executor(p).run(p, missing, desc)
     return len(missing)
 
 
