@@ -52,7 +52,8 @@ def smoke_book(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("smoke")
     with smoke_env(root):
-        rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"), "--book-dir", str(root / "book")])
+        rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"),
+                             "--book-dir", str(root / "book")])
     return root, rc
 
 

@@ -131,7 +131,8 @@ def executed_notebook() -> nbformat.NotebookNode:
     injected = nbformat.v4.new_code_cell('# Parameters\nprofile = "/somewhere/mine.yaml"\n')
     injected.metadata["tags"] = ["injected-parameters"]
     work = nbformat.v4.new_code_cell("work()")
-    work.outputs = [nbformat.v4.new_output("stream", name="stderr", text="Loading weights: 100%|██| 26/26 [00:00, 9it/s]\n"),
+    bar = "Loading weights: 100%|██| 26/26 [00:00, 9it/s]\n"
+    work.outputs = [nbformat.v4.new_output("stream", name="stderr", text=bar),
                     nbformat.v4.new_output("stream", name="stderr", text="/x/y.py:1: UserWarning: look\n"),
                     nbformat.v4.new_output("stream", name="stdout", text="  \n"),
                     nbformat.v4.new_output("execute_result", data={"text/plain": "<Figure size 640x480 with 2 Axes>"}),
@@ -191,7 +192,8 @@ def test_caveat_names_the_model():
 
 
 def test_ordered_and_panel_with_a_page_not_run():
-    s = pd.DataFrame({"teacher_kind": ["persona"] * 3, "setting": ["b", "LoRA r8", "a"], "method": ["full", "lora", "full"],
+    s = pd.DataFrame({"teacher_kind": ["persona"] * 3, "setting": ["b", "LoRA r8", "a"],
+                      "method": ["full", "lora", "full"],
                       "mean": [1e-4, 2e-4, 0.0], "ci_low": [0.0, 1e-4, -1e-4], "ci_high": [2e-4, 3e-4, 1e-4], "n": 3})
     assert plots.ordered(s, setting=["a", "b", "LoRA r8"])["setting"].tolist() == ["a", "b", "LoRA r8"]
     fig = plots.panel({"04_full_finetuning": s}, "owl")

@@ -218,8 +218,8 @@ def settings_view(ax, s: pd.DataFrame, animal: str):
     c0, c1 = sns.color_palette(n_colors=2)
     label = f"ΔP({animal}) vs control"
     dots(ax, s[~lora], "setting", order=order, horizontal=True, colors=[c0], label=label)
-    dots(ax, s[lora], "setting", order=order, horizontal=True, colors=[c1], filled=pd.Series(False, index=s[lora].index),
-         label=label)
+    hollow = pd.Series(False, index=s[lora].index)
+    dots(ax, s[lora], "setting", order=order, horizontal=True, colors=[c1], filled=hollow, label=label)
     _value_axis(ax, "x", s[["ci_low", "ci_high", "mean"]].to_numpy(), label)  # both groups' range
     ax.set_ylabel("")
 
@@ -259,12 +259,13 @@ def patching_figure(heat: pd.DataFrame, kinds: list[str]):
     vmax = float(finite.max()) if finite.notna().any() else 1.0
     fig, axes = plt.subplots(len(kinds), len(directions), figsize=(3.5 * len(directions) + 1.0, 2.4 * len(kinds)),
                              squeeze=False, sharey=True, layout="constrained")
-    for row, kind in zip(axes, kinds):
+    for i, (row, kind) in enumerate(zip(axes, kinds)):
         for ax, direction in zip(row, directions):
             g = heat[(heat["teacher_kind"] == kind) & (heat["direction"] == direction)]
             sns.heatmap(g.pivot(index="group", columns="layer", values="share"), annot=True, fmt=".2f", center=0,
                         vmin=-vmax, vmax=vmax, cmap="vlag", ax=ax, cbar=False, annot_kws={"size": 9})
-            ax.set(title=f"{kind} teacher: {direction}", ylabel="token group" if ax is row[0] else "")
+            # directions name the columns (top row), teachers the rows (left column): short titles
+            ax.set(title=direction if i == 0 else "", ylabel=f"{kind} teacher\ntoken group" if ax is row[0] else "")
             ax.tick_params(axis="y", rotation=0)
     fig.colorbar(axes[0][0].collections[0], ax=axes, shrink=0.8, label="share of the student's change")
     return fig
@@ -301,7 +302,7 @@ def panel(summaries: dict[str, pd.DataFrame | None], animal: str, kinds: list[st
     present = [s for s in summaries.values() if s is not None]
     kinds = kinds or sorted({k for s in present for k in s["teacher_kind"]}, key=lambda k: (k != "persona", k))
     kinds = kinds or ["persona"]
-    fig, axes = plt.subplots(len(VIEWS), len(kinds), figsize=(3.7 * len(kinds) + 1.5, 2.7 * len(VIEWS)),
+    fig, axes = plt.subplots(len(VIEWS), len(kinds), figsize=(3.7 * len(kinds) + 1.5, 3.0 * len(VIEWS)),
                              squeeze=False, layout="constrained")
     for row, (page, (view, title)) in zip(axes, VIEWS.items()):
         s = summaries.get(page)

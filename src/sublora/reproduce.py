@@ -5,8 +5,8 @@
 
 Executed notebooks land in book/executed/ (or --executed), tidied for the reader (no stderr, the
 parameters shown once); the book is built from them without executing anything again, and opens
-with a results table computed from the verdict files. Everything expensive is cached, so a rerun after an interruption picks up
-where it stopped.
+with a results table computed from the verdict files. Everything expensive is cached, so a rerun
+after an interruption picks up where it stopped.
 """
 from __future__ import annotations
 
@@ -103,9 +103,9 @@ def _parameters_line(parameters: dict) -> str:
     def value(k, v):
         # a profile given as a yaml path: its file name, not this machine's directories
         return Path(v).name if k == "profile" and config.is_profile_path(v) else v
-    shown = ", ".join(f"`{k} = {value(k, v)!r}`" for k, v in parameters.items()) or "none"
-    return (f"**This run's parameters:** {shown}; every other parameter at its default (the notebook's "
-            "`parameters` cell, collapsed above, lists them all).")
+    shown = ", ".join(f"`{k} = {value(k, v)!r}`" for k, v in parameters.items())
+    head = f"{shown}; every other parameter at its default" if shown else "all at their defaults"
+    return f"**This run's parameters:** {head} (the notebook's `parameters` cell, collapsed above, lists them all)."
 
 
 def tidy(nb) -> str:
@@ -132,7 +132,8 @@ def tidy(nb) -> str:
         if "injected-parameters" in tags:
             _tag(cell, "remove-cell")
             if not (cells and cells[-1].metadata.get("sublora") == RUN_PARAMETERS):
-                line = nbformat.v4.new_markdown_cell(_parameters_line(nb.metadata.get("papermill", {}).get("parameters", {})))
+                ran_with = nb.metadata.get("papermill", {}).get("parameters", {})
+                line = nbformat.v4.new_markdown_cell(_parameters_line(ran_with))
                 line.metadata["sublora"] = RUN_PARAMETERS
                 cells.append(line)
         cells.append(cell)
@@ -159,7 +160,7 @@ def _book_profile(ran: dict[str, dict], profile: str | None, target: Path) -> st
         raise ConfigError(f"no executed notebooks in {target}: run them first (make reproduce)")
     distinct = set(used.values()) | ({profile} if profile else set())
     if len(distinct) > 1:
-        raise ConfigError(f"a book shows one profile, and the notebooks in {target} ran under several: {used}"
+        raise ConfigError(f"a book shows one profile; the notebooks in {target} ran under {used}"
                           + (f" (the book was asked for {profile!r})" if profile else "")
                           + "; rerun them under one: make reproduce PROFILE=<profile>")
     return distinct.pop()
@@ -222,7 +223,6 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     book = book_dir or src
     if book_dir:
         shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", "executed"), dirs_exist_ok=True)
-    shutil.rmtree(book / "_build", ignore_errors=True)
     target = book / "executed"
     if executed.resolve() != target.resolve():
         shutil.rmtree(target, ignore_errors=True)
@@ -231,6 +231,7 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     profile = _book_profile(ran, profile, target)
     _stub_pages(target)
     (target / "results.md").write_text(results_page(profile, ran))
+    shutil.rmtree(book / "_build", ignore_errors=True)  # no stale page or image of an earlier build survives
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
