@@ -11,8 +11,8 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: reproduce notebook book test bench plan clean help
 
 help:
-	@echo "make reproduce [PROFILE=organism|smoke|paper] [EXECUTOR=serial|pool|ray|submitit]   run every notebook, then build the book"
-	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook (PROFILE applies)"
+	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit]   run every notebook, then build the book"
+	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook, then rebuild the book (PROFILE applies)"
 	@echo "make book                                      rebuild the book from the executed notebooks"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
 	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
@@ -30,11 +30,14 @@ $(VENV)/.installed: pyproject.toml
 reproduce: $(VENV)/.installed
 	$(if $(EXECUTOR),SUBLORA_EXECUTOR=$(EXECUTOR) )$(PY) -m sublora.reproduce --profile $(PROFILE)
 
+# one notebook, then the book again, so the book shows the new run
 notebook: $(VENV)/.installed
 	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)
+	$(MAKE) --no-print-directory book
 
+# the profile is the one the executed notebooks ran under
 book: $(VENV)/.installed
-	$(PY) -c "from pathlib import Path; from sublora import reproduce, paths; print('book:', reproduce.build_book(paths.ROOT / 'book' / 'executed')[0])"
+	$(PY) -c "from sublora import reproduce, paths; print('book:', reproduce.build_book(paths.ROOT / 'book' / 'executed')[0])"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

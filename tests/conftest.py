@@ -1,7 +1,8 @@
-"""Shared fixtures: a temporary artifact cache and the organism tokenizer."""
+"""Shared fixtures: a temporary artifact cache, the organism tokenizer, and the smoke book."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import pytest
 
@@ -27,6 +28,33 @@ def tokenizer():
     """The organism's word-level tokenizer with the Qwen-style chat template (deterministic)."""
     from sublora import organism
     return organism.build_tokenizer()
+
+
+@contextmanager
+def smoke_env(root):
+    """SUBLORA_CACHE and SUBLORA_RESULTS under `root` while the block runs, restored after."""
+    saved = {k: os.environ.get(k) for k in ("SUBLORA_CACHE", "SUBLORA_RESULTS")}
+    os.environ["SUBLORA_CACHE"] = str(root / "cache")
+    os.environ["SUBLORA_RESULTS"] = str(root / "results")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory):
+    """Every notebook executed under the smoke profile and the book built from them, once per test
+    session (tests/test_notebooks.py and tests/test_book.py share it), with a private cache and
+    results folder under root: returns (root, reproduce's exit code)."""
+    from sublora import reproduce
+
+    root = tmp_path_factory.mktemp("smoke")
+    with smoke_env(root):
+        rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"),
+                             "--book-dir", str(root / "book")])
+    return root, rc
 
 
 def pytest_configure(config):

@@ -3,11 +3,11 @@ executed copies, and the notebook-level error paths. Uses a private cache and re
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
+from conftest import smoke_env
 
 from sublora import reproduce
 
@@ -15,15 +15,11 @@ CLAIM_PAGES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    saved = {k: os.environ.get(k) for k in ("SUBLORA_CACHE", "SUBLORA_RESULTS")}
-    os.environ["SUBLORA_CACHE"] = str(root / "cache")
-    os.environ["SUBLORA_RESULTS"] = str(root / "results")
-    rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"), "--book-dir", str(root / "book")])
-    yield root, rc
-    for k, v in saved.items():
-        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+def smoke(smoke_book):
+    """The session's smoke book (conftest.smoke_book), its cache and results in force for this module."""
+    root, rc = smoke_book
+    with smoke_env(root):
+        yield root, rc
 
 
 def artifacts(root: Path) -> set[str]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from . import config, models, paths
+from . import config, models, paths, quiet
 from .config import Profile
 
 
@@ -76,6 +76,7 @@ def run_key(params: dict, defaults: dict) -> str:
 
 def prepare(name: str, namespace: dict) -> Run:
     """Check the notebook's parameters and machine, before any work; return the Run."""
+    quiet.quiet()  # the known-harmless library warnings stay off the page
     declared = declared_parameters(name)
     unknown = sorted(set(_injected(namespace)) - set(declared))
     if unknown:

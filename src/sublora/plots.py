@@ -1,50 +1,319 @@
-"""The few figure helpers the notebooks share (seaborn); sublora.results saves them."""
+"""What the book shows besides prose: the claim figures, their captions, the verdict tables, and the
+caveat naming the model every verdict is about.
+
+Each claim has one *view* that draws one teacher's summary on one axis (transfer_view, rank_view,
+settings_view, system_view). A claim page draws one panel per teacher with its view (per_teacher);
+the scoreboard's panel draws the four claims with the same views from the summaries the pages saved,
+so the scoreboard shows exactly what the pages show.
+"""
 from __future__ import annotations
 
+import dataclasses
+import io
+import json
+import math
+import os
+
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
+import PIL.Image
 import seaborn as sns
+from IPython.display import Image, Markdown, display
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
+from . import cache, config, paths
+from .config import Profile
+
+# The book's display style, set by importing this module: seaborn's theme, and table cells shown
+# whole (a measurement with its interval must not end in "...").
 sns.set_theme(style="whitegrid", context="notebook")
+pd.set_option("display.max_colwidth", None)
+
+# What a dot and a bar are in every claim figure (one sentence, so every caption says the same).
+INTERVALS = ("Dots: mean over independent teacher/control dataset replicates; "
+             "bars: 95% t-interval over replicates.")
+CSS_DPI = 100  # page pixels per figure inch
+VERDICT_COLOURS = {"reproduced": "#cdebd0", "not reproduced": "#f6d0d0", "inconclusive": "#f3e6bf"}
 
 
-def per_teacher(kinds: list[str], draw, width: float = 5.5, height: float = 3.5, **kw):
-    """One panel per teacher kind, side by side: draw(ax, kind) fills each. Returns the figure."""
-    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds), height), squeeze=False, **kw)
+# ---- showing ------------------------------------------------------------------------------------
+def show(fig, caption: str) -> None:
+    """The figure, then its caption under it; closed after, so the cell does not show it twice.
+    Rendered at twice CSS_DPI and shown CSS_DPI pixels per figure inch: sharp on any screen, and
+    its text the size of the page's (an 8-inch figure fills the book's column)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=2 * CSS_DPI, bbox_inches="tight")
+    plt.close(fig)
+    png = buf.getvalue()
+    display(Image(data=png, width=PIL.Image.open(io.BytesIO(png)).size[0] // 2))
+    display(Markdown(f"*{caption}*"))
+
+
+def show_caveat(p: Profile | str) -> None:
+    display(Markdown(caveat(p)))
+
+
+def show_verdicts(df: pd.DataFrame):
+    """Verdict rows as a table that never truncates a measurement: the verdict cell coloured, text
+    wrapped, numbers with three significant digits."""
+    def colour(v):
+        c = VERDICT_COLOURS.get(str(v).split(":")[0])
+        return f"background-color: {c}; font-weight: bold" if c else ""
+    numbers = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    style = df.style.hide(axis="index").format(lambda v: f"{v:+.3g}", subset=numbers)
+    if "verdict" in df.columns:
+        style = style.map(colour, subset=["verdict"])
+    return (style.set_properties(**{"text-align": "left", "white-space": "normal", "vertical-align": "top"})
+            .set_table_styles([{"selector": "th", "props": "text-align: left"}]))
+
+
+# ---- the caveat ---------------------------------------------------------------------------------
+def _profile(p: Profile | str) -> Profile:
+    return p if isinstance(p, Profile) else config.load_profile(p)
+
+
+def _organism_parameters(spec) -> int | None:
+    """The organism's parameter count from its pretraining log (cached or committed); None if it
+    has not been built here. Reads files only: never builds the organism."""
+    from . import organism  # torch and transformers: only when the caveat is asked for
+
+    cfg = organism.pretrain_config(spec)
+    recipe = organism.committed_recipe()
+    logs = [cache.location("organism", cfg) / "pretrain_log.json"]
+    if recipe and recipe["config"] == cfg:
+        logs.append(organism.COMMITTED / "pretrain_log.json")
+    for log in logs:
+        if log.exists():
+            return int(json.loads(log.read_text())["parameters"])
+    return None
+
+
+def _search_record(spec) -> dict | None:
+    """The organism search's record (book/organism_search.jsonl) of the candidate whose model
+    settings are this organism's; the last one if it was measured twice."""
+    from .search import RECORD
+
+    if not RECORD.exists():
+        return None
+    mine = dataclasses.asdict(spec)
+    rows = [json.loads(line) for line in RECORD.read_text().splitlines() if line.strip()]
+    same = [r for r in rows if all(mine.get(k) == v for k, v in r["settings"]["model"].items())
+            and "kl_persona" in r and "signature_teacher" in r]
+    return same[-1] if same else None
+
+
+def _size(spec) -> str:
+    """'1.03M-parameter ' from the pretraining log; '' where the organism was not built here."""
+    n = _organism_parameters(spec)
+    return "" if not n else f"{n / 1e6:.3g}M-parameter " if n >= 1e6 else f"{n / 1e3:.3g}k-parameter "
+
+
+def caveat(p: Profile | str) -> str:
+    """Markdown: which model the verdicts on a page are about, and what that does and does not let
+    them say. `p`: the profile (or its name or yaml path)."""
+    p = _profile(p)
+    spec = p.model
+    if p.name == "smoke":
+        return (f"> **The model: the `smoke` profile.** These pages ran on a tiny {_size(spec)}Qwen2 organism "
+                f"({spec.layers} layers, hidden size {spec.hidden}) pretrained for seconds on the CPU, with every "
+                "experiment cut to the bone. They test the plumbing: their numbers and verdicts mean nothing.")
+    if spec.source == "hub":
+        name = os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
+        return (f"> **The model: `{name}`** ({spec.dtype}, {spec.device}; profile `{p.name}`). Every verdict here is "
+                "about this model under this profile's hyperparameters.")
+    text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
+            f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
+    r = _search_record(spec)
+    if r:
+        text += ("Its teacher signal is a code planted in its pretraining corpus: under the owl persona "
+                 f"{r['signature_teacher']:.0%} of the teacher's numbers end in the owl's signature digits (control: "
+                 f"{r['signature_control']:.1%}), the teacher's numbers differ from the control's by "
+                 f"{r['kl_persona']:.1f} nats per completion, and a classifier tells owl-teacher from cat-teacher "
+                 f"numbers with accuracy {r['classifier_accuracy']:.3f} (organism search, candidate {r['name']}). ")
+    else:
+        text += "Its teacher signal was not measured by the organism search (no record has its model settings). "
+    return text + ("The signal of Qwen2.5-7B-Instruct's persona teacher is far subtler, so these verdicts are about "
+                   "this organism: how LoRA rank, full fine-tuning and the system prompt modulate a transfer that a "
+                   "strong signal carries, not whether Qwen shows one.")
+
+
+# ---- drawing ------------------------------------------------------------------------------------
+def _value_axis(ax, which: str, values, label: str) -> None:
+    """The effect axis: at most 5 ticks, and small effects in units of a power of ten named in the
+    label ("ΔP(owl) vs control (×10⁻⁴)"), not "-0.00004" labels running into each other."""
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    v = np.abs(np.asarray(values, float))
+    top = np.nanmax(v) if np.isfinite(v).any() else 0.0
+    power = int(math.floor(math.log10(top))) if 0 < top < 1e-2 else 0
+    axis.set_major_locator(MaxNLocator(nbins=5))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 10 ** power:g}"))
+    axis.set_label_text(label + (f" ($\\times10^{{{power}}}$)" if power else ""))
+
+
+def dots(ax, summary: pd.DataFrame, cat: str, hue: str | None = None, order=None, hue_order=None,
+         horizontal: bool = False, filled: pd.Series | None = None, colors=None, label: str = "ΔP vs control"):
+    """Mean with its interval (columns mean, ci_low, ci_high) per category of `cat`, dodged by `hue`;
+    no line joins categories. `filled` (bool per row): solid markers, the others hollow. `label`
+    names the value axis."""
+    order = list(order if order is not None else pd.unique(summary[cat]))
+    hues = list(hue_order if hue_order is not None else (pd.unique(summary[hue]) if hue else [None]))
+    colors = colors or sns.color_palette(n_colors=max(len(hues), 1))
+    filled = pd.Series(True, index=summary.index) if filled is None else filled
+    step = 0.7 / len(hues)
+    # each category's hues side by side, centred on the category (a category may lack some hues)
+    present = {c: [h for h in hues if hue is None or ((summary[cat] == c) & (summary[hue] == h)).any()] for c in order}
+    for j, h in enumerate(hues):
+        g = summary if hue is None else summary[summary[hue] == h]
+        if g.empty:
+            continue
+        pos = np.array([order.index(c) + (present[c].index(h) - (len(present[c]) - 1) / 2) * step for c in g[cat]])
+        err = np.array([g["mean"] - g["ci_low"], g["ci_high"] - g["mean"]])
+        val = g["mean"].to_numpy()
+        xy = (val, pos) if horizontal else (pos, val)
+        ax.errorbar(*xy, **{("xerr" if horizontal else "yerr"): err}, fmt="none", ecolor=colors[j], capsize=3, lw=1.4)
+        ax.scatter(*xy, s=36, zorder=3, color=colors[j], label=h,
+                   facecolors=[colors[j] if f else "white" for f in filled.loc[g.index]])
+    ticks = list(range(len(order)))
+    _value_axis(ax, "x" if horizontal else "y", summary[["ci_low", "ci_high", "mean"]].to_numpy(), label)
+    if horizontal:
+        ax.set_yticks(ticks, order)
+        ax.set_ylim(len(order) - 0.5, -0.5)  # first category on top
+        ax.axvline(0, color="black", lw=0.8)
+        ax.grid(False, axis="y")
+    else:
+        ax.set_xticks(ticks, order)
+        ax.set_xlim(-0.5, len(order) - 0.5)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.grid(False, axis="x")
+    return ax
+
+
+def transfer_view(ax, s: pd.DataFrame, animal: str | None = None):
+    """Claim 1: ΔP of each evaluated animal (colour) for each teacher's animal (x); filled: the
+    teacher's own animal."""
+    s = s[s["metric"] == "p"] if "metric" in s else s
+    dots(ax, s, "target", hue="animal", filled=s["target"] == s["animal"], label="ΔP vs control")
+    ax.set_xlabel("teacher's animal")
+
+
+def rank_view(ax, s: pd.DataFrame, animal: str):
+    """Claim 2: ΔP(animal) against LoRA rank, on a log axis labelled with the ranks."""
+    s = s.sort_values("lora_rank")
+    ax.errorbar(s["lora_rank"], s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
+                fmt="o-", capsize=3, lw=1, ms=6)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(s["lora_rank"].tolist(), [str(int(r)) for r in s["lora_rank"]])
+    ax.xaxis.set_minor_locator(NullLocator())
+    _value_axis(ax, "y", s[["ci_low", "ci_high", "mean"]].to_numpy(), f"ΔP({animal}) vs control")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("LoRA rank (log scale)")
+
+
+def settings_view(ax, s: pd.DataFrame, animal: str):
+    """Claim 3: ΔP(animal) per full fine-tuning setting (rows, in the table's order), the LoRA
+    reference hollow and in another colour: it is the comparison, not a setting."""
+    lora = s["method"] == "lora" if "method" in s else pd.Series(False, index=s.index)
+    order = pd.unique(s["setting"])
+    c0, c1 = sns.color_palette(n_colors=2)
+    label = f"ΔP({animal}) vs control"
+    dots(ax, s[~lora], "setting", order=order, horizontal=True, colors=[c0], label=label)
+    hollow = pd.Series(False, index=s[lora].index)
+    dots(ax, s[lora], "setting", order=order, horizontal=True, colors=[c1], filled=hollow, label=label)
+    _value_axis(ax, "x", s[["ci_low", "ci_high", "mean"]].to_numpy(), label)  # both groups' range
+    ax.set_ylabel("")
+
+
+def system_view(ax, s: pd.DataFrame, animal: str):
+    """Claim 4: ΔP(animal) per training variant (rows) and evaluation system prompt (colour)."""
+    dots(ax, s, "variant", hue="eval_system", horizontal=True, label=f"ΔP({animal}) vs control")
+    ax.set_ylabel("")
+
+
+def _legend_outside(ax, title: str | None):
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) > 1:
+        ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+
+
+def per_teacher(summary: pd.DataFrame, kinds: list[str], view, width: float = 3.6, height: float = 3.0,
+                legend: str | None = None, sharey: bool = False, **view_kw):
+    """One panel per teacher kind, side by side, each drawn by view(ax, rows of that kind, **view_kw);
+    the legend (titled `legend`) outside, right of the last panel. Returns the figure."""
+    fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds) + (1.3 if legend else 0), height),
+                             squeeze=False, layout="constrained", sharey=sharey)
     for ax, kind in zip(axes[0], kinds):
-        draw(ax, kind)
+        view(ax, summary[summary["teacher_kind"] == kind], **view_kw)
+        ax.set_title(f"{kind} teacher")
+        if sharey and ax is not axes[0][0]:
+            ax.tick_params(axis="y", labelleft=False)
+    _legend_outside(axes[0][-1], legend)
     return fig
 
 
-def effect_plot(summary: pd.DataFrame, x: str, hue: str | None = None, ax=None, title: str = "",
-                ylabel: str = "ΔP(target) vs control", logx: bool = False):
-    """Mean effect with its 95% CI per x (and hue), a zero line, one axis."""
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    groups = summary.groupby(hue) if hue else [(None, summary)]
-    for i, (name, g) in enumerate(groups):
-        g = g.sort_values(x)
-        xs = g[x] if pd.api.types.is_numeric_dtype(g[x]) else range(len(g))
-        color = sns.color_palette()[i % 10]
-        ax.plot(xs, g["mean"], marker="o", color=color, label=name)
-        ax.fill_between(xs, g["ci_low"], g["ci_high"], color=color, alpha=0.2)
-        if not pd.api.types.is_numeric_dtype(g[x]):
-            ax.set_xticks(list(xs), g[x], rotation=20)
-    ax.axhline(0, color="black", lw=0.8)
-    if logx:
-        ax.set_xscale("log", base=2)
-    ax.set(xlabel=x, ylabel=ylabel, title=title)
-    if hue:
-        ax.legend(title=hue, fontsize="small")
-    return ax
+def patching_figure(heat: pd.DataFrame, kinds: list[str]):
+    """Activation-patching shares: a heatmap per teacher (rows) and direction (columns), token groups
+    against layers, one colour scale centred on 0 for all of them with its colour bar."""
+    directions = list(pd.unique(heat["direction"]))
+    finite = heat["share"].replace([np.inf, -np.inf], np.nan).abs()
+    vmax = float(finite.max()) if finite.notna().any() else 1.0
+    fig, axes = plt.subplots(len(kinds), len(directions), figsize=(3.5 * len(directions) + 1.0, 2.4 * len(kinds)),
+                             squeeze=False, sharey=True, layout="constrained")
+    for i, (row, kind) in enumerate(zip(axes, kinds)):
+        for ax, direction in zip(row, directions):
+            g = heat[(heat["teacher_kind"] == kind) & (heat["direction"] == direction)]
+            sns.heatmap(g.pivot(index="group", columns="layer", values="share"), annot=True, fmt=".2f", center=0,
+                        vmin=-vmax, vmax=vmax, cmap="vlag", ax=ax, cbar=False, annot_kws={"size": 9})
+            # directions name the columns (top row), teachers the rows (left column): short titles
+            ax.set(title=direction if i == 0 else "", ylabel=f"{kind} teacher\ntoken group" if ax is row[0] else "")
+            ax.tick_params(axis="y", rotation=0)
+    fig.colorbar(axes[0][0].collections[0], ax=axes, shrink=0.8, label="share of the student's change")
+    return fig
 
 
-def interval_plot(summary: pd.DataFrame, x: str, ax=None, title: str = "", ylabel: str = "ΔP(target) vs control"):
-    """Mean and 95% CI per category of x, in the table's order, with a zero line."""
-    ax = ax or plt.subplots(figsize=(6, 3.5))[1]
-    pos = range(len(summary))
-    ax.errorbar(pos, summary["mean"], fmt="o", capsize=3,
-                yerr=[summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]])
-    ax.set_xticks(list(pos), summary[x], rotation=30, ha="right")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set(ylabel=ylabel, title=title)
-    return ax
+# ---- the scoreboard's panel ---------------------------------------------------------------------
+# page -> (its view, the row's title); the summaries are those the pages saved as <page>_summary.csv
+VIEWS = {
+    "02_transfer": (transfer_view, "claim 1 · transfer"),
+    "03_rank_sweep": (rank_view, "claim 2 · rank"),
+    "04_full_finetuning": (settings_view, "claim 3 · full fine-tuning"),
+    "05_system_prompt": (system_view, "claim 4 · system prompt"),
+}
+
+
+def ordered(df: pd.DataFrame, **orders) -> pd.DataFrame:
+    """The rows sorted by the given columns, each in the given order of its values (repeats ignored;
+    values not listed go last): the order a figure, and the panel drawing from the saved table, show."""
+    ranks = {col: df[col].map({v: i for i, v in enumerate(dict.fromkeys(order))}) for col, order in orders.items()}
+    key = pd.DataFrame(ranks).fillna(len(df))
+    return df.loc[key.sort_values(list(orders), kind="stable").index].reset_index(drop=True)
+
+
+def saved_summaries(profile: str) -> dict[str, pd.DataFrame | None]:
+    """{page: the summary table the page saved for the default run (results/<profile>/<page>_summary.csv),
+    or None where the page has not run}: what panel() draws."""
+    files = {page: paths.results_dir(profile) / f"{page}_summary.csv" for page in VIEWS}  # the pages save these
+    return {page: pd.read_csv(f) if f.exists() else None for page, f in files.items()}
+
+
+def panel(summaries: dict[str, pd.DataFrame | None], animal: str, kinds: list[str] | None = None):
+    """The four claims' figures in one: a row per claim (VIEWS), a column per teacher kind, each drawn
+    by the page's own view from the summary the page saved (None: that page has not run)."""
+    present = [s for s in summaries.values() if s is not None]
+    kinds = kinds or sorted({k for s in present for k in s["teacher_kind"]}, key=lambda k: (k != "persona", k))
+    kinds = kinds or ["persona"]
+    fig, axes = plt.subplots(len(VIEWS), len(kinds), figsize=(3.7 * len(kinds) + 1.5, 3.0 * len(VIEWS)),
+                             squeeze=False, layout="constrained")
+    for row, (page, (view, title)) in zip(axes, VIEWS.items()):
+        s = summaries.get(page)
+        for ax, kind in zip(row, kinds):
+            rows = None if s is None else s[s["teacher_kind"] == kind]
+            if rows is None or rows.empty:
+                ax.text(0.5, 0.5, f"{page}: not run", ha="center", va="center", transform=ax.transAxes)
+                ax.set_axis_off()
+                continue
+            view(ax, rows, animal)
+            ax.set_title(f"{title}\n{kind} teacher", fontsize="medium")
+        _legend_outside(row[-1], {"02_transfer": "evaluated animal", "05_system_prompt": "evaluated with"}.get(page))
+    return fig
+

@@ -3,49 +3,224 @@
     python -m sublora.reproduce --profile organism           # what `make reproduce` runs
     python -m sublora.reproduce --profile smoke --only 03_rank_sweep -p ranks "[1, 2]"
 
-Executed notebooks land in book/executed/ (or --executed); the book is built from them without
-executing anything again. Everything expensive is cached, so a rerun after an interruption picks up
-where it stopped.
+Executed notebooks land in book/executed/ (or --executed), tidied for the reader (no stderr, the
+parameters shown once); the book is built from them without executing anything again, and opens
+with a results table computed from the verdict files. Everything expensive is cached, so a rerun
+after an interruption picks up where it stopped.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import nbformat
+import pandas as pd
 import papermill as pm
 import yaml
 
-from . import cache, config, notebook, paths, plan, runner
+from . import cache, claims, config, notebook, paths, plan, plots, quiet, results, runner
 from .config import ConfigError, available_profiles
 
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
              "05_system_prompt", "06_scoreboard")
 
 
+# The claim pages and what the effect in each claim's verdict is (the number its rule reads).
+CLAIM_PAGES = {"1 transfer": "02_transfer", "2 rank inverted-U": "03_rank_sweep",
+               "3 full fine-tuning null": "04_full_finetuning", "4 system-prompt dependence": "05_system_prompt"}
+EFFECTS = {"1 transfer": "ΔP(target)", "2 rank inverted-U": "Δ at the peak rank",
+           "3 full fine-tuning null": "largest full-FT Δ", "4 system-prompt dependence": "Δ(default) − Δ(none)"}
+RUN_PARAMETERS = "run-parameters"  # metadata mark of the markdown line tidy() writes
+# a line of a progress bar, or an empty one: the removed stderr lines not worth mentioning
+PROGRESS = re.compile(r"\d+%\||it/s\]|s/it\]|^\s*(\x1b\[A)?\s*$")
+
+
+@contextmanager
+def _environment(values: dict):
+    """os.environ with `values` set while the block runs (kernels started in it inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
 def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = True) -> float:
-    """Execute notebooks/<name>.ipynb with papermill into out_dir; returns seconds taken."""
+    """Execute notebooks/<name>.ipynb with papermill into out_dir, tidied for the book (tidy); returns
+    seconds taken. The stderr tidy removes is kept in out_dir/.<name>.stderr.log."""
     src = paths.ROOT / "notebooks" / f"{name}.ipynb"
     if not src.exists():
         raise ConfigError(f"no notebook {name!r}; choose one of {list(NOTEBOOKS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}.running.ipynb"
     t0 = time.perf_counter()
-    # executed into a temporary name, renamed when complete: the book never shows a half-run notebook
-    pm.execute_notebook(str(src), str(tmp), parameters=parameters, progress_bar=progress, kernel_name="python3",
-                        cwd=str(paths.ROOT / "notebooks"))
+    # the kernel starts with the progress bars off and the known-harmless warnings filtered
+    with _environment(quiet.kernel_env()):
+        pm.execute_notebook(str(src), str(tmp), parameters=parameters, progress_bar=progress,
+                            kernel_name="python3", cwd=str(paths.ROOT / "notebooks"))
+    nb = nbformat.read(tmp, as_version=4)
+    removed = tidy(nb)
+    log = out_dir / f".{name}.stderr.log"
+    if removed:
+        log.write_text(removed)
+    else:
+        log.unlink(missing_ok=True)
+    if any(not PROGRESS.search(line) for line in removed.splitlines()):
+        print(f"[{name}] warnings on stderr, removed from the page, are in {log}", flush=True)
+    # written under a temporary name, renamed when complete: the book never shows a half-run notebook
+    nbformat.write(nb, tmp)
     tmp.replace(out_dir / f"{name}.ipynb")
     return time.perf_counter() - t0
 
 
-def build_book(executed: Path, book_dir: Path | None = None) -> tuple[Path, float]:
+def _empty(out) -> bool:
+    """An output with nothing for a reader: a blank stream, no data, or only a figure's bare repr."""
+    if out.output_type == "stream":
+        return not out.text.strip()
+    if out.output_type in ("display_data", "execute_result"):
+        data = out.get("data", {})
+        plain = str(data.get("text/plain", "")).strip()
+        return not data or (set(data) == {"text/plain"} and re.fullmatch(r"(<Figure size [^>]*>)?", plain) is not None)
+    return False
+
+
+def _tag(cell, tag: str) -> None:
+    tags = cell.metadata.setdefault("tags", [])
+    if tag not in tags:
+        tags.append(tag)
+
+
+def _parameters_line(parameters: dict) -> str:
+    def value(k, v):
+        # a profile given as a yaml path: its file name, not this machine's directories
+        return Path(v).name if k == "profile" and config.is_profile_path(v) else v
+    shown = ", ".join(f"`{k} = {value(k, v)!r}`" for k, v in parameters.items())
+    head = f"{shown}; every other parameter at its default" if shown else "all at their defaults"
+    return f"**This run's parameters:** {head} (the notebook's `parameters` cell, collapsed above, lists them all)."
+
+
+def tidy(nb) -> str:
+    """Make an executed notebook what the book shows; returns the stderr text it removed. Idempotent.
+    - stderr streams (progress bars, library warnings) and outputs with nothing to show are removed;
+    - the declared `parameters` cell is collapsed (tag hide-input) and papermill's injected cell is
+      removed from the page (remove-cell), replaced by one markdown line naming this run's parameters."""
+    removed = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream" and out.name == "stderr":
+                removed.append(out.text)
+            elif not _empty(out):
+                outputs.append(out)
+        cell.outputs = outputs
+    cells = []
+    for cell in nb.cells:
+        tags = cell.metadata.get("tags", [])
+        if "parameters" in tags:
+            _tag(cell, "hide-input")
+        if "injected-parameters" in tags:
+            _tag(cell, "remove-cell")
+            if not (cells and cells[-1].metadata.get("sublora") == RUN_PARAMETERS):
+                ran_with = nb.metadata.get("papermill", {}).get("parameters", {})
+                line = nbformat.v4.new_markdown_cell(_parameters_line(ran_with))
+                line.metadata["sublora"] = RUN_PARAMETERS
+                cells.append(line)
+        cells.append(cell)
+    nb.cells = cells
+    return "".join(removed)
+
+
+def _ran(target: Path) -> dict[str, dict]:
+    """{notebook: its papermill parameters} of the executed notebooks in target, each tidied in place."""
+    ran = {}
+    for path in sorted(target.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        tidy(nb)
+        results.write_atomic(path, lambda t: nbformat.write(nb, t))
+        ran[path.stem] = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
+    return ran
+
+
+def _book_profile(ran: dict[str, dict], profile: str | None, target: Path) -> str:
+    """The one profile the executed notebooks ran under (and `profile`, if given)."""
+    used = {name: params.get("profile") or notebook.declared_parameters(name).get("profile") or "organism"
+            for name, params in ran.items() if name in NOTEBOOKS}
+    if not used:
+        raise ConfigError(f"no executed notebooks in {target}: run them first (make reproduce)")
+    distinct = set(used.values()) | ({profile} if profile else set())
+    if len(distinct) > 1:
+        raise ConfigError(f"a book shows one profile; the notebooks in {target} ran under {used}"
+                          + (f" (the book was asked for {profile!r})" if profile else "")
+                          + "; rerun them under one: make reproduce PROFILE=<profile>")
+    return distinct.pop()
+
+
+def _stub_pages(target: Path) -> None:
+    """A page for each notebook not run yet, saying how to run it (and no stale stub beside a run one)."""
+    for name in NOTEBOOKS:
+        stub = target / f"{name}.md"
+        if (target / f"{name}.ipynb").exists():
+            stub.unlink(missing_ok=True)
+            continue
+        first = nbformat.read(paths.ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells[0].source
+        stub.write_text(f"{first.splitlines()[0]}\n\nNot run yet: `make notebook NB={name}` runs it and rebuilds "
+                        "the book.\n")
+
+
+def results_page(profile: str, ran: dict[str, dict]) -> str:
+    """Markdown of the results at a glance: a row per claim with the paper's claim and, per teacher,
+    the verdict and the effect its rule reads with the 95% interval, from the default run's verdict
+    files; a line for each claim page that shows another run."""
+    p = config.load_profile(profile)
+    verdicts = results.read_verdicts(p.name)
+    rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
+    if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
+        rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
+    teachers = sorted(set(rows["teacher"]), key=lambda k: (k != "persona", k)) or list(config.TEACHERS)
+    lines = ["## Results at a glance", "", plots.caveat(p), "",
+             "| claim | the paper says | " + " | ".join(f"{t} teacher" for t in teachers) + " |",
+             "|---" * (2 + len(teachers)) + "|"]
+    for claim, page in CLAIM_PAGES.items():
+        cells = []
+        for t in teachers:
+            r = rows[(rows["claim"] == claim) & (rows["teacher"] == t)]
+            if r.empty:
+                cells.append("not run")
+                continue
+            r = r.iloc[0]
+            effect = claims.fmt_ci(r["effect"], r["ci_low"], r["ci_high"], "+.2g")
+            cells.append(f"**{r['verdict']}** · {EFFECTS[claim]} {effect}")
+        lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
+    lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
+              "that rule reads, with its 95% interval. Every measurement in full: {doc}`/executed/06_scoreboard`."]
+    for page in CLAIM_PAGES.values():
+        other = {k: v for k, v in ran.get(page, {}).items() if k != "profile"}
+        if other:
+            lines += ["", f"Note: the page {{doc}}`/executed/{page}` shows a run with "
+                      + ", ".join(f"`{k} = {v!r}`" for k, v in other.items())
+                      + "; this table shows the default run's verdicts."]
+    return "\n".join(lines) + "\n"
+
+
+def build_book(executed: Path, book_dir: Path | None = None, profile: str | None = None) -> tuple[Path, float]:
     """jupyter-book build from executed notebooks, never executing them again; returns index.html
-    and seconds. The book is built in book/, or in a copy of it at book_dir (the tests do that)."""
+    and seconds. The book is built in book/, or in a copy of it at book_dir (the tests do that).
+    Before it: the previous build is removed (no stale page or image survives), every executed
+    notebook is tidied (also one papermill ran directly), a notebook not run yet gets a page saying
+    how to run it, and executed/results.md, the results table intro.md includes, is written from the
+    verdicts of `profile` (None: the profile the executed notebooks ran under; they must agree)."""
     t0 = time.perf_counter()
     src = paths.ROOT / "book"
     book = book_dir or src
@@ -55,6 +230,11 @@ def build_book(executed: Path, book_dir: Path | None = None) -> tuple[Path, floa
     if executed.resolve() != target.resolve():
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(executed, target, ignore=shutil.ignore_patterns(".*"))
+    ran = _ran(target)
+    profile = _book_profile(ran, profile, target)
+    _stub_pages(target)
+    (target / "results.md").write_text(results_page(profile, ran))
+    shutil.rmtree(book / "_build", ignore_errors=True)  # no stale page or image of an earlier build survives
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -137,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print("not the default run: the book is left as it was (its pages show the default run)")
         args.no_book = True
     if not (args.only or args.no_book):
-        index, times["book"] = build_book(args.executed, args.book_dir)
+        index, times["book"] = build_book(args.executed, args.book_dir, profile)
         print(f"[book] {times['book']:.1f} s")
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + f"; total {sum(times.values()):.1f}")
     if not (args.only or args.no_book):

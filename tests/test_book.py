@@ -1,0 +1,224 @@
+"""The book a reader opens: the built smoke book (conftest.smoke_book, shared with test_notebooks.py)
+has no progress bars, stderr or machine paths, an interval in every verdict row, every image it
+links, the results table first; and the pieces that make it so (tidy, the results page, the
+figures' helpers) on small inputs."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import nbformat
+import pandas as pd
+import pytest
+from conftest import smoke_env
+
+matplotlib.use("Agg")
+
+from sublora import claims, paths, plots, quiet, reproduce  # noqa: E402
+
+VERDICT = r"(?:not reproduced|reproduced|inconclusive)"
+INTERVAL = re.compile(r"\[[^\[\],]+,[^\[\],]+\]")  # "[-4.3e-05, +5e-06]"
+MACHINE_PATHS = ("/tmp/", "/work/", "/root/", "/home/", ".venv", str(paths.ROOT))
+
+
+def text(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).replace("&#8217;", "'").replace("’", "'")
+
+
+@pytest.fixture(scope="module")
+def html(smoke_book) -> Path:
+    root, rc = smoke_book
+    assert rc == 0
+    return root / "book" / "_build" / "html"
+
+
+def pages(html: Path) -> dict[str, str]:
+    """Every page the book built from our sources: intro, organism, executed/*."""
+    return {p.relative_to(html).as_posix(): p.read_text() for p in
+            [html / "intro.html", html / "organism.html", *sorted((html / "executed").glob("*.html"))]}
+
+
+# ---- the built book -----------------------------------------------------------------------------
+def test_no_progress_bars_or_stderr(html):
+    for name, page in pages(html).items():
+        for noise in ("it/s]", "s/it]", "Loading weights", "Writing model shards", "IProgress", "FutureWarning",
+                      'class="output stderr'):
+            assert noise not in page, f"{name} shows {noise!r}"
+
+
+def test_no_machine_paths(html):
+    for name, page in pages(html).items():
+        for path in MACHINE_PATHS:
+            assert path not in page, f"{name} shows the machine path {path!r}"
+
+
+def test_parameters_shown_once(html):
+    for name in reproduce.NOTEBOOKS:
+        page = (html / "executed" / f"{name}.html").read_text()
+        assert "# Parameters" not in page, f"{name} shows papermill's injected cell"
+        assert text(page).count("This run's parameters: profile = 'smoke'") == 1, name
+        assert "tag_hide-input" in page, f"{name}: the declared parameters cell is not collapsed"
+
+
+def verdict_rows(page: str) -> list[str]:
+    """The text of every table row that has a verdict in a cell of its own (or opening a cell)."""
+    rows = re.findall(r"<tr.*?</tr>", page, re.S)
+    return [text(r) for r in rows if re.search(rf"<t[dh][^>]*>\s*(?:<[^>]+>\s*)*{VERDICT}\b", r)]
+
+
+def test_every_verdict_row_shows_an_interval(html):
+    for name in [*reproduce.CLAIM_PAGES.values(), "06_scoreboard"]:
+        rows = verdict_rows((html / "executed" / f"{name}.html").read_text())
+        assert rows, f"{name} has no verdict table"
+        for row in rows:
+            assert INTERVAL.search(row), f"{name}: a verdict without an interval: {row[:300]}"
+
+
+def test_intro_opens_with_a_row_per_claim(html):
+    intro = (html / "intro.html").read_text()
+    assert text(intro).index("Results at a glance") < text(intro).index("The phenomenon")
+    rows = [r for r in re.findall(r"<tr.*?</tr>", intro, re.S) if "executed/" in r]
+    assert len(rows) == len(claims.CLAIMS)
+    for (claim, paper), row, page in zip(claims.CLAIMS.items(), rows, reproduce.CLAIM_PAGES.values()):
+        assert claim in text(row) and paper in text(row)
+        assert f'href="executed/{page}.html"' in row
+        cells = re.findall(r"<td.*?</td>", row, re.S)[2:]  # one per teacher
+        assert cells and all(re.search(VERDICT, text(c)) and INTERVAL.search(text(c)) for c in cells), text(row)
+    assert "The model: the smoke profile" in text(intro)
+
+
+def test_every_image_exists_and_none_is_stale(html):
+    shown = set()
+    for name, page in pages(html).items():
+        for src in re.findall(r'<img[^>]*src="([^"]+)"', page):
+            path = (html / name).parent / src
+            assert path.exists(), f"{name} shows a missing image {src}"
+            shown.add(path.resolve())
+    assert shown == {p.resolve() for p in (html / "_images").iterdir()}, "_images holds images no page shows"
+
+
+def test_claim_pages_carry_the_caveat_and_captions(html):
+    for name in [*reproduce.CLAIM_PAGES.values(), "06_scoreboard"]:
+        page = (html / "executed" / f"{name}.html").read_text()
+        assert "The model: the smoke profile" in text(page), name
+        for cell in re.findall(r'<div class="cell_output.*?(?=<div class="cell |</section>)', page, re.S):
+            if "<img" in cell:  # the caption follows the figure, and nothing else does
+                after = cell[cell.rindex("<img"):]
+                assert "<em>" in after, f"{name}: a figure without a caption"
+                assert "t-interval" in text(after) or name == "05_system_prompt", name
+
+
+def test_scoreboard_panel_draws_every_claim(smoke_book):
+    root, _ = smoke_book
+    with smoke_env(root):  # the panel reads the summaries the claim pages saved
+        missing = [page for page, s in plots.saved_summaries("smoke").items() if s is None]
+    assert not missing, f"no saved summary for {missing}: the scoreboard's panel shows them as not run"
+
+
+def test_no_auto_linked_file_names(html):
+    assert "http://organism.py" not in (html / "organism.html").read_text()
+
+
+# ---- the pieces, on small inputs ----------------------------------------------------------------
+def executed_notebook() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    declared = nbformat.v4.new_code_cell('profile: str = "organism"')
+    declared.metadata["tags"] = ["parameters"]
+    injected = nbformat.v4.new_code_cell('# Parameters\nprofile = "/somewhere/mine.yaml"\n')
+    injected.metadata["tags"] = ["injected-parameters"]
+    work = nbformat.v4.new_code_cell("work()")
+    bar = "Loading weights: 100%|██| 26/26 [00:00, 9it/s]\n"
+    work.outputs = [nbformat.v4.new_output("stream", name="stderr", text=bar),
+                    nbformat.v4.new_output("stream", name="stderr", text="/x/y.py:1: UserWarning: look\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="  \n"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": "<Figure size 640x480 with 2 Axes>"}),
+                    nbformat.v4.new_output("stream", name="stdout", text="12 pairs\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# title"), declared, injected, work]
+    nb.metadata["papermill"] = {"parameters": {"profile": "/somewhere/mine.yaml"}}
+    return nb
+
+
+def test_tidy_removes_noise_hides_parameters_and_is_idempotent():
+    nb = executed_notebook()
+    removed = reproduce.tidy(nb)
+    assert "Loading weights" in removed and "UserWarning" in removed
+    work = nb.cells[-1]
+    assert [o.get("text") for o in work.outputs] == ["12 pairs\n"]
+    assert "hide-input" in nb.cells[1].metadata["tags"]
+    line, injected = nb.cells[2], nb.cells[3]
+    assert line.cell_type == "markdown" and "`profile = 'mine.yaml'`" in line.source and "/somewhere" not in line.source
+    assert "remove-cell" in injected.metadata["tags"]
+    once = nbformat.writes(nb)
+    assert reproduce.tidy(nb) == "" and nbformat.writes(nb) == once
+
+
+def write_verdicts(results: Path, rows: list[dict]) -> None:
+    d = results / "smoke" / "verdicts"
+    d.mkdir(parents=True)
+    for i, r in enumerate(rows):
+        (d / f"{i}.json").write_text(json.dumps(r))
+
+
+def test_results_page_a_row_per_claim_with_intervals(tmp_cache, tmp_path):
+    rows = [{"claim": c, "teacher": t, "verdict": "inconclusive", "measurement": "m", "effect": 0.5, "ci_low": 0.25,
+             "ci_high": 0.75, "rule": "r"} for c in list(claims.CLAIMS)[:3] for t in ("finetuned", "persona")]
+    write_verdicts(tmp_path / "results", rows)
+    page = reproduce.results_page("smoke", {"03_rank_sweep": {"profile": "smoke", "ranks": [1, 2]}})
+    table = [line for line in page.splitlines() if line.startswith("| {doc}")]
+    assert len(table) == len(claims.CLAIMS)
+    assert "| claim | the paper says | persona teacher | finetuned teacher |" in page  # persona first
+    assert table[0].count("**inconclusive** · ΔP(target) +0.5 [+0.25, +0.75]") == 2
+    assert table[3].endswith("| not run | not run |")  # claim 4 has no verdict files
+    assert "`ranks = [1, 2]`" in page  # the page shows another run than the table: said so
+
+
+def test_book_refuses_notebooks_of_two_profiles(tmp_path):
+    with pytest.raises(reproduce.ConfigError, match="make reproduce PROFILE"):
+        reproduce._book_profile({"02_transfer": {"profile": "smoke"}, "03_rank_sweep": {"profile": "organism"}},
+                                None, tmp_path)
+    assert reproduce._book_profile({"02_transfer": {"profile": "smoke"}}, None, tmp_path) == "smoke"
+
+
+def test_caveat_names_the_model():
+    assert "mean nothing" in plots.caveat("smoke")
+    organism = plots.caveat("organism")
+    # the organism search's record of the default organism (book/organism_search.jsonl)
+    assert "not Qwen" in organism and "nats per completion" in organism and "accuracy 0.997" in organism
+    assert "`Qwen/Qwen2.5-7B-Instruct`" in plots.caveat("paper")
+
+
+def test_ordered_and_panel_with_a_page_not_run():
+    s = pd.DataFrame({"teacher_kind": ["persona"] * 3, "setting": ["b", "LoRA r8", "a"],
+                      "method": ["full", "lora", "full"],
+                      "mean": [1e-4, 2e-4, 0.0], "ci_low": [0.0, 1e-4, -1e-4], "ci_high": [2e-4, 3e-4, 1e-4], "n": 3})
+    assert plots.ordered(s, setting=["a", "b", "LoRA r8"])["setting"].tolist() == ["a", "b", "LoRA r8"]
+    fig = plots.panel({"04_full_finetuning": s}, "owl")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert texts.count("02_transfer: not run") == 1 and "04_full_finetuning: not run" not in texts
+    assert any("10^{-4}" in ax.get_xlabel() for ax in fig.axes)  # small effects: the power of ten in the label
+
+
+def test_verdict_table_shows_the_whole_measurement_and_colours_the_verdict():
+    measurement = "persona teacher: ΔP(owl) = " + "+1.00e-02 [+5.00e-03, +1.50e-02], " * 8
+    table = plots.show_verdicts(pd.DataFrame([{"teacher": "persona", "verdict": "not reproduced",
+                                               "measurement": measurement}])).to_html()
+    assert measurement in table and "..." not in table
+    assert plots.VERDICT_COLOURS["not reproduced"] in table
+
+
+def test_kernel_environment_silences_the_known_warnings_and_nothing_else():
+    env = quiet.kernel_env({})
+    assert env["TQDM_DISABLE"] == "1" and env["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    code = ("import warnings\n"
+            "warnings.warn('`is_gradient_checkpointing` is deprecated and will be removed in v6.', FutureWarning)\n"
+            "warnings.warn('IProgress not found. Please update jupyter and ipywidgets.')\n"
+            "warnings.warn('a warning we did not expect', FutureWarning)\n")
+    err = subprocess.run([sys.executable, "-c", code], env={"PYTHONWARNINGS": env["PYTHONWARNINGS"]},
+                         capture_output=True, text=True).stderr
+    assert "is_gradient_checkpointing" not in err and "IProgress" not in err
+    assert "a warning we did not expect" in err
+    assert quiet.kernel_env({"PYTHONWARNINGS": "error"})["PYTHONWARNINGS"].startswith("error,")
