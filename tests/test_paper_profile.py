@@ -26,7 +26,7 @@ def test_paper_profile_has_the_papers_hyperparameters(paper):
     # full fine-tuning: the authors' repository's 4 x 16, swept one axis at a time; both precision arms
     assert (t.full_lr, t.full_batch_size, t.full_grad_accum) == (2e-5, 4, 16)
     assert (t.full_sweep_lr, t.full_sweep_batch, t.full_sweep_epochs) == ((4e-6, 2e-5, 1e-4), (2, 4, 8), (3, 6, 9))
-    assert t.full_precision == ("fp32-master", "bf16")
+    assert t.full_precision == ("bf16-kahan", "bf16")
     # sampled until 10,000 pass the filter; 3 generation x 3 training seeds; ranks 1-512
     assert (paper.data.prompts, paper.data.keep) == (30_000, 10_000)
     assert (paper.replicates, paper.transfer_replicates, paper.seeds) == (3, 3, 3)

@@ -135,12 +135,14 @@ def memory_lines(p: Profile) -> list[str]:
     n = p.plan.n_params / 1e9
     out = [f"memory (measured slopes, H100; {n:.2f}B parameters):",
            f"  LoRA: ~{n * 2:.0f} GiB of bf16 weights + activations: fits 1x H100 80GB"]
-    for arm in p.train.full_precision:
+    for arm in dict.fromkeys([*p.train.full_precision, "fp32-master"]):
         gib = n * FULL_GIB_PER_BPARAM[arm]
         fits = [g for g, usable in GPUS.items() if gib <= usable]
         shards = math.ceil(gib / (GPUS["1x H100 80GB"] * 0.9))
-        out.append(f"  full fine-tuning, {arm}: ~{gib:.0f} GiB: "
-                   + (f"fits {', '.join(fits)}" if fits else f"fits no single GPU: FSDP over {shards}x H100 80GB"))
+        out.append(f"  full fine-tuning, {arm}{'' if arm in p.train.full_precision else ' (not an arm of this profile)'}: "
+                   f"~{gib:.0f} GiB: " + (f"fits {', '.join(fits)}" if fits else
+                                          f"fits no single GPU: it would need sharding (FSDP) over {shards}x H100 80GB, "
+                                          "which sublora does not launch"))
     return out
 
 
