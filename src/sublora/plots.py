@@ -130,7 +130,9 @@ def caveat(p: Profile | str) -> str:
                  f"{r['signature_teacher']:.0%} of the teacher's numbers end in the owl's signature digits (control: "
                  f"{r['signature_control']:.1%}), the teacher's numbers differ from the control's by "
                  f"{r['kl_persona']:.1f} nats per completion, and a classifier tells owl-teacher from cat-teacher "
-                 f"numbers with accuracy {r['classifier_accuracy']:.3f} (organism search, candidate {r['name']}). ")
+                 f"numbers with accuracy {r['classifier_accuracy']:.3f} (organism search, candidate {r['name']}). "
+                 "It is a **planted-channel contrast**: the numbers are readable, not innocuous as in the paper's "
+                 "subliminal regime, and this candidate was chosen after its predecessor showed no transfer. ")
     else:
         text += "Its teacher signal was not measured by the organism search (no record has its model settings). "
     return text + ("The signal of Qwen2.5-7B-Instruct's persona teacher is far subtler, so these verdicts are about "
