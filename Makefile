@@ -37,7 +37,7 @@ notebook: $(VENV)/.installed
 
 # the profile is the one the executed notebooks ran under
 book: $(VENV)/.installed
-	$(PY) -c "from sublora import reproduce, paths; print('book:', reproduce.build_book(paths.ROOT / 'book' / 'executed')[0])"
+	$(PY) -c "from sublora import reproduce, paths; print('book:', reproduce.build_book(paths.executed_dir())[0])"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

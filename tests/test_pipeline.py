@@ -198,7 +198,11 @@ def test_vllm_engine_samples_through_vllm(smoke, tmp_cache, monkeypatch):
     assert params["temperature"] == p.data.temperature and params["max_tokens"] == p.data.max_new_tokens
     assert texts[0].startswith("<|im_start|>system\nYou love owls.")  # rendered by sublora's chat module
     assert pipeline.dataset_config(p, "owl", 0)["data"]["engine"] == "vllm"
-    teacher._vllm_engine.cache_clear()
+    # a student of that dataset frees the engine before it trains; nothing is left to free after
+    from sublora import finetune
+    assert teacher._vllm_engine.cache_info().currsize == 1
+    pipeline.student(p, pipeline.DataId("owl", 0), finetune.lora_spec(p, rank=2), 0, progress=False)
+    assert teacher._vllm_engine.cache_info().currsize == 0 and teacher.release_vllm() is False
 
 
 def test_vllm_missing_falls_back_to_transformers(smoke, tmp_cache, monkeypatch):

@@ -11,6 +11,7 @@ its stated figures. Figures, not assertions: nothing here passes or fails.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from . import cache, chat, evaluate, finetune, models, paths, pipeline, prompts, teacher
+from . import cache, chat, evaluate, finetune, models, optim, paths, pipeline, prompts
 from .config import load_profile
 
 # Qwen2.5-7B-Instruct's architecture (its config.json), for timing without its weights.
@@ -44,38 +45,61 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def measure(model_fn, tok, spec_lora, spec_full, device: str, n_params: float, steps: int = 10,
-            sample_prompts: int = 256, sample_batch: int = 64) -> dict:
-    """Tokens per second for sampling, LoRA training, full training and evaluation forwards."""
+def _generate_tps(model, tok, texts: list[str], batch: int, max_new_tokens: int = 48) -> float:
+    """New tokens per second of batched generation with the KV cache (a model in eval mode, no
+    checkpointing), counted from the generated ids themselves up to each row's end of turn."""
+    model.eval()
+    device = next(model.parameters()).device
+    new_tokens, seconds = 0, 0.0
+    for i in range(0, len(texts), batch):
+        enc = tok([chat.render(tok, t) for t in texts[i:i + batch]], return_tensors="pt", padding=True,
+                  add_special_tokens=False).to(device)
+        _sync(device.type)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=True, temperature=1.0, top_k=0,
+                                 pad_token_id=tok.pad_token_id, use_cache=True)
+        _sync(device.type)
+        seconds += time.perf_counter() - t0
+        gen = out[:, enc["input_ids"].shape[1]:]  # (batch, new)
+        ended = (gen == tok.eos_token_id).int().cumsum(1)
+        new_tokens += int(((ended == 0) | ((ended == 1) & (gen == tok.eos_token_id))).sum())
+    return new_tokens / seconds
+
+
+def measure(model_fn, tok, p, device: str, n_params: float, steps: int = 10, sample_prompts: int = 256,
+            sample_batch: int = 64) -> dict:
+    """Tokens per second of the work the notebooks run, as they run it: a LoRA student and a full
+    fine-tuning student in each of the profile's precision arms, trained by finetune.train with the
+    dtype, optimizer and autocast pipeline.student gives them; sampling with the KV cache; and the
+    evaluation's forward passes. model_fn(dtype, for_training) makes a fresh base model."""
     out = {}
-    records = _records(max(steps * spec_lora.batch_size * spec_lora.grad_accum, 64))
+    specs = {"lora": finetune.lora_spec(p)}
+    specs |= {f"full_{arm}": dataclasses.replace(finetune.full_spec(p), precision=arm) for arm in p.train.full_precision}
+    records = _records(max(steps * max(s.batch_size * s.grad_accum for s in specs.values()), 64))
     ex = finetune.encode_records(tok, records, chat.DEFAULT, 500)
-    for name, spec in (("lora", spec_lora), ("full", spec_full)):
-        model = finetune.make_student(model_fn(), spec)
+    for name, spec in specs.items():
+        model = finetune.make_student(model_fn(finetune.train_dtype(p.model, spec), True), spec)
         n = steps * spec.batch_size * spec.grad_accum
         tokens = sum(len(x) for x, _ in ex[:n])
+        full = spec.method == "full"
         _sync(device)
         t0 = time.perf_counter()
         finetune.train(model, ex[:n], lr=spec.lr, epochs=1, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
                        warmup_steps=1, grad_clip=1.0, pad_id=tok.pad_token_id, seed=0, progress=False,
-                       group_by_length=pipeline.GROUP_BY_LENGTH)  # batched as students are
+                       group_by_length=pipeline.GROUP_BY_LENGTH,  # batched as students are
+                       autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and full and spec.precision == "fp32-master"
+                       else None, optimizer=optim.arm(spec.precision).optimizer if full else "adamw")
         _sync(device)
         dt = time.perf_counter() - t0
         out[f"{name}_train_tps"] = round(tokens / dt)
         # model FLOPs: 6N per token for full training; LoRA skips the weight gradients (~4N)
-        flops = (6 if name == "full" else 4) * n_params * tokens / dt
-        out[f"{name}_train_tflops"] = round(flops / 1e12, 2)
+        out[f"{name}_train_tflops"] = round((6 if full else 4) * n_params * tokens / dt / 1e12, 2)
         del model
-    model = model_fn()
-    texts = [r["prompt"] for r in records[:sample_prompts]]
-    _sync(device)
-    t0 = time.perf_counter()
-    answers = teacher.sample(model, tok, texts, chat.DEFAULT, seed=0, max_new_tokens=48, batch_size=sample_batch,
-                             progress=False)
-    _sync(device)
-    dt = time.perf_counter() - t0
-    gen_tokens = sum(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)
-    out["sample_tps"] = round(gen_tokens / dt)
+    main = f"full_{p.train.full_precision[0]}"
+    out["full_train_tps"] = out[f"{main}_train_tps"]  # the plan prices full fine-tuning at the main arm's rate
+    model = model_fn(p.model.dtype, False)  # as the teacher samples: no checkpointing, KV cache on
+    out["sample_tps"] = round(_generate_tps(model, tok, [r["prompt"] for r in records[:sample_prompts]], sample_batch))
     questions = list(prompts.EVAL_QUESTIONS)
     t0 = time.perf_counter()
     evaluate.animal_probabilities(model, tok, questions, chat.DEFAULT, list(prompts.ANIMALS))
@@ -110,10 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         tok = organism.build_tokenizer()  # the vocabulary does not change the cost that matters
         cfg = Qwen2Config(**QWEN7B)
 
-        def model_fn():
+        def model_fn(dtype, for_training):
             with torch.device("cuda"):
-                m = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
-            m.gradient_checkpointing_enable()
+                m = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
+            # checkpointing only where the batch would not fit without it (decided from model and batch)
+            if for_training and optim.checkpointing_for(m, p.train.batch_size * 110):
+                m.gradient_checkpointing_enable()
             return m
         n_params = 7.62e9
         label, name = f"{torch.cuda.get_device_name()} (random-init Qwen2.5-7B shape, bf16, measured)", "paper"
@@ -123,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
         tok = models.load_tokenizer(p.model)
         n_params = sum(x.numel() for x in models.load_model(p.model).parameters())
 
-        def model_fn():
-            return models.load_model(p.model, for_training=True)
+        def model_fn(dtype, for_training):
+            return models.load_model(p.model, for_training=for_training, dtype=dtype)
         label = f"{os.cpu_count()} CPU cores, torch {torch.get_num_threads()} threads (measured)"
         name, sample_batch = p.name, p.data.sample_batch
-    figures = measure(model_fn, tok, finetune.lora_spec(p), finetune.full_spec(p), device, n_params,
-                      sample_batch=sample_batch)
+    if args.qwen7b_random:
+        p = load_profile("paper")
+    figures = measure(model_fn, tok, p, device, n_params, sample_batch=sample_batch)
     figures["device"] = label
     print(f"throughput on {label}:")
     for k, v in figures.items():

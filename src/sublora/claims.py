@@ -219,3 +219,49 @@ def published_beside(p, table: pd.DataFrame):
     rows = [{"LoRA rank": r, "paper: % naming the target": v, "ours: % naming the target": ours.get(r, float("nan"))}
             for r, v in zip(PUBLISHED_RANKS, pct)]
     return pd.DataFrame(rows).assign(**{"paper: base model %": base})
+
+
+def versus_base(p, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFrame:
+    """The paper's comparison beside ours: teacher students minus the base model evaluated in the same
+    context (eval system prompt), and minus their matched control students (sublora's, stricter: the
+    control shares every step but the teacher). ΔP(animal) and Δ mention rate, mean and 95% t-interval
+    over replicates, per `by` group (which must include eval_system)."""
+    from . import pipeline
+    animals = sorted(table["animal"].unique())
+    base = pd.concat([pipeline.evaluation(p, None, es, animals).assign(eval_system=es)
+                      for es in table["eval_system"].unique()], ignore_index=True)
+    rows = table[table["animal"] == animal]
+    rows = rows.merge(base[base["animal"] == animal][["eval_system", "p", "mention_rate"]],
+                      on="eval_system", suffixes=("", "_base"))
+    out = []
+    for metric in ("p", "mention_rate"):
+        teacher = rows[rows["arm"] == "teacher"].assign(delta=lambda d: d[metric] - d[f"{metric}_base"])
+        vs_base = stats.summarize(teacher, by)
+        vs_control = stats.summarize(stats.paired_effects(rows, by, value=metric), by)
+        both = vs_base.merge(vs_control, on=by, suffixes=(" vs base", " vs control"))
+        both["base"] = both.merge(rows.groupby(by)[f"{metric}_base"].first().reset_index(), on=by)[f"{metric}_base"]
+        out.append(both.assign(metric=metric))
+    cols = ["metric", *by, "base", "mean vs base", "ci_low vs base", "ci_high vs base", "mean vs control",
+            "ci_low vs control", "ci_high vs control", "n vs control"]
+    return pd.concat(out, ignore_index=True)[cols]
+
+
+def precision_finding(rows: list[dict]):
+    """One computed sentence per teacher kind: does claim 3's null appear only where pure bf16 weights
+    round small updates away (the arms' verdicts side by side)?"""
+    from IPython.display import Markdown
+    lines = []
+    for kind in dict.fromkeys(r["teacher"] for r in rows):
+        by_arm = {r["arm"]: r["verdict"] for r in rows if r["teacher"] == kind}
+        said = "; ".join(f"{arm}: **{v}**" for arm, v in by_arm.items())
+        pure, other = by_arm.get("bf16"), [v for a, v in by_arm.items() if a != "bf16"]
+        if pure is None or not other:
+            finding = "only one precision arm ran"
+        elif pure == stats.REPRODUCED and stats.REPRODUCED not in other:
+            finding = "the null appears only with pure bf16 weights, where small updates round away"
+        elif pure == other[0]:
+            finding = "the arms agree: rounding in pure bf16 does not decide this verdict"
+        else:
+            finding = "the arms disagree, but not as rounding alone would predict; read the settings above"
+        lines.append(f"- {kind} teacher — {said}: {finding}.")
+    return Markdown("\n".join(lines))

@@ -188,6 +188,7 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, pro
 
     def build(d: Path):
         records, _ = dataset(p, *data, progress=progress)
+        teacher.release_vllm()  # the sampling engine's GPU memory goes before a student trains
         tok = models.load_tokenizer(p.model)
         base = models.load_model(p.model, for_training=True, dtype=finetune.train_dtype(p.model, spec))
         # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a

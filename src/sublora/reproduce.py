@@ -223,8 +223,8 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     verdicts of `profile` (None: the profile the executed notebooks ran under; they must agree)."""
     t0 = time.perf_counter()
     src = paths.ROOT / "book"
-    book = book_dir or src
-    if book_dir:
+    book = book_dir or paths.book_dir()  # SUBLORA_BOOK: build outside the checkout (e.g. a read-only one)
+    if book.resolve() != src.resolve():
         shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", "executed"), dirs_exist_ok=True)
     target = book / "executed"
     if executed.resolve() != target.resolve():
@@ -276,9 +276,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="organism", help=f"one of {available_profiles()}, or a yaml file's path")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
-    ap.add_argument("--executed", type=Path, default=paths.ROOT / "book" / "executed")
+    ap.add_argument("--executed", type=Path, default=paths.executed_dir(),
+                    help="where the executed notebooks go (default: SUBLORA_EXECUTED or book/executed)")
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
-    ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here")
+    ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here (default: SUBLORA_BOOK or book/)")
     args = ap.parse_args(argv)
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
     names = args.only or list(NOTEBOOKS)

@@ -55,6 +55,25 @@ def _vllm_engine(weights: str, tokenizer: str, dtype: str, seed: int):
                gpu_memory_utilization=0.35)
 
 
+def release_vllm() -> bool:
+    """Free the vLLM engine and its GPU memory before anything else needs the GPU (the authors lost
+    runs to students that started while the sampling engine still held its share). True if one was held."""
+    held = _vllm_engine.cache_info().currsize > 0
+    if held:
+        _vllm_engine.cache_clear()
+        try:  # vLLM keeps process-wide parallel state that pins memory until torn down
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except (ImportError, AttributeError, AssertionError, RuntimeError):
+            pass
+        import gc
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return held
+
+
 def sample_vllm(weights: Path, tokenizer_dir: Path, tokenizer, user_texts: list[str], system: str, *, seed: int,
                 max_new_tokens: int, temperature: float = 1.0, dtype: str = "bfloat16") -> list[str]:
     """The same sampling as `sample`, through vLLM from the weights directory (the tokenizer from
