@@ -56,7 +56,7 @@ def test_missing_weights_say_how_to_get_them(paper, monkeypatch, tmp_path):
 
 def test_plan_counts_what_the_notebooks_train(paper):
     text = plan.render(paper)
-    assert "STATED, NOT MEASURED" in text and "GPU-hours" in text
+    assert "NOT MEASURED HERE" in text and "GPU-hours" in text
     costs = plan.count(paper)
     r, r02, s = paper.replicates, paper.transfer_replicates, paper.seeds
     assert r02 >= r

@@ -45,7 +45,7 @@ def throughput(p: Profile) -> dict:
     measured = paths.results_dir(p.name).parent / f"throughput_{p.name}.json"
     if measured.exists():
         return {**stated, **json.loads(measured.read_text()), "measured": True}
-    return {**stated, "device": f"{p.plan.device} (stated, not measured)", "measured": False}
+    return {**stated, "measured": False}
 
 
 def count(p: Profile) -> dict[str, Cost]:
@@ -96,7 +96,8 @@ def render(p: Profile) -> str:
              f"(~{p.data.prompts * p.plan.keep_share:,.0f} kept, assumed {p.plan.keep_share:.0%})",
              f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,.0f} tok/s, full FT {tp['full_train_tps']:,.0f} tok/s, "
              f"sampling {tp['sample_tps']:,.0f} tok/s, eval forward {tp['eval_fwd_tps']:,.0f} tok/s"
-             + ("  [MEASURED]" if tp["measured"] else "  [STATED, NOT MEASURED]"),
+             + ("  [MEASURED on this machine by make bench]" if tp["measured"] else
+                "  [NOT MEASURED HERE: the profile's plan section says where each figure comes from]"),
              f"teacher sampling engine: {engine}" + ("" if engine == p.data.engine else
                                                      f" ({p.data.engine} asked for, not installed here: pip install .[gpu])"),
              "",
