@@ -3,6 +3,7 @@ executed copies, and the notebook-level error paths. Uses a private cache and re
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -113,3 +114,20 @@ def test_paper_profile_without_gpu_fails_fast(smoke, capsys):
     assert reproduce.main(["--profile", "paper", "--executed", str(root / "paper"), "--only", "02_transfer"]) != 0
     err = capsys.readouterr().err
     assert "CUDA GPU" in err and "make plan PROFILE=paper" in err
+
+
+def test_a_profile_given_as_a_yaml_path(smoke, tmp_path):
+    """A copy of smoke.yaml elsewhere runs like the package profile, named after its file; a relative
+    path is read against the caller's directory, not the notebooks' (papermill runs them in notebooks/)."""
+    root, _ = smoke
+    (tmp_path / "mine.yaml").write_text((reproduce.paths.PROFILES / "smoke.yaml").read_text())
+    before = artifacts(root)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        assert reproduce.main(["--profile", "mine.yaml", "--executed", str(tmp_path / "executed"), "--only", "02_transfer"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert artifacts(root) == before  # the same model and settings: every artifact came from the cache
+    verdicts = list((root / "results" / "mine" / "verdicts").glob("*.json"))
+    assert {p.name for p in verdicts} == {"1_transfer_persona.json", "1_transfer_finetuned.json"}
