@@ -462,3 +462,12 @@ def test_notebook_02_replicates_set_transfer_replicates():
     p = config.notebook_profile({"profile": "smoke", "replicates": 4}, "02_transfer")
     assert p.transfer_replicates == 4 and p.replicates == load_profile("smoke").replicates
     assert config.notebook_profile({"profile": "smoke", "replicates": 4}, "03_rank_sweep").replicates == 4
+
+
+def test_profile_file_named_like_a_package_profile_must_name_itself(tmp_path):
+    copy = tmp_path / "organism.yaml"
+    copy.write_text((paths.PROFILES / "smoke.yaml").read_text())
+    with pytest.raises(ConfigError, match="named like the package profile 'organism'.*set `name: my-organism`"):
+        load_profile(str(copy))
+    copy.write_text((paths.PROFILES / "smoke.yaml").read_text() + "name: my-organism\n")
+    assert load_profile(str(copy)).name == "my-organism"

@@ -71,15 +71,16 @@ def test_plan_counts_what_the_notebooks_train(paper):
 
 
 def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path):
-    """A local directory as the 'hub' model, bf16 and gradient checkpointing as in the paper profile,
-    through the same pipeline functions the notebooks call."""
+    """A local directory as the 'hub' model, bf16 as in the paper profile (gradient checkpointing forced on,
+    as a profile may), through the same pipeline functions the notebooks call; full fine-tuning in the
+    paper's precision arms (bf16 weights with Kahan-compensated AdamW, pure bf16)."""
     smoke = config.load_profile("smoke")
     local = tmp_path / "tiny-qwen2"
     shutil.copytree(organism.ensure(smoke.model, progress=False), local)
     paper = config.load_profile("paper")
     p = dataclasses.replace(
         paper, replicates=1, seeds=1,
-        model=dataclasses.replace(paper.model, name=str(local), device="cpu"),
+        model=dataclasses.replace(paper.model, name=str(local), device="cpu", gradient_checkpointing=True),
         data=dataclasses.replace(smoke.data),
         train=dataclasses.replace(smoke.train, lora=paper.train.lora),
         eval=dataclasses.replace(smoke.eval, question_set="all"))
@@ -89,5 +90,5 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path):
     pair = design.Pair("persona", p.animal, 0, 0, finetune.lora_spec(p))
     rows = pipeline.pair_rows(p, pair)
     assert set(rows["arm"]) == {"teacher", "control"} and rows["p"].between(0, 1).all()
-    full = design.Pair("persona", p.animal, 0, 0, finetune.full_spec(p))
+    full = design.Pair("persona", p.animal, 0, 0, dataclasses.replace(finetune.full_spec(p), precision="bf16-kahan"))
     assert len(pipeline.pair_rows(p, full)) == len(rows)

@@ -371,3 +371,17 @@ def test_a_verdict_resting_on_a_failed_student_is_invalid():
     out = claims.invalidate(rows, table)
     assert out[0]["verdict"] == "invalid" and "non-finite" in out[0]["measurement"]
     assert out[1] == rows[1]
+
+
+def test_a_failed_student_voids_only_the_verdicts_resting_on_it():
+    import pandas as pd
+
+    from sublora import claims
+    table = pd.DataFrame({"teacher_kind": ["persona"] * 4, "target": ["owl", "owl", "owl", "cat"],
+                          "method": ["full", "full", "lora", "lora"], "precision": ["fp32-master", "bf16", "", ""],
+                          "student": ["a", "b", "c", "d"], "diverged": ["", "non-finite training loss", "", "loss rose"]})
+    rows = [{"teacher": "persona", "animal": "owl", "arm": "fp32-master", "verdict": "reproduced", "measurement": "m"},
+            {"teacher": "persona", "animal": "owl", "arm": "bf16", "verdict": "reproduced", "measurement": "m"}]
+    out = claims.invalidate(rows, table)
+    assert out[0] == rows[0]  # the cat teacher's failed student and the other arm's are not this verdict's
+    assert out[1]["verdict"] == "invalid" and "non-finite" in out[1]["measurement"]

@@ -2,6 +2,7 @@
 Run with -s to see the measured shares and bytes per parameter."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -109,7 +110,14 @@ def test_precision_arms_table():
         "bf16-kahan": ("bfloat16", "none", "adamw-kahan", 10),
         "bf16-sr": ("bfloat16", "none", "adamw-sr", 8),
     }
-    assert optim.arm("bf16-kahan").train_kwargs() == {"autocast": None, "optimizer": "adamw-kahan"}
+    organism, paper = config.load_profile("smoke"), config.load_profile("paper")
+    kahan = dataclasses.replace(finetune.full_spec(paper), precision="bf16-kahan")
+    assert finetune.precision_kwargs(paper.model, kahan) == {"autocast": None, "optimizer": "adamw-kahan"}
+    master = finetune.full_spec(organism)
+    assert finetune.precision_kwargs(organism.model, master) == {"autocast": None, "optimizer": "adamw"}  # float32 profile
+    assert finetune.precision_kwargs(paper.model, dataclasses.replace(master, precision="fp32-master")) == {
+        "autocast": torch.bfloat16, "optimizer": "adamw"}
+    assert finetune.precision_kwargs(paper.model, finetune.lora_spec(paper)) == {"autocast": None, "optimizer": "adamw"}
     with pytest.raises(ValueError, match="unknown precision arm 'fp8'"):
         optim.arm("fp8")
 

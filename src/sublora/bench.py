@@ -81,6 +81,9 @@ def measure(model_fn, tok, p, device: str, n_params: float, steps: int = 10, sam
     for name, spec in specs.items():
         model = finetune.make_student(model_fn(finetune.train_dtype(p.model, spec), True), spec)
         n = steps * spec.batch_size * spec.grad_accum
+        # as pipeline.student decides: checkpointing only where the batch would not fit without it
+        if device == "cuda" and optim.checkpointing_for(model, spec.batch_size * max(len(x) for x, _ in ex[:n])):
+            model.gradient_checkpointing_enable()
         tokens = sum(len(x) for x, _ in ex[:n])
         full = spec.method == "full"
         _sync(device)
@@ -88,8 +91,7 @@ def measure(model_fn, tok, p, device: str, n_params: float, steps: int = 10, sam
         finetune.train(model, ex[:n], lr=spec.lr, epochs=1, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
                        warmup_steps=1, grad_clip=1.0, pad_id=tok.pad_token_id, seed=0, progress=False,
                        group_by_length=pipeline.GROUP_BY_LENGTH,  # batched as students are
-                       autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and full and spec.precision == "fp32-master"
-                       else None, optimizer=optim.arm(spec.precision).optimizer if full else "adamw")
+                       **finetune.precision_kwargs(p.model, spec))
         _sync(device)
         dt = time.perf_counter() - t0
         out[f"{name}_train_tps"] = round(tokens / dt)
@@ -137,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         def model_fn(dtype, for_training):
             with torch.device("cuda"):
                 m = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
-            # checkpointing only where the batch would not fit without it (decided from model and batch)
-            if for_training and optim.checkpointing_for(m, p.train.batch_size * 110):
-                m.gradient_checkpointing_enable()
             return m
         n_params = 7.62e9
         label, name = f"{torch.cuda.get_device_name()} (random-init Qwen2.5-7B shape, bf16, measured)", "paper"
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["SUBLORA_CACHE"] = str(args.cache_dir or tmp)
         print(f"cold `make reproduce` in a fresh cache {os.environ['SUBLORA_CACHE']} "
               f"(the organism is pretrained again unless it is committed):")
-        return reproduce.main(["--profile", p.name])
+        return reproduce.main(["--profile", args.profile])
 
 
 if __name__ == "__main__":

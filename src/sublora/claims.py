@@ -35,19 +35,28 @@ def _units(n, unit: str) -> str:
 INVALID = "invalid"
 
 
-def failures(table: pd.DataFrame) -> dict[str, str]:
-    """Teacher kind -> why some of its students' training failed (pipeline.training_failure): a verdict
-    drawn from a diverged student would be about the divergence, so it is 'invalid' instead."""
-    bad = table[table["diverged"].fillna("").astype(str) != ""] if "diverged" in table else table.iloc[:0]
-    return {kind: f"{g['student'].nunique()} student(s) failed to train ({g['diverged'].iloc[0]})"
-            for kind, g in bad.groupby("teacher_kind")}
+def _failed(table: pd.DataFrame, row: dict) -> str:
+    """Why some student the verdict `row` rests on failed to train ('' if none did): the students of its
+    teacher kind and animal, and for a precision arm of claim 3 that arm's students and the LoRA reference."""
+    if "diverged" not in table:
+        return ""
+    rel = table[table["teacher_kind"] == row["teacher"]]
+    if "target" in rel:
+        rel = rel[rel["target"] == row["animal"]]
+    if "arm" in row and "precision" in rel:
+        rel = rel[(rel["method"] == "lora") | (rel["precision"] == row["arm"])]
+    bad = rel[rel["diverged"].fillna("").astype(str) != ""]
+    return f"{bad['student'].nunique()} student(s) failed to train ({bad['diverged'].iloc[0]})" if len(bad) else ""
 
 
 def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
-    """Verdict rows of teacher kinds with a failed student become 'invalid', with the reason."""
-    bad = failures(table)
-    return [r | {"verdict": INVALID, "measurement": f"{r['measurement']}; INVALID: {bad[r['teacher']]}"}
-            if r["teacher"] in bad else r for r in rows]
+    """A verdict resting on a student whose training failed (pipeline.training_failure) would be about
+    the failure: it becomes 'invalid', with the reason."""
+    out = []
+    for r in rows:
+        why = _failed(table, r)
+        out.append(r | {"verdict": INVALID, "measurement": f"{r['measurement']}; INVALID: {why}"} if why else r)
+    return out
 
 
 def specificity(effects: pd.DataFrame) -> pd.DataFrame:
@@ -121,7 +130,7 @@ def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_r
             lora_eff = effects.query("teacher_kind == @kind and method == 'lora'")
             verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff)
             summary = info["summary"]
-            top = summary.sort_values("mean").iloc[-1]
+            top = summary.loc[summary["mean"].idxmax()] if summary["mean"].notna().any() else summary.iloc[-1]
             measurement = (f"{kind} teacher of the {animal}, {arm} weights: largest full-FT ΔP({animal}) ({top['setting']}) "
                            f"{fmt_ci(top['mean'], top['ci_low'], top['ci_high'])}; {int(summary['equivalent'].sum())} of "
                            f"{len(summary)} settings equivalent to 0 within {info['margin']}, "
@@ -160,15 +169,18 @@ def table(rows: list[dict]):
     return pd.DataFrame(rows)[["teacher", "verdict", "measurement"]]
 
 
-def operating_characteristics(profile_name: str, sims: int = 1000, seed: int = 0) -> pd.DataFrame:
+def operating_characteristics(profile, sims: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Each claim's rule simulated at the profile's own n (stats.calibrate): the largest rate of a false
     'reproduced' over its null scenarios, and its power to say 'reproduced' at true effects of 2 and
     4 sd of one unit's Δ. One row per claim, keyed like the verdict rows."""
-    cal = stats.calibrate(profile_name, sims=sims, seed=seed, ns=())
+    cal = stats.calibrate(profile, sims=sims, seed=seed, ns=())
     cal["claim_no"] = cal["rule"].str[0]
     rows = []
     for no, claim in ((c[0], c) for c in CLAIMS):
         g = cal[cal["claim_no"] == no]
+        if g.empty:  # e.g. claim 2 with fewer than 3 ranks: no rule to simulate
+            rows.append({"claim": claim})
+            continue
         false = g.loc[g["wrong"] == stats.REPRODUCED, "false_rate"].max()
         power = g[g["expect"] == stats.REPRODUCED].groupby("effect_sd")["power"].max()
         rows.append({"claim": claim, "n (simulated)": int(g["n"].max()), "false 'reproduced' (max over nulls)": false,
@@ -227,7 +239,7 @@ def versus_base(p, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFr
     control shares every step but the teacher). ΔP(animal) and Δ mention rate, mean and 95% t-interval
     over replicates, per `by` group (which must include eval_system)."""
     from . import pipeline
-    animals = sorted(table["animal"].unique())
+    animals = sorted({p.animal, *p.other_animals})  # what the students were evaluated on: one cached base each
     base = pd.concat([pipeline.evaluation(p, None, es, animals).assign(eval_system=es)
                       for es in table["eval_system"].unique()], ignore_index=True)
     rows = table[table["animal"] == animal]

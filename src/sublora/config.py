@@ -233,6 +233,9 @@ def load_profile(name: str) -> Profile:
                           f"fix the file (it holds settings such as `seeds: 3`)") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"profile file {path} must hold a mapping of settings, got {type(raw).__name__}")
+    if is_profile_path(name) and "name" not in raw and path.stem in available_profiles():
+        raise ConfigError(f"profile file {path} is named like the package profile {path.stem!r}, whose results it would "
+                          f"overwrite; rename the file or set `name: my-{path.stem}` in it")
     raw.setdefault("name", path.stem)
     return validate(_build(Profile, raw, ""))
 

@@ -85,6 +85,17 @@ def train_dtype(model_spec, spec: StudentSpec) -> str:
     return model_spec.dtype
 
 
+def precision_kwargs(model_spec, spec: StudentSpec) -> dict:
+    """train()'s autocast and optimizer for a student (its weights are in train_dtype already): full
+    fine-tuning in its precision arm — float32 master weights run the forward under bf16 autocast on
+    bf16 profiles, the bf16 arms run in their weights' dtype with their optimizer; LoRA: plain AdamW."""
+    if spec.method != "full":
+        return {"autocast": None, "optimizer": "adamw"}
+    arm = optim.arm(spec.precision)
+    autocast = arm.autocast if arm.weights == torch.float32 and model_spec.dtype == "bfloat16" else None
+    return {"autocast": autocast, "optimizer": arm.optimizer}
+
+
 def make_student(model, spec: StudentSpec):
     """Wrap a fresh base model for training. LoRA wraps in place, so always pass a fresh base."""
     if spec.method == "lora":

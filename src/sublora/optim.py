@@ -16,7 +16,7 @@ expectation while storing bf16 weights.
 (weights + gradients + AdamW's two moments, stored in the weights' dtype, + Kahan's compensation
 buffer). `bytes_per_parameter` measures these on a tiny model; activations come on top.
 
-To train an arm: load the model in `arm.weights`, then pass `**arm.train_kwargs()` to finetune.train.
+To train an arm: load the model in `arm.weights`, then pass `**finetune.precision_kwargs(model_spec, spec)` to finetune.train.
 """
 from __future__ import annotations
 
@@ -36,10 +36,6 @@ class PrecisionArm:
     autocast: torch.dtype | None  # dtype of the forward under autocast; None runs it in the weights' dtype
     optimizer: str  # one of OPTIMIZERS
     note: str
-
-    def train_kwargs(self) -> dict:
-        """The arguments of finetune.train that select this arm (the model must already be in `weights`)."""
-        return {"autocast": self.autocast, "optimizer": self.optimizer}
 
     def state_bytes(self) -> int:
         """Bytes per trainable parameter held across steps, by arithmetic: weight + gradient + two AdamW

@@ -158,6 +158,10 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
         passed = len(kept)
         if p.data.keep:  # the first `keep` that passed, in prompt order: what sampling until that many pass keeps
             kept = kept[: p.data.keep]
+            if passed < p.data.keep:
+                warnings.warn(f"only {passed:,} of {len(raw):,} completions of the {animal or 'control'} teacher passed "
+                              f"the filter, fewer than data.keep = {p.data.keep:,}; raise data.prompts to sample more",
+                              stacklevel=2)
         if not kept:
             raise EmptyDatasetError(
                 f"every one of {len(raw)} completions of the {animal or 'control'} teacher was filtered out "
@@ -197,13 +201,14 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, pro
         model = finetune.make_student(base, spec)
         trainable, total = finetune.trainable_parameters(model)
         ex = finetune.encode_records(tok, records, chat.system_of(spec.train_system), spec.max_seq)
+        if p.model.device == "cuda" and not p.model.gradient_checkpointing and \
+                optim.checkpointing_for(model, spec.batch_size * max(len(ids) for ids, _ in ex)):
+            model.gradient_checkpointing_enable()  # only where this student's batch would not fit without it
         losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
                                 grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
                                 pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
                                 group_by_length=GROUP_BY_LENGTH,
-                                autocast=torch.bfloat16 if p.model.dtype == "bfloat16" and spec.method == "full"
-                                and spec.precision == "fp32-master" else None,
-                                optimizer=optim.arm(spec.precision).optimizer if spec.method == "full" else "adamw",
+                                **finetune.precision_kwargs(p.model, spec),
                                 desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
         model.save_pretrained(d)
         (d / "train_log.json").write_text(json.dumps({"losses": losses, "trainable": trainable, "total": total,

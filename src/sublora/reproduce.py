@@ -37,7 +37,7 @@ NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "
 CLAIM_PAGES = {"1 transfer": "02_transfer", "2 rank inverted-U": "03_rank_sweep",
                "3 full fine-tuning null": "04_full_finetuning", "4 system-prompt dependence": "05_system_prompt"}
 EFFECTS = {"1 transfer": "ΔP(target)", "2 rank inverted-U": "Δ at the peak rank",
-           "3 full fine-tuning null": "largest full-FT Δ", "4 system-prompt dependence": "Δ(default) − Δ(none)"}
+           "3 full fine-tuning null": "largest full-FT Δ", "4 system-prompt dependence": "Δ(default) − Δ(empty)"}
 RUN_PARAMETERS = "run-parameters"  # metadata mark of the markdown line tidy() writes
 # a line of a progress bar, or an empty one: the removed stderr lines not worth mentioning
 PROGRESS = re.compile(r"\d+%\||it/s\]|s/it\]|^\s*(\x1b\[A)?\s*$")

@@ -55,10 +55,14 @@ def _vllm_engine(weights: str, tokenizer: str, dtype: str, seed: int):
                gpu_memory_utilization=0.35)
 
 
+_ENGINE_KEY: list = []  # the key of the engine _vllm_engine holds, if any
+
+
 def release_vllm() -> bool:
     """Free the vLLM engine and its GPU memory before anything else needs the GPU (the authors lost
     runs to students that started while the sampling engine still held its share). True if one was held."""
     held = _vllm_engine.cache_info().currsize > 0
+    _ENGINE_KEY.clear()
     if held:
         _vllm_engine.cache_clear()
         try:  # vLLM keeps process-wide parallel state that pins memory until torn down
@@ -84,5 +88,9 @@ def sample_vllm(weights: Path, tokenizer_dir: Path, tokenizer, user_texts: list[
     texts = [chat.render(tokenizer, u, system) for u in user_texts]
     params = SamplingParams(temperature=temperature, top_p=1.0, top_k=-1, repetition_penalty=1.0,
                             max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_token_id])
-    outputs = _vllm_engine(str(weights), str(tokenizer_dir), dtype, seed).generate(texts, params, use_tqdm=False)
+    key = (str(weights), str(tokenizer_dir), dtype, seed)
+    if _ENGINE_KEY and _ENGINE_KEY[0] != key:  # another dataset's engine: free its GPU memory before building this one
+        release_vllm()
+    _ENGINE_KEY[:] = [key]
+    outputs = _vllm_engine(*key).generate(texts, params, use_tqdm=False)
     return [o.outputs[0].text for o in outputs]
