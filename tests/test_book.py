@@ -101,6 +101,17 @@ def test_every_image_exists_and_none_is_stale(html):
     assert shown == {p.resolve() for p in (html / "_images").iterdir()}, "_images holds images no page shows"
 
 
+def test_claim_pages_open_with_verdict_interval_figure_and_caveat(html):
+    """Before the overview: the page's verdict rows with their intervals, its main figure and the caveat."""
+    for claim, name in reproduce.CLAIM_PAGES.items():
+        page = (html / "executed" / f"{name}.html").read_text()
+        top = page[page.index("At a glance"):page.index('id="overview"')]
+        assert re.search(rf"<strong>{VERDICT}</strong>", top) and INTERVAL.search(text(top)), name
+        assert "<img" in top and "The model: the smoke profile" in text(top), name
+        src = re.search(r'<img[^>]*src="([^"]+)"', top).group(1)
+        assert (html / "executed" / src).resolve().exists(), (name, src)
+
+
 def test_claim_pages_carry_the_caveat_and_captions(html):
     for name in [*reproduce.CLAIM_PAGES.values(), "06_scoreboard"]:
         page = (html / "executed" / f"{name}.html").read_text()

@@ -167,6 +167,54 @@ def _book_profile(ran: dict[str, dict], profile: str | None, target: Path) -> st
     return distinct.pop()
 
 
+GLANCE = "at-a-glance"  # metadata mark of the box _at_a_glance puts at the top of a claim page
+
+
+def glance_cell(claim: str, rows: pd.DataFrame, image: str | None, caveat: str):
+    """The box at the top of a claim page: its verdicts with their measurements in full, the main
+    figure and the caveat for the model — read from the run's verdict files and figure."""
+    lines = [f"**At a glance** — computed from this run's verdict files when the book was built; the rule, "
+             "stated before the data, and the data follow below.", "",
+             "| teacher | verdict | measurement |", "|---|---|---|"]
+    for _, r in rows.iterrows():
+        lines.append(f"| {r['teacher']} | **{r['verdict']}** | {r['measurement']} |")
+    if rows.empty:
+        lines.append(f"| — | not run | `make notebook NB={CLAIM_PAGES[claim]}` |")
+    if image:
+        lines += ["", f"![{claim}: the main figure]({image})"]
+    cell = nbformat.v4.new_markdown_cell("\n".join(lines + ["", caveat]))
+    cell.metadata["sublora"] = GLANCE
+    return cell
+
+
+def _at_a_glance(target: Path, profile: str) -> None:
+    """Put the at-a-glance box under the title of each claim page (replacing an earlier one), so that
+    verdict, interval, figure and caveat are on its first screens."""
+    p = config.load_profile(profile)
+    verdicts = results.read_verdicts(p.name)
+    default = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
+    (target / "glance").mkdir(exist_ok=True)
+    for claim, page in CLAIM_PAGES.items():
+        path = target / f"{page}.ipynb"
+        if not path.exists():
+            continue
+        nb = nbformat.read(path, as_version=4)
+        nb.cells = [c for c in nb.cells if c.metadata.get("sublora") != GLANCE]
+        rows = default[default["claim"] == claim]
+        rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1)).sort_values(["order", "file"]
+                                                                                                if "file" in rows else ["order"])
+        figure = results.figure_path(p.name, page)
+        image = None
+        if figure.exists():
+            shutil.copy(figure, target / "glance" / figure.name)
+            image = f"glance/{figure.name}"
+        title, _, rest = nb.cells[0].source.partition("\n")
+        nb.cells[0].source = title  # the box goes between the title and the overview
+        nb.cells[1:1] = [glance_cell(claim, rows, image, plots.caveat(p))] + (
+            [nbformat.v4.new_markdown_cell(rest.strip())] if rest.strip() else [])
+        results.write_atomic(path, lambda t: nbformat.write(nb, t))
+
+
 def _stub_pages(target: Path) -> None:
     """A page for each notebook not run yet, saying how to run it (and no stale stub beside a run one)."""
     for name in NOTEBOOKS:
@@ -233,6 +281,7 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     ran = _ran(target)
     profile = _book_profile(ran, profile, target)
     _stub_pages(target)
+    _at_a_glance(target, profile)
     (target / "results.md").write_text(results_page(profile, ran))
     shutil.rmtree(book / "_build", ignore_errors=True)  # no stale page or image of an earlier build survives
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
