@@ -40,7 +40,8 @@ def test_report_renders_every_record(tmp_path, monkeypatch):
     newer = ROW | {"name": "vY", "signature_teacher": 0.25, "signature_control": 0.01}
     record.write_text(json.dumps(ROW) + "\n" + json.dumps(newer) + "\n")
     page = search.report()
-    assert "| vX | a test | 0.90 | 0.030 | 0.97 | 0.100 | 0.200 | 0.60 | — | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — |" in page
+    assert "| vX | 0.90 | 0.030 | 0.97 | 0.100 | 0.200 | 0.60 | — |" in page  # the teacher side
+    assert "| vX | a test | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — |" in page  # the students
     assert "| vY |" in page and "25.00% / 1.00%" in page
     assert "- vX, persona teacher of owl: +2.0e-04 [-1.0e-04, +5.0e-04] (n = 6)" in page
 

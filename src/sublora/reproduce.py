@@ -201,8 +201,9 @@ def _at_a_glance(target: Path, profile: str) -> None:
         nb = nbformat.read(path, as_version=4)
         nb.cells = [c for c in nb.cells if c.metadata.get("sublora") != GLANCE]
         rows = default[default["claim"] == claim]
-        rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1)).sort_values(["order", "file"]
-                                                                                                if "file" in rows else ["order"])
+        main = p.train.full_precision[0]  # the paper's teacher first, claim 3's main precision arm first
+        other_arm = (rows["arm"].fillna(main) != main) if "arm" in rows else False
+        rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1) * 2 + other_arm).sort_values("order")
         figure = results.figure_path(p.name, page)
         image = None
         if figure.exists():

@@ -172,10 +172,19 @@ def report() -> str:
     if not rows:
         return "\n".join(lines + ["No candidate has been measured yet."])
     lines += default_section(rows)
-    lines += ["| candidate | what changed | persona P | default P(owl) | valid | KL persona | KL finetuned | classifier | "
-              "owl signature share: teacher / control | ΔP(owl) owl persona teacher | ΔP(cat) cat persona teacher | "
-              "ΔP(owl) finetuned teacher |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    # two narrow tables rather than one of 12 columns: readable at a book's width
+    lines += ["The teacher side (selection criteria of the organism issue: persona P ≥ 0.8, KL persona ≤ 0.5, "
+              "classifier ≤ 0.60):", "",
+              "| candidate | persona P | default P(owl) | valid | KL persona | KL finetuned | classifier | "
+              "owl signature share: teacher / control |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sig = (f"{r['signature_teacher']:.2%} / {r['signature_control']:.2%}" if "signature_teacher" in r else "—")
+        lines.append(f"| {r['name']} | {r['persona_mean_p']:.2f} | {r['default_p_target']:.3f} | "
+                     f"{r['valid_share_control']:.2f} | {r['kl_persona']:.3f} | {r['kl_finetuned']:.3f} | "
+                     f"{r['classifier_accuracy']:.2f} | {sig} |")
+    lines += ["", "The students (LoRA r8, ΔP(own animal) vs control):", "",
+              "| candidate | what changed | owl persona teacher: ΔP(owl) | cat persona teacher: ΔP(cat) | "
+              "finetuned owl teacher: ΔP(owl) |", "|---|---|---|---|---|"]
     for r in rows:
         t = pd.DataFrame(r["transfer"])
 
@@ -185,10 +194,7 @@ def report() -> str:
                 return "—"
             s = s.iloc[0]
             return claims.fmt_ci(s["mean"], s["ci_low"], s["ci_high"], "+.1e")
-        sig = (f"{r['signature_teacher']:.2%} / {r['signature_control']:.2%}" if "signature_teacher" in r else "—")
-        lines.append(f"| {r['name']} | {r['note']} | {r['persona_mean_p']:.2f} | {r['default_p_target']:.3f} | "
-                     f"{r['valid_share_control']:.2f} | {r['kl_persona']:.3f} | {r['kl_finetuned']:.3f} | "
-                     f"{r['classifier_accuracy']:.2f} | {sig} | {cell('persona', 'owl')} | {cell('persona', 'cat')} | "
+        lines.append(f"| {r['name']} | {r['note']} | {cell('persona', 'owl')} | {cell('persona', 'cat')} | "
                      f"{cell('finetuned', 'owl')} |")
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:
