@@ -160,7 +160,7 @@ def check_cost(p: Profile, default: Profile) -> None:
     """Stop before any work if the run's parameters make the book cost more than COST_BOUND times the
     profile's `default`, unless SUBLORA_ALLOW_EXPENSIVE=1 says that is meant."""
     import os
-    if os.environ.get("SUBLORA_ALLOW_EXPENSIVE") == "1":
+    if p == default or os.environ.get("SUBLORA_ALLOW_EXPENSIVE") == "1":  # a default run costs what its profile does
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

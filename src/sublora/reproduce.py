@@ -309,13 +309,14 @@ def check(names: list[str], params: dict) -> dict[str, Path | None]:
     Returns, per notebook, where a run with other than the default parameters keeps its executed
     copy (beside its results, never over the default book's page), or None for a default run."""
     runs = {}
+    default = config.load_profile(params["profile"])
     for name in names:
         if not (paths.ROOT / "notebooks" / f"{name}.ipynb").exists():
             raise ConfigError(f"no notebook {name!r}; choose from {list(NOTEBOOKS)}")
         declared = notebook.declared_parameters(name)
         checked = config.parse_params(params, name, list(declared))
         profile = config.notebook_profile({**checked, "profile": params["profile"]}, name)
-        plan.check_cost(profile, config.load_profile(params["profile"]))
+        plan.check_cost(profile, default)
         key = notebook.run_key(checked, declared)
         runs[name] = paths.results_dir(profile.name) / "runs" / key if key else None
     return runs
