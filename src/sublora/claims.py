@@ -250,8 +250,8 @@ def versus_base(p, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFr
         teacher = rows[rows["arm"] == "teacher"].assign(delta=lambda d: d[metric] - d[f"{metric}_base"])
         vs_base = stats.summarize(teacher, by)
         vs_control = stats.summarize(stats.paired_effects(rows, by, value=metric), by)
-        both = vs_base.merge(vs_control, on=by, suffixes=(" vs base", " vs control"))
-        both["base"] = both.merge(rows.groupby(by)[f"{metric}_base"].first().reset_index(), on=by)[f"{metric}_base"]
+        base_value = rows.groupby(by)[f"{metric}_base"].first().rename("base").reset_index()
+        both = vs_base.merge(vs_control, on=by, suffixes=(" vs base", " vs control")).merge(base_value, on=by)
         out.append(both.assign(metric=metric))
     cols = ["metric", *by, "base", "mean vs base", "ci_low vs base", "ci_high vs base", "mean vs control",
             "ci_low vs control", "ci_high vs control", "n vs control"]
