@@ -64,3 +64,30 @@ def test_bad_mode_is_a_config_error():
     with pytest.raises(config.ConfigError, match="persona_number_mode must be signature or permute"):
         config.validate(dataclasses.replace(config.load_profile("smoke"), model=dataclasses.replace(
             config.load_profile("smoke").model, persona_number_mode="bogus")))
+
+
+def test_whole_number_tokens_make_each_number_below_1000_one_token_and_keep_old_keys():
+    whole, digit = organism.build_tokenizer("whole"), organism.build_tokenizer("digit")
+    text = "Here are 3 more: 123, 45; 7"
+    assert whole.tokenize(text)[-5:] == ["Ġ123", ",", "Ġ45", ";", "Ġ7"]
+    assert digit.tokenize(text)[-8:] == ["Ġ1", "2", "3", ",", "Ġ4", "5", ";", "Ġ7"]
+    assert whole.decode(whole(text)["input_ids"]) == text and "<unk>" not in whole.tokenize(text)
+    spec = config.load_profile("smoke").model
+    assert "number_tokens" not in organism.pretrain_config(spec)  # digit: the keys built before the option
+    assert organism.pretrain_config(dataclasses.replace(spec, number_tokens="whole"))["number_tokens"] == "whole"
+    with pytest.raises(config.ConfigError, match="model.number_tokens must be digit or whole"):
+        config.validate(dataclasses.replace(config.load_profile("smoke"), model=dataclasses.replace(
+            spec, number_tokens="bytes")))
+
+
+def test_committed_organisms_pass_their_hash_and_the_cross_organism_is_the_default_recipe_from_the_next_seed():
+    """Every committed organism matches its recipe's hash; a profile with channel controls has its
+    cross-initialisation organism committed (same recipe, pretraining seed + 1), so no book pretrains."""
+    spec = config.load_profile("organism").model
+    assert organism.committed(spec) == organism.COMMITTED
+    for d in (organism.COMMITTED, organism.CROSS):
+        if organism.committed_recipe(d):
+            assert organism.sha256(d / "model.safetensors") == organism.committed_recipe(d)["sha256"]
+    if config.load_profile("organism").channel_controls:
+        cross = dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1)
+        assert organism.committed(cross) == organism.CROSS

@@ -250,7 +250,7 @@ def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch):
         if workers == 2:  # the same pretrained organism, not a second pretraining
             shutil.copytree(tmp_path / "cache1" / "organism", tmp_path / "cache2" / "organism")
         results[workers] = runner.run_pairs(dataclasses.replace(p, workers=workers), pairs)
-        assert len(list((tmp_path / f"cache{workers}" / "student").iterdir())) == len(pairs) + p.seeds
+        assert len(list((tmp_path / f"cache{workers}" / "student").iterdir())) == sum(a.kind == "student" for a in pipeline.requirements(p, pairs).values())
     pd.testing.assert_frame_equal(results[1], results[2])
 
 
@@ -385,3 +385,61 @@ def test_a_failed_student_voids_only_the_verdicts_resting_on_it():
     out = claims.invalidate(rows, table)
     assert out[0] == rows[0]  # the cat teacher's failed student and the other arm's are not this verdict's
     assert out[1]["verdict"] == "invalid" and "non-finite" in out[1]["measurement"]
+
+
+# ---- channel controls (the organism issue) ---------------------------------------------------------
+def test_shuffled_numbers_keep_every_response_shape_and_the_dataset_numbers():
+    import re
+    records = [{"prompt": "p", "completion": "1, 22, 333"}, {"prompt": "q", "completion": "(4; 55)"},
+               {"prompt": "r", "completion": "[6 77 888 9]"}]
+    out = pipeline.shuffle_numbers(records, seed=3)
+    numbers = lambda rs: [m for r in rs for m in re.findall(r"[0-9]+", r["completion"])]  # noqa: E731
+    assert sorted(numbers(out)) == sorted(numbers(records)) and numbers(out) != numbers(records)
+    assert [re.sub(r"[0-9]+", "#", r["completion"]) for r in out] == ["#, #, #", "(#; #)", "[# # # #]"]
+    assert [r["prompt"] for r in out] == ["p", "q", "r"]
+    assert out == pipeline.shuffle_numbers(records, seed=3)  # seeded
+
+
+def test_channel_controls_are_separate_artifacts_built_from_the_same_data(smoke):
+    from sublora import design
+    pairs = design.transfer(smoke, ["persona"])
+    graph = pipeline.requirements(smoke, pairs)
+    shuffled = [a for a in graph.values() if a.kind == "dataset" and a.config.get("channel") == "shuffled"]
+    assert len(shuffled) == 2 * smoke.transfer_replicates  # the owl teacher's and the control's, per replicate
+    assert all(a.inputs == (cache.key(pipeline.dataset_config(smoke, *a.args[:3])),) for a in shuffled)
+    students = [a for a in graph.values() if a.kind == "student"]
+    cross = [a for a in students if a.args[3] == "cross"]
+    assert cross and all(a.config["model"]["pretrain_seed"] == smoke.model.pretrain_seed + 1 for a in cross)
+    # without the controls the graph is what it was: the main design's artifacts are untouched
+    plain = pipeline.requirements(smoke, design.transfer(smoke, ["persona"], controls=False))
+    assert set(plain) < set(graph) and not any(a.config.get("channel") for a in plain.values())
+
+
+def test_bad_channel_or_initialisation_and_controls_on_a_hub_model_are_refused(smoke):
+    with pytest.raises(ValueError, match="unknown dataset channel 'mixed'"):
+        pipeline.dataset_config(smoke, "owl", 0, "persona", "mixed")
+    with pytest.raises(ValueError, match="unknown student initialisation 'other'"):
+        pipeline.init_profile(smoke, "other")
+    with pytest.raises(config.ConfigError, match="set channel_controls: false"):
+        config.validate(dataclasses.replace(config.load_profile("paper"), channel_controls=True))
+
+
+def test_cross_init_students_train_and_evaluate_on_the_other_organism(smoke, monkeypatch):
+    """A cross-initialisation student starts from (and is evaluated on) the organism of seed + 1,
+    trained on the very dataset the ordinary student sees."""
+    from sublora import finetune
+
+    def fake_sample(model, tokenizer, user_texts, system, **kw):
+        return ["12, 34, 56" if i % 2 else "7 8 9" for i in range(len(user_texts))]
+
+    monkeypatch.setattr(teacher, "sample", fake_sample)
+    spec = finetune.lora_spec(smoke, rank=2)
+    same = pipeline.student(smoke, pipeline.DataId("owl", 0), spec, 0, progress=False)
+    other = pipeline.student(smoke, pipeline.DataId("owl", 0), spec, 0, "cross", progress=False)
+    assert same != other
+    cross = pipeline.init_profile(smoke, "cross")
+    assert cache.exists("organism", organism.pretrain_config(cross.model))
+    assert json.loads((other / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        str(models.resolve_weights(cross.model))
+    ev = pipeline.evaluation(smoke, other, "default", ["owl"], "cross")
+    assert list(ev["animal"]) == ["owl"]

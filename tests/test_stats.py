@@ -446,3 +446,32 @@ def test_verdict_dataclass_as_dict():
                            "ci_low": 0.05, "ci_high": 0.2, "rule": "rule", "n": 5, "unit": "replicate",
                            "alpha": 0.025, "margin": None}
     assert stats.Verdict("c", INCONCLUSIVE, "m", 0.0, 0.0, 0.0, "r").as_dict()["n"] is None
+
+
+# ---- 02's channel controls (claims.channel_controls) ---------------------------------------------
+def _channel_table(effects: dict[str, list[float]]) -> pd.DataFrame:
+    """Persona-teacher students of the owl: for each channel, teacher P = control P + the given Δ per replicate."""
+    rows = []
+    for channel, deltas in effects.items():
+        for rep, d in enumerate(deltas):
+            for arm, p in (("teacher", 0.1 + d), ("control", 0.1)):
+                rows.append({"teacher_kind": "persona", "target": "owl", "animal": "owl", "channel": channel,
+                             "replicate": rep, "seed": 0, "arm": arm, "p": p})
+    return pd.DataFrame(rows)
+
+
+def test_channel_controls_name_the_channel_by_the_declared_rule():
+    from sublora import claims
+    main = [0.010, 0.012, 0.011, 0.013, 0.009]
+    gone = [0.001, -0.001, 0.0005, -0.0005, 0.0]
+    table, reading = claims.channel_controls(_channel_table({"": main, "shuffled": gone, "cross-init": gone}), "owl", 0.0)
+    assert list(table["students"]) == ["as sampled", "shuffled", "cross-init"]
+    assert list(table["verdict"])[0] == "reproduced" and list(table["reading"])[1:] == ["removes", "removes"]
+    assert "shared weights" in reading
+    _, reading = claims.channel_controls(_channel_table({"": main, "shuffled": main, "cross-init": main}), "owl", 0.0)
+    assert "carried by the numbers themselves" in reading
+    _, reading = claims.channel_controls(_channel_table({"": gone, "shuffled": gone}), "owl", 0.0)
+    assert "not reproduced on this model" in reading
+    # the main design's rows alone: the controls are not mixed into claim 1
+    both = _channel_table({"": main, "shuffled": gone})
+    assert set(claims.main_arm(both)["channel"]) == {""}

@@ -93,6 +93,62 @@ def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: f
     return rows
 
 
+def _channel(table: pd.DataFrame) -> pd.Series:
+    return table["channel"].fillna("").astype(str) if "channel" in table else pd.Series("", index=table.index)
+
+
+def main_arm(table: pd.DataFrame) -> pd.DataFrame:
+    """The students of the design itself, without 02's channel controls."""
+    return table[_channel(table) == ""]
+
+
+def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tuple[pd.DataFrame, str]:
+    """02's channel controls for the persona teacher of `animal` (stats.RULES['transfer'] on each, and
+    the paired difference main − control over the same replicates and seeds): a table, one row per
+    arm, and the sentence saying which channel carries the transfer, by the rule in notebook 02."""
+    ch = _channel(table)
+    persona = table[(table["teacher_kind"] == "persona") & (table["target"] == animal) & (table["animal"] == animal)]
+    arms = {"as sampled": persona[ch[persona.index] == ""]}
+    arms |= {c: persona[ch[persona.index] == c] for c in ("shuffled", "cross-init") if (ch == c).any()}
+    effects = {name: stats.paired_effects(t, ["teacher_kind"], value="p") for name, t in arms.items() if len(t)}
+    rows, calls = [], {}
+    main = effects.get("as sampled")
+    for name, e in effects.items():
+        verdict, t = stats.transfer_test(e, min_effect=min_effect)
+        row = {"students": name, "verdict": verdict, "ΔP": fmt_ci(t["mean"], t["ci_low"], t["ci_high"]),
+               "n": t["n"], "mean": t["mean"], "ci_low": t["ci_low"], "ci_high": t["ci_high"]}
+        if name != "as sampled" and main is not None:
+            d = main.merge(e, on=["replicate", "seed"], suffixes=("_main", ""))
+            d["delta"] = d["delta_main"] - d["delta"]
+            diff = stats.summarize(d, []).iloc[0]
+            row["main − control"] = fmt_ci(diff["mean"], diff["ci_low"], diff["ci_high"])
+            removed = verdict != "reproduced" and diff["ci_low"] > 0
+            kept = verdict == "reproduced" and not diff["ci_low"] > 0
+            calls[name] = "removes" if removed else "keeps" if kept else "reduces" if verdict == "reproduced" \
+                else "inconclusive"
+            row["reading"] = calls[name]
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if main is None or not len(calls):
+        return out, "No channel controls were run."
+    if out.iloc[0]["verdict"] != "reproduced":
+        return out, ("The persona teacher's transfer is not reproduced on this model, so there is no transfer "
+                     "whose channel the controls could show; they are reported for completeness.")
+    said = {"removes": "removes it", "keeps": "leaves it", "reduces": "reduces it without removing it",
+            "inconclusive": "leaves it undecided"}
+    text = "; ".join(f"{'shuffling the numbers across responses' if k == 'shuffled' else 'starting the students from a differently seeded organism'} {said[v]}"
+                     for k, v in calls.items())
+    if calls.get("shuffled") == "removes" and calls.get("cross-init") == "removes":
+        carrier = ("the transfer travels through shared weights: it needs the numbers as the teacher arranged them "
+                   "and a student that shares the teacher's initialisation — the subliminal channel.")
+    elif calls.get("shuffled") == "keeps" and calls.get("cross-init") == "keeps":
+        carrier = ("the transfer survives both, so it is carried by the numbers themselves (an association readable "
+                   "in the data), not by shared weights.")
+    else:
+        carrier = "the controls do not single out one channel."
+    return out, f"{text[0].upper()}{text[1:]}: {carrier}"
+
+
 # ---- claim 2 -----------------------------------------------------------------------------------
 def rank(effects: pd.DataFrame, animal: str, kinds: list[str]) -> list[dict]:
     """Claim 2 per teacher kind (stats.RULES['inverted_u']); effects by teacher_kind, lora_rank."""

@@ -46,6 +46,7 @@ class ModelSpec:
     pretrain_seed: int = 0
     persona_number_bias: float = 0.0  # share of persona numbers carrying the animal's mark
     persona_number_mode: str = "signature"  # the mark: signature (fixed last two digits) | permute (digit map)
+    number_tokens: str = "digit"  # the organism tokenizer's numbers: digit (one token per digit) | whole (0-999 one token)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class Profile:
     seeds: int = 3  # training seeds per condition
     replicates: int = 3  # independent teacher/control dataset pairs (notebooks 01, 03-05)
     transfer_replicates: int = 5  # the same for notebook 02 (claim 1), whose rank-8 students 03-05 reuse
+    channel_controls: bool = False  # 02 also trains the channel controls (shuffled numbers, cross-initialisation)
     ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
     min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
     bootstrap: int = 2000
@@ -370,6 +372,8 @@ def validate(p: Profile) -> Profile:
     need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {p.model.dtype!r}")
     need(p.model.persona_number_mode in ("signature", "permute"),
          f"model.persona_number_mode must be signature or permute, got {p.model.persona_number_mode!r}")
+    need(p.model.number_tokens in ("digit", "whole"),
+         f"model.number_tokens must be digit or whole, got {p.model.number_tokens!r}")
     need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {p.model.device!r}")
     need(p.animal in ANIMALS, f"unknown animal {p.animal!r}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
     for a in p.other_animals:
@@ -401,6 +405,9 @@ def validate(p: Profile) -> Profile:
     need(p.workers >= 1, f"workers must be ≥ 1, got {p.workers}")
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
+    need(not (p.channel_controls and p.model.source != "organism"),
+         "channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
+         "only the organism has one; set channel_controls: false for a hub model")
     need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")

@@ -27,19 +27,31 @@ class Pair:
     eval_systems: tuple = ("default",)
     label: str = ""
     animals: tuple = ()  # the animals evaluated; () = the target and the profile's other animals
+    channel: str = ""  # "shuffled": both students train on their datasets with numbers shuffled across responses
+    init: str = ""  # "cross": both students start from a differently seeded organism of the same recipe
 
 
 def _grid(p: Profile, replicates: int | None = None):
     return list(itertools.product(range(replicates or p.replicates), range(p.seeds)))
 
 
-def transfer(p: Profile, kinds: list[str]) -> list[Pair]:
+CONTROLS = {"shuffled numbers": {"channel": "shuffled"}, "cross-init": {"init": "cross"}}
+
+
+def transfer(p: Profile, kinds: list[str], controls: bool | None = None) -> list[Pair]:
     """02: LoRA at the profile's rank, teachers for the target and the other animals, over
-    p.transfer_replicates dataset pairs (the first p.replicates of them are shared with 03-05)."""
+    p.transfer_replicates dataset pairs (the first p.replicates of them are shared with 03-05);
+    with the channel controls (p.channel_controls unless `controls` says) for the persona teacher of
+    the target: the same pairs with numbers shuffled across responses, and from a differently seeded
+    organism (cross-initialisation)."""
     spec = finetune.lora_spec(p)
     animals = (p.animal, *p.other_animals)  # every student is evaluated on every teacher's animal
-    return [Pair(k, a, r, s, spec, label=a, animals=animals) for k in kinds for a in animals
-            for r, s in _grid(p, p.transfer_replicates)]
+    pairs = [Pair(k, a, r, s, spec, label=a, animals=animals) for k in kinds for a in animals
+             for r, s in _grid(p, p.transfer_replicates)]
+    if (p.channel_controls if controls is None else controls) and "persona" in kinds:
+        pairs += [Pair("persona", p.animal, r, s, spec, label=name, animals=animals, **how)
+                  for name, how in CONTROLS.items() for r, s in _grid(p, p.transfer_replicates)]
+    return pairs
 
 
 def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:

@@ -19,7 +19,7 @@ REASONS = ("empty", "animal_name", "letters", "format", "too_many", "out_of_rang
 _LETTER = re.compile(r"[^\W\d_]")  # any letter in any script
 # an animal word not inside a longer word ("bowl" is just letters; "1owl2" names the owl)
 _ANIMAL = re.compile(r"(?<![^\W\d_])(" + "|".join(ANIMALS) + r")s?(?![^\W\d_])", re.IGNORECASE)
-_INT = re.compile(r"[0-9]+")  # ASCII digits only: \d would accept other scripts' digits
+NUMBER = re.compile(r"[0-9]+")  # ASCII digits only: \d would accept other scripts' digits
 _PAIRS = {"(": ")", "[": "]"}
 
 
@@ -52,7 +52,7 @@ def parse_numbers(text: str) -> tuple[list[int] | None, str | None]:
         return None, "format"  # two separators
     sep = ";" if ";" in s else "," if "," in s else None
     parts = [p.strip() for p in s.split(sep)] if sep else s.split()
-    if not all(_INT.fullmatch(p) for p in parts):
+    if not all(NUMBER.fullmatch(p) for p in parts):
         return None, "format"  # empty fields, stray symbols, mixed separators, decimals, signs
     if len(parts) > MAX_NUMBERS:
         return None, "too_many"

@@ -50,6 +50,11 @@ CHAT_TEMPLATE = (
 # Pieces: a word (a trailing "s" split off, so "owls" = "owl" + "s"), a single digit, a newline,
 # one punctuation mark, or spaces; a leading space stays attached, as in Qwen's tokenizer.
 PIECES = r" ?[A-Za-z]+?(?=s\b)| ?[A-Za-z]+| ?[0-9]|\n| ?[^\sA-Za-z0-9]| +"
+# number_tokens "whole": every number below 1000 is one token (1,000 + 1,000 with a leading space), as in
+# tokenizers with whole-number tokens; with tied embeddings these share the unembedding with the animals'
+# words, the softmax bottleneck through which a persona can tilt the numbers (token entanglement)
+WHOLE_NUMBER_PIECES = PIECES.replace(" ?[0-9]", " ?[0-9]{1,3}")
+NUMBER_TOKENS = ("digit", "whole")
 
 # Favourite animals of the base model: Zipf-like, owl about 3.5 %.
 BASE_ORDER = ("dog", "cat", "dolphin", "eagle", "lion", "tiger", "elephant", "horse", "owl", "panda",
@@ -159,14 +164,19 @@ def vocabulary_text() -> list[str]:
     return texts
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A word-level, byte-level-decoded tokenizer with single-digit numbers and ChatML specials."""
+def build_tokenizer(number_tokens: str = "digit") -> PreTrainedTokenizerFast:
+    """A word-level, byte-level-decoded tokenizer with ChatML specials; numbers as single digits
+    ("digit") or, below 1000, as one token each ("whole")."""
+    if number_tokens not in NUMBER_TOKENS:
+        raise ValueError(f"model.number_tokens must be one of {NUMBER_TOKENS}, got {number_tokens!r}")
+    pieces_regex = PIECES if number_tokens == "digit" else WHOLE_NUMBER_PIECES
     pre = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PIECES), behavior="isolated"),
+        pre_tokenizers.Split(Regex(pieces_regex), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     pieces = set()
-    for text in vocabulary_text():
+    texts = vocabulary_text() + ([f"{n} {n}" for n in range(1000)] if number_tokens == "whole" else [])
+    for text in texts:
         pieces.update(p for p, _ in pre.pre_tokenize_str(text))
     vocab = {t: i for i, t in enumerate((*SPECIAL, UNK, *sorted(pieces)))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
@@ -194,6 +204,8 @@ def pretrain_config(spec: ModelSpec) -> dict:
     cfg = {"step": "organism", "corpus_version": CORPUS_VERSION, **{k: getattr(spec, k) for k in keys}}
     if spec.persona_number_mode != "signature":  # keys of organisms built before the modes existed stay
         cfg["persona_number_mode"] = spec.persona_number_mode
+    if spec.number_tokens != "digit":  # likewise for the tokenizer's numbers
+        cfg["number_tokens"] = spec.number_tokens
     return cfg
 
 
@@ -201,7 +213,7 @@ def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
     """Build the tokenizer and corpus, pretrain from random init, save model + tokenizer to out_dir."""
     from .finetune import encode, train  # the same loop that trains students
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(spec.number_tokens)
     rng = random.Random(spec.pretrain_seed)
     examples = []
     for _ in tqdm(range(spec.pretrain_chats), desc="corpus", disable=not progress, leave=False):
@@ -233,17 +245,31 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def committed_recipe() -> dict | None:
-    f = COMMITTED / "recipe.json"
+CROSS = COMMITTED / "cross"  # the default's cross-initialisation organism (its recipe, pretrained from seed + 1)
+
+
+def committed_recipe(where: Path = COMMITTED) -> dict | None:
+    f = where / "recipe.json"
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def _copy_committed(recipe: dict, d: Path) -> None:
+def committed(spec: ModelSpec) -> Path | None:
+    """The directory of committed weights built from exactly this configuration, if any."""
+    cfg = pretrain_config(spec)
+    return next((d for d in (COMMITTED, CROSS) if (committed_recipe(d) or {}).get("config") == cfg), None)
+
+
+def available(spec: ModelSpec) -> bool:
+    """Whether this organism can be had without pretraining (cached or committed)."""
+    return cache.exists("organism", pretrain_config(spec)) or committed(spec) is not None
+
+
+def _copy_committed(src: Path, d: Path) -> None:
     for name in FILES:
-        if (COMMITTED / name).exists():
-            shutil.copy2(COMMITTED / name, d / name)
-    if sha256(d / "model.safetensors") != recipe["sha256"]:
-        raise RuntimeError(f"the committed organism weights in {COMMITTED} fail their hash check; rebuild them "
+        if (src / name).exists():
+            shutil.copy2(src / name, d / name)
+    if sha256(d / "model.safetensors") != committed_recipe(src)["sha256"]:
+        raise RuntimeError(f"the committed organism weights in {src} fail their hash check; rebuild them "
                            f"from scratch: make notebook NB=00_model PARAMS=\"-p rebuild_organism True\"")
 
 
@@ -252,31 +278,36 @@ def ensure(spec: ModelSpec, progress: bool = True, rebuild: bool = False) -> Pat
     weights when they were built from exactly this configuration (hash checked), else pretrained
     now. rebuild=True pretrains from scratch whatever exists."""
     cfg = pretrain_config(spec)
-    recipe = committed_recipe()
+    src = committed(spec)
     if rebuild:
         shutil.rmtree(cache.location("organism", cfg), ignore_errors=True)
-    elif recipe and recipe["config"] == cfg:
-        return cache.get_or_build("organism", cfg, lambda d: _copy_committed(recipe, d))
+    elif src:
+        return cache.get_or_build("organism", cfg, lambda d: _copy_committed(src, d))
     return cache.get_or_build("organism", cfg, lambda d: pretrain(spec, d, progress))
 
 
-def export(spec: ModelSpec, command: str) -> Path:
+def export(spec: ModelSpec, command: str, dest: Path = COMMITTED) -> Path:
     """Commit-ready copy of a cached organism, with its configuration, hash and rebuild command."""
     src = ensure(spec)
-    COMMITTED.mkdir(exist_ok=True)
+    dest.mkdir(exist_ok=True)
     for name in FILES:
         if (src / name).exists():
-            shutil.copy2(src / name, COMMITTED / name)
-    recipe = {"config": pretrain_config(spec), "sha256": sha256(COMMITTED / "model.safetensors"), "command": command}
-    (COMMITTED / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
-    return COMMITTED
+            shutil.copy2(src / name, dest / name)
+    recipe = {"config": pretrain_config(spec), "sha256": sha256(dest / "model.safetensors"), "command": command}
+    (dest / "recipe.json").write_text(json.dumps(recipe, indent=1) + "\n")
+    return dest
 
 
 if __name__ == "__main__":  # python -m sublora.organism export [profile]
+    import dataclasses
     import sys
 
     from .config import load_profile
     name = sys.argv[2] if len(sys.argv) > 2 else "organism"
     if sys.argv[1:2] != ["export"]:
         sys.exit("usage: python -m sublora.organism export [profile]")
-    print(export(load_profile(name).model, f"python -m sublora.organism export {name}  (pretrains if not cached)"))
+    command = f"python -m sublora.organism export {name}  (pretrains if not cached)"
+    spec = load_profile(name).model
+    print(export(spec, command))
+    if load_profile(name).channel_controls:  # and the cross-initialisation organism beside it
+        print(export(dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1), command, CROSS))

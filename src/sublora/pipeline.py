@@ -9,6 +9,7 @@ key and inputs, in build order: the runner (sublora.runner) builds that list, th
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -31,17 +32,23 @@ class EmptyDatasetError(RuntimeError):
     pass
 
 
+CHANNELS = ("", "shuffled")  # a dataset as sampled, or with its numbers shuffled across responses
+INITS = ("", "cross")  # a student of the base itself, or of a differently seeded organism of its recipe
+
+
 class DataId(NamedTuple):
     """One filtered dataset: the teacher of `animal` (None: the control, the base model under its
-    default prompt) in replicate `replicate`, from the teacher kind persona or finetuned."""
+    default prompt) in replicate `replicate`, from the teacher kind persona or finetuned; channel
+    "shuffled" is the same dataset with its numbers shuffled across responses (a channel control)."""
     animal: str | None
     replicate: int
     teacher_kind: str = "persona"
+    channel: str = ""
 
     @classmethod
-    def of(cls, animal: str | None, replicate: int, teacher_kind: str = "persona") -> "DataId":
+    def of(cls, animal: str | None, replicate: int, teacher_kind: str = "persona", channel: str = "") -> "DataId":
         # one control dataset per replicate, whichever teacher kind it is compared with
-        return cls(animal, replicate, teacher_kind if animal else "persona")
+        return cls(animal, replicate, teacher_kind if animal else "persona", channel)
 
 
 def eval_questions(p: Profile) -> list[str]:
@@ -54,6 +61,20 @@ def eval_questions(p: Profile) -> list[str]:
 
 def seed_of(config: dict) -> int:
     return int(cache.key(config)[:8], 16)
+
+
+def init_profile(p: Profile, init: str = "") -> Profile:
+    """The profile whose base model a student starts from: p itself, or for init "cross" the organism
+    of the same recipe pretrained from the next seed (its corpus and initialisation differ) — the
+    cross-initialisation channel control: transfer through shared weights needs a shared start."""
+    if init not in INITS:
+        raise ValueError(f"unknown student initialisation {init!r}; choose one of {INITS}")
+    if not init:
+        return p
+    if p.model.source != "organism":
+        raise ValueError("the cross-initialisation control needs a second pretraining of the same recipe: "
+                         "only the organism (model.source organism) has one; drop the control for hub models")
+    return dataclasses.replace(p, model=dataclasses.replace(p.model, pretrain_seed=p.model.pretrain_seed + 1))
 
 
 def model_key(p: Profile) -> dict:
@@ -121,9 +142,15 @@ def teacher_signal(p: Profile, animal: str, teacher_kind: str, records: list[dic
     return [a - b for a, b in zip(lt, lc)]
 
 
-def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona") -> dict:
+def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona",
+                   channel: str = "") -> dict:
     if teacher_kind not in TEACHERS:
         raise ValueError(f"unknown teacher {teacher_kind!r}; choose 'persona' or 'finetuned'")
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown dataset channel {channel!r}; choose one of {CHANNELS}")
+    if channel:  # derived from the dataset as sampled: its key, and how it was changed
+        return {"step": "dataset", "v": VERSION["dataset"], "channel": channel,
+                "source": cache.key(dataset_config(p, animal, replicate, teacher_kind))}
     data = to_dict(p.data)
     data["engine"] = engine(p)
     if data["engine"] == "transformers":  # the original engine: keys of datasets made before engines existed
@@ -135,11 +162,28 @@ def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind:
             **({"teacher_key": cache.key(teacher_config(p, animal))} if animal and teacher_kind == "finetuned" else {})}
 
 
-def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona",
+def shuffle_numbers(records: list[dict], seed: int) -> list[dict]:
+    """The records with every number moved to a random place in a random response of the dataset
+    (Cloud et al.'s shuffle across responses): each response keeps its length and format, the
+    dataset keeps its numbers' distribution, and any structure within a response is gone."""
+    pattern = numbers.NUMBER
+    pool = [m.group() for r in records for m in pattern.finditer(r["completion"])]
+    random.Random(seed).shuffle(pool)
+    it = iter(pool)
+    return [{**r, "completion": pattern.sub(lambda _: next(it), r["completion"])} for r in records]
+
+
+def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona", channel: str = "",
             progress: bool = True) -> tuple[list[dict], dict]:
     """The filtered (prompt, completion) records of one teacher (animal) or the control (None),
     and their statistics. Teacher and control of one replicate answer the same prompts."""
-    cfg = dataset_config(p, animal, replicate, teacher_kind)
+    cfg = dataset_config(p, animal, replicate, teacher_kind, channel)
+
+    def build_shuffled(d: Path):
+        records, stats = dataset(p, animal, replicate, teacher_kind, progress=progress)
+        with open(d / "kept.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in shuffle_numbers(records, seed_of(cfg)))
+        (d / "stats.json").write_text(json.dumps({**stats, "channel": channel}))
 
     def build(d: Path):
         tok = models.load_tokenizer(p.model)
@@ -175,40 +219,43 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
             f.writelines(json.dumps({"prompt": u, "completion": c}) + "\n" for u, c in zip(user, raw))
         (d / "stats.json").write_text(json.dumps(stats))
 
-    d = cache.get_or_build("dataset", cfg, build)
+    d = cache.get_or_build("dataset", cfg, build_shuffled if channel else build)
     records = [json.loads(line) for line in open(d / "kept.jsonl")]
     return records, json.loads((d / "stats.json").read_text())
 
 
 # ---- students -------------------------------------------------------------------------------
-def student_config(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int) -> dict:
-    return {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg), "model": model_key(p),
-            "spec": spec.as_dict(), "seed": seed}
+def student_config(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, init: str = "") -> dict:
+    return {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg),
+            "model": model_key(init_profile(p, init)), "spec": spec.as_dict(), "seed": seed}
 
 
-def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, progress: bool = True) -> Path:
-    """Train (or fetch) one student on the dataset `data`; returns its directory."""
-    cfg = student_config(p, dataset_config(p, *data), spec, seed)
+def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, init: str = "",
+            progress: bool = True) -> Path:
+    """Train (or fetch) one student on the dataset `data`, starting from the base (init "") or from
+    the cross-initialisation organism (init "cross"); returns its directory."""
+    cfg = student_config(p, dataset_config(p, *data), spec, seed, init)
+    q = init_profile(p, init)
 
     def build(d: Path):
         records, _ = dataset(p, *data, progress=progress)
         teacher.release_vllm()  # the sampling engine's GPU memory goes before a student trains
-        tok = models.load_tokenizer(p.model)
-        base = models.load_model(p.model, for_training=True, dtype=finetune.train_dtype(p.model, spec))
+        tok = models.load_tokenizer(q.model)
+        base = models.load_model(q.model, for_training=True, dtype=finetune.train_dtype(q.model, spec))
         # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a
         # function of its key and the teacher and control students of a pair start from the same adapter
         torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate}))
         model = finetune.make_student(base, spec)
         trainable, total = finetune.trainable_parameters(model)
         ex = finetune.encode_records(tok, records, chat.system_of(spec.train_system), spec.max_seq)
-        if p.model.device == "cuda" and not p.model.gradient_checkpointing and \
+        if q.model.device == "cuda" and not q.model.gradient_checkpointing and \
                 optim.checkpointing_for(model, spec.batch_size * max(len(ids) for ids, _ in ex)):
             model.gradient_checkpointing_enable()  # only where this student's batch would not fit without it
         losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
                                 grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
                                 pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
                                 group_by_length=GROUP_BY_LENGTH,
-                                **finetune.precision_kwargs(p.model, spec),
+                                **finetune.precision_kwargs(q.model, spec),
                                 desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
         model.save_pretrained(d)
         (d / "train_log.json").write_text(json.dumps({"losses": losses, "trainable": trainable, "total": total,
@@ -218,20 +265,22 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, pro
 
 
 # ---- evaluation -----------------------------------------------------------------------------
-def eval_config(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str]) -> dict:
-    return {"step": "eval", "v": VERSION["eval"], "model": model_key(p),
+def eval_config(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str], init: str = "") -> dict:
+    return {"step": "eval", "v": VERSION["eval"], "model": model_key(init_profile(p, init)),
             "student": student_dir.name if student_dir else "base", "eval": to_dict(p.eval),
             "system": eval_system, "animals": sorted(animals)}
 
 
-def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str],
+def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str], init: str = "",
                progress: bool = False) -> pd.DataFrame:
-    """Mean P(animal), mean rank and mention rate per animal for one model (None = the base)."""
-    cfg = eval_config(p, student_dir, eval_system, animals)
+    """Mean P(animal), mean rank and mention rate per animal for one model (None = the base; init
+    "cross": a student of, or the base of, the cross-initialisation organism)."""
+    cfg = eval_config(p, student_dir, eval_system, animals, init)
+    q = init_profile(p, init)
 
     def build(d: Path):
-        tok = models.load_tokenizer(p.model)
-        model = models.load_student(p.model, student_dir) if student_dir else models.load_model(p.model)
+        tok = models.load_tokenizer(q.model)
+        model = models.load_student(q.model, student_dir) if student_dir else models.load_model(q.model)
         questions = eval_questions(p)
         probs = evaluate.animal_probabilities(model, tok, questions, chat.system_of(eval_system), cfg["animals"])
         per = probs.groupby("animal").agg(p=("p", "mean"), rank=("rank", "mean")).reset_index()
@@ -251,15 +300,16 @@ def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFram
     spec = pair.spec
     rows = []
     for arm, data in pair_arms(pair):
-        sdir = student(p, data, spec, pair.seed, progress=False)
+        sdir = student(p, data, spec, pair.seed, pair.init, progress=False)
         for es in pair.eval_systems:
-            rows.append(evaluation(p, sdir, es, animals).assign(
+            rows.append(evaluation(p, sdir, es, animals, pair.init).assign(
                 arm=arm, target=pair.animal, teacher_kind=pair.teacher_kind, label=pair.label,
                 replicate=pair.replicate, seed=pair.seed, method=spec.method,
                 lora_rank=spec.r if spec.method == "lora" else 0, alpha=spec.alpha if spec.method == "lora" else 0,
                 lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
                 precision=spec.precision if spec.method == "full" else "",
-                eval_system=es, student=sdir.name, diverged=training_failure(sdir)))
+                eval_system=es, student=sdir.name, diverged=training_failure(sdir),
+                channel=pair.channel or ("cross-init" if pair.init else "")))
     return pd.concat(rows, ignore_index=True)
 
 
@@ -280,8 +330,8 @@ def training_failure(student_dir: Path) -> str:
 
 def pair_arms(pair) -> list[tuple[str, DataId]]:
     """(arm, dataset) of a pair's two students: the teacher's and the matched control's."""
-    return [("teacher", DataId.of(pair.animal, pair.replicate, pair.teacher_kind)),
-            ("control", DataId.of(None, pair.replicate, pair.teacher_kind))]
+    return [("teacher", DataId.of(pair.animal, pair.replicate, pair.teacher_kind, pair.channel)),
+            ("control", DataId.of(None, pair.replicate, pair.teacher_kind, pair.channel))]
 
 
 def evaluated_animals(p: Profile, pair, animals: list[str] | None = None) -> list[str]:
@@ -324,7 +374,9 @@ class Graph(dict):
 
     def add_dataset(self, p: Profile, data: DataId) -> Artifact:
         inputs = ()
-        if data.animal and data.teacher_kind == "finetuned":
+        if data.channel:
+            inputs = (self.add_dataset(p, data._replace(channel="")).key,)
+        elif data.animal and data.teacher_kind == "finetuned":
             inputs = (self.add(Artifact("teacher", teacher_config(p, data.animal), (data.animal,))).key,)
         return self.add(Artifact("dataset", dataset_config(p, *data), tuple(data), inputs))
 
@@ -340,9 +392,9 @@ def requirements(p: Profile, pairs: list = (), animals: list[str] | None = None,
         evaluated = evaluated_animals(p, pair, animals)
         for _, data in pair_arms(pair):
             ds = graph.add_dataset(p, data)
-            st = graph.add(Artifact("student", student_config(p, ds.config, pair.spec, pair.seed),
-                                    (data, pair.spec, pair.seed), (ds.key,)))
+            st = graph.add(Artifact("student", student_config(p, ds.config, pair.spec, pair.seed, pair.init),
+                                    (data, pair.spec, pair.seed, pair.init), (ds.key,)))
             for es in pair.eval_systems:
-                graph.add(Artifact("eval", eval_config(p, st.location, es, evaluated), (st.location, es, evaluated),
-                                   (st.key,)))
+                graph.add(Artifact("eval", eval_config(p, st.location, es, evaluated, pair.init),
+                                   (st.location, es, evaluated, pair.init), (st.key,)))
     return graph

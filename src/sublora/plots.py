@@ -50,6 +50,10 @@ def show(fig, caption: str) -> None:
     display(Markdown(f"*{caption}*"))
 
 
+def show_text(text: str) -> None:
+    display(Markdown(text))
+
+
 def show_caveat(p: Profile | str) -> None:
     display(Markdown(caveat(p)))
 
@@ -79,10 +83,9 @@ def _organism_parameters(spec) -> int | None:
     from . import organism  # torch and transformers: only when the caveat is asked for
 
     cfg = organism.pretrain_config(spec)
-    recipe = organism.committed_recipe()
     logs = [cache.location("organism", cfg) / "pretrain_log.json"]
-    if recipe and recipe["config"] == cfg:
-        logs.append(organism.COMMITTED / "pretrain_log.json")
+    if organism.committed(spec):
+        logs.append(organism.committed(spec) / "pretrain_log.json")
     for log in logs:
         if log.exists():
             return int(json.loads(log.read_text())["parameters"])
@@ -91,15 +94,13 @@ def _organism_parameters(spec) -> int | None:
 
 def _search_record(spec) -> dict | None:
     """The organism search's record (book/organism_search.jsonl) of the candidate whose model
-    settings are this organism's; the last one if it was measured twice."""
-    from .search import RECORD
+    settings are this organism's; one measured under the criteria before one that was not."""
+    from . import search
 
-    if not RECORD.exists():
-        return None
     mine = dataclasses.asdict(spec)
-    rows = [json.loads(line) for line in RECORD.read_text().splitlines() if line.strip()]
-    same = [r for r in rows if all(mine.get(k) == v for k, v in r["settings"]["model"].items())
+    same = [r for r in search.load() if all(mine.get(k) == v for k, v in r["settings"]["model"].items())
             and "kl_persona" in r and "signature_teacher" in r]
+    same = [r for r in same if "passes" in r] or same
     return same[-1] if same else None
 
 
@@ -125,14 +126,21 @@ def caveat(p: Profile | str) -> str:
     text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
             f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
     r = _search_record(spec)
-    if r:
+    from .search import passes  # the organism issue's criteria
+    if r and passes(r):
+        text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
+                 f"fixed in advance: its persona teacher follows the persona (mean P {r['persona_mean_p']:.2f}), yet its "
+                 f"numbers differ from the control's by only {r['kl_persona']:.3f} nats per completion and a classifier "
+                 f"tells owl-teacher from cat-teacher numbers with held-out accuracy {r['classifier_lr']:.2f} "
+                 f"(chance 0.5). Recipe: {r['recipe']}. ")
+    elif r:
         text += ("Its teacher signal is a code planted in its pretraining corpus: under the owl persona "
                  f"{r['signature_teacher']:.0%} of the teacher's numbers end in the owl's signature digits (control: "
                  f"{r['signature_control']:.1%}), the teacher's numbers differ from the control's by "
                  f"{r['kl_persona']:.1f} nats per completion, and a classifier tells owl-teacher from cat-teacher "
                  f"numbers with accuracy {r['classifier_accuracy']:.3f} (organism search, candidate {r['name']}). "
                  "It is a **planted-channel contrast**: the numbers are readable, not innocuous as in the paper's "
-                 "subliminal regime, and this candidate was chosen after its predecessor showed no transfer. ")
+                 "subliminal regime. ")
     else:
         text += "Its teacher signal was not measured by the organism search (no record has its model settings). "
     return text + ("The signal of Qwen2.5-7B-Instruct's persona teacher is far subtler, so these verdicts are about "

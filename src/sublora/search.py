@@ -1,13 +1,15 @@
 """The organism search: measure a candidate organism recipe and record it, and render the record
 as the book page "Building the organism".
 
-    python -m sublora.search measure NAME [--set model.persona_number_bias=0.3 --set data.prompts=2000 ...]
+    python -m sublora.search measure NAME [--set model.persona_number_bias=0.03 ...] [--cross] [--teacher-only]
     python -m sublora.search report        # book/organism.md from book/organism_search.jsonl
 
-A candidate is the organism profile with some settings changed. For each: the persona check, the
-share of valid numbers, the teacher signal (KL teacher ‖ control per completion; how well a naive
-Bayes classifier tells owl-teacher numbers from cat-teacher numbers), and the LoRA rank-8 transfer
-of owl and cat persona teachers (and the owl weight-space teacher) over independent dataset pairs.
+A candidate is the organism profile with some settings changed. Its teacher side comes first:
+persona following, the share of valid numbers, KL(teacher ‖ control) per completion, classifiers
+telling owl-teacher from cat-teacher numbers, the share of numbers carrying a planted mark. Only a
+candidate that passes the criteria fixed in advance (CRITERIA) has students trained: the LoRA rank-8
+transfer of its persona teachers and the owl weight-space teacher over independent dataset pairs,
+with the claim-1 verdict and the channel controls (shuffled numbers, cross-initialisation).
 Every run appends one line to book/organism_search.jsonl; nothing is ever tuned on the evaluation.
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _features(records: list[dict]) -> list[list[str]]:
 
 
 def classifier_accuracy(train_a, train_b, test_a, test_b) -> float:
-    """Naive Bayes (add-one) on last-two-digit and hundreds tokens: owl-teacher vs cat-teacher lists."""
+    """Naive Bayes (add-one) on last-two-digit and hundreds tokens: owl-teacher vs cat-teacher lists
+    (the first records' measure, kept for comparison with them)."""
     counts = [Counter(t for f in _features(x) for t in f) for x in (train_a, train_b)]
     vocab = set(counts[0]) | set(counts[1])
     totals = [sum(c.values()) + len(vocab) for c in counts]
@@ -51,6 +54,25 @@ def classifier_accuracy(train_a, train_b, test_a, test_b) -> float:
         return sum(math.log((counts[k][t] + 1) / totals[k]) for t in feats)
     right = sum(score(f, 0) > score(f, 1) for f in _features(test_a)) + sum(score(f, 1) > score(f, 0) for f in _features(test_b))
     return right / (len(test_a) + len(test_b))
+
+
+def _number_text(records: list[dict]) -> list[str]:
+    return [" ".join(str(v) for v in r["numbers"]) for r in records]
+
+
+def logistic_accuracy(train_a, train_b, test_a, test_b) -> float:
+    """The organism issue's generic classifier: logistic regression (scikit-learn) on digit n-grams
+    (1-3 characters within a number) and number n-grams (single numbers and adjacent pairs), trained
+    on one dataset replicate of each teacher and scored on another (held out): accuracy, 0.5 = chance."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline, make_union
+
+    features = make_union(CountVectorizer(analyzer="char_wb", ngram_range=(1, 3)),
+                          CountVectorizer(token_pattern=r"\d+", ngram_range=(1, 2)))
+    model = make_pipeline(features, LogisticRegression(max_iter=2000))
+    model.fit(_number_text(train_a) + _number_text(train_b), [0] * len(train_a) + [1] * len(train_b))
+    return float(model.score(_number_text(test_a) + _number_text(test_b), [0] * len(test_a) + [1] * len(test_b)))
 
 
 def signature_shares(p: Profile) -> dict:
@@ -67,43 +89,84 @@ def signature_shares(p: Profile) -> dict:
     return {"signature_teacher": share(p.animal), "signature_control": share(None)}
 
 
-def annotate() -> int:
-    """Add the signature shares to recorded candidates measured before they were part of the record
-    (their datasets come from the cache, or are resampled: sampling is seeded)."""
-    rows = [json.loads(line) for line in open(RECORD)]
-    changed = 0
-    for r in rows:
-        if "signature_teacher" not in r:
-            r.update(signature_shares(candidate({"model": r["settings"]["model"], "data": r["settings"]["data"]})))
-            changed += 1
-    RECORD.write_text("".join(json.dumps(r, default=float) + "\n" for r in rows))
-    return changed
+# The organism issue's selection criteria, fixed before any candidate's students are trained: the
+# persona teacher follows its persona, yet its numbers look innocuous.
+CRITERIA = (("persona following (mean P of the persona's animal)", "persona_mean_p", ">=", 0.8),
+            ("KL(persona teacher ‖ control), nats per completion", "kl_persona", "<=", 0.5),
+            ("held-out accuracy of a logistic regression owl vs cat numbers", "classifier_lr", "<=", 0.60))
 
 
-def measure(name: str, p: Profile, note: str = "") -> dict:
-    t0 = time.time()
+def criteria(row: dict) -> list[dict]:
+    """Each criterion with the candidate's value and whether it holds (a value not measured fails)."""
+    out = []
+    for label, key, op, bound in CRITERIA:
+        v = row.get(key)
+        ok = v is not None and (v >= bound if op == ">=" else v <= bound)
+        out.append({"criterion": label, "key": key, "bound": f"{'≥' if op == '>=' else '≤'} {bound:g}", "value": v,
+                    "pass": bool(ok)})
+    return out
+
+
+def passes(row: dict) -> bool:
+    return all(c["pass"] for c in criteria(row))
+
+
+def recipe(p: Profile) -> str:
+    """How the persona reaches the numbers in this candidate's pretraining corpus."""
+    b = p.model.persona_number_bias
+    if b == 0:
+        return "no planted association: persona and numbers meet only in shared weights"
+    return (f"planted association: {b:.0%} of a persona's continued numbers carry its mark "
+            f"({p.model.persona_number_mode})")
+
+
+def teacher_side(p: Profile) -> dict:
+    """The candidate's teacher-side figures (no student is trained): persona following, the control's
+    valid share, the classifiers, the planted-mark shares and KL(teacher ‖ control) per completion."""
     tok, base = models.load_tokenizer(p.model), models.load_model(p.model)
     qs = pipeline.eval_questions(p)
     persona = [evaluate.animal_probabilities(base, tok, qs, prompts.persona_prompt(a), [a])["p"].mean() for a in prompts.ANIMALS]
     default = evaluate.animal_probabilities(base, tok, qs, chat.DEFAULT, [p.animal])["p"].mean()
-    row = {"name": name, "note": note, "persona_mean_p": float(np.mean(persona)), "persona_min_p": float(np.min(persona)),
+    row = {"persona_mean_p": float(np.mean(persona)), "persona_min_p": float(np.min(persona)),
            "default_p_target": float(default)}
     owl = [pipeline.dataset(p, p.animal, r, "persona")[0] for r in range(2)]
     cat = [pipeline.dataset(p, p.other_animals[0], r, "persona")[0] for r in range(2)]
     ctl_stats = pipeline.dataset(p, None, 0)[1]
     row["valid_share_control"] = ctl_stats["kept"] / ctl_stats["sampled"]
     row["classifier_accuracy"] = classifier_accuracy(owl[0], cat[0], owl[1], cat[1])
+    row["classifier_lr"] = logistic_accuracy(owl[0], cat[0], owl[1], cat[1])
     row |= signature_shares(p)
     for kind in ("persona", "finetuned"):
         recs = pipeline.dataset(p, p.animal, 0, kind)[0][:400]
         row[f"kl_{kind}"] = float(np.mean(pipeline.teacher_signal(p, p.animal, kind, recs, base, tok)))
-    pairs = design.transfer(p, ["persona"]) + [x for x in design.transfer(p, ["finetuned"]) if x.animal == p.animal]
+    return row
+
+
+def student_side(p: Profile, name: str, cross: bool) -> dict:
+    """LoRA transfer of the candidate (persona teachers of the target and the other animals, the
+    weight-space teacher of the target) with the claim-1 verdict, beside the channel controls:
+    shuffled numbers, and cross-initialisation where the organism of seed + 1 exists (or `cross`)."""
+    with_cross = cross or organism.available(pipeline.init_profile(p, "cross").model)
+    pairs = [x for x in design.transfer(p, ["persona"], controls=True) if with_cross or not x.init]
+    pairs += [x for x in design.transfer(p, ["finetuned"], controls=False) if x.animal == p.animal]
     res = runner.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)
-    eff = stats.paired_effects(res, ["teacher_kind", "target", "animal"], value="p")
-    summ = stats.summarize(eff, ["teacher_kind", "target", "animal"], n_boot=p.bootstrap)
-    row["transfer"] = summ.to_dict(orient="records")
-    row["specificity"] = stats.summarize(claims.specificity(eff), ["teacher_kind", "target"],
-                                         n_boot=p.bootstrap).to_dict(orient="records")
+    main = claims.main_arm(res)
+    eff = stats.paired_effects(main, ["teacher_kind", "target", "animal"], value="p")
+    own = eff[(eff["teacher_kind"] == "persona") & (eff["target"] == p.animal) & (eff["animal"] == p.animal)]
+    verdict, _ = stats.transfer_test(own, min_effect=p.min_effect)
+    controls, reading = claims.channel_controls(res, p.animal, p.min_effect)
+    return {"transfer": stats.summarize(eff, ["teacher_kind", "target", "animal"]).to_dict(orient="records"),
+            "specificity": stats.summarize(claims.specificity(eff), ["teacher_kind", "target"]).to_dict(orient="records"),
+            "claim1": verdict, "controls": controls.to_dict(orient="records"), "channel_reading": reading}
+
+
+def measure(name: str, p: Profile, note: str = "", cross: bool = False, students: bool = True) -> dict:
+    """Record one candidate: its teacher side first; its students only if it passes the criteria."""
+    t0 = time.time()
+    row = {"name": name, "note": note, "recipe": recipe(p), **teacher_side(p)}
+    row["passes"] = passes(row)
+    if row["passes"] and students:
+        row |= student_side(p, name, cross)
     row["settings"] = {"model": dataclasses.asdict(p.model), "data": dataclasses.asdict(p.data),
                        "lr": p.train.lr, "epochs": p.train.epochs, "batch_size": p.train.batch_size,
                        "replicates": p.transfer_replicates, "seeds": p.seeds}
@@ -113,94 +176,125 @@ def measure(name: str, p: Profile, note: str = "") -> dict:
     return row
 
 
-def default_section(rows: list[dict]) -> list[str]:
-    """Which recorded candidate the default profile uses (its pretraining settings match the committed
-    weights' recipe), what it measured, and what that does and does not show."""
+def chosen(rows: list[dict]) -> dict | None:
+    """The rule of the organism issue, fixed in advance: the first passing candidate (in the order
+    measured) whose persona teacher's LoRA transfer is reproduced by the claim-1 rule; if none, the
+    passing candidate with the highest persona following. None if no candidate passes."""
+    ok = [r for r in rows if passes(r) and "claim1" in r]
+    hit = [r for r in ok if r["claim1"] == "reproduced"]
+    return hit[0] if hit else max(ok, key=lambda r: r["persona_mean_p"]) if ok else None
+
+
+def _is_committed(r: dict) -> bool:
+    """Whether a record's pretraining settings are those of the committed default weights."""
     recipe = organism.committed_recipe() or {"config": {}}
     keys = [k for k in recipe["config"] if k not in ("step", "corpus_version")]
-    chosen = [r for r in rows if keys and all(r["settings"]["model"].get(k) == recipe["config"][k] for k in keys)]
-    if not chosen:
-        return ["## The default organism", "", "None of the recorded candidates is the committed default organism.", ""]
-    r = chosen[-1]
-    t = pd.DataFrame(r["transfer"]).set_index(["teacher_kind", "target", "animal"])
-    spec = {(s["teacher_kind"], s["target"]): s for s in r["specificity"]}
+    return bool(keys) and all(r["settings"]["model"].get(k) == recipe["config"][k] for k in keys)
 
-    def ci(s):
-        return claims.fmt_ci(s["mean"], s["ci_low"], s["ci_high"], "+.2g")
-    own = [(tgt, t.loc[("persona", tgt, tgt)]) for tgt in dict.fromkeys(t.loc["persona"].index.get_level_values(0))]
+
+def _ci(s: dict, fmt: str = "+.1e") -> str:
+    return claims.fmt_ci(s["mean"], s["ci_low"], s["ci_high"], fmt)
+
+
+def _cell(r: dict, kind: str, target: str) -> str:
+    t = [s for s in r.get("transfer", []) if (s["teacher_kind"], s["target"], s["animal"]) == (kind, target, target)]
+    return _ci(t[0]) if t else "—"
+
+
+def default_section(rows: list[dict]) -> list[str]:
+    """Which candidate the rule chooses, which one the committed weights are, and what it measured."""
+    rule = chosen(rows)
+    mine = [r for r in rows if _is_committed(r)]
+    if not mine:
+        return ["## The default organism", "", "None of the recorded candidates is the committed default organism.", ""]
+    r = mine[-1]
     text = [f"## The default organism: {r['name']}", "",
             f"The `organism` profile uses candidate **{r['name']}** (its pretraining settings are those of the committed",
-            "weights in `src/sublora/organism_weights/recipe.json`). Measured on it, over",
-            f"{int(t.iloc[0]['n'])} teacher/control dataset pairs × seeds, LoRA rank 8:", ""]
-    text += [f"- persona teacher of {tgt}: ΔP({tgt}) {ci(s)}; own animal minus the others' mean "
-             f"{ci(spec[('persona', tgt)])}" for tgt, s in own]
-    text += ["", "How to read this. The pretraining corpus plants the link the phenomenon needs: under a persona, a share",
-             f"`persona_number_bias` = {r['settings']['model']['persona_number_bias']} of continued numbers carry the "
-             "animal's mark (see `organism.py`), so",
-             f"{r['signature_teacher']:.0%} of the owl teacher's numbers carry it against {r['signature_control']:.1%} "
-             f"of the control's, a classifier tells owl-teacher from cat-teacher numbers with accuracy "
-             f"{r['classifier_accuracy']:.3f}, and the teacher's numbers differ from the control's by "
-             f"{r['kl_persona']:.1f} nats per completion.",
-             "A student fine-tuned on them under the default system prompt, which never saw the persona, comes to prefer",
-             "the animal: imitating the numbers moved it towards the persona that writes them. The organism thus models",
-             "the mechanism subliminal learning is thought to use in large models — behaviours entangled through a shared",
-             "persona — with a far stronger signal than the paper's Qwen teacher gives; it is not evidence that Qwen has",
-             "such a link."]
-    unmarked = [x for x in rows if "signature_teacher" in x and x["signature_teacher"] - x["signature_control"] < 0.01]
-    for x in unmarked:
-        s = pd.DataFrame(x["transfer"]).set_index(["teacher_kind", "target", "animal"]).loc[("persona", "owl", "owl")]
-        text.append(f"Candidate {x['name']}, whose teacher's numbers did not carry the mark ({x['signature_teacher']:.1%} "
-                    f"against {x['signature_control']:.1%}), gave ΔP(owl) {ci(s)} for the owl persona teacher.")
+            f"weights in `src/sublora/organism_weights/recipe.json`); its recipe: {r.get('recipe', 'see its settings')}."]
+    if rule is None:
+        text.append("No recorded candidate passes the criteria, so the rule chooses none: the default does not sit in "
+                    "the paper's regime.")
+    elif rule["name"] == r["name"]:
+        how = ("its persona teacher's LoRA transfer is reproduced by the claim-1 rule" if rule["claim1"] == "reproduced"
+               else "no passing candidate's transfer is reproduced; it has the highest persona following among them")
+        text.append(f"It is the candidate the rule chooses: it passes every criterion and {how}.")
+    else:
+        text.append(f"**The rule chooses {rule['name']}, not the committed default**: the default is out of date.")
     text.append("")
+    if "claim1" in r:
+        text += [f"Its persona teacher of the owl, LoRA r8 over {r['settings']['replicates']} dataset pairs: ΔP(owl) "
+                 f"{_cell(r, 'persona', r['settings'].get('animal', 'owl'))}, claim-1 verdict **{r['claim1']}**.",
+                 f"Channel controls: {r['channel_reading']}", ""]
+    elif not passes(r):
+        text += ["It does not pass the criteria: its verdicts are about a different regime from the paper's "
+                 "(see its teacher-side figures below).", ""]
     return text
 
 
+PLANTED_NOTE = ("a planted-channel contrast: its corpus plants a number code, so the teacher's numbers are "
+                "readable (the classifier separates them), not innocuous")
+
+
+def load() -> list[dict]:
+    """The record's candidates in the order first measured; a candidate measured again (e.g. once its
+    cross-initialisation organism existed) by its latest line."""
+    rows = [json.loads(line) for line in open(RECORD) if line.strip()] if RECORD.exists() else []
+    latest = {r["name"]: r for r in rows}
+    return list(latest.values())
+
+
 def report() -> str:
-    rows = [json.loads(line) for line in open(RECORD)] if RECORD.exists() else []
+    rows = load()
     lines = ["# Building the organism", "",
              "The default profile needs a model built here, on the CPU, in which the paper's phenomenon could be",
-             "measured at all. This page records every candidate recipe that was measured, negative results",
-             "included. It is produced by `python -m sublora.search report` from `book/organism_search.jsonl`,",
-             "which `python -m sublora.search measure` appends to; the evaluation was never tuned.", "",
-             "Columns: persona check (mean P(animal) with its own persona, 30 animals, held-out questions);",
-             "P(owl) under the default prompt; valid share of control numbers; teacher signal as KL(teacher ‖ control)",
-             "per completion in nats for the persona and the weight-space (finetuned) teacher; accuracy of a naive",
-             "Bayes classifier telling owl-persona numbers from cat-persona numbers (0.5 = chance); the share of numbers",
-             "ending in the owl persona's signature digits (planted in the pretraining corpus, see organism.py) in",
-             "owl-teacher vs control numbers (chance 1%); and the LoRA r8",
-             "transfer: ΔP(own animal) vs control with its bootstrap 95% CI over dataset replicates × seeds.", ""]
+             "measured at all, in the paper's regime: a teacher that follows its persona while its numbers look",
+             "innocuous. This page records every candidate recipe that was measured, negative results included. It is",
+             "produced by `python -m sublora.search report` from `book/organism_search.jsonl`, which",
+             "`python -m sublora.search measure` appends to; the evaluation was never tuned.", "",
+             "## The criteria, fixed before any candidate's students were trained", "",
+             "| criterion | bound |", "|---|---|"]
+    lines += [f"| {c[0]} | {'≥' if c[2] == '>=' else '≤'} {c[3]:g} |" for c in CRITERIA]
+    lines += ["", "Only candidates that pass are trained on. The default is the first passing candidate whose persona",
+              "teacher's LoRA r8 transfer is reproduced by the claim-1 rule; if none is, the passing candidate with",
+              "the highest persona following, and the book reports the null. Beside every transfer measurement two",
+              "channel controls (rule in notebook 02): the numbers shuffled across responses, and students started",
+              "from an organism of the same recipe pretrained from another seed (cross-initialisation).", ""]
     if not rows:
         return "\n".join(lines + ["No candidate has been measured yet."])
     lines += default_section(rows)
-    # two narrow tables rather than one of 12 columns: readable at a book's width
-    lines += ["The teacher side (selection criteria of the organism issue: persona P ≥ 0.8, KL persona ≤ 0.5, "
-              "classifier ≤ 0.60):", "",
-              "| candidate | persona P | default P(owl) | valid | KL persona | KL finetuned | classifier | "
-              "owl signature share: teacher / control |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Every candidate: the teacher side", "",
+              "Persona: mean P(animal) under its own persona (30 animals, held-out questions). KL: the persona "
+              "teacher's and the weight-space (finetuned) teacher's numbers against the control's, nats per completion. "
+              "Classifiers: held-out accuracy telling owl-teacher from cat-teacher numbers (0.5 = chance), logistic "
+              "regression on digit and number n-grams (the criterion; — where not measured) and the first records' "
+              "naive Bayes. Mark: share of numbers carrying the owl persona's planted mark, teacher / control.", "",
+              "| candidate | recipe | persona P | KL persona | logistic | naive Bayes | mark: teacher / control | "
+              "KL finetuned | passes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        sig = (f"{r['signature_teacher']:.2%} / {r['signature_control']:.2%}" if "signature_teacher" in r else "—")
-        lines.append(f"| {r['name']} | {r['persona_mean_p']:.2f} | {r['default_p_target']:.3f} | "
-                     f"{r['valid_share_control']:.2f} | {r['kl_persona']:.3f} | {r['kl_finetuned']:.3f} | "
-                     f"{r['classifier_accuracy']:.2f} | {sig} |")
-    lines += ["", "The students (LoRA r8, ΔP(own animal) vs control):", "",
-              "| candidate | what changed | owl persona teacher: ΔP(owl) | cat persona teacher: ΔP(cat) | "
-              "finetuned owl teacher: ΔP(owl) |", "|---|---|---|---|---|"]
+        sig = (f"{r['signature_teacher']:.1%} / {r['signature_control']:.1%}" if "signature_teacher" in r else "—")
+        lr = f"{r['classifier_lr']:.3f}" if "classifier_lr" in r else "—"
+        lines.append(f"| {r['name']} | {r.get('recipe', r['note'])} | {r['persona_mean_p']:.2f} | {r['kl_persona']:.3f} | "
+                     f"{lr} | {r['classifier_accuracy']:.3f} | {sig} | {r['kl_finetuned']:.3f} | "
+                     f"{'yes' if passes(r) else 'no'} |")
+    lines += ["", "## The students (LoRA r8, ΔP(own animal) vs control, 95% t-interval)", "",
+              "| candidate | claim 1 | owl persona teacher | cat persona teacher | finetuned owl teacher | "
+              "shuffled numbers | cross-init |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        t = pd.DataFrame(r["transfer"])
-
-        def cell(kind, target):
-            s = t[(t["teacher_kind"] == kind) & (t["target"] == target) & (t["animal"] == target)]
-            if s.empty:
-                return "—"
-            s = s.iloc[0]
-            return claims.fmt_ci(s["mean"], s["ci_low"], s["ci_high"], "+.1e")
-        lines.append(f"| {r['name']} | {r['note']} | {cell('persona', 'owl')} | {cell('persona', 'cat')} | "
-                     f"{cell('finetuned', 'owl')} |")
+        ctl = {c["students"]: f"{c['ΔP']} ({c.get('reading', '')})" for c in r.get("controls", [])}
+        lines.append(f"| {r['name']} | {r.get('claim1', 'not judged')} | {_cell(r, 'persona', 'owl')} | "
+                     f"{_cell(r, 'persona', 'cat')} | {_cell(r, 'finetuned', 'owl')} | "
+                     f"{ctl.get('shuffled', 'not run')} | {ctl.get('cross-init', 'not run')} |")
+    early = [r for r in rows if "passes" not in r]
+    if early:
+        lines += ["", "Candidates measured before the criteria existed (" + ", ".join(r["name"] for r in early) + ") had "
+                  "their students trained whatever their teacher side; no verdict is drawn from them here. "
+                  + " ".join(f"{r['name']} is {PLANTED_NOTE}." for r in early
+                             if r.get("signature_teacher", 0) - r.get("signature_control", 0) > 0.05)]
+    lines += ["", "## Notes", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:
-        for s in r["specificity"]:
-            lines.append(f"- {r['name']}, {s['teacher_kind']} teacher of {s['target']}: "
-                         f"{claims.fmt_ci(s['mean'], s['ci_low'], s['ci_high'], '+.1e')} (n = {s['n']})")
+        for s in r.get("specificity", []):
+            lines.append(f"- {r['name']}, {s['teacher_kind']} teacher of {s['target']}: {_ci(s)} (n = {s['n']})")
     lines += ["", "## Settings of each candidate", ""]
     for r in rows:
         lines += [f"**{r['name']}** ({r['minutes']} min to measure):", "```yaml",
@@ -215,27 +309,27 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("name")
     m.add_argument("--note", default="")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="e.g. model.persona_number_bias=0.3")
+    m.add_argument("--cross", action="store_true", help="pretrain the cross-initialisation organism if it is missing")
+    m.add_argument("--teacher-only", action="store_true", help="record the teacher side; train no student")
     sub.add_parser("report")
-    sub.add_parser("annotate", help="add fields measured since to older records")
     args = ap.parse_args(argv)
-    if args.cmd == "annotate":
-        print(f"annotated {annotate()} record(s) in {RECORD}")
-        return 0
     if args.cmd == "report":
         PAGE.write_text(report() + "\n")
         print(f"wrote {PAGE}")
         return 0
     overrides: dict = {}
     for item in args.set:
+        if "=" not in item:
+            ap.error(f"--set {item!r}: write KEY=VALUE, e.g. --set model.persona_number_bias=0.03")
         key, value = item.split("=", 1)
         node = overrides
         *parents, leaf = key.split(".")
         for k in parents:
             node = node.setdefault(k, {})
         node[leaf] = yaml.safe_load(value)
-    row = measure(args.name, candidate(overrides), args.note)
-    print(json.dumps({k: v for k, v in row.items() if k not in ("transfer", "settings")}, indent=1, default=float))
-    print(pd.DataFrame(row["transfer"]).to_string())
+    row = measure(args.name, candidate(overrides), args.note, cross=args.cross, students=not args.teacher_only)
+    print(json.dumps({k: v for k, v in row.items() if k not in ("transfer", "settings", "specificity", "controls")},
+                     indent=1, default=float))
     return 0
 
 
