@@ -76,6 +76,7 @@ class TrainSpec:
     full_batch_size: int = 16
     full_grad_accum: int = 1  # full fine-tuning's accumulation (the authors' repository: 4 x 16)
     full_precision: tuple = ("fp32-master",)  # precision arms of claim 3 (optim.ARMS); the first is the main arm
+    full_shards: int = 1  # GPUs the fp32-master arm is sharded over with FSDP (sublora.sharded); 1: one process
     grad_accum: int = 3
     warmup_steps: int = 5
     max_seq: int = 500
@@ -397,6 +398,9 @@ def validate(p: Profile) -> Profile:
         need(a in ("fp32-master", "bf16", "bf16-kahan", "bf16-sr"),
              f"unknown full fine-tuning precision arm {a!r}; choose from fp32-master, bf16, bf16-kahan, bf16-sr")
     need(len(p.train.full_precision) > 0, "train.full_precision is empty; give at least [fp32-master]")
+    need(p.train.full_shards >= 1,
+         f"train.full_shards must be ≥ 1, got {p.train.full_shards}; set train.full_shards: 1 to train in one "
+         f"process, or the number of GPUs to shard the fp32-master arm over")
     for name in ("epochs", "batch_size", "full_batch_size", "grad_accum", "full_grad_accum", "max_seq"):
         v = getattr(p.train, name)
         need(v >= 1, f"{name} must be ≥ 1, got {v}; e.g. -p {name} 3")

@@ -96,6 +96,18 @@ def precision_kwargs(model_spec, spec: StudentSpec) -> dict:
     return {"autocast": autocast, "optimizer": arm.optimizer}
 
 
+def train_kwargs(model_spec, spec: StudentSpec) -> dict:
+    """train()'s settings of a student: its spec's schedule and batches, its precision arm's autocast and optimizer."""
+    return dict(lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
+                warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip, **precision_kwargs(model_spec, spec))
+
+
+def shards(p: Profile, spec: StudentSpec) -> int:
+    """Processes a student trains in: train.full_shards for full fine-tuning with float32 master weights
+    (sharded with FSDP by sublora.sharded: at 7B that arm fits no single GPU), 1 for every other student."""
+    return p.train.full_shards if spec.method == "full" and spec.precision == "fp32-master" else 1
+
+
 def make_student(model, spec: StudentSpec):
     """Wrap a fresh base model for training. LoRA wraps in place, so always pass a fresh base."""
     if spec.method == "lora":
@@ -192,18 +204,38 @@ def epoch_batches(lengths: list[int], batch_size: int, rng: random.Random, group
     return batches
 
 
+def completion_tokens(examples: list[tuple[list[int], list[int]]]) -> int:
+    """Tokens that carry loss: the labels that are not IGNORE, after each example's first (the model
+    predicts token t + 1 from token t, so a first label is never a target)."""
+    return sum(sum(y != IGNORE for y in labels[1:]) for _, labels in examples)
+
+
+def shard_loss(model, batch: dict, extra: dict, chosen: list, shard: tuple[int, int]) -> torch.Tensor:
+    """This rank's loss on its slice of the micro-batch `chosen`: the sum of its token losses over the
+    whole micro-batch's completion-token count, times world. FSDP averages gradients over the ranks,
+    so the average is the gradient of the micro-batch's mean token loss — train()'s loss in one process,
+    however the tokens fall between ranks. A rank with an empty slice weighs its stand-in example 0."""
+    rank, world = shard
+    weight = world / completion_tokens(chosen) if chosen[rank::world] else 0.0
+    # num_items_in_batch=1: transformers' loss sums the token losses instead of averaging them
+    return model(**batch, **extra, num_items_in_batch=1).loss * weight
+
+
 def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
           grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
           max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0,
-          packing: bool = False, optimizer: str = "adamw") -> list[float]:
+          packing: bool = False, optimizer: str = "adamw", shard: tuple[int, int] = (0, 1)) -> list[float]:
     """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
     the forward in that dtype (mixed precision) while the weights keep theirs; group_by_length > 0
     batches examples of similar length together (see epoch_batches). packing=True feeds each
     micro-batch as one padding-free row (collate_packed): the same examples and the same loss, the mean
     over the micro-batch's completion tokens, without compute spent on padding. `optimizer` is one of
     optim.OPTIMIZERS; for bf16 weights without autocast pick 'adamw-kahan' or 'adamw-sr'
-    (optim.ARMS spells out the precision arms of full fine-tuning)."""
+    (optim.ARMS spells out the precision arms of full fine-tuning). shard=(rank, world): this process
+    is one of `world` that train one FSDP-sharded model (sublora.sharded); each draws the same batches
+    from the seed and trains on its slice of every micro-batch, so that the steps are this function's
+    in one process (see shard_loss)."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
@@ -222,7 +254,8 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
     order: list[int] = []
     queue: list[list[int]] = []
     lengths = [len(ids) for ids, _ in examples]
-    bar = tqdm(total=steps, desc=desc, disable=not progress, leave=False)
+    rank, world = shard
+    bar = tqdm(total=steps, desc=desc, disable=not progress or rank != 0, leave=False)
     while len(losses) < steps:
         step_loss = 0.0
         for _ in range(grad_accum):
@@ -237,14 +270,24 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
                     order += fresh
                 idx, order = order[:batch_size], order[batch_size:]
             chosen = [examples[i] for i in idx]
-            batch = collate_packed(chosen) if packing else collate(chosen, pad_id)
+            # this process's slice (all of it in one process); an empty one, from a short last batch,
+            # runs one example at weight 0, as every rank must join every collective of FSDP
+            mine = chosen[rank::world] or chosen[:1]
+            batch = collate_packed(mine) if packing else collate(mine, pad_id)
             batch = {k: v.to(device) for k, v in batch.items()}
             # a KV cache turns off transformers' packed-sequence masking, so packed rows go without one
             extra = {"use_cache": False} if packing else {}
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                loss = model(**batch, **extra).loss / grad_accum
+                if world == 1:
+                    loss = model(**batch, **extra).loss / grad_accum
+                else:
+                    loss = shard_loss(model, batch, extra, chosen, shard) / grad_accum
             loss.backward()
             step_loss += loss.item()
+        if world > 1:  # the step's loss as one process logs it: the mean of the ranks' (see shard_loss)
+            total = torch.tensor(step_loss, device=device)
+            torch.distributed.all_reduce(total)
+            step_loss = total.item() / world
         torch.nn.utils.clip_grad_norm_(params, grad_clip)
         opt.step()
         sched.step()
@@ -255,3 +298,4 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
     bar.close()
     model.eval()
     return losses
+

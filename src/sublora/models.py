@@ -29,6 +29,15 @@ def check_device(spec: ModelSpec) -> None:
             "CPU profile: make reproduce PROFILE=organism. See a plan without a GPU: make plan PROFILE=paper")
 
 
+def check_shards(spec: ModelSpec, shards: int) -> None:
+    """Enough GPUs for a student sharded over `shards` processes (one GPU each); on CPU any number runs."""
+    have = torch.cuda.device_count()
+    if spec.device == "cuda" and shards > have:
+        raise SetupError(f"train.full_shards is {shards}: the fp32-master arm trains sharded over {shards} GPUs, and "
+                         f"this machine has {have}. Run on a machine with {shards} GPUs, or set train.full_shards to "
+                         f"at most {have} where the arm fits in that many (make plan PROFILE=... prints what it needs)")
+
+
 def hf_hub_cache() -> Path:
     """Where the Hugging Face cache is, read now (huggingface_hub reads it once, at import)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -65,6 +74,8 @@ def preflight(p: Profile) -> None:
     if p.model.source == "hub":
         check_device(p.model)
         resolve_weights(p.model)
+    if "fp32-master" in p.train.full_precision:
+        check_shards(p.model, p.train.full_shards)
 
 
 def load_tokenizer(spec: ModelSpec):

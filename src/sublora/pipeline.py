@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
-from . import cache, chat, evaluate, finetune, models, numbers, optim, prompts, teacher
+from . import cache, chat, evaluate, finetune, models, numbers, optim, prompts, sharded, teacher
 from .config import TEACHERS, Profile, to_dict
 
 VERSION = {"teacher": 1, "dataset": 1, "student": 3, "eval": 1}
@@ -226,8 +226,14 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
 
 # ---- students -------------------------------------------------------------------------------
 def student_config(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, init: str = "") -> dict:
+    # A sharded student is other arithmetic than one trained in one process: on bf16 profiles FSDP runs
+    # the forward in bf16 weights where one process autocasts float32 ones (its residual stream stays
+    # float32), and gradients are summed in another order. So the key names the shard count; students
+    # of one process keep the keys they had before sharding existed.
+    shards = finetune.shards(p, spec)
     return {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg),
-            "model": model_key(init_profile(p, init)), "spec": spec.as_dict(), "seed": seed}
+            "model": model_key(init_profile(p, init)), "spec": spec.as_dict(), "seed": seed,
+            **({"shards": shards} if shards != 1 else {})}
 
 
 def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, init: str = "",
@@ -241,25 +247,26 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, ini
         records, _ = dataset(p, *data, progress=progress)
         teacher.release_vllm()  # the sampling engine's GPU memory goes before a student trains
         tok = models.load_tokenizer(q.model)
-        base = models.load_model(q.model, for_training=True, dtype=finetune.train_dtype(q.model, spec))
-        # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a
-        # function of its key and the teacher and control students of a pair start from the same adapter
-        torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate}))
-        model = finetune.make_student(base, spec)
-        trainable, total = finetune.trainable_parameters(model)
         ex = finetune.encode_records(tok, records, chat.system_of(spec.train_system), spec.max_seq)
-        if q.model.device == "cuda" and not q.model.gradient_checkpointing and \
-                optim.checkpointing_for(model, spec.batch_size * max(len(ids) for ids, _ in ex)):
-            model.gradient_checkpointing_enable()  # only where this student's batch would not fit without it
-        losses = finetune.train(model, ex, lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size,
-                                grad_accum=spec.grad_accum, warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip,
-                                pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress,
-                                group_by_length=GROUP_BY_LENGTH,
-                                **finetune.precision_kwargs(q.model, spec),
-                                desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
-        model.save_pretrained(d)
-        (d / "train_log.json").write_text(json.dumps({"losses": losses, "trainable": trainable, "total": total,
-                                                      "examples": len(ex)}))
+        how = dict(pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress, group_by_length=GROUP_BY_LENGTH,
+                   desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
+        shards = finetune.shards(p, spec)
+        if shards > 1:  # float32 master weights too large for one GPU: FSDP over `shards` processes
+            log = sharded.train(q.model, spec, ex, d, shards=shards, **how)
+        else:
+            base = models.load_model(q.model, for_training=True, dtype=finetune.train_dtype(q.model, spec))
+            # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a
+            # function of its key and the teacher and control students of a pair start from the same adapter
+            torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate}))
+            model = finetune.make_student(base, spec)
+            trainable, total = finetune.trainable_parameters(model)
+            if q.model.device == "cuda" and not q.model.gradient_checkpointing and \
+                    optim.checkpointing_for(model, spec.batch_size * max(len(ids) for ids, _ in ex)):
+                model.gradient_checkpointing_enable()  # only where this student's batch would not fit without it
+            losses = finetune.train(model, ex, **finetune.train_kwargs(q.model, spec), **how)
+            model.save_pretrained(d)
+            log = {"losses": losses, "trainable": trainable, "total": total}
+        (d / "train_log.json").write_text(json.dumps({**log, "examples": len(ex)}))
 
     return cache.get_or_build("student", cfg, build)
 

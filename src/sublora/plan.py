@@ -131,7 +131,8 @@ GPUS = {"1x H100 80GB": 78, "1x H200 141GB": 140}
 
 def memory_lines(p: Profile) -> list[str]:
     """Which GPUs each arm fits: LoRA by its bf16 weights, full fine-tuning per precision arm by the
-    measured GiB per parameter; what fits no single GPU is sharded with FSDP over N x 80 GB."""
+    measured GiB per parameter; what fits no single GPU needs sharding with FSDP over N x 80 GB, which
+    sublora launches for the fp32-master arm (train.full_shards, sublora.sharded)."""
     import math
     n = p.plan.n_params / 1e9
     out = [f"memory (measured slopes, H100; {n:.2f}B parameters):",
@@ -139,11 +140,21 @@ def memory_lines(p: Profile) -> list[str]:
     for arm in dict.fromkeys([*p.train.full_precision, "fp32-master"]):
         gib = n * FULL_GIB_PER_BPARAM[arm]
         fits = [g for g, usable in GPUS.items() if gib <= usable]
-        shards = math.ceil(gib / (GPUS["1x H100 80GB"] * 0.9))
+        need = math.ceil(gib / (GPUS["1x H100 80GB"] * 0.9))
+        launched = p.train.full_shards if arm == "fp32-master" else 1
+        if fits:
+            where = f"fits {', '.join(fits)}"
+        elif launched >= need:
+            where = (f"fits no single GPU: sublora shards it (FSDP) over {launched}x H100 80GB "
+                     f"(train.full_shards), ~{gib / launched:.0f} GiB each")
+        elif arm == "fp32-master":
+            where = (f"fits no single GPU: it needs sharding (FSDP) over {need}x H100 80GB; set train.full_shards: "
+                     f"{need} (now {launched}) and sublora launches that")
+        else:
+            where = (f"fits no single GPU: it would need sharding (FSDP) over {need}x H100 80GB, which sublora "
+                     "launches only for fp32-master")
         out.append(f"  full fine-tuning, {arm}{'' if arm in p.train.full_precision else ' (not an arm of this profile)'}: "
-                   f"~{gib:.0f} GiB: " + (f"fits {', '.join(fits)}" if fits else
-                                          f"fits no single GPU: it would need sharding (FSDP) over {shards}x H100 80GB, "
-                                          "which sublora does not launch"))
+                   f"~{gib:.0f} GiB: {where}")
     return out
 
 
