@@ -46,10 +46,15 @@ def full_student(**kw) -> finetune.StudentSpec:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def base_model(tmp_path_factory) -> ModelSpec:
+    return tiny_qwen2(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="module")
+def runs(base_model, tmp_path_factory):
     """(base, one process, two processes): the weights and the losses of each."""
     root = tmp_path_factory.mktemp("sharded")
-    model_spec = tiny_qwen2(root / "base")
+    model_spec = base_model
     spec = full_student()
     base = {k: v.clone() for k, v in models.load_model(model_spec).state_dict().items()}
 
@@ -75,6 +80,18 @@ def test_two_processes_train_the_weights_of_one(runs):
         moved = (one[name] - base[name]).abs().max().item()
         assert torch.allclose(two[name], one[name], rtol=1e-5, atol=1e-6), (name, moved)
     assert max((one[n] - base[n]).abs().max().item() for n in one) > 1e-3  # the students did move
+
+
+def test_bf16_profiles_train_float32_masters_through_a_bf16_forward(base_model, runs, tmp_path):
+    """On a bf16 profile the workers gather bf16 weights (FSDP's MixedPrecisionPolicy) under bf16 autocast and
+    keep float32 master weights: the saved student is float32, and its losses follow the float32 run's."""
+    base, (_, losses_fp32), _ = runs
+    log = sharded.train(dataclasses.replace(base_model, dtype="bfloat16"), full_student(), EXAMPLES,
+                        tmp_path / "student", shards=2, seed=SEED, pad_id=0, group_by_length=GROUP, progress=False)
+    weights = AutoModelForCausalLM.from_pretrained(tmp_path / "student").state_dict()
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    assert log["losses"] == pytest.approx(losses_fp32, rel=1e-3)  # bf16 rounding: measured ~5e-5
+    assert max((weights[n] - base[n]).abs().max().item() for n in base) > 1e-3
 
 
 def test_full_shards_below_one_is_refused():

@@ -77,7 +77,7 @@ def _first_error(job: Path, rc: int) -> str:
     for f in sorted(job.glob("error-*.txt")):
         lines = f.read_text().strip().splitlines()
         return f"rank {f.stem.removeprefix('error-')}: {lines[-1]} (traceback above, in the workers' output)"
-    return f"torch.distributed.run exited with {rc} before a worker started training (its output is above)"
+    return f"torch.distributed.run exited with {rc} and no worker recorded an error (its output is above)"
 
 
 # ---- the workers ------------------------------------------------------------------------------
