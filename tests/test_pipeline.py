@@ -282,7 +282,7 @@ def test_graph_orders_inputs_before_their_users():
     kinds = [kind for kind, _ in graph]
     assert {"teacher", "dataset", "student", "eval"} == set(kinds)
     # one control dataset per replicate, shared by both teacher kinds and all teacher animals
-    controls = [a for a in graph.values() if a.kind == "dataset" and a.config["animal"] is None]
+    controls = [a for a in graph.values() if a.kind == "dataset" and "channel" not in a.config and a.config["animal"] is None]
     assert len(controls) == p.transfer_replicates
 
 
