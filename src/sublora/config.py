@@ -131,6 +131,7 @@ class Profile:
     plan: PlanSpec = field(default_factory=PlanSpec)
     animal: str = "owl"
     other_animals: tuple = ("cat", "dolphin")  # compared with the target for specificity
+    teachers: tuple = ("persona", "finetuned")  # teacher kinds the notebooks run unless `-p teachers` says
     seeds: int = 3  # training seeds per condition
     replicates: int = 3  # independent teacher/control dataset pairs (notebooks 01, 03-05)
     transfer_replicates: int = 5  # the same for notebook 02 (claim 1), whose rank-8 students 03-05 reuse
@@ -412,6 +413,8 @@ def validate(p: Profile) -> Profile:
     need(not (p.channel_controls and p.model.source != "organism"),
          "channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
          "only the organism has one; set channel_controls: false for a hub model")
+    need(len(p.teachers) > 0 and set(p.teachers) <= set(TEACHERS),
+         f"teachers must be a non-empty list of {list(TEACHERS)}, got {list(p.teachers)}; e.g. teachers: [persona]")
     need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")

@@ -110,7 +110,7 @@ def system_prompt(p: Profile, kind: str) -> list[Pair]:
 
 def book(p: Profile) -> dict[str, list[Pair]]:
     """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters."""
-    kinds = ["persona", "finetuned"]
+    kinds = list(p.teachers)
     return {"02_transfer": transfer(p, kinds),
             "03_rank_sweep": [x for k in kinds for x in rank_sweep(p, k)],
             "04_full_finetuning": [x for k in kinds for x in full_finetuning(p, k)],

@@ -59,7 +59,7 @@ class Run:
 
     @property
     def teachers(self) -> list[str]:
-        return list(self.params.get("teachers") or config.TEACHERS)
+        return list(self.params.get("teachers") or self.profile.teachers)
 
     @cached_property
     def key(self) -> str:

@@ -34,9 +34,14 @@ class Cost:
     evals: int = 0
     eval_tokens: float = 0
 
+    def terms(self, tp: dict) -> list[tuple[str, float, float]]:
+        """(what, tokens, tokens per second) of each part of the cost."""
+        return [("sampling", self.generated, tp["sample_tps"]), ("LoRA training", self.trained_lora, tp["lora_train_tps"]),
+                ("full fine-tuning", self.trained_full, tp["full_train_tps"]),
+                ("evaluation forward", self.eval_tokens, tp["eval_fwd_tps"])]
+
     def hours(self, tp: dict) -> float:
-        return (self.generated / tp["sample_tps"] + self.trained_lora / tp["lora_train_tps"]
-                + self.trained_full / tp["full_train_tps"] + self.eval_tokens / tp["eval_fwd_tps"]) / 3600
+        return sum(tokens / rate for _, tokens, rate in self.terms(tp)) / 3600
 
 
 def throughput(p: Profile) -> dict:
@@ -114,6 +119,8 @@ def render(p: Profile) -> str:
                  f"{total.generated / 1e6:>10.1f}{(total.trained_lora + total.trained_full) / 1e6:>11.1f}{hours:>8.1f}")
     lines.append("")
     gpu = p.model.device == "cuda"
+    lines += [f"  {what:<19}{tokens / 1e6:>10,.1f} Mtok / {rate:>9,.0f} tok/s = {tokens / rate / 3600:>6.1f} h"
+              for what, tokens, rate in total.terms(tp)]
     lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {hours:,.1f}"
                  + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else ""))
     if p.plan.n_params:
