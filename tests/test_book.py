@@ -198,7 +198,7 @@ def test_caveat_names_the_model():
     assert "mean nothing" in plots.caveat("smoke")
     organism = plots.caveat("organism")
     # the organism search's record of the default organism (book/organism_search.jsonl)
-    assert "not Qwen" in organism and "nats per completion" in organism and "accuracy 0.997" in organism
+    assert "not Qwen" in organism and "nats per completion" in organism and "criteria of the paper's regime" in organism
     assert "`Qwen/Qwen2.5-7B-Instruct`" in plots.caveat("paper")
 
 

@@ -264,7 +264,8 @@ def test_graph_keys_are_todays_cache_keys(monkeypatch):
     monkeypatch.setattr(teacher, "vllm_available", lambda: False)  # the paper profile's key without vLLM
     pinned = json.loads((paths.ROOT / "tests" / "fixtures" / "cache_keys.json").read_text())
     for name, keys in pinned.items():
-        p = config.load_profile(name)
+        # with both teacher kinds, as -p teachers asks of a profile that runs one by default
+        p = dataclasses.replace(config.load_profile(name), teachers=config.TEACHERS)
         with __import__("warnings").catch_warnings():
             __import__("warnings").simplefilter("ignore")
             got = {f"{kind}/{key}" for pairs in design.book(p).values() for kind, key in pipeline.requirements(p, pairs)}

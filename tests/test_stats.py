@@ -475,3 +475,20 @@ def test_channel_controls_name_the_channel_by_the_declared_rule():
     # the main design's rows alone: the controls are not mixed into claim 1
     both = _channel_table({"": main, "shuffled": gone})
     assert set(claims.main_arm(both)["channel"]) == {""}
+
+
+def test_rank_lr_check_reads_the_peak_at_each_lr():
+    from sublora import claims
+    rows = []
+    curves = {1e-3: [0.01, 0.03, 0.02], 3e-3: [0.01, 0.02, 0.04]}  # the peak moves from r2 to r4
+    for lr, curve in curves.items():
+        for rank, d in zip((1, 2, 4), curve):
+            for arm, p in (("teacher", 0.1 + d), ("control", 0.1)):
+                rows.append({"teacher_kind": "persona", "animal": "owl", "replicate": 0, "seed": 0, "lora_rank": rank,
+                             "lr": lr, "arm": arm, "p": p, "label": f"r{rank}" + ("" if lr == 1e-3 else " lr x3")})
+    table = pd.DataFrame(rows)
+    wide, text = claims.rank_lr_check(table, "owl", 1e-3)
+    assert list(wide.columns) == ["lora_rank", "lr x1", "lr x3"]
+    assert wide["lr x3"].round(6).tolist() == [0.01, 0.02, 0.04]
+    assert "lr x1: r2, lr x3: r4" in text and "The peak moves with the lr" in text
+    assert len(claims.rank_sweep_arm(table)) == len(table) / 2

@@ -175,6 +175,37 @@ def rank(effects: pd.DataFrame, animal: str, kinds: list[str]) -> list[dict]:
     return rows
 
 
+LR_CHECK = " lr x"  # the label of 03's lr-check students (design.rank_lr_check)
+
+
+def rank_sweep_arm(table: pd.DataFrame) -> pd.DataFrame:
+    """03's sweep without its lr-check students."""
+    return table[~table["label"].astype(str).str.contains(LR_CHECK, regex=False)]
+
+
+def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataFrame, str]:
+    """03's lr check: ΔP(animal) of the persona teacher's students at each rank and lr multiple, one run
+    (replicate 0, seed 0; the x1 column is the sweep's own run), and a sentence saying at which rank
+    each lr peaks and how closely each lr's curve follows the x1 curve (Spearman's ρ over ranks)."""
+    rows = table[(table["teacher_kind"] == "persona") & (table["animal"] == animal) & (table["replicate"] == 0)
+                 & (table["seed"] == 0)]
+    eff = stats.paired_effects(rows, ["lora_rank", "lr"], value="p")
+    wide = eff.assign(factor=(eff["lr"] / lr).round(3)).pivot_table(index="lora_rank", columns="factor", values="delta")
+    if wide.shape[1] < 2:
+        return wide, "No lr check was run (the profile's rank_lr_factors is empty)."
+    peaks = {f: int(wide[f].idxmax()) for f in wide.columns}
+    rho = {f: float(wide[f].corr(wide[1.0], method="spearman")) for f in wide.columns if f != 1.0} if 1.0 in wide else {}
+    wide.columns = [f"lr x{f:g}" for f in wide.columns]
+    text = ("Peak rank at each lr: " + ", ".join(f"lr x{f:g}: r{r}" for f, r in peaks.items()) + ". "
+            + ("Spearman's ρ of each curve with the profile's lr: " + ", ".join(f"x{f:g} {v:+.2f}" for f, v in rho.items())
+               + ". " if rho else "")
+            + ("The peak does not move with the lr: the lr is not what places the ranks."
+               if len(set(peaks.values())) == 1 else
+               "The peak moves with the lr: a rank's place on the curve depends on the lr as well as on the rank "
+               "(one run per cell: a check, not a verdict)."))
+    return wide.reset_index(), text
+
+
 # ---- claim 3 -----------------------------------------------------------------------------------
 def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int, arms: tuple) -> list[dict]:
     """Claim 3 per precision arm and teacher kind (stats.RULES['full_ft_null']); effects by teacher_kind,

@@ -137,6 +137,7 @@ class Profile:
     transfer_replicates: int = 5  # the same for notebook 02 (claim 1), whose rank-8 students 03-05 reuse
     channel_controls: bool = False  # 02 also trains the channel controls (shuffled numbers, cross-initialisation)
     ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
+    rank_lr_factors: tuple = ()  # 03's lr check: each rank also at lr x these (one run, persona teacher)
     min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
     bootstrap: int = 2000
     workers: int = 1  # processes training students in parallel (one torch thread each)
@@ -415,6 +416,8 @@ def validate(p: Profile) -> Profile:
          "only the organism has one; set channel_controls: false for a hub model")
     need(len(p.teachers) > 0 and set(p.teachers) <= set(TEACHERS),
          f"teachers must be a non-empty list of {list(TEACHERS)}, got {list(p.teachers)}; e.g. teachers: [persona]")
+    need(all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in p.rank_lr_factors),
+         f"rank_lr_factors must be positive numbers, got {list(p.rank_lr_factors)}; e.g. rank_lr_factors: [0.3, 3]")
     need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")

@@ -60,6 +60,13 @@ def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:
             for rank in p.ranks for r, s in _grid(p)]
 
 
+def rank_lr_check(p: Profile, kind: str = "persona") -> list[Pair]:
+    """03's lr check: every rank again at lr x each of p.rank_lr_factors, one run (replicate 0, seed 0),
+    so that a rank's place on the curve can be told from its learning rate's."""
+    return [Pair(kind, p.animal, 0, 0, finetune.lora_spec(p, rank=int(rank), lr=p.train.lr * f),
+                 label=f"r{rank} lr x{f:g}") for rank in p.ranks for f in p.rank_lr_factors]
+
+
 def full_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
     """04: the full fine-tuning baseline and one axis at a time around it (duplicates dropped)."""
     t = p.train
@@ -112,6 +119,7 @@ def book(p: Profile) -> dict[str, list[Pair]]:
     """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters."""
     kinds = list(p.teachers)
     return {"02_transfer": transfer(p, kinds),
-            "03_rank_sweep": [x for k in kinds for x in rank_sweep(p, k)],
+            "03_rank_sweep": [x for k in kinds for x in rank_sweep(p, k)]
+                             + (rank_lr_check(p) if "persona" in kinds else []),
             "04_full_finetuning": [x for k in kinds for x in full_finetuning(p, k)],
             "05_system_prompt": [x for k in kinds for x in system_prompt(p, k)]}

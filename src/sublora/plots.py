@@ -143,6 +143,9 @@ def caveat(p: Profile | str) -> str:
                  "subliminal regime. ")
     else:
         text += "Its teacher signal was not measured by the organism search (no record has its model settings). "
+    if r and passes(r):
+        return text + ("Its scale is not Qwen's (a million parameters, a thousand examples per dataset): these verdicts "
+                       "are about this organism, in a regime like the paper's, not about Qwen.")
     return text + ("The signal of Qwen2.5-7B-Instruct's persona teacher is far subtler, so these verdicts are about "
                    "this organism: how LoRA rank, full fine-tuning and the system prompt modulate a transfer that a "
                    "strong signal carries, not whether Qwen shows one.")
