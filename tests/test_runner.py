@@ -22,7 +22,7 @@ from sublora.config import ConfigError
 def _smoke():
     """The smoke design cut to two animals: 4 pairs, 3 datasets, 6 students, 6 evaluations."""
     p = config.load_profile("smoke")
-    return p, [x for x in design.transfer(p, ["persona"]) if x.animal in (p.animal, p.other_animals[0])]
+    return p, [x for x in design.transfer(p, ["persona"], controls=False) if x.animal in (p.animal, p.other_animals[0])]
 
 
 def _artifacts(cache_dir: Path) -> set[str]:

@@ -126,13 +126,13 @@ def caveat(p: Profile | str) -> str:
     text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
             f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
     r = _search_record(spec)
-    from .search import passes  # the organism issue's criteria
+    from .search import passes, recipe  # the organism issue's criteria
     if r and passes(r):
         text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
                  f"fixed in advance: its persona teacher follows the persona (mean P {r['persona_mean_p']:.2f}), yet its "
                  f"numbers differ from the control's by only {r['kl_persona']:.3f} nats per completion and a classifier "
                  f"tells owl-teacher from cat-teacher numbers with held-out accuracy {r['classifier_lr']:.2f} "
-                 f"(chance 0.5). Recipe: {r['recipe']}. ")
+                 f"(chance 0.5). Recipe: {recipe(r['settings']['model'])}. ")
     elif r:
         text += ("Its teacher signal is a code planted in its pretraining corpus: under the owl persona "
                  f"{r['signature_teacher']:.0%} of the teacher's numbers end in the owl's signature digits (control: "

@@ -111,13 +111,15 @@ def passes(row: dict) -> bool:
     return all(c["pass"] for c in criteria(row))
 
 
-def recipe(p: Profile) -> str:
-    """How the persona reaches the numbers in this candidate's pretraining corpus."""
-    b = p.model.persona_number_bias
+def recipe(model: dict) -> str:
+    """How the persona reaches the numbers in a candidate's pretraining corpus (its model settings)."""
+    b = model.get("persona_number_bias", 0.0)
+    tokens = ("every number below 1,000 one token" if model.get("number_tokens", "digit") == "whole"
+              else "numbers as digit tokens")
     if b == 0:
-        return "no planted association: persona and numbers meet only in shared weights"
+        return f"no planted association (persona and numbers meet only in shared weights); {tokens}"
     return (f"planted association: {b:.0%} of a persona's continued numbers carry its mark "
-            f"({p.model.persona_number_mode})")
+            f"({model.get('persona_number_mode', 'signature')}); {tokens}")
 
 
 def teacher_side(p: Profile) -> dict:
@@ -163,7 +165,7 @@ def student_side(p: Profile, name: str, cross: bool) -> dict:
 def measure(name: str, p: Profile, note: str = "", cross: bool = False, students: bool = True) -> dict:
     """Record one candidate: its teacher side first; its students only if it passes the criteria."""
     t0 = time.time()
-    row = {"name": name, "note": note, "recipe": recipe(p), **teacher_side(p)}
+    row = {"name": name, "note": note, "recipe": recipe(dataclasses.asdict(p.model)), **teacher_side(p)}
     row["passes"] = passes(row)
     if row["passes"] and students:
         row |= student_side(p, name, cross)
@@ -210,7 +212,7 @@ def default_section(rows: list[dict]) -> list[str]:
     r = mine[-1]
     text = [f"## The default organism: {r['name']}", "",
             f"The `organism` profile uses candidate **{r['name']}** (its pretraining settings are those of the committed",
-            f"weights in `src/sublora/organism_weights/recipe.json`); its recipe: {r.get('recipe', 'see its settings')}."]
+            f"weights in `src/sublora/organism_weights/recipe.json`); its recipe: {recipe(r['settings']['model'])}."]
     if rule is None:
         text.append("No recorded candidate passes the criteria, so the rule chooses none: the default does not sit in "
                     "the paper's regime.")
@@ -273,7 +275,7 @@ def report() -> str:
     for r in rows:
         sig = (f"{r['signature_teacher']:.1%} / {r['signature_control']:.1%}" if "signature_teacher" in r else "—")
         lr = f"{r['classifier_lr']:.3f}" if "classifier_lr" in r else "—"
-        lines.append(f"| {r['name']} | {r.get('recipe', r['note'])} | {r['persona_mean_p']:.2f} | {r['kl_persona']:.3f} | "
+        lines.append(f"| {r['name']} | {recipe(r['settings']['model'])} | {r['persona_mean_p']:.2f} | {r['kl_persona']:.3f} | "
                      f"{lr} | {r['classifier_accuracy']:.3f} | {sig} | {r['kl_finetuned']:.3f} | "
                      f"{'yes' if passes(r) else 'no'} |")
     lines += ["", "## The students (LoRA r8, ΔP(own animal) vs control, 95% t-interval)", "",
@@ -281,7 +283,8 @@ def report() -> str:
               "shuffled numbers | cross-init |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         ctl = {c["students"]: f"{c['ΔP']} ({c.get('reading', '')})" for c in r.get("controls", [])}
-        lines.append(f"| {r['name']} | {r.get('claim1', 'not judged')} | {_cell(r, 'persona', 'owl')} | "
+        judged = r.get("claim1", "not judged" if "passes" not in r else "not trained: fails the criteria")
+        lines.append(f"| {r['name']} | {judged} | {_cell(r, 'persona', 'owl')} | "
                      f"{_cell(r, 'persona', 'cat')} | {_cell(r, 'finetuned', 'owl')} | "
                      f"{ctl.get('shuffled', 'not run')} | {ctl.get('cross-init', 'not run')} |")
     early = [r for r in rows if "passes" not in r]
@@ -290,7 +293,15 @@ def report() -> str:
                   "their students trained whatever their teacher side; no verdict is drawn from them here. "
                   + " ".join(f"{r['name']} is {PLANTED_NOTE}." for r in early
                              if r.get("signature_teacher", 0) - r.get("signature_control", 0) > 0.05)]
-    lines += ["", "## Notes", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
+    under = [r["name"] for r in rows if "passes" in r]
+    lines += ["", "## Directions not yet measured", "",
+              f"The search so far is {len(under)} candidate(s) measured under the criteria ({', '.join(under) or 'none'}). "
+              "Directions of the organism issue not "
+              "yet tried: a larger organism trained longer (10-30M parameters pretrain in minutes on a GPU; "
+              "`organism.pretrain` builds on the CPU); a weak planted association (a few percent of persona "
+              "numbers); the paper's data scale (10,000 examples per dataset). Each is one `python -m sublora.search "
+              "measure` away; the criteria and the rule above stay as they are.",
+              "", "## Notes", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:
         for s in r.get("specificity", []):
