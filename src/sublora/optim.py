@@ -184,11 +184,12 @@ def needs_checkpointing(n_params: float, layers: int, hidden: int, vocab: int, t
     return est > HEADROOM * free_bytes
 
 
-def checkpointing_for(model, tokens_per_microbatch: int, free_bytes: float | None = None) -> bool:
+def checkpointing_for(model, tokens_per_microbatch: int, free_bytes: float | None = None, world: int = 1) -> bool:
     """needs_checkpointing for a loaded model (LoRA-wrapped or not): sizes from its config, resident
     bytes from its parameters (frozen: the weight; trainable: weight, gradient and two AdamW moments),
     free memory from its CUDA device unless given (memory this process already holds counts as available,
-    as the model is part of the estimate)."""
+    as the model is part of the estimate). world > 1: one rank of a model sharded over `world`
+    processes (sublora.sharded), holding 1/world of the parameters' state."""
     cfg = model.config.get_text_config()
     resident, n = 0, 0
     for p in unique_parameters(model):
@@ -199,5 +200,5 @@ def checkpointing_for(model, tokens_per_microbatch: int, free_bytes: float | Non
         if device.type != "cuda":
             raise ValueError("free_bytes is needed for a model that is not on a CUDA device")
         free_bytes = torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_allocated(device)
-    return needs_checkpointing(n, cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, tokens_per_microbatch,
+    return needs_checkpointing(n / world, cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, tokens_per_microbatch,
                                free_bytes, bytes_per_param=resident / n)

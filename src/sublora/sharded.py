@@ -96,17 +96,6 @@ def shard(model, model_spec: ModelSpec) -> None:
     fully_shard(model, mp_policy=policy)
 
 
-def needs_checkpointing(model, spec: finetune.StudentSpec, examples: list, world: int) -> bool:
-    """optim.needs_checkpointing for one rank of `world`: its share of the parameters' state and its slice of
-    the longest micro-batch, against its GPU's memory (the unsharded model on it counts as free)."""
-    cfg = model.config.get_text_config()
-    n = sum(p.numel() for p in optim.unique_parameters(model))
-    tokens = -(-spec.batch_size // world) * max(len(ids) for ids, _ in examples)
-    free = torch.cuda.mem_get_info()[0] + torch.cuda.memory_allocated()
-    return optim.needs_checkpointing(n / world, cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size, tokens, free,
-                                     bytes_per_param=optim.arm(spec.precision).state_bytes())
-
-
 def work(job: Path, rank: int, world: int, local_rank: int) -> None:
     """One worker: train its shard of the student; rank 0 saves the whole model into job/model."""
     import torch.distributed as dist
@@ -125,7 +114,9 @@ def work(job: Path, rank: int, world: int, local_rank: int) -> None:
                                   dtype=finetune.train_dtype(model_spec, spec))
         model = finetune.make_student(model, spec)
         trainable, total = finetune.trainable_parameters(model)
-        if cuda and not model_spec.gradient_checkpointing and needs_checkpointing(model, spec, examples, world):
+        # this rank's slice of the longest micro-batch, against its share of the parameters' state
+        tokens = -(-spec.batch_size // world) * max(len(ids) for ids, _ in examples)
+        if cuda and not model_spec.gradient_checkpointing and optim.checkpointing_for(model, tokens, world=world):
             model.gradient_checkpointing_enable()
         shard(model, model_spec)  # before the optimizer, which finetune.train makes over the shards
         losses = finetune.train(model, examples, **finetune.train_kwargs(model_spec, spec), pad_id=cfg["pad_id"],
