@@ -90,4 +90,4 @@ def test_committed_organisms_pass_their_hash_and_the_cross_organism_is_the_defau
             assert organism.sha256(d / "model.safetensors") == organism.committed_recipe(d)["sha256"]
     if config.load_profile("organism").channel_controls:
         cross = dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1)
-        assert organism.committed(cross) == organism.CROSS
+        assert organism.cross_spec(spec) == cross and organism.committed(cross) == organism.CROSS

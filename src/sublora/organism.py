@@ -15,6 +15,7 @@ input. With bias 0 the numbers do not depend on the persona.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -248,6 +249,12 @@ def sha256(path: Path) -> str:
 CROSS = COMMITTED / "cross"  # the default's cross-initialisation organism (its recipe, pretrained from seed + 1)
 
 
+def cross_spec(spec: ModelSpec) -> ModelSpec:
+    """The cross-initialisation twin of an organism: its recipe pretrained from the next seed (corpus
+    and initialisation differ), for the channel control that needs a student not sharing the teacher's start."""
+    return dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1)
+
+
 def committed_recipe(where: Path = COMMITTED) -> dict | None:
     f = where / "recipe.json"
     return json.loads(f.read_text()) if f.exists() else None
@@ -299,7 +306,6 @@ def export(spec: ModelSpec, command: str, dest: Path = COMMITTED) -> Path:
 
 
 if __name__ == "__main__":  # python -m sublora.organism export [profile]
-    import dataclasses
     import sys
 
     from .config import load_profile
@@ -310,4 +316,4 @@ if __name__ == "__main__":  # python -m sublora.organism export [profile]
     spec = load_profile(name).model
     print(export(spec, command))
     if load_profile(name).channel_controls:  # and the cross-initialisation organism beside it
-        print(export(dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1), command, CROSS))
+        print(export(cross_spec(spec), command, CROSS))

@@ -74,7 +74,8 @@ def init_profile(p: Profile, init: str = "") -> Profile:
     if p.model.source != "organism":
         raise ValueError("the cross-initialisation control needs a second pretraining of the same recipe: "
                          "only the organism (model.source organism) has one; drop the control for hub models")
-    return dataclasses.replace(p, model=dataclasses.replace(p.model, pretrain_seed=p.model.pretrain_seed + 1))
+    from . import organism
+    return dataclasses.replace(p, model=organism.cross_spec(p.model))
 
 
 def model_key(p: Profile) -> dict:
