@@ -233,3 +233,15 @@ def test_kernel_environment_silences_the_known_warnings_and_nothing_else():
     assert "is_gradient_checkpointing" not in err and "IProgress" not in err
     assert "a warning we did not expect" in err
     assert quiet.kernel_env({"PYTHONWARNINGS": "error"})["PYTHONWARNINGS"].startswith("error,")
+
+
+def test_caveat_tells_a_failing_unplanted_candidate_from_a_planted_one():
+    """The record's v3 (no planted mark, persona following below the bound) and v2 (planted code)."""
+    import dataclasses
+
+    from sublora import config
+    o = config.load_profile("organism")
+    v3 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit"))
+    v2 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit", persona_number_bias=0.8))
+    assert "does not meet the criteria" in plots.caveat(v3) and "planted" not in plots.caveat(v3)
+    assert "planted-channel contrast" in plots.caveat(v2)

@@ -136,8 +136,9 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
                      "whose channel the controls could show; they are reported for completeness.")
     said = {"removes": "removes it", "keeps": "leaves it", "reduces": "reduces it without removing it",
             "inconclusive": "leaves it undecided"}
-    text = "; ".join(f"{'shuffling the numbers across responses' if k == 'shuffled' else 'starting the students from a differently seeded organism'} {said[v]}"
-                     for k, v in calls.items())
+    control = {"shuffled": "shuffling the numbers across responses",
+               "cross-init": "starting the students from a differently seeded organism"}
+    text = "; ".join(f"{control[k]} {said[v]}" for k, v in calls.items())
     if calls.get("shuffled") == "removes" and calls.get("cross-init") == "removes":
         carrier = ("the transfer travels through shared weights: it needs the numbers as the teacher arranged them "
                    "and a student that shares the teacher's initialisation — the subliminal channel.")

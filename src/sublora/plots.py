@@ -84,8 +84,9 @@ def _organism_parameters(spec) -> int | None:
 
     cfg = organism.pretrain_config(spec)
     logs = [cache.location("organism", cfg) / "pretrain_log.json"]
-    if organism.committed(spec):
-        logs.append(organism.committed(spec) / "pretrain_log.json")
+    committed = organism.committed(spec)
+    if committed:
+        logs.append(committed / "pretrain_log.json")
     for log in logs:
         if log.exists():
             return int(json.loads(log.read_text())["parameters"])
@@ -126,14 +127,16 @@ def caveat(p: Profile | str) -> str:
     text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
             f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
     r = _search_record(spec)
-    from .search import passes, recipe  # the organism issue's criteria
+    from .search import passes, planted, recipe  # the organism issue's criteria
     if r and passes(r):
         text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
                  f"fixed in advance: its persona teacher follows the persona (mean P {r['persona_mean_p']:.2f}), yet its "
                  f"numbers differ from the control's by only {r['kl_persona']:.3f} nats per completion and a classifier "
                  f"tells owl-teacher from cat-teacher numbers with held-out accuracy {r['classifier_lr']:.2f} "
                  f"(chance 0.5). Recipe: {recipe(r['settings']['model'])}. ")
-    elif r:
+        return text + ("Its scale is not Qwen's (a million parameters, a thousand examples per dataset): these verdicts "
+                       "are about this organism, in a regime like the paper's, not about Qwen.")
+    if r and planted(r):
         text += ("Its teacher signal is a code planted in its pretraining corpus: under the owl persona "
                  f"{r['signature_teacher']:.0%} of the teacher's numbers end in the owl's signature digits (control: "
                  f"{r['signature_control']:.1%}), the teacher's numbers differ from the control's by "
@@ -141,14 +144,16 @@ def caveat(p: Profile | str) -> str:
                  f"numbers with accuracy {r['classifier_accuracy']:.3f} (organism search, candidate {r['name']}). "
                  "It is a **planted-channel contrast**: the numbers are readable, not innocuous as in the paper's "
                  "subliminal regime. ")
+        return text + ("The signal of Qwen2.5-7B-Instruct's persona teacher is far subtler, so these verdicts are about "
+                       "this organism: how LoRA rank, full fine-tuning and the system prompt modulate a transfer that a "
+                       "strong signal carries, not whether Qwen shows one.")
+    if r:
+        text += (f"It is candidate {r['name']} of the organism search, which does not meet the criteria of the paper's "
+                 f"regime fixed in advance (book/organism.md): persona following {r['persona_mean_p']:.2f}, KL "
+                 f"{r['kl_persona']:.3f} nats per completion. ")
     else:
         text += "Its teacher signal was not measured by the organism search (no record has its model settings). "
-    if r and passes(r):
-        return text + ("Its scale is not Qwen's (a million parameters, a thousand examples per dataset): these verdicts "
-                       "are about this organism, in a regime like the paper's, not about Qwen.")
-    return text + ("The signal of Qwen2.5-7B-Instruct's persona teacher is far subtler, so these verdicts are about "
-                   "this organism: how LoRA rank, full fine-tuning and the system prompt modulate a transfer that a "
-                   "strong signal carries, not whether Qwen shows one.")
+    return text + "These verdicts are about this organism, not about Qwen."
 
 
 # ---- drawing ------------------------------------------------------------------------------------

@@ -111,6 +111,11 @@ def passes(row: dict) -> bool:
     return all(c["pass"] for c in criteria(row))
 
 
+def planted(row: dict) -> bool:
+    """Whether the teacher's numbers carry the corpus's planted mark (5 points above the control's share)."""
+    return row.get("signature_teacher", 0) - row.get("signature_control", 0) > 0.05
+
+
 def recipe(model: dict) -> str:
     """How the persona reaches the numbers in a candidate's pretraining corpus (its model settings)."""
     b = model.get("persona_number_bias", 0.0)
@@ -152,20 +157,19 @@ def student_side(p: Profile, name: str, cross: bool) -> dict:
     pairs = [x for x in design.transfer(p, ["persona"], controls=True) if with_cross or not x.init]
     pairs += [x for x in design.transfer(p, ["finetuned"], controls=False) if x.animal == p.animal]
     res = runner.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)
-    main = claims.main_arm(res)
-    eff = stats.paired_effects(main, ["teacher_kind", "target", "animal"], value="p")
-    own = eff[(eff["teacher_kind"] == "persona") & (eff["target"] == p.animal) & (eff["animal"] == p.animal)]
-    verdict, _ = stats.transfer_test(own, min_effect=p.min_effect)
+    eff = stats.paired_effects(claims.main_arm(res), ["teacher_kind", "target", "animal"], value="p")
+    # the controls' "as sampled" row is the claim-1 rule on the persona teacher's own students
     controls, reading = claims.channel_controls(res, p.animal, p.min_effect)
     return {"transfer": stats.summarize(eff, ["teacher_kind", "target", "animal"]).to_dict(orient="records"),
             "specificity": stats.summarize(claims.specificity(eff), ["teacher_kind", "target"]).to_dict(orient="records"),
-            "claim1": verdict, "controls": controls.to_dict(orient="records"), "channel_reading": reading}
+            "claim1": controls.set_index("students").loc["as sampled", "verdict"], "controls": controls.to_dict(orient="records"),
+            "channel_reading": reading}
 
 
 def measure(name: str, p: Profile, note: str = "", cross: bool = False, students: bool = True) -> dict:
     """Record one candidate: its teacher side first; its students only if it passes the criteria."""
     t0 = time.time()
-    row = {"name": name, "note": note, "recipe": recipe(dataclasses.asdict(p.model)), **teacher_side(p)}
+    row = {"name": name, "note": note, **teacher_side(p)}  # its recipe is read off its settings (recipe())
     row["passes"] = passes(row)
     if row["passes"] and students:
         row |= student_side(p, name, cross)
@@ -225,7 +229,7 @@ def default_section(rows: list[dict]) -> list[str]:
     text.append("")
     if "claim1" in r:
         text += [f"Its persona teacher of the owl, LoRA r8 over {r['settings']['replicates']} dataset pairs: ΔP(owl) "
-                 f"{_cell(r, 'persona', r['settings'].get('animal', 'owl'))}, claim-1 verdict **{r['claim1']}**.",
+                 f"{_cell(r, 'persona', 'owl')}, claim-1 verdict **{r['claim1']}**.",
                  f"Channel controls: {r['channel_reading']}", ""]
     elif not passes(r):
         text += ["It does not pass the criteria: its verdicts are about a different regime from the paper's "
@@ -291,8 +295,7 @@ def report() -> str:
     if early:
         lines += ["", "Candidates measured before the criteria existed (" + ", ".join(r["name"] for r in early) + ") had "
                   "their students trained whatever their teacher side; no verdict is drawn from them here. "
-                  + " ".join(f"{r['name']} is {PLANTED_NOTE}." for r in early
-                             if r.get("signature_teacher", 0) - r.get("signature_control", 0) > 0.05)]
+                  + " ".join(f"{r['name']} is {PLANTED_NOTE}." for r in early if planted(r))]
     under = [r["name"] for r in rows if "passes" in r]
     lines += ["", "## Directions not yet measured", "",
               f"The search so far is {len(under)} candidate(s) measured under the criteria ({', '.join(under) or 'none'}). "
