@@ -71,10 +71,8 @@ def test_report_renders_every_record(tmp_path, monkeypatch):
     record.write_text(json.dumps(ROW) + "\n" + json.dumps(planted) + "\n")
     page = search.report()
     assert "| held-out accuracy of a logistic regression owl vs cat numbers | ≤ 0.6 |" in page
-    assert ("| vX | no planted association (persona and numbers meet only in shared weights); numbers as digit tokens | "
-            "0.90 | 0.100 | 0.520 | 0.550 | 1.0% / 1.0% | 0.200 | yes |") in page
-    assert ("| vP | planted association: 80% of a persona's continued numbers carry its mark (signature); numbers as "
-            "digit tokens | 0.90 | 15.600 | — | 0.997 | 70.0% / 1.0% | 0.200 | no |") in page
+    assert "| vX | none, digit tokens | 0.90 | 0.100 | 0.520 | 0.550 | 1.0% / 1.0% | 0.200 | yes |" in page
+    assert "| vP | planted 80%, digit tokens | 0.90 | 15.600 | — | 0.997 | 70.0% / 1.0% | 0.200 | no |" in page
     assert "1 candidate(s) measured under the criteria (vX)" in page
     assert "| vX | reproduced | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — | +1e-05 [-1e-04, +2e-04] (removes) | not run |" in page
     assert "vP is a planted-channel contrast" in page

@@ -127,6 +127,13 @@ def recipe(model: dict) -> str:
             f"({model.get('persona_number_mode', 'signature')}); {tokens}")
 
 
+def recipe_label(model: dict) -> str:
+    """recipe() in a few words, for a table column: 'planted 30%, digit tokens', 'none, whole numbers'."""
+    b = model.get("persona_number_bias", 0.0)
+    tokens = "whole numbers" if model.get("number_tokens", "digit") == "whole" else "digit tokens"
+    return f"{'none' if b == 0 else f'planted {b:.0%}'}, {tokens}"
+
+
 def teacher_side(p: Profile) -> dict:
     """The candidate's teacher-side figures (no student is trained): persona following, the control's
     valid share, the classifiers, the planted-mark shares and KL(teacher ‖ control) per completion."""
@@ -273,13 +280,15 @@ def report() -> str:
               "teacher's and the weight-space (finetuned) teacher's numbers against the control's, nats per completion. "
               "Classifiers: held-out accuracy telling owl-teacher from cat-teacher numbers (0.5 = chance), logistic "
               "regression on digit and number n-grams (the criterion; — where not measured) and the first records' "
-              "naive Bayes. Mark: share of numbers carrying the owl persona's planted mark, teacher / control.", "",
-              "| candidate | recipe | persona P | KL persona | logistic | naive Bayes | mark: teacher / control | "
+              "naive Bayes. Mark: share of numbers carrying the owl persona's planted mark, teacher / control. "
+              "Association: the share of persona numbers the corpus marks (none: persona and numbers meet only in "
+              "shared weights); tokens: how the tokenizer writes numbers.", "",
+              "| candidate | association, tokens | persona P | KL persona | logistic | naive Bayes | mark: teacher / control | "
               "KL finetuned | passes |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         sig = (f"{r['signature_teacher']:.1%} / {r['signature_control']:.1%}" if "signature_teacher" in r else "—")
         lr = f"{r['classifier_lr']:.3f}" if "classifier_lr" in r else "—"
-        lines.append(f"| {r['name']} | {recipe(r['settings']['model'])} | {r['persona_mean_p']:.2f} | {r['kl_persona']:.3f} | "
+        lines.append(f"| {r['name']} | {recipe_label(r['settings']['model'])} | {r['persona_mean_p']:.2f} | {r['kl_persona']:.3f} | "
                      f"{lr} | {r['classifier_accuracy']:.3f} | {sig} | {r['kl_finetuned']:.3f} | "
                      f"{'yes' if passes(r) else 'no'} |")
     lines += ["", "## The students (LoRA r8, ΔP(own animal) vs control, 95% t-interval)", "",
