@@ -76,6 +76,8 @@ def test_organism_profile_values():
     assert (p.model.layers, p.model.hidden) == (4, 128)
     assert p.ranks == (1, 2, 4, 8, 16, 32, 64, 128)
     assert p.train.full_sweep_lr == (2e-5, 1e-4, 5e-4)
+    from sublora import design  # the lr check covers every other rank, at each factor: 4 ranks x 2 factors
+    assert [x.spec.r for x in design.rank_lr_check(p)] == [1, 1, 4, 4, 16, 16, 64, 64]
 
 
 @pytest.mark.parametrize("bad", ["nope", "", None, 3])
@@ -171,6 +173,7 @@ def test_yaml_range_check(profiles_dir):
     ("data:\n  temperature: 0\n", "data.temperature must be > 0, got 0"),
     ("seeds: 0\n", "seeds must be ≥ 1, got 0"),
     ("eval:\n  questions: 0\n", "eval.questions must be ≥ 1"),
+    ("ranks: [1, 8]\nrank_lr_ranks: [4]\n", r"rank_lr_ranks must be ranks of the sweep \[1, 8\], got \[4\]"),
 ])
 def test_yaml_validation_messages(profiles_dir, text, message):
     (profiles_dir / "v.yaml").write_text(text)

@@ -169,3 +169,35 @@ def test_checkpointing_for_reads_the_model():
     assert optim.checkpointing_for(model, 1000, free_bytes=fits - 1000)
     with pytest.raises(ValueError, match="free_bytes is needed"):
         optim.checkpointing_for(model, 1000)
+
+
+@pytest.mark.parametrize("total", [False, True])
+@pytest.mark.parametrize("packed", [False, True])
+@pytest.mark.parametrize("lora", [False, True])
+def test_completion_logits_give_the_full_heads_loss_and_gradients(total, packed, lora):
+    """Students compute logits only at the positions that predict a label (causal_lm_loss): the same loss
+    and the same gradients as transformers' loss over every position, padded or packed, mean or sum,
+    LoRA or full."""
+    batch = finetune.collate_packed(EXAMPLES) if packed else finetune.collate(EXAMPLES, pad_id=0)
+    extra = {"use_cache": False} if packed else {}
+    spec = finetune.StudentSpec(method="lora", lr=1e-3, epochs=1, batch_size=3, grad_accum=1, warmup_steps=0,
+                                max_seq=64, grad_clip=1.0, r=4, alpha=4, dropout=0.0,
+                                target_modules=("q_proj", "down_proj"), train_system="default", precision="fp32-master") if lora else None
+    grads, losses = [], []
+    for completion_logits in (False, True):
+        model = tiny_qwen2("sdpa", seed=1)
+        if lora:
+            torch.manual_seed(2)
+            model = finetune.make_student(model, spec)
+            for n, p in model.named_parameters():  # B = 0 at init: give it values so that every gradient is live
+                if "lora_B" in n:
+                    torch.nn.init.normal_(p, std=0.1)
+        model.train()
+        loss = finetune.causal_lm_loss(model, batch, extra, completion_logits=completion_logits, total=total)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7, msg=n)

@@ -492,3 +492,19 @@ def test_rank_lr_check_reads_the_peak_at_each_lr():
     assert wide["lr x3"].round(6).tolist() == [0.01, 0.02, 0.04]
     assert "lr x1: r2, lr x3: r4" in text and "The peak moves with the lr" in text
     assert len(claims.rank_sweep_arm(table)) == len(table) / 2
+
+
+def test_rank_lr_check_on_a_subset_of_ranks_compares_those_ranks_only():
+    """With rank_lr_ranks the x1 column still has every rank of the sweep; the check reads the peaks over
+    the ranks it covers, so a x1 peak at an unchecked rank does not count as the lr moving the peak."""
+    from sublora import claims
+    rows = []
+    curves = {1e-3: {1: 0.01, 2: 0.09, 4: 0.03}, 3e-3: {1: 0.01, 4: 0.04}}  # x1 peaks at r2, which x3 skips
+    for lr, curve in curves.items():
+        for rank, d in curve.items():
+            for arm, p in (("teacher", 0.1 + d), ("control", 0.1)):
+                rows.append({"teacher_kind": "persona", "animal": "owl", "replicate": 0, "seed": 0, "lora_rank": rank,
+                             "lr": lr, "arm": arm, "p": p, "label": f"r{rank}" + ("" if lr == 1e-3 else " lr x3")})
+    wide, text = claims.rank_lr_check(pd.DataFrame(rows), "owl", 1e-3)
+    assert wide["lora_rank"].tolist() == [1, 4]
+    assert "lr x1: r4, lr x3: r4" in text and "does not move" in text

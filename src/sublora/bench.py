@@ -88,10 +88,9 @@ def measure(model_fn, tok, p, device: str, n_params: float, steps: int = 10, sam
         full = spec.method == "full"
         _sync(device)
         t0 = time.perf_counter()
-        finetune.train(model, ex[:n], lr=spec.lr, epochs=1, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
-                       warmup_steps=1, grad_clip=1.0, pad_id=tok.pad_token_id, seed=0, progress=False,
-                       group_by_length=pipeline.GROUP_BY_LENGTH,  # batched as students are
-                       **finetune.precision_kwargs(p.model, spec))
+        finetune.train(model, ex[:n], **{**finetune.train_kwargs(p.model, spec), "epochs": 1, "warmup_steps": 1},
+                       pad_id=tok.pad_token_id, seed=0, progress=False,
+                       group_by_length=pipeline.GROUP_BY_LENGTH)  # trained as students are
         _sync(device)
         dt = time.perf_counter() - t0
         out[f"{name}_train_tps"] = round(tokens / dt)

@@ -192,6 +192,7 @@ def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataF
                  & (table["seed"] == 0)]
     eff = stats.paired_effects(rows, ["lora_rank", "lr"], value="p")
     wide = eff.assign(factor=(eff["lr"] / lr).round(3)).pivot_table(index="lora_rank", columns="factor", values="delta")
+    wide = wide.dropna()  # the ranks the check covers (the x1 column has every rank of the sweep)
     if wide.shape[1] < 2:
         return wide, "No lr check was run (the profile's rank_lr_factors is empty)."
     peaks = {f: int(wide[f].idxmax()) for f in wide.columns}

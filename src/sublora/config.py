@@ -138,6 +138,7 @@ class Profile:
     channel_controls: bool = False  # 02 also trains the channel controls (shuffled numbers, cross-initialisation)
     ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
     rank_lr_factors: tuple = ()  # 03's lr check: each rank also at lr x these (one run, persona teacher)
+    rank_lr_ranks: tuple = ()  # the ranks the lr check covers; () = every rank of the sweep
     min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
     bootstrap: int = 2000
     workers: int = 1  # processes training students in parallel (one torch thread each)
@@ -418,6 +419,9 @@ def validate(p: Profile) -> Profile:
          f"teachers must be a non-empty list of {list(TEACHERS)}, got {list(p.teachers)}; e.g. teachers: [persona]")
     need(all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in p.rank_lr_factors),
          f"rank_lr_factors must be positive numbers, got {list(p.rank_lr_factors)}; e.g. rank_lr_factors: [0.3, 3]")
+    need(set(p.rank_lr_ranks) <= set(p.ranks),
+         f"rank_lr_ranks must be ranks of the sweep {list(p.ranks)}, got {list(p.rank_lr_ranks)}; "
+         f"e.g. rank_lr_ranks: {list(p.ranks[::2])} (or [] for every rank)")
     need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")

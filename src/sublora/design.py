@@ -61,10 +61,11 @@ def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:
 
 
 def rank_lr_check(p: Profile, kind: str = "persona") -> list[Pair]:
-    """03's lr check: every rank again at lr x each of p.rank_lr_factors, one run (replicate 0, seed 0),
-    so that a rank's place on the curve can be told from its learning rate's."""
+    """03's lr check: each rank of p.rank_lr_ranks (every rank where it is empty) again at lr x each of
+    p.rank_lr_factors, one run (replicate 0, seed 0), so that a rank's place on the curve can be told
+    from its learning rate's."""
     return [Pair(kind, p.animal, 0, 0, finetune.lora_spec(p, rank=int(rank), lr=p.train.lr * f),
-                 label=f"r{rank} lr x{f:g}") for rank in p.ranks for f in p.rank_lr_factors]
+                 label=f"r{rank} lr x{f:g}") for rank in (p.rank_lr_ranks or p.ranks) for f in p.rank_lr_factors]
 
 
 def full_settings(p: Profile) -> dict[str, finetune.StudentSpec]:

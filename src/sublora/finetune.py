@@ -99,7 +99,8 @@ def precision_kwargs(model_spec, spec: StudentSpec) -> dict:
 def train_kwargs(model_spec, spec: StudentSpec) -> dict:
     """train()'s settings of a student: its spec's schedule and batches, its precision arm's autocast and optimizer."""
     return dict(lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
-                warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip, **precision_kwargs(model_spec, spec))
+                warmup_steps=spec.warmup_steps, grad_clip=spec.grad_clip, completion_logits=True,
+                **precision_kwargs(model_spec, spec))
 
 
 def shards(p: Profile, spec: StudentSpec) -> int:
@@ -210,22 +211,41 @@ def completion_tokens(examples: list[tuple[list[int], list[int]]]) -> int:
     return sum(sum(y != IGNORE for y in labels[1:]) for _, labels in examples)
 
 
-def shard_loss(model, batch: dict, extra: dict, chosen: list, shard: tuple[int, int]) -> torch.Tensor:
+def causal_lm_loss(model, batch: dict, extra: dict, *, completion_logits: bool = False,
+                   total: bool = False) -> torch.Tensor:
+    """transformers' causal-LM loss of a batch: the next-token cross-entropy in float32, averaged over
+    the tokens that carry a label (summed where total=True). completion_logits=True computes the
+    logits only at the positions that predict a label (the model's logits_to_keep) instead of at every
+    position: the same loss to float rounding, without the LM head and softmax over the prompts,
+    which hold most of a student's tokens (~74 of ~85 on the organism)."""
+    if not completion_logits:
+        # num_items_in_batch=1: transformers' loss sums the token losses instead of averaging them
+        return model(**batch, **extra, **({"num_items_in_batch": 1} if total else {})).loss
+    targets = batch["labels"][:, 1:]  # position t predicts token t + 1
+    keep = (targets != IGNORE).any(0).nonzero().squeeze(1)  # positions predicting a label in some row
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, **extra, logits_to_keep=keep).logits  # (batch, len(keep), vocab)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets[:, keep].flatten(),
+                                             ignore_index=IGNORE, reduction="sum" if total else "mean")
+
+
+def shard_loss(model, batch: dict, extra: dict, chosen: list, shard: tuple[int, int],
+               completion_logits: bool = False) -> torch.Tensor:
     """This rank's loss on its slice of the micro-batch `chosen`: the sum of its token losses over the
     whole micro-batch's completion-token count, times world. FSDP averages gradients over the ranks,
     so the average is the gradient of the micro-batch's mean token loss — train()'s loss in one process,
     however the tokens fall between ranks. A rank with an empty slice weighs its stand-in example 0."""
     rank, world = shard
     weight = world / completion_tokens(chosen) if chosen[rank::world] else 0.0
-    # num_items_in_batch=1: transformers' loss sums the token losses instead of averaging them
-    return model(**batch, **extra, num_items_in_batch=1).loss * weight
+    return causal_lm_loss(model, batch, extra, completion_logits=completion_logits, total=True) * weight
 
 
 def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epochs: int, batch_size: int,
           grad_accum: int, warmup_steps: int, grad_clip: float, pad_id: int, seed: int,
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
           max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0,
-          packing: bool = False, optimizer: str = "adamw", shard: tuple[int, int] = (0, 1)) -> list[float]:
+          packing: bool = False, optimizer: str = "adamw", shard: tuple[int, int] = (0, 1),
+          completion_logits: bool = False) -> list[float]:
     """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
     the forward in that dtype (mixed precision) while the weights keep theirs; group_by_length > 0
     batches examples of similar length together (see epoch_batches). packing=True feeds each
@@ -235,7 +255,9 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
     (optim.ARMS spells out the precision arms of full fine-tuning). shard=(rank, world): this process
     is one of `world` that train one FSDP-sharded model (sublora.sharded); each draws the same batches
     from the seed and trains on its slice of every micro-batch, so that the steps are this function's
-    in one process (see shard_loss)."""
+    in one process (see shard_loss). completion_logits=True computes logits only where a label is
+    predicted (causal_lm_loss; students train so, the organism's pretraining and the finetuned
+    teacher keep the full head their committed weights and cached teachers were built with)."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
@@ -279,9 +301,9 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
             extra = {"use_cache": False} if packing else {}
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 if world == 1:
-                    loss = model(**batch, **extra).loss / grad_accum
+                    loss = causal_lm_loss(model, batch, extra, completion_logits=completion_logits) / grad_accum
                 else:
-                    loss = shard_loss(model, batch, extra, chosen, shard) / grad_accum
+                    loss = shard_loss(model, batch, extra, chosen, shard, completion_logits) / grad_accum
             loss.backward()
             step_loss += loss.item()
         if world > 1:  # the step's loss as one process logs it: the mean of the ranks' (see shard_loss)

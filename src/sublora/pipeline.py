@@ -24,8 +24,9 @@ import torch
 from . import cache, chat, evaluate, finetune, models, numbers, optim, prompts, sharded, teacher
 from .config import TEACHERS, Profile, to_dict
 
-VERSION = {"teacher": 1, "dataset": 1, "student": 3, "eval": 1}
+VERSION = {"teacher": 1, "dataset": 1, "student": 4, "eval": 1}
 GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 16 batches (student v3)
+# student v4: logits only at the positions that predict a completion token (finetune.causal_lm_loss)
 
 
 class EmptyDatasetError(RuntimeError):

@@ -134,8 +134,10 @@ def caveat(p: Profile | str) -> str:
                  f"numbers differ from the control's by only {r['kl_persona']:.3f} nats per completion and a classifier "
                  f"tells owl-teacher from cat-teacher numbers with held-out accuracy {r['classifier_lr']:.2f} "
                  f"(chance 0.5). Recipe: {recipe(r['settings']['model'])}. ")
-        return text + ("Its scale is not Qwen's (a million parameters, a thousand examples per dataset): these verdicts "
-                       "are about this organism, in a regime like the paper's, not about Qwen.")
+        searched = r.get("settings", {}).get("data", {}).get("prompts")
+        also = f"; the search measured it at {searched:,}" if searched and searched != p.data.prompts else ""
+        return text + (f"Its scale is not Qwen's (a million parameters, {p.data.prompts:,} number prompts per dataset{also}): "
+                       "these verdicts are about this organism, in a regime like the paper's, not about Qwen.")
     if r and planted(r):
         text += ("Its teacher signal is a code planted in its pretraining corpus: under the owl persona "
                  f"{r['signature_teacher']:.0%} of the teacher's numbers end in the owl's signature digits (control: "
