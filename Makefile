@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.13.0
 .PHONY: reproduce notebook book test bench plan clean help
 
 help:
-	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit]   run every notebook, then build the book"
+	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
 	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook, then rebuild the book (PROFILE applies)"
 	@echo "make book                                      rebuild the book from the executed notebooks"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
@@ -28,11 +28,11 @@ $(VENV)/.installed: pyproject.toml
 
 # EXECUTOR: who builds the artifacts (sublora.runner); the notebooks' kernels inherit SUBLORA_EXECUTOR
 reproduce: $(VENV)/.installed
-	$(if $(EXECUTOR),SUBLORA_EXECUTOR=$(EXECUTOR) )$(PY) -m sublora.reproduce --profile $(PROFILE)
+	$(if $(EXECUTOR),SUBLORA_EXECUTOR=$(EXECUTOR) )$(PY) -m sublora.reproduce --profile $(PROFILE)$(if $(FORCE), --force)
 
 # one notebook, then the book again, so the book shows the new run
 notebook: $(VENV)/.installed
-	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)
+	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)$(if $(FORCE), --force)
 	$(MAKE) --no-print-directory book
 
 # the profile is the one the executed notebooks ran under

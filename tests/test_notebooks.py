@@ -131,3 +131,28 @@ def test_a_profile_given_as_a_yaml_path(smoke, tmp_path):
     assert artifacts(root) == before  # the same model and settings: every artifact came from the cache
     verdicts = list((root / "results" / "mine" / "verdicts").glob("*.json"))
     assert {p.name for p in verdicts} == {"1_transfer_persona.json", "1_transfer_finetuned.json"}
+
+
+def test_warm_rerun_executes_nothing_and_a_changed_result_reruns_its_notebook(smoke, capsys):
+    """make reproduce again with nothing changed: every notebook is up to date (same notebook, parameters,
+    profile, code, libraries; its results files unchanged) and none is executed. A results file changed
+    since: the notebooks from the one whose run left it are executed again; --force executes one anyway."""
+    root, _ = smoke
+    executed = root / "executed"
+    before = {p.name: p.read_bytes() for p in executed.glob("*.ipynb")}
+    capsys.readouterr()
+    assert reproduce.main(["--profile", "smoke", "--executed", str(executed), "--no-book"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date") == len(reproduce.NOTEBOOKS) and "running with" not in out, out
+    assert {p.name: p.read_bytes() for p in executed.glob("*.ipynb")} == before
+    board = root / "results" / "smoke" / "06_scoreboard.csv"
+    kept = board.read_bytes()
+    board.write_bytes(kept + b"\n")  # changed since 06 ran: 06 is no longer up to date (05 still is)
+    assert reproduce.main(["--profile", "smoke", "--executed", str(executed), "--only", "05_system_prompt",
+                           "06_scoreboard", "--no-book"]) == 0
+    out = capsys.readouterr().out
+    assert "[05_system_prompt] up to date" in out and "[06_scoreboard] running with" in out, out
+    assert board.read_bytes() == kept  # the rerun wrote the scoreboard again, as before
+    assert reproduce.main(["--profile", "smoke", "--executed", str(executed), "--only", "06_scoreboard",
+                           "--no-book", "--force"]) == 0
+    assert "[06_scoreboard] running with" in capsys.readouterr().out

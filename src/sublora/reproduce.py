@@ -6,11 +6,15 @@
 Executed notebooks land in book/executed/ (or --executed), tidied for the reader (no stderr, the
 parameters shown once); the book is built from them without executing anything again, and opens
 with a results table computed from the verdict files. Everything expensive is cached, so a rerun
-after an interruption picks up where it stopped.
+after an interruption picks up where it stopped. A notebook whose executed copy is up to date — run
+with the same notebook, parameters, profile, sublora code and libraries, its results files still
+there, and no notebook before it rerun — is not executed again (--force executes it anyway).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -81,6 +85,60 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     nbformat.write(nb, tmp)
     tmp.replace(out_dir / f"{name}.ipynb")
     return time.perf_counter() - t0
+
+
+LIBRARIES = ("torch", "transformers", "peft", "numpy", "pandas", "scipy", "scikit-learn", "papermill")
+
+
+def fingerprint(name: str, params: dict) -> str:
+    """What an executed notebook's numbers are a function of: the notebook, its parameters, the profile's
+    resolved settings (a yaml file's contents, not its name), sublora's own files (code, profiles,
+    organism weights) and the libraries' versions."""
+    from importlib import metadata
+    h = hashlib.sha256()
+    h.update((paths.ROOT / "notebooks" / f"{name}.ipynb").read_bytes())
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    profile = config.load_profile(params["profile"])
+    h.update(json.dumps(config.to_dict(profile), sort_keys=True, default=str).encode())
+    package = Path(__file__).parent
+    for f in sorted(package.rglob("*")):
+        if f.is_file() and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(package)).encode() + b"\0" + f.read_bytes())
+    for lib in LIBRARIES:
+        try:
+            h.update(f"{lib} {metadata.version(lib)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{lib} -".encode())
+    return h.hexdigest()
+
+
+def _results_files(results: Path) -> dict[str, str]:
+    """{path: sha256} of the files in a run's results folder (other runs' folders and stamps left out)."""
+    return {str(f.relative_to(results)): hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(results.rglob("*"))
+            if f.is_file() and "runs" not in f.relative_to(results).parts and not f.name.endswith(".stamp.json")}
+
+
+def _stamp(out_dir: Path, name: str) -> Path:
+    return out_dir / f".{name}.stamp.json"
+
+
+def up_to_date(name: str, out_dir: Path, stamp: str, results: Path) -> bool:
+    """The executed copy in out_dir was made by a run with this fingerprint, and every results file in
+    `results` when that run ended is still there, unchanged."""
+    path = _stamp(out_dir, name)
+    if not (path.exists() and (out_dir / f"{name}.ipynb").exists()):
+        return False
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    now = _results_files(results) if results.exists() else {}
+    return record.get("fingerprint") == stamp and all(now.get(f) == n for f, n in record.get("results", {}).items())
+
+
+def mark_up_to_date(name: str, out_dir: Path, stamp: str, results: Path) -> None:
+    record = {"fingerprint": stamp, "results": _results_files(results) if results.exists() else {}}
+    _stamp(out_dir, name).write_text(json.dumps(record, indent=1))
 
 
 def _empty(out) -> bool:
@@ -331,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the executed notebooks go (default: SUBLORA_EXECUTED or book/executed)")
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
     ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here (default: SUBLORA_BOOK or book/)")
+    ap.add_argument("--force", action="store_true", help="execute every notebook, also those whose executed copy is up to date")
     args = ap.parse_args(argv)
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
     names = args.only or list(NOTEBOOKS)
@@ -351,8 +410,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executor: {executor} (SUBLORA_EXECUTOR)"
               + (f", cluster {os.environ['SUBLORA_RAY_ADDRESS']}" if executor == "ray" and os.environ.get("SUBLORA_RAY_ADDRESS") else ""))
     times = {}
+    default_results = paths.results_dir(config.load_profile(profile).name)
+    rerun = args.force  # once one notebook runs, every later one runs too: it may read what that one wrote
     for name in names:
-        out = runs[name] or args.executed
+        out, results_dir = runs[name] or args.executed, runs[name] or default_results
+        stamp = fingerprint(name, params)
+        if not rerun and up_to_date(name, out, stamp, results_dir):
+            print(f"[{name}] up to date (same notebook, parameters, profile, sublora code and libraries as its "
+                  "executed copy; its results files in place): not executed again (--force executes it)", flush=True)
+            continue
+        rerun = True
+        _stamp(out, name).unlink(missing_ok=True)
         print(f"[{name}] running with {params}" + (f" (not the default run: executed copy in {out})" if runs[name] else ""),
               flush=True)
         try:
@@ -364,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: notebook {name} failed: {e.ename}: {e.evalue}\n"
                   f"  the partly executed copy is {failed}", file=sys.stderr)
             return 1
+        mark_up_to_date(name, out, stamp, results_dir)
         print(f"[{name}] {times[name]:.1f} s", flush=True)
     if any(runs.values()):
         print("not the default run: the book is left as it was (its pages show the default run)")
