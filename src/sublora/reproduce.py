@@ -416,8 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         out, results_dir = runs[name] or args.executed, runs[name] or default_results
         stamp = fingerprint(name, params)
         if not rerun and up_to_date(name, out, stamp, results_dir):
-            print(f"[{name}] up to date (same notebook, parameters, profile, sublora code and libraries as its "
-                  "executed copy; its results files in place): not executed again (--force executes it)", flush=True)
+            print(f"[{name}] up to date: not executed again (--force, or FORCE=1 through make, executes it)", flush=True)
             continue
         rerun = True
         _stamp(out, name).unlink(missing_ok=True)
