@@ -241,7 +241,7 @@ def test_caveat_tells_a_failing_unplanted_candidate_from_a_planted_one():
 
     from sublora import config
     o = config.load_profile("organism")
-    v3 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit"))
+    v3 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit", persona_number_bias=0.0))
     v2 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit", persona_number_bias=0.8))
     assert "does not meet the criteria" in plots.caveat(v3) and "planted" not in plots.caveat(v3)
     assert "planted-channel contrast" in plots.caveat(v2)
