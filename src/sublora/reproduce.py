@@ -90,13 +90,12 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
 LIBRARIES = ("torch", "transformers", "peft", "numpy", "pandas", "scipy", "scikit-learn", "papermill")
 
 
-def fingerprint(name: str, params: dict) -> str:
-    """What an executed notebook's numbers are a function of: the notebook, its parameters, the profile's
-    resolved settings (a yaml file's contents, not its name), sublora's own files (code, profiles,
-    organism weights) and the libraries' versions."""
+def run_digest(params: dict) -> str:
+    """What every notebook of a run shares: its parameters, the profile's resolved settings (a yaml
+    file's contents, not its name), sublora's own files (code, profiles, organism weights) and the
+    libraries' versions. Computed once per run."""
     from importlib import metadata
     h = hashlib.sha256()
-    h.update((paths.ROOT / "notebooks" / f"{name}.ipynb").read_bytes())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     profile = config.load_profile(params["profile"])
     h.update(json.dumps(config.to_dict(profile), sort_keys=True, default=str).encode())
@@ -110,6 +109,11 @@ def fingerprint(name: str, params: dict) -> str:
         except metadata.PackageNotFoundError:
             h.update(f"{lib} -".encode())
     return h.hexdigest()
+
+
+def fingerprint(name: str, digest: str) -> str:
+    """What an executed notebook's numbers are a function of: the notebook itself and its run's digest."""
+    return hashlib.sha256((paths.ROOT / "notebooks" / f"{name}.ipynb").read_bytes() + digest.encode()).hexdigest()
 
 
 def _results_files(results: Path) -> dict[str, str]:
@@ -412,9 +416,10 @@ def main(argv: list[str] | None = None) -> int:
     times = {}
     default_results = paths.results_dir(config.load_profile(profile).name)
     rerun = args.force  # once one notebook runs, every later one runs too: it may read what that one wrote
+    digest = run_digest(params)
     for name in names:
         out, results_dir = runs[name] or args.executed, runs[name] or default_results
-        stamp = fingerprint(name, params)
+        stamp = fingerprint(name, digest)
         if not rerun and up_to_date(name, out, stamp, results_dir):
             print(f"[{name}] up to date: not executed again (--force, or FORCE=1 through make, executes it)", flush=True)
             continue
