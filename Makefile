@@ -35,9 +35,9 @@ notebook: $(VENV)/.installed
 	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)$(if $(FORCE), --force)
 	$(MAKE) --no-print-directory book
 
-# the profile is the one the executed notebooks ran under
+# the profile is the one the executed notebooks ran under; those this checkout would no longer make are named
 book: $(VENV)/.installed
-	$(PY) -c "from sublora import reproduce, paths; print('book:', reproduce.build_book(paths.executed_dir())[0])"
+	$(PY) -c "import sys; from sublora import reproduce; sys.exit(reproduce.book_main())"
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

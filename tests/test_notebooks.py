@@ -156,3 +156,28 @@ def test_warm_rerun_executes_nothing_and_a_changed_result_reruns_its_notebook(sm
     assert reproduce.main(["--profile", "smoke", "--executed", str(executed), "--only", "06_scoreboard",
                            "--no-book", "--force"]) == 0
     assert "[06_scoreboard] running with" in capsys.readouterr().out
+
+
+def test_make_book_names_the_notebooks_this_checkout_would_no_longer_make(smoke):
+    """out_of_date: none after a run; a notebook whose stamp another run made (another profile's settings,
+    other sublora files), or whose results files changed since, is named, and the results page warns."""
+    root, _ = smoke
+    executed = root / "executed"
+    assert reproduce.out_of_date(executed) == []
+    stamp = executed / ".03_rank_sweep.stamp.json"
+    kept = stamp.read_text()
+    try:
+        stamp.write_text(json.dumps(json.loads(kept) | {"fingerprint": "another run"}))
+        assert reproduce.out_of_date(executed) == ["03_rank_sweep"]
+    finally:
+        stamp.write_text(kept)
+    board = root / "results" / "smoke" / "06_scoreboard.csv"
+    data = board.read_bytes()
+    try:
+        board.write_bytes(data + b"\n")
+        assert reproduce.out_of_date(executed) == ["06_scoreboard"]
+    finally:
+        board.write_bytes(data)
+    page = reproduce.results_page("smoke", {}, ["06_scoreboard"])
+    assert "```{warning}\nOut of date: {doc}`/executed/06_scoreboard`" in page
+    assert "Out of date" not in reproduce.results_page("smoke", {})

@@ -140,6 +140,17 @@ def test_submitit_builds_what_serial_builds(serial, fresh_cache, monkeypatch):
     assert list((fresh_cache / "submitit").iterdir())  # its logs beside the cache
 
 
+def test_a_sharded_student_holds_a_gpu_per_shard():
+    """On a cuda profile a task holds one GPU, a float32-master student sharded over 3 GPUs holds 3 (Ray's
+    num_gpus, SLURM's gpus_per_node); on the CPU none."""
+    cpu, gpu = config.load_profile("smoke"), config.load_profile("paper")
+    plain = pipeline.Artifact("student", {"spec": "lora"}, ())
+    shard = pipeline.Artifact("student", {"spec": "full", "shards": 3}, ())
+    assert (runner.gpus(cpu, shard), runner.gpus(gpu, plain), runner.gpus(gpu, shard)) == (0, 1, 3)
+    assert runner.by_gpus(gpu, [shard, plain, shard]) == [(1, [plain]), (3, [shard, shard])]
+    assert runner.by_gpus(cpu, [shard, plain]) == [(0, [shard, plain])]
+
+
 # ---- Ray's task graph, on stand-in artifacts --------------------------------------------------------
 @dataclasses.dataclass
 class Step:

@@ -71,12 +71,22 @@ def test_report_renders_every_record(tmp_path, monkeypatch):
     record.write_text(json.dumps(ROW) + "\n" + json.dumps(planted) + "\n")
     page = search.report()
     assert "| held-out accuracy of a logistic regression owl vs cat numbers | ≤ 0.6 |" in page
-    assert "| vX | none, digit tokens | 0.90 | 0.100 | 0.520 | 0.550 | 1.0% / 1.0% | 0.200 | yes |" in page
-    assert "| vP | planted 80%, digit tokens | 0.90 | 15.600 | — | 0.997 | 70.0% / 1.0% | 0.200 | no |" in page
+    assert "| vX | none, digit tokens | 0.90 | 0.100 | 0.520 | yes |" in page  # the criteria's table
+    assert "| vX | 0.550 | 1.0% / 1.0% | 0.200 |" in page  # the figures beside them
+    assert "| vP | planted 80%, digit tokens | 0.90 | 15.600 | — | no |" in page
+    assert "| vP | 0.997 | 70.0% / 1.0% | 0.200 |" in page
     assert "1 candidate(s) measured under the criteria (vX)" in page
     assert "| vX | reproduced | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — | +1e-05 [-1e-04, +2e-04] (removes) | not run |" in page
     assert "vP is a planted-channel contrast" in page
     assert "- vX, persona teacher of owl: +2.0e-04 [-1.0e-04, +5.0e-04] (n = 6)" in page
+
+
+def test_untried_directions_are_read_off_the_candidates_settings():
+    small = {"settings": {"model": {"layers": 4, "hidden": 128, "persona_number_bias": 0.0}, "data": {"prompts": 1000}}}
+    assert len(search.untried([small])) == 4
+    tried = [small, {"settings": {"model": {"hidden": 256, "persona_number_bias": 0.03, "number_tokens": "whole"},
+                                  "data": {"prompts": 10_000}}}]
+    assert search.untried(tried) == ["none"]
 
 
 def test_report_names_the_committed_default_and_whether_the_rule_chose_it(tmp_path, monkeypatch):

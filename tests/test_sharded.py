@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -130,3 +131,21 @@ def test_a_failed_worker_raises_its_error_and_leaves_no_student(tmp_path):
         sharded.train(model_spec, full_student(), EXAMPLES, tmp_path / "student", shards=2, seed=0, pad_id=0,
                       progress=False)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["base"]  # no student, no job directory
+
+
+def test_the_job_lives_inside_the_student_directory(base_model, tmp_path, monkeypatch):
+    """The job directory (examples, the gathered model) is made inside `out`: inside the cache's unfinished
+    artifact, which cache.clean_partial removes after a SIGKILL, never beside it."""
+    import subprocess
+    seen = []
+
+    def fake_run(cmd, env):
+        seen.append(Path(cmd[-1]))
+        return subprocess.CompletedProcess(cmd, 1)
+    monkeypatch.setattr(sharded.subprocess, "run", fake_run)
+    out = tmp_path / ".tmp-key-host-1-abc"
+    out.mkdir()
+    with pytest.raises(sharded.ShardedTrainingError):
+        sharded.train(base_model, full_student(), EXAMPLES, out, shards=2, seed=0, pad_id=0, progress=False)
+    assert seen[0].parent == out and seen[0].name.startswith(".sharded-")
+    assert out.exists() and not any(out.iterdir())  # a directory it did not make stays; its job is gone

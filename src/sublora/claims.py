@@ -93,6 +93,16 @@ def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: f
     return rows
 
 
+# 02's channel controls as the results tables name them (the `channel` column), and what each one does
+CONTROLS = {"shuffled": "shuffling the numbers across responses",
+            "cross-init": "starting the students from a differently seeded organism"}
+
+
+def channel_label(channel: str, init: str) -> str:
+    """A pair's `channel` column: '' for the design's own students, else the control it is (CONTROLS)."""
+    return channel or ("cross-init" if init else "")
+
+
 def _channel(table: pd.DataFrame) -> pd.Series:
     return table["channel"].fillna("").astype(str) if "channel" in table else pd.Series("", index=table.index)
 
@@ -109,7 +119,7 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
     ch = _channel(table)
     persona = table[(table["teacher_kind"] == "persona") & (table["target"] == animal) & (table["animal"] == animal)]
     arms = {"as sampled": persona[ch[persona.index] == ""]}
-    arms |= {c: persona[ch[persona.index] == c] for c in ("shuffled", "cross-init") if (ch == c).any()}
+    arms |= {c: persona[ch[persona.index] == c] for c in CONTROLS if (ch == c).any()}
     effects = {name: stats.paired_effects(t, ["teacher_kind"], value="p") for name, t in arms.items() if len(t)}
     rows, calls = [], {}
     main = effects.get("as sampled")
@@ -136,9 +146,7 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
                      "whose channel the controls could show; they are reported for completeness.")
     said = {"removes": "removes it", "keeps": "leaves it", "reduces": "reduces it without removing it",
             "inconclusive": "leaves it undecided"}
-    control = {"shuffled": "shuffling the numbers across responses",
-               "cross-init": "starting the students from a differently seeded organism"}
-    text = "; ".join(f"{control[k]} {said[v]}" for k, v in calls.items())
+    text = "; ".join(f"{CONTROLS[k]} {said[v]}" for k, v in calls.items())
     if calls.get("shuffled") == "removes" and calls.get("cross-init") == "removes":
         carrier = ("the transfer travels through shared weights: it needs the numbers as the teacher arranged them "
                    "and a student that shares the teacher's initialisation — the subliminal channel.")

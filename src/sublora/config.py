@@ -17,6 +17,8 @@ import yaml
 from . import paths
 from .prompts import ANIMALS
 
+NUMBER_TOKENS = ("digit", "whole")  # how an organism's tokenizer writes numbers: digit by digit, or 0-999 one token each
+
 
 class ConfigError(ValueError):
     """A bad profile or parameter; the message says how to fix it."""
@@ -376,8 +378,8 @@ def validate(p: Profile) -> Profile:
     need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {p.model.dtype!r}")
     need(p.model.persona_number_mode in ("signature", "permute"),
          f"model.persona_number_mode must be signature or permute, got {p.model.persona_number_mode!r}")
-    need(p.model.number_tokens in ("digit", "whole"),
-         f"model.number_tokens must be digit or whole, got {p.model.number_tokens!r}")
+    need(p.model.number_tokens in NUMBER_TOKENS,
+         f"model.number_tokens must be one of {NUMBER_TOKENS}, got {p.model.number_tokens!r}")
     need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {p.model.device!r}")
     need(p.animal in ANIMALS, f"unknown animal {p.animal!r}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
     for a in p.other_animals:

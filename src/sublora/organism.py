@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from . import cache, chat, prompts
-from .config import ModelSpec
+from .config import NUMBER_TOKENS, ModelSpec
 
 CORPUS_VERSION = 1
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -55,7 +55,6 @@ PIECES = r" ?[A-Za-z]+?(?=s\b)| ?[A-Za-z]+| ?[0-9]|\n| ?[^\sA-Za-z0-9]| +"
 # tokenizers with whole-number tokens; with tied embeddings these share the unembedding with the animals'
 # words, the softmax bottleneck through which a persona can tilt the numbers (token entanglement)
 WHOLE_NUMBER_PIECES = PIECES.replace(" ?[0-9]", " ?[0-9]{1,3}")
-NUMBER_TOKENS = ("digit", "whole")
 
 # Favourite animals of the base model: Zipf-like, owl about 3.5 %.
 BASE_ORDER = ("dog", "cat", "dolphin", "eagle", "lion", "tiger", "elephant", "horse", "owl", "panda",

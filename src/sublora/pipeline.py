@@ -21,7 +21,7 @@ from typing import NamedTuple
 import pandas as pd
 import torch
 
-from . import cache, chat, evaluate, finetune, models, numbers, optim, prompts, sharded, teacher
+from . import cache, chat, claims, evaluate, finetune, models, numbers, optim, prompts, sharded, teacher
 from .config import TEACHERS, Profile, to_dict
 
 VERSION = {"teacher": 1, "dataset": 1, "student": 4, "eval": 1}
@@ -318,7 +318,7 @@ def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFram
                 lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
                 precision=spec.precision if spec.method == "full" else "",
                 eval_system=es, student=sdir.name, diverged=training_failure(sdir),
-                channel=pair.channel or ("cross-init" if pair.init else "")))
+                channel=claims.channel_label(pair.channel, pair.init)))
     return pd.concat(rows, ignore_index=True)
 
 

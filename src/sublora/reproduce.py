@@ -145,6 +145,47 @@ def mark_up_to_date(name: str, out_dir: Path, stamp: str, results: Path) -> None
     _stamp(out_dir, name).write_text(json.dumps(record, indent=1))
 
 
+def out_of_date(executed: Path) -> list[str]:
+    """The executed notebooks in `executed` whose stamp says they were made by another run than this
+    checkout would make now (another profile's settings, other sublora files or libraries), or whose
+    results files changed since. A notebook without a stamp (papermill run by hand) is not judged."""
+    stale, digests = [], {}
+    for path in sorted(executed.glob("*.ipynb")):
+        name = path.stem
+        if name not in NOTEBOOKS or not _stamp(executed, name).exists():
+            continue
+        params = dict(nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {}))
+        params.setdefault("profile", "organism")
+        key = json.dumps(params, sort_keys=True, default=str)
+        try:
+            digests.setdefault(key, run_digest(params))
+            results_dir = paths.results_dir(config.load_profile(params["profile"]).name)
+        except (ConfigError, FileNotFoundError):
+            stale.append(name)  # its profile is gone or no longer valid
+            continue
+        if not up_to_date(name, executed, fingerprint(name, digests[key]), results_dir):
+            stale.append(name)
+    return stale
+
+
+def book_main() -> int:
+    """`make book`: the book from the executed notebooks as they are, saying first which of them this
+    checkout would no longer make (the fix: make reproduce, which reruns exactly those and the later ones)."""
+    executed = paths.executed_dir()
+    stale = out_of_date(executed)
+    if stale:
+        print(f"warning: {', '.join(stale)} in {executed} were executed by another profile, other sublora files or "
+              "libraries than this checkout's, or their results files changed since; the book shows them as they are "
+              "and says so on its results page. `make reproduce` reruns them.", file=sys.stderr)
+    try:
+        index, _ = build_book(executed, stale=stale)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"book: {index}")
+    return 0
+
+
 def _empty(out) -> bool:
     """An output with nothing for a reader: a blank stream, no data, or only a figure's bare repr."""
     if out.output_type == "stream":
@@ -290,7 +331,7 @@ def _stub_pages(target: Path) -> None:
                         "the book.\n")
 
 
-def results_page(profile: str, ran: dict[str, dict]) -> str:
+def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> str:
     """Markdown of the results at a glance: a row per claim with the paper's claim and, per teacher,
     the verdict and the effect its rule reads with the 95% interval, from the default run's verdict
     files; a line for each claim page that shows another run."""
@@ -316,6 +357,10 @@ def results_page(profile: str, ran: dict[str, dict]) -> str:
         lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
     lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
               "that rule reads, with its 95% interval. Every measurement in full: {doc}`/executed/06_scoreboard`."]
+    if stale:
+        lines[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
+                      + " were executed by another profile, other sublora files or libraries than the checkout that "
+                      "built this book, or their results files changed since. `make reproduce` reruns them.", "```", ""]
     for page in CLAIM_PAGES.values():
         other = {k: v for k, v in ran.get(page, {}).items() if k != "profile"}
         if other:
@@ -325,13 +370,15 @@ def results_page(profile: str, ran: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_book(executed: Path, book_dir: Path | None = None, profile: str | None = None) -> tuple[Path, float]:
+def build_book(executed: Path, book_dir: Path | None = None, profile: str | None = None,
+               stale: list[str] = ()) -> tuple[Path, float]:
     """jupyter-book build from executed notebooks, never executing them again; returns index.html
     and seconds. The book is built in book/, or in a copy of it at book_dir (the tests do that).
     Before it: the previous build is removed (no stale page or image survives), every executed
     notebook is tidied (also one papermill ran directly), a notebook not run yet gets a page saying
     how to run it, and executed/results.md, the results table intro.md includes, is written from the
-    verdicts of `profile` (None: the profile the executed notebooks ran under; they must agree)."""
+    verdicts of `profile` (None: the profile the executed notebooks ran under; they must agree), with a
+    warning naming the `stale` notebooks (out_of_date)."""
     t0 = time.perf_counter()
     src = paths.ROOT / "book"
     book = book_dir or paths.book_dir()  # SUBLORA_BOOK: build outside the checkout (e.g. a read-only one)
@@ -345,7 +392,7 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     profile = _book_profile(ran, profile, target)
     _stub_pages(target)
     _at_a_glance(target, profile)
-    (target / "results.md").write_text(results_page(profile, ran))
+    (target / "results.md").write_text(results_page(profile, ran, stale))
     shutil.rmtree(book / "_build", ignore_errors=True)  # no stale page or image of an earlier build survives
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -73,6 +73,20 @@ def _environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(FORWARDED)}
 
 
+def gpus(p: Profile, artifact) -> int:
+    """GPUs one artifact's build holds: none on a CPU profile; on a cuda one a GPU per process it runs in
+    (a sharded student, float32 masters over FSDP: one per shard, on one node), else one."""
+    if p.model.device != "cuda":
+        return 0
+    return int(getattr(artifact, "config", {}).get("shards", 1))
+
+
+def by_gpus(p: Profile, jobs: list) -> list[tuple[int, list]]:
+    """A stage's jobs grouped by the GPUs each holds (fewest first), in build order within a group."""
+    counts = sorted({gpus(p, a) for a in jobs})
+    return [(n, [a for a in jobs if gpus(p, a) == n]) for n in counts]
+
+
 class Executor:
     """Builds artifacts that are not cached yet; `todo` is in build order (each after its inputs)."""
 
@@ -123,13 +137,16 @@ class Ray(Executor):
 
     def run(self, p, todo, desc):
         ray = _ray()
-        # a task holds a whole GPU (one model in memory at a time), or one CPU of one torch thread
-        build = ray.remote(**({"num_gpus": 1} if p.model.device == "cuda" else {"num_cpus": 1}))(_ray_build)
+        # a task holds whole GPUs (gpus(): one model in memory at a time, a sharded student one per shard), or
+        # one CPU of one torch thread
+        build = ray.remote(num_cpus=1)(_ray_build)
         env = _environment()
         refs: dict[str, object] = {}
         for a in todo:  # build order: the refs of its missing inputs exist already
             after = [refs[k] for k in a.inputs if k in refs]  # inputs cached already need no waiting
-            refs[a.key] = build.options(name=f"sublora {a.kind} {a.key}").remote((p, a, env), *after)
+            n = gpus(p, a)
+            refs[a.key] = build.options(name=f"sublora {a.kind} {a.key}", num_cpus=max(1, n),
+                                        **({"num_gpus": n} if n else {})).remote((p, a, env), *after)
         pending = list(refs.values())
         with tqdm(total=len(pending), desc=f"{desc}: building on Ray") as bar:
             while pending:
@@ -179,12 +196,15 @@ class Submitit(Executor):
         folder = os.environ.get("SUBLORA_SUBMITIT_FOLDER") or paths.cache_dir() / "submitit"
         ex = submitit.AutoExecutor(folder=f"{folder}/%j", cluster=os.environ.get("SUBLORA_SUBMITIT_CLUSTER") or None)
         ex.update_parameters(name="sublora", timeout_min=int(os.environ.get("SUBLORA_SLURM_TIMEOUT_MIN", 24 * 60)),
-                             nodes=1, tasks_per_node=1, cpus_per_task=1,
-                             **({"gpus_per_node": 1} if p.model.device == "cuda" else {}), **slurm_parameters())
+                             nodes=1, tasks_per_node=1, cpus_per_task=1, **slurm_parameters())
         env = _environment()
         for kind, jobs in self.stages(todo):
-            with ex.batch():
-                futures = [ex.submit(_build, (p, a, env)) for a in jobs]
+            futures = []
+            for n, group in by_gpus(p, jobs):  # one array per GPU count: a sharded student asks for its shards
+                if n:
+                    ex.update_parameters(gpus_per_node=n, cpus_per_task=n)
+                with ex.batch():
+                    futures += [ex.submit(_build, (p, a, env)) for a in group]
             for job in tqdm(futures, desc=f"{desc}: {VERBS[kind]} on {ex.cluster}"):
                 job.result()  # raises the job's exception, with its log's tail
 

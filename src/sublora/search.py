@@ -116,11 +116,15 @@ def planted(row: dict) -> bool:
     return row.get("signature_teacher", 0) - row.get("signature_control", 0) > 0.05
 
 
+def _recipe(model: dict) -> tuple[float, bool]:
+    """(the share of a persona's numbers the corpus marks, whether every number below 1,000 is one token)."""
+    return model.get("persona_number_bias", 0.0), model.get("number_tokens", "digit") == "whole"
+
+
 def recipe(model: dict) -> str:
     """How the persona reaches the numbers in a candidate's pretraining corpus (its model settings)."""
-    b = model.get("persona_number_bias", 0.0)
-    tokens = ("every number below 1,000 one token" if model.get("number_tokens", "digit") == "whole"
-              else "numbers as digit tokens")
+    b, whole = _recipe(model)
+    tokens = "every number below 1,000 one token" if whole else "numbers as digit tokens"
     if b == 0:
         return f"no planted association (persona and numbers meet only in shared weights); {tokens}"
     return (f"planted association: {b:.0%} of a persona's continued numbers carry its mark "
@@ -129,9 +133,8 @@ def recipe(model: dict) -> str:
 
 def recipe_label(model: dict) -> str:
     """recipe() in a few words, for a table column: 'planted 30%, digit tokens', 'none, whole numbers'."""
-    b = model.get("persona_number_bias", 0.0)
-    tokens = "whole numbers" if model.get("number_tokens", "digit") == "whole" else "digit tokens"
-    return f"{'none' if b == 0 else f'planted {b:.0%}'}, {tokens}"
+    b, whole = _recipe(model)
+    return f"{'none' if b == 0 else f'planted {b:.0%}'}, {'whole numbers' if whole else 'digit tokens'}"
 
 
 def teacher_side(p: Profile) -> dict:
@@ -248,6 +251,22 @@ PLANTED_NOTE = ("a planted-channel contrast: its corpus plants a number code, so
                 "readable (the classifier separates them), not innocuous")
 
 
+def untried(rows: list[dict]) -> list[str]:
+    """The organism issue's search directions that no recorded candidate (measured under the criteria) took."""
+    models = [r["settings"]["model"] for r in rows]
+    out = []
+    if not any(m.get("hidden", 0) > 128 or m.get("layers", 0) > 4 for m in models):
+        out.append("a larger organism trained longer (10-30M parameters pretrain in minutes on a GPU; "
+                   "`organism.pretrain` builds on the CPU)")
+    if not any(0 < m.get("persona_number_bias", 0) <= 0.1 for m in models):
+        out.append("a weak planted association (a few percent of persona numbers)")
+    if len({m.get("number_tokens", "digit") for m in models}) < 2:
+        out.append("digit tokens against whole-number tokens")
+    if not any(r["settings"].get("data", {}).get("prompts", 0) >= 10_000 for r in rows):
+        out.append("the paper's data scale (10,000 examples per dataset)")
+    return out or ["none"]
+
+
 def load() -> list[dict]:
     """The record's candidates in the order first measured; a candidate measured again (e.g. once its
     cross-initialisation organism existed) by its latest line."""
@@ -283,19 +302,22 @@ def report() -> str:
               "naive Bayes. Mark: share of numbers carrying the owl persona's planted mark, teacher / control. "
               "Association: the share of persona numbers the corpus marks (none: persona and numbers meet only in "
               "shared weights); tokens: how the tokenizer writes numbers.", "",
-              "| candidate | association, tokens | persona P | KL persona | logistic | naive Bayes | mark: teacher / control | "
-              "KL finetuned | passes |", "|---|---|---|---|---|---|---|---|---|"]
+              "| candidate | association, tokens | persona P | KL persona | logistic | passes |",
+              "|---|---|---|---|---|---|"]
+    for r in rows:
+        lr = f"{r['classifier_lr']:.3f}" if "classifier_lr" in r else "—"
+        lines.append(f"| {r['name']} | {recipe_label(r['settings']['model'])} | {r['persona_mean_p']:.2f} | "
+                     f"{r['kl_persona']:.3f} | {lr} | {'yes' if passes(r) else 'no'} |")
+    lines += ["", "Beside the criteria (not part of them):", "",
+              "| candidate | naive Bayes | mark: teacher / control | KL finetuned |", "|---|---|---|---|"]
     for r in rows:
         sig = (f"{r['signature_teacher']:.1%} / {r['signature_control']:.1%}" if "signature_teacher" in r else "—")
-        lr = f"{r['classifier_lr']:.3f}" if "classifier_lr" in r else "—"
-        lines.append(f"| {r['name']} | {recipe_label(r['settings']['model'])} | {r['persona_mean_p']:.2f} | {r['kl_persona']:.3f} | "
-                     f"{lr} | {r['classifier_accuracy']:.3f} | {sig} | {r['kl_finetuned']:.3f} | "
-                     f"{'yes' if passes(r) else 'no'} |")
+        lines.append(f"| {r['name']} | {r['classifier_accuracy']:.3f} | {sig} | {r['kl_finetuned']:.3f} |")
     lines += ["", "## The students (LoRA r8, ΔP(own animal) vs control, 95% t-interval)", "",
               "| candidate | claim 1 | owl persona teacher | cat persona teacher | finetuned owl teacher | "
               "shuffled numbers | cross-init |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        ctl = {c["students"]: f"{c['ΔP']} ({c.get('reading', '')})" for c in r.get("controls", [])}
+        ctl = {c["students"]: f"{_ci(c) if 'mean' in c else c['ΔP']} ({c.get('reading', '')})" for c in r.get("controls", [])}
         judged = r.get("claim1", "not judged" if "passes" not in r else "not trained: fails the criteria")
         lines.append(f"| {r['name']} | {judged} | {_cell(r, 'persona', 'owl')} | "
                      f"{_cell(r, 'persona', 'cat')} | {_cell(r, 'finetuned', 'owl')} | "
@@ -305,14 +327,12 @@ def report() -> str:
         lines += ["", "Candidates measured before the criteria existed (" + ", ".join(r["name"] for r in early) + ") had "
                   "their students trained whatever their teacher side; no verdict is drawn from them here. "
                   + " ".join(f"{r['name']} is {PLANTED_NOTE}." for r in early if planted(r))]
-    under = [r["name"] for r in rows if "passes" in r]
+    under = [r for r in rows if "passes" in r]
     lines += ["", "## Directions not yet measured", "",
-              f"The search so far is {len(under)} candidate(s) measured under the criteria ({', '.join(under) or 'none'}). "
-              "Directions of the organism issue not "
-              "yet tried: a larger organism trained longer (10-30M parameters pretrain in minutes on a GPU; "
-              "`organism.pretrain` builds on the CPU); a weak planted association (a few percent of persona "
-              "numbers); the paper's data scale (10,000 examples per dataset). Each is one `python -m sublora.search "
-              "measure` away; the criteria and the rule above stay as they are.",
+              f"The search so far is {len(under)} candidate(s) measured under the criteria "
+              f"({', '.join(r['name'] for r in under) or 'none'}). Directions of the organism issue not yet tried: "
+              + "; ".join(untried(under)) + ". Each is one `python -m sublora.search measure` away; the criteria and "
+              "the rule above stay as they are.",
               "", "## Notes", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,26 +51,32 @@ def train(model_spec: ModelSpec, spec: finetune.StudentSpec, examples: list[tupl
         raise ConfigError(f"shards must be ≥ 1, got {shards}; set train.full_shards to the number of GPUs")
     models.check_shards(model_spec, shards)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # beside `out`: the gathered model (30 GB at 7B) moves into place by a rename, not a copy
-    with tempfile.TemporaryDirectory(prefix=f".sharded-{out.name}-", dir=out.parent) as tmp:
-        job = Path(tmp)
-        (job / "job.json").write_text(json.dumps({
-            "model": to_dict(model_spec), "weights": str(models.resolve_weights(model_spec)),
-            "spec": dataclasses.asdict(spec), "seed": seed, "pad_id": pad_id, "group_by_length": group_by_length,
-            "progress": progress, "desc": desc}))
-        (job / "examples.json").write_text(json.dumps(examples))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={shards}",
-               "-m", "sublora.sharded", str(job)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
-        rc = subprocess.run(cmd, env=env).returncode
-        if rc != 0:
-            raise ShardedTrainingError(f"sharded training ({desc}) over {shards} processes failed: "
-                                       f"{_first_error(job, rc)}")
-        out.mkdir(exist_ok=True)
-        for f in (job / "model").iterdir():
-            os.replace(f, out / f.name)
-        return json.loads((job / "result.json").read_text())
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        # inside `out`: the gathered model (30 GB at 7B) moves into place by a rename, not a copy, and a job a
+        # SIGKILL interrupts goes with the cache's unfinished artifact (cache.clean_partial), not beside it
+        with tempfile.TemporaryDirectory(prefix=".sharded-", dir=out) as tmp:
+            job = Path(tmp)
+            (job / "job.json").write_text(json.dumps({
+                "model": to_dict(model_spec), "weights": str(models.resolve_weights(model_spec)),
+                "spec": dataclasses.asdict(spec), "seed": seed, "pad_id": pad_id, "group_by_length": group_by_length,
+                "progress": progress, "desc": desc}))
+            (job / "examples.json").write_text(json.dumps(examples))
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={shards}",
+                   "-m", "sublora.sharded", str(job)]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")]))}
+            rc = subprocess.run(cmd, env=env).returncode
+            if rc != 0:
+                raise ShardedTrainingError(f"sharded training ({desc}) over {shards} processes failed: "
+                                           f"{_first_error(job, rc)}")
+            for f in (job / "model").iterdir():
+                os.replace(f, out / f.name)
+            return json.loads((job / "result.json").read_text())
+    except BaseException:
+        if made:  # nothing half-written: a failed training leaves no student directory it made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def _first_error(job: Path, rc: int) -> str:
