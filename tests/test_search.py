@@ -71,9 +71,9 @@ def test_report_renders_every_record(tmp_path, monkeypatch):
     record.write_text(json.dumps(ROW) + "\n" + json.dumps(planted) + "\n")
     page = search.report()
     assert "| held-out accuracy of a logistic regression owl vs cat numbers | ≤ 0.6 |" in page
-    assert "| vX | none, digit tokens | 0.90 | 0.100 | 0.520 | yes |" in page  # the criteria's table
+    assert "| vX | none, digit tokens | 0.900 | 0.100 | 0.520 | yes |" in page  # the criteria's table
     assert "| vX | 0.550 | 1.0% / 1.0% | 0.200 |" in page  # the figures beside them
-    assert "| vP | planted 80%, digit tokens | 0.90 | 15.600 | — | no |" in page
+    assert "| vP | planted 80%, digit tokens | 0.900 | 15.600 | — | no |" in page
     assert "| vP | 0.997 | 70.0% / 1.0% | 0.200 |" in page
     assert "1 candidate(s) measured under the criteria (vX)" in page
     assert "| vX | reproduced | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — | +1e-05 [-1e-04, +2e-04] (removes) | not run |" in page

@@ -173,6 +173,10 @@ def book_main() -> int:
     checkout would no longer make (the fix: make reproduce, which reruns exactly those and the later ones)."""
     executed = paths.executed_dir()
     stale = out_of_date(executed)
+    unknown = [f.stem for f in sorted(executed.glob("*.ipynb")) if f.stem in NOTEBOOKS and not _stamp(executed, f.stem).exists()]
+    if unknown:
+        print(f"note: {', '.join(unknown)} in {executed} carry no stamp (executed outside make reproduce / make notebook): "
+              "whether this checkout would make them the same is not checked", file=sys.stderr)
     if stale:
         print(f"warning: {', '.join(stale)} in {executed} were executed by another profile, other sublora files or "
               "libraries than this checkout's, or their results files changed since; the book shows them as they are "

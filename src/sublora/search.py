@@ -306,7 +306,7 @@ def report() -> str:
               "|---|---|---|---|---|---|"]
     for r in rows:
         lr = f"{r['classifier_lr']:.3f}" if "classifier_lr" in r else "—"
-        lines.append(f"| {r['name']} | {recipe_label(r['settings']['model'])} | {r['persona_mean_p']:.2f} | "
+        lines.append(f"| {r['name']} | {recipe_label(r['settings']['model'])} | {r['persona_mean_p']:.3f} | "
                      f"{r['kl_persona']:.3f} | {lr} | {'yes' if passes(r) else 'no'} |")
     lines += ["", "Beside the criteria (not part of them):", "",
               "| candidate | naive Bayes | mark: teacher / control | KL finetuned |", "|---|---|---|---|"]
