@@ -145,16 +145,21 @@ def mark_up_to_date(name: str, out_dir: Path, stamp: str, results: Path) -> None
     _stamp(out_dir, name).write_text(json.dumps(record, indent=1))
 
 
+def _executed_names(executed: Path) -> list[str]:
+    """The book's notebooks that have an executed copy in `executed`, in name order."""
+    return [f.stem for f in sorted(executed.glob("*.ipynb")) if f.stem in NOTEBOOKS]
+
+
 def out_of_date(executed: Path) -> list[str]:
     """The executed notebooks in `executed` whose stamp says they were made by another run than this
     checkout would make now (another profile's settings, other sublora files or libraries), or whose
     results files changed since. A notebook without a stamp (papermill run by hand) is not judged."""
     stale, digests = [], {}
-    for path in sorted(executed.glob("*.ipynb")):
-        name = path.stem
-        if name not in NOTEBOOKS or not _stamp(executed, name).exists():
+    for name in _executed_names(executed):
+        if not _stamp(executed, name).exists():
             continue
-        params = dict(nbformat.read(path, as_version=4).metadata.get("papermill", {}).get("parameters", {}))
+        nb = nbformat.read(executed / f"{name}.ipynb", as_version=4)
+        params = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
         params.setdefault("profile", "organism")
         key = json.dumps(params, sort_keys=True, default=str)
         try:
@@ -173,7 +178,7 @@ def book_main() -> int:
     checkout would no longer make (the fix: make reproduce, which reruns exactly those and the later ones)."""
     executed = paths.executed_dir()
     stale = out_of_date(executed)
-    unknown = [f.stem for f in sorted(executed.glob("*.ipynb")) if f.stem in NOTEBOOKS and not _stamp(executed, f.stem).exists()]
+    unknown = [name for name in _executed_names(executed) if not _stamp(executed, name).exists()]
     if unknown:
         print(f"note: {', '.join(unknown)} in {executed} carry no stamp (executed outside make reproduce / make notebook): "
               "whether this checkout would make them the same is not checked", file=sys.stderr)
