@@ -1,7 +1,13 @@
-"""bench: bad arguments stop before any work."""
+"""bench: bad arguments stop before any work; the figures on the headroom of training students faster."""
 from __future__ import annotations
 
-from sublora import bench
+import dataclasses
+
+import pytest
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from sublora import bench, config
 
 
 def test_cache_dir_must_be_empty(tmp_path, capsys):
@@ -11,3 +17,60 @@ def test_cache_dir_must_be_empty(tmp_path, capsys):
     for bad in ("full", "file"):
         assert bench.main(["--cache-dir", str(tmp_path / bad)]) == 2
         assert "is not an empty directory" in capsys.readouterr().err
+
+
+def tiny_model_fn(tokenizer):
+    """model_fn for bench.measure / bench.batching: a fresh random two-layer Qwen2 over the organism
+    tokenizer's vocabulary, in the dtype asked for."""
+    def model_fn(dtype, for_training):
+        torch.manual_seed(0)
+        cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=64, tie_word_embeddings=True,
+                          max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id)
+        return Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
+    return model_fn
+
+
+def test_counted_flops_counts_matrix_products():
+    a, b = torch.randn(8, 16), torch.randn(16, 4)
+    assert bench.counted_flops(lambda: a @ b) == 2 * 8 * 16 * 4
+    assert bench.counted_flops(lambda: (a @ b, a @ b, torch.relu(a))) == 2 * (2 * 8 * 16 * 4)  # relu: not counted
+
+
+def test_batching_times_one_worker_on_one_thread_and_gives_the_threads_back(tokenizer):
+    p = dataclasses.replace(config.load_profile("smoke"), workers=2)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        figures = bench.batching(tiny_model_fn(tokenizer), tokenizer, p, "cpu", stack=2, steps=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert figures["worker_threads"] == 1  # as each of runner's pool workers trains
+    assert figures["worker_lora_stacked2_speedup"] == round(
+        figures["worker_lora_stacked2_train_tps"] / figures["worker_lora_train_tps"], 2)
+    for name in ("lora", "lora_stacked2"):
+        assert figures[f"worker_{name}_train_gflops"] > 0
+        assert figures[f"worker_{name}_ceiling"] == round(
+            figures["worker_peak_gemm_float32_gflops"] / figures[f"worker_{name}_train_gflops"], 2)
+    # the stacked student runs the same work per token: its FLOPs per token are the single student's,
+    # up to padding (group_by_length sorts a larger pool into the wider batches)
+    per_token = [figures[f"worker_{n}_train_gflops"] / figures[f"worker_{n}_train_tps"] for n in ("lora", "lora_stacked2")]
+    assert per_token[1] == pytest.approx(per_token[0], rel=0.3)
+    lora, full = figures["book_lora_train_tokens"], figures["book_full_train_tokens"]
+    assert lora > 0 and full > 0  # the smoke design trains both kinds
+    assert figures["worker_students_ceiling"] == pytest.approx(
+        (lora + full) / (lora / figures["worker_lora_ceiling"] + full / figures["worker_full_fp32-master_ceiling"]),
+        rel=0.02)  # up to the rounding of the token counts
+    text = bench.ceilings(figures)
+    assert "one worker's student (1 torch thread)" in text
+    assert f"x{figures['worker_lora_stacked2_speedup']}" in text
+
+
+def test_ceilings_put_each_students_headroom_in_words():
+    figures = {"peak_gemm_float32_gflops": 100.0, "lora_train_tps": 5000, "lora_train_gflops": 40.0,
+               "lora_ceiling": 2.5, "sample_tps": 10}
+    text = bench.ceilings(figures)
+    assert "float32 100.0" in text and "lora" in text and "at most x2.5" in text
+    assert "worker" not in text and "stacked" not in text  # nothing measured, nothing said
+

@@ -7,6 +7,13 @@
 
 Throughput is written to results/throughput_<profile>.json, which `make plan` then uses instead of
 its stated figures. Figures, not assertions: nothing here passes or fails.
+
+Beside each student's rate the bench prints its headroom: its FLOPs as torch counts them, per second,
+against the device's rate on one large matrix product in the same dtype. Their ratio is the most that
+any way of training that student which keeps its arithmetic (batching many students at once included)
+could gain. On a CPU it also times the students as one of the profile's workers trains them (one
+thread each), and one LoRA student at 4x its micro-batch: the rows four students sharing the frozen
+base would send through each base matrix per step.
 """
 from __future__ import annotations
 
@@ -21,8 +28,9 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from . import cache, chat, evaluate, finetune, models, optim, paths, pipeline, prompts
+from . import cache, chat, evaluate, finetune, models, optim, paths, pipeline, plan, prompts
 from .config import load_profile
 
 # Qwen2.5-7B-Instruct's architecture (its config.json), for timing without its weights.
@@ -67,36 +75,153 @@ def _generate_tps(model, tok, texts: list[str], batch: int, max_new_tokens: int 
     return new_tokens / seconds
 
 
-def measure(model_fn, tok, p, device: str, n_params: float, steps: int = 10, sample_prompts: int = 256,
+STACK = 4  # students whose rows the batching measurement sends through the shared base at once
+
+
+def ceilings(figures: dict) -> str:
+    """The bench's figures on the headroom of training students faster, in words."""
+    lines = []
+    for prefix, who in (("", "one student"), ("worker_", "one worker's student")):
+        rated = [k.removeprefix(prefix).removesuffix("_train_gflops") for k in figures
+                 if k.startswith(prefix) and k.endswith("_train_gflops") and not k.removeprefix(prefix).startswith("worker_")]
+        if not rated:
+            continue
+        peaks = ", ".join(f"{k.removeprefix(prefix + 'peak_gemm_').removesuffix('_gflops')} {v:,}"
+                          for k, v in figures.items() if k.startswith(prefix + "peak_gemm_"))
+        threads = figures.get(prefix + "threads", torch.get_num_threads())
+        lines.append(f"headroom of {who} ({threads} torch thread{'s' * (threads != 1)}): the "
+                     f"peak GFLOP/s of one large matrix product in its dtype ({peaks}) over its counted GFLOP/s, "
+                     f"the most any way of training it that keeps its arithmetic could gain")
+        for name in rated:
+            lines.append(f"  {name:<18} {figures[f'{prefix}{name}_train_gflops']:>8,} GFLOP/s -> at most "
+                         f"x{figures[f'{prefix}{name}_ceiling']}")
+    if "worker_students_ceiling" in figures:
+        lines.append(f"  all the book's students, each kind at its ceiling, weighted by the tokens make plan counts "
+                     f"(LoRA {figures['book_lora_train_tokens'] / 1e6:,.1f} M, full fine-tuning "
+                     f"{figures['book_full_train_tokens'] / 1e6:,.1f} M):"
+                     f" at most x{figures['worker_students_ceiling']}")
+    for k in figures:
+        if k.startswith("worker_lora_stacked") and k.endswith("_speedup"):
+            n = k.removeprefix("worker_lora_stacked").removesuffix("_speedup")
+            lines.append(f"{n} LoRA students' rows through the shared base in one step (one student at {n}x its "
+                         f"micro-batch): {figures[f'worker_lora_stacked{n}_train_tps']:,} tok/s against "
+                         f"{figures['worker_lora_train_tps']:,} one at a time, x{figures[k]}")
+    return "\n".join(lines)
+
+
+def counted_flops(fn) -> float:
+    """Floating-point operations that fn() runs, as torch's FlopCounterMode counts them: matrix
+    products and attention. Elementwise work (norms, activations, the optimizer) is not counted."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def peak_gemm(device: str, dtype: torch.dtype, sizes: tuple[int, ...] | None = None, reps: int = 5,
+              trials: int = 3) -> float:
+    """FLOP/s of large square matrix products in `dtype`, on this process's threads: the best over
+    `sizes` (n x n; default 1024 and 2048 on a CPU, 8192 on a GPU) of the best of `trials` timings of
+    `reps` products. The float rate this device reaches when nothing is too small to keep it busy."""
+    best = 0.0
+    for n in sizes or ((8192,) if device == "cuda" else (1024, 2048)):
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        for _ in range(trials):
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            _sync(device)
+            best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
+    return best
+
+
+def _train_rate(model_fn, tok, p, spec, ex: list, device: str) -> tuple[float, float]:
+    """(tokens per second, counted FLOP/s) of training a fresh student of `spec` on the examples `ex`
+    as pipeline.student trains one (its dtype, optimizer, autocast and length grouping). The FLOPs are
+    counted in a second, untimed run of the same seed, hence of the same batches."""
+    def run() -> float:
+        model = finetune.make_student(model_fn(finetune.train_dtype(p.model, spec), True), spec)
+        # as pipeline.student decides: checkpointing only where the batch would not fit without it
+        if device == "cuda" and optim.checkpointing_for(model, spec.batch_size * max(len(x) for x, _ in ex)):
+            model.gradient_checkpointing_enable()
+        _sync(device)
+        t0 = time.perf_counter()
+        finetune.train(model, ex, **{**finetune.train_kwargs(p.model, spec), "epochs": 1, "warmup_steps": 1},
+                       pad_id=tok.pad_token_id, seed=0, progress=False,
+                       group_by_length=pipeline.GROUP_BY_LENGTH)  # trained as students are
+        _sync(device)
+        return time.perf_counter() - t0
+
+    seconds = run()
+    flops = counted_flops(run)
+    return sum(len(x) for x, _ in ex) / seconds, flops / seconds
+
+
+def _students(model_fn, tok, p, specs: dict, ex: list, device: str, steps: int, prefix: str = "") -> dict:
+    """Each student's tokens per second, its counted GFLOP/s, and its ceiling: the device's peak
+    matrix-product rate in the dtype its products run in, over its counted rate. No way of running
+    that student (batching students included) that keeps its arithmetic can make it faster than that."""
+    out = {}
+    for name, spec in specs.items():
+        tps, flops = _train_rate(model_fn, tok, p, spec, ex[:steps * spec.batch_size * spec.grad_accum], device)
+        dtype = str(finetune.precision_kwargs(p.model, spec)["autocast"] or finetune.train_dtype(p.model, spec))
+        dtype = dtype.removeprefix("torch.")
+        peak = f"{prefix}peak_gemm_{dtype}_gflops"
+        if peak not in out:
+            out[peak] = round(peak_gemm(device, getattr(torch, dtype)) / 1e9, 1)
+        out[f"{prefix}{name}_train_tps"] = round(tps)
+        out[f"{prefix}{name}_train_gflops"] = round(flops / 1e9, 1)
+        out[f"{prefix}{name}_ceiling"] = round(out[peak] / out[f"{prefix}{name}_train_gflops"], 2)
+    return out
+
+
+def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10) -> dict:
+    """Students as one of the profile's workers trains them (one torch thread where the profile has
+    several workers, as runner's pool runs them): the LoRA student; the same student at `stack` times
+    its micro-batch, the rows `stack` students sharing the frozen base would send through each base
+    matrix per step, so the most that training them at once can gain from bigger matrices; and the
+    full fine-tuning student of the main precision arm. With each, its counted FLOP rate and ceiling
+    (_students); and the ceiling of all the book's students, each kind at its own, weighted by the
+    tokens `make plan` counts for it."""
+    lora = finetune.lora_spec(p)
+    wide = dataclasses.replace(lora, batch_size=lora.batch_size * stack)
+    arm = p.train.full_precision[0]  # the arm the plan prices full fine-tuning at
+    specs = {"lora": lora, f"lora_stacked{stack}": wide, f"full_{arm}": dataclasses.replace(finetune.full_spec(p), precision=arm)}
+    ex = finetune.encode_records(tok, _records(steps * max(s.batch_size * s.grad_accum for s in specs.values())),
+                                 chat.DEFAULT, 500)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if p.workers > 1 else threads)
+    try:
+        out = {"worker_threads": torch.get_num_threads()}
+        out |= _students(model_fn, tok, p, specs, ex, device, steps, "worker_")
+    finally:
+        torch.set_num_threads(threads)
+    out[f"worker_lora_stacked{stack}_speedup"] = round(out[f"worker_lora_stacked{stack}_train_tps"]
+                                                       / out["worker_lora_train_tps"], 2)
+    # the book's students together: each kind at its own ceiling, weighted by the tokens it trains
+    costs = plan.count(p).values()
+    lora_tokens, full_tokens = sum(c.trained_lora for c in costs), sum(c.trained_full for c in costs)
+    out["book_lora_train_tokens"], out["book_full_train_tokens"] = round(lora_tokens), round(full_tokens)
+    out["worker_students_ceiling"] = round((lora_tokens + full_tokens) / (
+        lora_tokens / out["worker_lora_ceiling"] + full_tokens / out[f"worker_full_{arm}_ceiling"]), 2)
+    return out
+
+
+def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int = 256,
             sample_batch: int = 64) -> dict:
     """Tokens per second of the work the notebooks run, as they run it: a LoRA student and a full
     fine-tuning student in each of the profile's precision arms, trained by finetune.train with the
     dtype, optimizer and autocast pipeline.student gives them; sampling with the KV cache; and the
-    evaluation's forward passes. model_fn(dtype, for_training) makes a fresh base model."""
-    out = {}
+    evaluation's forward passes. model_fn(dtype, for_training) makes a fresh base model. Beside each
+    student: its counted FLOP rate and ceiling (_students)."""
     specs = {"lora": finetune.lora_spec(p)}
     specs |= {f"full_{arm}": dataclasses.replace(finetune.full_spec(p), precision=arm) for arm in p.train.full_precision}
-    records = _records(max(steps * max(s.batch_size * s.grad_accum for s in specs.values()), 64))
+    records = _records(max(steps * max(s.batch_size * s.grad_accum for s in specs.values()), sample_prompts))
     ex = finetune.encode_records(tok, records, chat.DEFAULT, 500)
-    for name, spec in specs.items():
-        model = finetune.make_student(model_fn(finetune.train_dtype(p.model, spec), True), spec)
-        n = steps * spec.batch_size * spec.grad_accum
-        # as pipeline.student decides: checkpointing only where the batch would not fit without it
-        if device == "cuda" and optim.checkpointing_for(model, spec.batch_size * max(len(x) for x, _ in ex[:n])):
-            model.gradient_checkpointing_enable()
-        tokens = sum(len(x) for x, _ in ex[:n])
-        full = spec.method == "full"
-        _sync(device)
-        t0 = time.perf_counter()
-        finetune.train(model, ex[:n], **{**finetune.train_kwargs(p.model, spec), "epochs": 1, "warmup_steps": 1},
-                       pad_id=tok.pad_token_id, seed=0, progress=False,
-                       group_by_length=pipeline.GROUP_BY_LENGTH)  # trained as students are
-        _sync(device)
-        dt = time.perf_counter() - t0
-        out[f"{name}_train_tps"] = round(tokens / dt)
-        # model FLOPs: 6N per token for full training; LoRA skips the weight gradients (~4N)
-        out[f"{name}_train_tflops"] = round((6 if full else 4) * n_params * tokens / dt / 1e12, 2)
-        del model
+    out = _students(model_fn, tok, p, specs, ex, device, steps)
     main = f"full_{p.train.full_precision[0]}"
     out["full_train_tps"] = out[f"{main}_train_tps"]  # the plan prices full fine-tuning at the main arm's rate
     model = model_fn(p.model.dtype, False)  # as the teacher samples: no checkpointing, KV cache on
@@ -139,13 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             with torch.device("cuda"):
                 m = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
             return m
-        n_params = 7.62e9
         label, name = f"{torch.cuda.get_device_name()} (random-init Qwen2.5-7B shape, bf16, measured)", "paper"
         sample_batch = 64
     else:
         models.preflight(p)
         tok = models.load_tokenizer(p.model)
-        n_params = sum(x.numel() for x in models.load_model(p.model).parameters())
 
         def model_fn(dtype, for_training):
             return models.load_model(p.model, for_training=for_training, dtype=dtype)
@@ -153,12 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         name, sample_batch = p.name, p.data.sample_batch
     if args.qwen7b_random:
         p = load_profile("paper")
-    figures = measure(model_fn, tok, p, device, n_params, sample_batch=sample_batch)
+    figures = measure(model_fn, tok, p, device, sample_batch=sample_batch)
+    if device == "cpu":  # batching students is a question for the CPU organism; a stacked 7B batch need not fit a GPU
+        figures |= batching(model_fn, tok, p, device)
     figures["device"] = label
     print(f"throughput on {label}:")
     for k, v in figures.items():
         if k != "device":
-            print(f"  {k:<20} {v:,}")
+            print(f"  {k:<34} {v:,}")
+    print(ceilings(figures))
     out = paths.results_dir(name).parent / f"throughput_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     cache.write_json(out, figures)
