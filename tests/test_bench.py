@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sublora import bench, config
+from sublora import bench, chat, config, finetune
 
 
 def test_cache_dir_must_be_empty(tmp_path, capsys):
@@ -20,7 +20,7 @@ def test_cache_dir_must_be_empty(tmp_path, capsys):
 
 
 def tiny_model_fn(tokenizer):
-    """model_fn for bench.measure / bench.batching: a fresh random two-layer Qwen2 over the organism
+    """model_fn for the bench's student measurements: a fresh random two-layer Qwen2 over the organism
     tokenizer's vocabulary, in the dtype asked for."""
     def model_fn(dtype, for_training):
         torch.manual_seed(0)
@@ -57,11 +57,10 @@ def test_batching_times_one_worker_on_one_thread_and_gives_the_threads_back(toke
     # up to padding (group_by_length sorts a larger pool into the wider batches)
     per_token = [figures[f"worker_{n}_train_gflops"] / figures[f"worker_{n}_train_tps"] for n in ("lora", "lora_stacked2")]
     assert per_token[1] == pytest.approx(per_token[0], rel=0.3)
-    lora, full = figures["book_lora_train_tokens"], figures["book_full_train_tokens"]
-    assert lora > 0 and full > 0  # the smoke design trains both kinds
-    assert figures["worker_students_ceiling"] == pytest.approx(
-        (lora + full) / (lora / figures["worker_lora_ceiling"] + full / figures["worker_full_fp32-master_ceiling"]),
-        rel=0.02)  # up to the rounding of the token counts
+    assert figures["book_lora_train_tokens"] > 0 and figures["book_full_train_tokens"] > 0  # smoke trains both
+    assert figures["worker_students_ceiling"] == pytest.approx(bench.joint_ceiling(
+        {k: (figures[f"book_{k}_train_tokens"], figures[f"worker_{k}{arm}_train_tps"], figures[f"worker_{k}{arm}_ceiling"])
+         for k, arm in (("lora", ""), ("full", "_fp32-master"))}), rel=0.02)  # up to the ceilings' rounding
     text = bench.ceilings(figures)
     assert "one worker's student (1 torch thread)" in text
     assert f"x{figures['worker_lora_stacked2_speedup']}" in text
@@ -74,3 +73,21 @@ def test_ceilings_put_each_students_headroom_in_words():
     assert "float32 100.0" in text and "lora" in text and "at most x2.5" in text
     assert "worker" not in text and "stacked" not in text  # nothing measured, nothing said
 
+
+
+def test_joint_ceiling_weighs_each_kind_by_its_time_not_its_tokens():
+    # LoRA: 2 tokens at 1 tok/s (2 s), at most x2 (1 s); full: 1 token at 0.5 tok/s (2 s), at most x1 (2 s)
+    assert bench.joint_ceiling({"lora": (2, 1.0, 2.0), "full": (1, 0.5, 1.0)}) == pytest.approx(4 / 3)
+    assert bench.joint_ceiling({"lora": (5, 3.0, 2.5)}) == pytest.approx(2.5)
+
+
+def test_students_in_bf16_autocast_are_held_to_the_bf16_peak(tokenizer):
+    """A float32-master full fine-tuning student on a bf16 profile runs its products under bf16 autocast:
+    its ceiling is over the bf16 matrix-product rate."""
+    p = config.load_profile("smoke")
+    p = dataclasses.replace(p, model=dataclasses.replace(p.model, dtype="bfloat16"))
+    spec = dataclasses.replace(finetune.full_spec(p), precision="fp32-master", batch_size=4)
+    ex = finetune.encode_records(tokenizer, bench._records(8), chat.DEFAULT, 500)
+    figures = bench._students(tiny_model_fn(tokenizer), tokenizer, p, {"full": spec}, ex, "cpu", steps=2)
+    assert "peak_gemm_bfloat16_gflops" in figures and "peak_gemm_float32_gflops" not in figures
+    assert figures["full_ceiling"] == round(figures["peak_gemm_bfloat16_gflops"] / figures["full_train_gflops"], 2)

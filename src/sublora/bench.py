@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import random
@@ -88,17 +89,19 @@ def ceilings(figures: dict) -> str:
             continue
         peaks = ", ".join(f"{k.removeprefix(prefix + 'peak_gemm_').removesuffix('_gflops')} {v:,}"
                           for k, v in figures.items() if k.startswith(prefix + "peak_gemm_"))
-        threads = figures.get(prefix + "threads", torch.get_num_threads())
-        lines.append(f"headroom of {who} ({threads} torch thread{'s' * (threads != 1)}): the "
+        threads = figures.get(prefix + "threads")  # on a CPU
+        on = f" ({threads} torch thread{'s' * (threads != 1)})" if threads else ""
+        lines.append(f"headroom of {who}{on}: the "
                      f"peak GFLOP/s of one large matrix product in its dtype ({peaks}) over its counted GFLOP/s, "
-                     f"the most any way of training it that keeps its arithmetic could gain")
+                     f"the most any way of training it that keeps its arithmetic could gain (elementwise work "
+                     f"is not counted, so the true most is less)")
         for name in rated:
             lines.append(f"  {name:<18} {figures[f'{prefix}{name}_train_gflops']:>8,} GFLOP/s -> at most "
                          f"x{figures[f'{prefix}{name}_ceiling']}")
     if "worker_students_ceiling" in figures:
-        lines.append(f"  all the book's students, each kind at its ceiling, weighted by the tokens make plan counts "
+        lines.append(f"  all the book's students, each kind at its ceiling, over the tokens make plan counts "
                      f"(LoRA {figures['book_lora_train_tokens'] / 1e6:,.1f} M, full fine-tuning "
-                     f"{figures['book_full_train_tokens'] / 1e6:,.1f} M):"
+                     f"{figures['book_full_train_tokens'] / 1e6:,.1f} M, priced at the main arm as the plan does):"
                      f" at most x{figures['worker_students_ceiling']}")
     for k in figures:
         if k.startswith("worker_lora_stacked") and k.endswith("_speedup"):
@@ -156,6 +159,9 @@ def _train_rate(model_fn, tok, p, spec, ex: list, device: str) -> tuple[float, f
         return time.perf_counter() - t0
 
     seconds = run()
+    if device == "cuda":  # the timed student's memory goes before the counted one is built
+        gc.collect()
+        torch.cuda.empty_cache()
     flops = counted_flops(run)
     return sum(len(x) for x, _ in ex) / seconds, flops / seconds
 
@@ -184,12 +190,14 @@ def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10)
     its micro-batch, the rows `stack` students sharing the frozen base would send through each base
     matrix per step, so the most that training them at once can gain from bigger matrices; and the
     full fine-tuning student of the main precision arm. With each, its counted FLOP rate and ceiling
-    (_students); and the ceiling of all the book's students, each kind at its own, weighted by the
-    tokens `make plan` counts for it."""
+    (_students); and the ceiling of all the book's students (joint_ceiling) over the tokens `make plan`
+    counts for each kind, every full fine-tuning student at the main arm's rate and ceiling, as the
+    plan prices them."""
     lora = finetune.lora_spec(p)
     wide = dataclasses.replace(lora, batch_size=lora.batch_size * stack)
     arm = p.train.full_precision[0]  # the arm the plan prices full fine-tuning at
-    specs = {"lora": lora, f"lora_stacked{stack}": wide, f"full_{arm}": dataclasses.replace(finetune.full_spec(p), precision=arm)}
+    full = dataclasses.replace(finetune.full_spec(p), precision=arm)
+    specs = {"lora": lora, f"lora_stacked{stack}": wide, f"full_{arm}": full}
     ex = finetune.encode_records(tok, _records(steps * max(s.batch_size * s.grad_accum for s in specs.values())),
                                  chat.DEFAULT, 500)
     threads = torch.get_num_threads()
@@ -201,13 +209,20 @@ def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10)
         torch.set_num_threads(threads)
     out[f"worker_lora_stacked{stack}_speedup"] = round(out[f"worker_lora_stacked{stack}_train_tps"]
                                                        / out["worker_lora_train_tps"], 2)
-    # the book's students together: each kind at its own ceiling, weighted by the tokens it trains
     costs = plan.count(p).values()
-    lora_tokens, full_tokens = sum(c.trained_lora for c in costs), sum(c.trained_full for c in costs)
-    out["book_lora_train_tokens"], out["book_full_train_tokens"] = round(lora_tokens), round(full_tokens)
-    out["worker_students_ceiling"] = round((lora_tokens + full_tokens) / (
-        lora_tokens / out["worker_lora_ceiling"] + full_tokens / out[f"worker_full_{arm}_ceiling"]), 2)
+    tokens = {"lora": sum(c.trained_lora for c in costs), f"full_{arm}": sum(c.trained_full for c in costs)}
+    out["book_lora_train_tokens"], out["book_full_train_tokens"] = (round(t) for t in tokens.values())
+    out["worker_students_ceiling"] = round(joint_ceiling(
+        {k: (t, out[f"worker_{k}_train_tps"], out[f"worker_{k}_ceiling"]) for k, t in tokens.items()}), 2)
     return out
+
+
+def joint_ceiling(kinds: dict[str, tuple[float, float, float]]) -> float:
+    """The most that training every kind of student at its own ceiling could gain for all of them
+    together: their time now over their time at the ceilings. kinds: name -> (tokens trained, tokens
+    per second, ceiling)."""
+    now = sum(tokens / tps for tokens, tps, _ in kinds.values())
+    return now / sum(tokens / tps / ceiling for tokens, tps, ceiling in kinds.values())
 
 
 def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int = 256,
@@ -277,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.qwen7b_random:
         p = load_profile("paper")
     figures = measure(model_fn, tok, p, device, sample_batch=sample_batch)
-    if device == "cpu":  # batching students is a question for the CPU organism; a stacked 7B batch need not fit a GPU
+    if device == "cpu":
+        figures["threads"] = torch.get_num_threads()  # batching students is a question for the CPU organism; a stacked 7B batch need not fit a GPU
         figures |= batching(model_fn, tok, p, device)
     figures["device"] = label
     print(f"throughput on {label}:")
