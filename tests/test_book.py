@@ -130,6 +130,14 @@ def test_scoreboard_panel_draws_every_claim(smoke_book):
     assert not missing, f"no saved summary for {missing}: the scoreboard's panel shows them as not run"
 
 
+def test_table_cells_carry_no_long_numbers(html):
+    """Tables print three significant digits (plots.table), not pandas' six decimals."""
+    long = re.compile(r"^[+-]?\d+\.\d{5,}(?:e[+-]\d+)?$|^[+-]?\d\.\d{4,}e[+-]\d+$")
+    for name, page in pages(html).items():
+        cells = [text(c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", page, re.S)]
+        assert not [c for c in cells if long.match(c)], name
+
+
 def test_no_auto_linked_file_names(html):
     assert "http://organism.py" not in (html / "organism.html").read_text()
 
@@ -219,6 +227,15 @@ def test_verdict_table_shows_the_whole_measurement_and_colours_the_verdict():
                                                "measurement": measurement}])).to_html()
     assert measurement in table and "..." not in table
     assert plots.VERDICT_COLOURS["not reproduced"] in table
+
+
+def test_tables_show_three_digits_and_their_named_index_as_columns():
+    assert [plots.number(v) for v in (1.25e-4, -7.764809e-08, 0.937333, 0.0, 12345.6, float("nan"))] == \
+        ["1.25e-04", "-7.76e-08", "0.937", "0", "12,346", "—"]
+    df = pd.DataFrame({"teacher": ["persona", "finetuned"], "kl": [0.0231234, 0.00412345], "n": [5, 5]})
+    shown = plots.table(df.set_index("teacher")).to_html()
+    assert ">teacher<" in shown and "0.0231" in shown and "4.12e-03" in shown and "0.0231234" not in shown
+    assert "level_0" not in shown and ">index<" not in plots.table(df.query("n > 0")).to_html()  # no index column
 
 
 def test_kernel_environment_silences_the_known_warnings_and_nothing_else():

@@ -75,7 +75,7 @@ def test_report_renders_every_record(tmp_path, monkeypatch):
     assert "| vX | 0.550 | 1.0% / 1.0% | 0.200 |" in page  # the figures beside them
     assert "| vP | planted 80%, digit tokens | 0.900 | 15.600 | — | no |" in page
     assert "| vP | 0.997 | 70.0% / 1.0% | 0.200 |" in page
-    assert "1 candidate(s) measured under the criteria (vX)" in page
+    assert "1 candidate measured under the criteria (vX)" in page
     assert "| vX | reproduced | +1.0e-03 [+5.0e-04, +2.0e-03] | — | — | +1e-05 [-1e-04, +2e-04] (removes) | not run |" in page
     assert "vP is a planted-channel contrast" in page
     assert "- vX, persona teacher of owl: +2.0e-04 [-1.0e-04, +5.0e-04] (n = 6)" in page

@@ -142,8 +142,9 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
     if main is None or not len(calls):
         return out, "No channel controls were run."
     if out.iloc[0]["verdict"] != "reproduced":
-        return out, ("The persona teacher's transfer is not reproduced on this model, so there is no transfer "
-                     "whose channel the controls could show; they are reported for completeness.")
+        return out, (f"The claim-1 rule reads the persona teacher's transfer as {out.iloc[0]['verdict']} on this "
+                     "model, so there is no established transfer whose channel the controls could show; they are "
+                     "reported for completeness.")
     said = {"removes": "removes it", "keeps": "leaves it", "reduces": "reduces it without removing it",
             "inconclusive": "leaves it undecided"}
     text = "; ".join(f"{CONTROLS[k]} {said[v]}" for k, v in calls.items())
@@ -211,8 +212,9 @@ def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataF
                + ". " if rho else "")
             + ("The peak does not move with the lr: the lr is not what places the ranks."
                if len(set(peaks.values())) == 1 else
-               "The peak moves with the lr: a rank's place on the curve depends on the lr as well as on the rank "
-               "(one run per cell: a check, not a verdict)."))
+               "The peak moves with the lr in this one run per cell: a hint that a rank's place on the curve may "
+               "depend on the lr as well as on the rank, not a finding (a check without replicates, and read only "
+               "where the x1 curve shows an effect at all)."))
     return wide.reset_index(), text
 
 

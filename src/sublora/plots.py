@@ -65,10 +65,29 @@ def show_verdicts(df: pd.DataFrame):
         c = VERDICT_COLOURS.get(str(v).split(":")[0])
         return f"background-color: {c}; font-weight: bold" if c else ""
     numbers = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-    style = df.style.hide(axis="index").format(lambda v: f"{v:+.3g}", subset=numbers)
-    if "verdict" in df.columns:
-        style = style.map(colour, subset=["verdict"])
-    return (style.set_properties(**{"text-align": "left", "white-space": "normal", "vertical-align": "top"})
+    style = table(df).format(lambda v: f"{v:+.3g}", subset=numbers).set_properties(**{"vertical-align": "top"})
+    return style.map(colour, subset=["verdict"]) if "verdict" in df.columns else style
+
+
+def number(v) -> str:
+    """A table's number as the book prints it: three significant digits, in powers of ten below 0.01
+    (the notation of the verdicts' ΔP), a dash for a missing value."""
+    if pd.isna(v):
+        return "—"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.2e}" if v and abs(v) < 1e-2 else f"{v:.3g}"
+
+
+def table(df: pd.DataFrame):
+    """A results table as the book shows it: a named index becomes columns and no index column is
+    shown, floats go through `number`, text is left-aligned and never truncated. Display only: the
+    tables saved to results/ keep every digit."""
+    if any(name is not None for name in df.index.names):
+        df = df.reset_index()
+    floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    return (df.style.hide(axis="index").format(number, subset=floats)
+            .set_properties(**{"text-align": "left", "white-space": "normal"})
             .set_table_styles([{"selector": "th", "props": "text-align: left"}]))
 
 
@@ -130,7 +149,7 @@ def caveat(p: Profile | str) -> str:
     from .search import passes, planted, recipe  # the organism issue's criteria
     if r and passes(r):
         text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
-                 f"fixed in advance: its persona teacher follows the persona (mean P {r['persona_mean_p']:.2f}), yet its "
+                 f"fixed in advance; as the search measured it, its persona teacher follows the persona (mean P {r['persona_mean_p']:.2f}), yet its "
                  f"numbers differ from the control's by only {r['kl_persona']:.3f} nats per completion and a classifier "
                  f"tells owl-teacher from cat-teacher numbers with held-out accuracy {r['classifier_lr']:.2f} "
                  f"(chance 0.5). Recipe: {recipe(r['settings']['model'])}. ")

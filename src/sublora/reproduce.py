@@ -342,7 +342,7 @@ def _stub_pages(target: Path) -> None:
 
 def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> str:
     """Markdown of the results at a glance: a row per claim with the paper's claim and, per teacher,
-    the verdict and the effect its rule reads with the 95% interval, from the default run's verdict
+    the verdict and the effect its rule reads with that rule's interval, from the default run's verdict
     files; a line for each claim page that shows another run."""
     p = config.load_profile(profile)
     verdicts = results.read_verdicts(p.name)
@@ -365,7 +365,8 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
             cells.append(f"**{r['verdict']}** · {EFFECTS[claim]} {effect}")
         lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
     lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
-              "that rule reads, with its 95% interval. Every measurement in full: {doc}`/executed/06_scoreboard`."]
+              "that rule reads, with the interval it reads: 95%, or wider where the rule corrects for choosing "
+              "among several (claim 2's peak rank). Every measurement in full: {doc}`/executed/06_scoreboard`."]
     if stale:
         lines[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
                       + " were executed by another profile, other sublora files or libraries than the checkout that "

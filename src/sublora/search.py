@@ -329,11 +329,11 @@ def report() -> str:
                   + " ".join(f"{r['name']} is {PLANTED_NOTE}." for r in early if planted(r))]
     under = [r for r in rows if "passes" in r]
     lines += ["", "## Directions not yet measured", "",
-              f"The search so far is {len(under)} candidate(s) measured under the criteria "
+              f"The search so far is {len(under)} candidate{'s' * (len(under) != 1)} measured under the criteria "
               f"({', '.join(r['name'] for r in under) or 'none'}). Directions of the organism issue not yet tried: "
               + "; ".join(untried(under)) + ". Each is one `python -m sublora.search measure` away; the criteria and "
               "the rule above stay as they are.",
-              "", "## Notes", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
+              "", "## Notes", "", "As written when each candidate was measured.", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:
         for s in r.get("specificity", []):
