@@ -236,6 +236,8 @@ def test_tables_show_three_digits_and_their_named_index_as_columns():
     shown = plots.table(df.set_index("teacher")).to_html()
     assert ">teacher<" in shown and "0.0231" in shown and "4.12e-03" in shown and "0.0231234" not in shown
     assert "level_0" not in shown and ">index<" not in plots.table(df.query("n > 0")).to_html()  # no index column
+    words = plots.table(pd.DataFrame({"reading": ["removes", None]}, dtype=object)).to_html()
+    assert ">—<" in words and "nan" not in words and "None" not in words
 
 
 def test_kernel_environment_silences_the_known_warnings_and_nothing_else():

@@ -81,12 +81,12 @@ def number(v) -> str:
 
 def table(df: pd.DataFrame):
     """A results table as the book shows it: a named index becomes columns and no index column is
-    shown, floats go through `number`, text is left-aligned and never truncated. Display only: the
-    tables saved to results/ keep every digit."""
+    shown, floats go through `number`, a missing value in any column is a dash, text is left-aligned
+    and never truncated. Display only: the tables saved to results/ keep every digit."""
     if any(name is not None for name in df.index.names):
         df = df.reset_index()
     floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-    return (df.style.hide(axis="index").format(number, subset=floats)
+    return (df.style.hide(axis="index").format(na_rep="—").format(number, subset=floats)
             .set_properties(**{"text-align": "left", "white-space": "normal"})
             .set_table_styles([{"selector": "th", "props": "text-align: left"}]))
 
