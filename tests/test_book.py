@@ -138,6 +138,11 @@ def test_table_cells_carry_no_long_numbers(html):
         assert not [c for c in cells if long.match(c)], name
 
 
+def test_the_glossary_is_in_the_book_and_the_intro_links_it(html):
+    assert "DWG (dynamic weight grafting)" in text((html / "glossary.html").read_text())
+    assert 'href="glossary.html"' in (html / "intro.html").read_text()
+
+
 def test_no_auto_linked_file_names(html):
     assert "http://organism.py" not in (html / "organism.html").read_text()
 
