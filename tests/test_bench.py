@@ -55,11 +55,13 @@ def test_batching_times_one_worker_on_one_thread_and_gives_the_threads_back(toke
             figures["worker_peak_gemm_float32_gflops"] / figures[f"worker_{name}_train_gflops"], 2)
     # the stacked student runs the same work per token: its FLOPs per token are the single student's,
     # up to padding (group_by_length sorts a larger pool into the wider batches)
-    per_token = [figures[f"worker_{n}_train_gflops"] / figures[f"worker_{n}_train_tps"] for n in ("lora", "lora_stacked2")]
+    per_token = [figures[f"worker_{n}_train_gflops"] / figures[f"worker_{n}_train_tps"]
+                 for n in ("lora", "lora_stacked2")]
     assert per_token[1] == pytest.approx(per_token[0], rel=0.3)
     assert figures["book_lora_train_tokens"] > 0 and figures["book_full_train_tokens"] > 0  # smoke trains both
     assert figures["worker_students_ceiling"] == pytest.approx(bench.joint_ceiling(
-        {k: (figures[f"book_{k}_train_tokens"], figures[f"worker_{k}{arm}_train_tps"], figures[f"worker_{k}{arm}_ceiling"])
+        {k: (figures[f"book_{k}_train_tokens"], figures[f"worker_{k}{arm}_train_tps"],
+             figures[f"worker_{k}{arm}_ceiling"])
          for k, arm in (("lora", ""), ("full", "_fp32-master"))}), rel=0.02)  # up to the ceilings' rounding
     text = bench.ceilings(figures)
     assert "one worker's student (1 torch thread)" in text

@@ -83,8 +83,9 @@ def ceilings(figures: dict) -> str:
     """The bench's figures on the headroom of training students faster, in words."""
     lines = []
     for prefix, who in (("", "one student"), ("worker_", "one worker's student")):
-        rated = [k.removeprefix(prefix).removesuffix("_train_gflops") for k in figures
-                 if k.startswith(prefix) and k.endswith("_train_gflops") and not k.removeprefix(prefix).startswith("worker_")]
+        names = [k.removeprefix(prefix) for k in figures if k.startswith(prefix)]
+        rated = [n.removesuffix("_train_gflops") for n in names
+                 if n.endswith("_train_gflops") and not n.startswith("worker_")]
         if not rated:
             continue
         peaks = ", ".join(f"{k.removeprefix(prefix + 'peak_gemm_').removesuffix('_gflops')} {v:,}"
@@ -139,6 +140,18 @@ def peak_gemm(device: str, dtype: torch.dtype, sizes: tuple[int, ...] | None = N
             _sync(device)
             best = max(best, 2 * n ** 3 * reps / (time.perf_counter() - t0))
     return best
+
+
+def _full(p, arm: str) -> finetune.StudentSpec:
+    """The profile's full fine-tuning student in precision arm `arm` (optim.ARMS)."""
+    return dataclasses.replace(finetune.full_spec(p), precision=arm)
+
+
+def _examples(tok, specs: dict, steps: int, at_least: int = 0) -> tuple[list[dict], list]:
+    """(records, encoded examples) enough for `steps` optimiser steps of the widest of `specs`, and at
+    least `at_least` records."""
+    records = _records(max(steps * max(s.batch_size * s.grad_accum for s in specs.values()), at_least))
+    return records, finetune.encode_records(tok, records, chat.DEFAULT, 500)
 
 
 def _train_rate(model_fn, tok, p, spec, ex: list, device: str) -> tuple[float, float]:
@@ -196,10 +209,8 @@ def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10)
     lora = finetune.lora_spec(p)
     wide = dataclasses.replace(lora, batch_size=lora.batch_size * stack)
     arm = p.train.full_precision[0]  # the arm the plan prices full fine-tuning at
-    full = dataclasses.replace(finetune.full_spec(p), precision=arm)
-    specs = {"lora": lora, f"lora_stacked{stack}": wide, f"full_{arm}": full}
-    ex = finetune.encode_records(tok, _records(steps * max(s.batch_size * s.grad_accum for s in specs.values())),
-                                 chat.DEFAULT, 500)
+    specs = {"lora": lora, f"lora_stacked{stack}": wide, f"full_{arm}": _full(p, arm)}
+    _, ex = _examples(tok, specs, steps)
     threads = torch.get_num_threads()
     torch.set_num_threads(1 if p.workers > 1 else threads)
     try:
@@ -232,10 +243,8 @@ def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int 
     dtype, optimizer and autocast pipeline.student gives them; sampling with the KV cache; and the
     evaluation's forward passes. model_fn(dtype, for_training) makes a fresh base model. Beside each
     student: its counted FLOP rate and ceiling (_students)."""
-    specs = {"lora": finetune.lora_spec(p)}
-    specs |= {f"full_{arm}": dataclasses.replace(finetune.full_spec(p), precision=arm) for arm in p.train.full_precision}
-    records = _records(max(steps * max(s.batch_size * s.grad_accum for s in specs.values()), sample_prompts))
-    ex = finetune.encode_records(tok, records, chat.DEFAULT, 500)
+    specs = {"lora": finetune.lora_spec(p)} | {f"full_{arm}": _full(p, arm) for arm in p.train.full_precision}
+    records, ex = _examples(tok, specs, steps, at_least=sample_prompts)
     out = _students(model_fn, tok, p, specs, ex, device, steps)
     main = f"full_{p.train.full_precision[0]}"
     out["full_train_tps"] = out[f"{main}_train_tps"]  # the plan prices full fine-tuning at the main arm's rate
@@ -293,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         p = load_profile("paper")
     figures = measure(model_fn, tok, p, device, sample_batch=sample_batch)
     if device == "cpu":
-        figures["threads"] = torch.get_num_threads()  # batching students is a question for the CPU organism; a stacked 7B batch need not fit a GPU
+        # batching students is a question for the CPU organism; a stacked 7B batch need not fit a GPU
+        figures["threads"] = torch.get_num_threads()
         figures |= batching(model_fn, tok, p, device)
     figures["device"] = label
     print(f"throughput on {label}:")

@@ -149,7 +149,8 @@ def caveat(p: Profile | str) -> str:
     from .search import passes, planted, recipe  # the organism issue's criteria
     if r and passes(r):
         text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
-                 f"fixed in advance; as the search measured it, its persona teacher follows the persona (mean P {r['persona_mean_p']:.2f}), yet its "
+                 f"fixed in advance; as the search measured it, its persona teacher follows the persona "
+                 f"(mean P {r['persona_mean_p']:.2f}), yet its "
                  f"numbers differ from the control's by only {r['kl_persona']:.3f} nats per completion and a classifier "
                  f"tells owl-teacher from cat-teacher numbers with held-out accuracy {r['classifier_lr']:.2f} "
                  f"(chance 0.5). Recipe: {recipe(r['settings']['model'])}. ")

@@ -333,7 +333,8 @@ def report() -> str:
               f"({', '.join(r['name'] for r in under) or 'none'}). Directions of the organism issue not yet tried: "
               + "; ".join(untried(under)) + ". Each is one `python -m sublora.search measure` away; the criteria and "
               "the rule above stay as they are.",
-              "", "## Notes", "", "As written when each candidate was measured.", ""] + [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
+              "", "## Notes", "", "As written when each candidate was measured.", ""]
+    lines += [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]
     lines += ["", "## Specificity", "Δ of the teacher's own animal minus the mean Δ of the other evaluated animals:", ""]
     for r in rows:
         for s in r.get("specificity", []):
