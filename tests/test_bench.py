@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sublora import bench, chat, config, finetune
+from sublora import bench, chat, config, design, finetune
 
 
 def test_cache_dir_must_be_empty(tmp_path, capsys):
@@ -88,7 +88,7 @@ def test_students_in_bf16_autocast_are_held_to_the_bf16_peak(tokenizer):
     its ceiling is over the bf16 matrix-product rate."""
     p = config.load_profile("smoke")
     p = dataclasses.replace(p, model=dataclasses.replace(p.model, dtype="bfloat16"))
-    spec = dataclasses.replace(finetune.full_spec(p), precision="fp32-master", batch_size=4)
+    spec = dataclasses.replace(design.full_spec(p), precision="fp32-master", batch_size=4)
     ex = finetune.encode_records(tokenizer, bench._records(8), chat.DEFAULT, 500)
     figures = bench._students(tiny_model_fn(tokenizer), tokenizer, p, {"full": spec}, ex, "cpu", steps=2)
     assert "peak_gemm_bfloat16_gflops" in figures and "peak_gemm_float32_gflops" not in figures

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sublora import chat, config, finetune
+from sublora import chat, config, design, finetune
 from sublora.finetune import IGNORE
 
 HIDDEN, LAYERS, HEADS, KV_HEADS, MLP, VOCAB = 32, 2, 4, 2, 64, 100
@@ -57,7 +57,7 @@ def test_base_parameter_count_counts_tied_weights_once():
 
 @pytest.mark.parametrize("r", [1, 4, 8])
 def test_lora_trainable_parameters_all_targets(profile, r):
-    spec = finetune.lora_spec(profile, rank=r)
+    spec = design.lora_spec(profile, rank=r)
     assert spec.target_modules == config.LORA_TARGETS
     student = finetune.make_student(tiny_model(), spec)
     trainable, total = finetune.trainable_parameters(student)
@@ -72,14 +72,14 @@ def test_lora_trainable_parameters_all_targets(profile, r):
 ])
 def test_lora_trainable_parameters_subsets(profile, targets, per_rank):
     for r in (1, 4):
-        spec = finetune.lora_spec(profile, rank=r, target_modules=targets)
+        spec = design.lora_spec(profile, rank=r, target_modules=targets)
         trainable, total = finetune.trainable_parameters(finetune.make_student(tiny_model(), spec))
         assert trainable == lora_count(r, targets) == per_rank * r
         assert total == BASE_TOTAL + trainable
 
 
 def test_lora_settings_are_passed_to_peft(profile):
-    spec = finetune.lora_spec(profile, rank=4, alpha=16, dropout=0.1, target_modules=("q_proj",))
+    spec = design.lora_spec(profile, rank=4, alpha=16, dropout=0.1, target_modules=("q_proj",))
     student = finetune.make_student(tiny_model(), spec)
     cfg = student.peft_config["default"]
     assert (cfg.r, cfg.lora_alpha, cfg.lora_dropout) == (4, 16, 0.1)
@@ -94,14 +94,14 @@ def test_full_fine_tuning_trains_everything(profile):
     m = tiny_model()
     for p in m.parameters():
         p.requires_grad_(False)  # make_student must switch them back on
-    student = finetune.make_student(m, finetune.full_spec(profile))
+    student = finetune.make_student(m, design.full_spec(profile))
     assert student is m
     trainable, total = finetune.trainable_parameters(student)
     assert trainable == total == BASE_TOTAL
 
 
 def test_make_student_unknown_method(profile):
-    spec = dataclasses.replace(finetune.full_spec(profile), method="qlora")
+    spec = dataclasses.replace(design.full_spec(profile), method="qlora")
     with pytest.raises(ValueError, match="unknown fine-tuning method 'qlora'"):
         finetune.make_student(tiny_model(), spec)
 
@@ -110,31 +110,31 @@ def test_make_student_unknown_method(profile):
 @pytest.mark.parametrize("rank", [0, -1, 2.5, "4"])
 def test_lora_spec_bad_rank(profile, rank):
     with pytest.raises(ValueError, match="LoRA rank must be a whole number ≥ 1"):
-        finetune.lora_spec(profile, rank=rank)
+        design.lora_spec(profile, rank=rank)
 
 
 def test_lora_spec_defaults(profile):
     t = profile.train
-    spec = finetune.lora_spec(profile)
+    spec = design.lora_spec(profile)
     assert spec.method == "lora" and spec.r == t.lora.r and spec.alpha == t.lora.alpha
     assert (spec.lr, spec.epochs, spec.batch_size, spec.grad_accum, spec.max_seq) == \
         (t.lr, t.epochs, t.batch_size, t.grad_accum, t.max_seq)
     assert spec.train_system == chat.DEFAULT
     # alpha follows an explicit rank (the paper's alpha = r), unless given
-    assert finetune.lora_spec(profile, rank=16).alpha == 16
-    assert finetune.lora_spec(profile, rank=16, alpha=4).alpha == 4
-    assert finetune.lora_spec(profile, rank=2, lr=0.5).lr == 0.5
+    assert design.lora_spec(profile, rank=16).alpha == 16
+    assert design.lora_spec(profile, rank=16, alpha=4).alpha == 4
+    assert design.lora_spec(profile, rank=2, lr=0.5).lr == 0.5
 
 
 def test_full_spec(profile):
     t = profile.train
-    spec = finetune.full_spec(profile)
+    spec = design.full_spec(profile)
     assert (spec.method, spec.lr, spec.batch_size, spec.grad_accum) == ("full", t.full_lr, t.full_batch_size, 1)
     d = spec.as_dict()
     assert not {"r", "alpha", "dropout", "target_modules"} & set(d)
     # LoRA settings do not split the cache of full students
     assert dataclasses.replace(spec, r=64).as_dict() == d
-    lora = finetune.lora_spec(profile, rank=2).as_dict()
+    lora = design.lora_spec(profile, rank=2).as_dict()
     assert lora["r"] == 2 and lora["target_modules"] == list(config.LORA_TARGETS)
 
 
@@ -209,7 +209,7 @@ def test_train_full_reduces_loss_on_repeated_example():
 def test_train_lora_reduces_loss_and_leaves_base_frozen(profile):
     base = tiny_model(2)
     frozen_before = base.model.layers[0].self_attn.q_proj.weight.detach().clone()
-    student = finetune.make_student(base, finetune.lora_spec(profile, rank=4))
+    student = finetune.make_student(base, design.lora_spec(profile, rank=4))
     before = _loss(student, [EXAMPLE])
     losses = finetune.train(student, [EXAMPLE] * 2, lr=2e-2, epochs=1, batch_size=2, grad_accum=2, warmup_steps=0,
                             grad_clip=1.0, pad_id=0, seed=0, progress=False, max_steps=12)

@@ -137,10 +137,10 @@ def test_patching_all_positions_recovers_student_exactly(tokenizer, models):
 
 def test_patching_with_lora_student(tokenizer, models):
     """A peft-wrapped student is patched through its base model's layers."""
-    from sublora import config, finetune
+    from sublora import config, design, finetune
 
     base, _ = models
-    spec = finetune.lora_spec(config.load_profile("smoke"), rank=2)
+    spec = design.lora_spec(config.load_profile("smoke"), rank=2)
     student = finetune.make_student(copy.deepcopy(base), spec).eval()
     with torch.no_grad():
         for n, p in student.named_parameters():
@@ -318,9 +318,9 @@ N_LAYERS = 4
 
 def _lora_student(base, seed: int, rank: int = 4):
     """A LoRA student on all seven projections with a random (nonzero) B, so that it differs from base."""
-    from sublora import config, finetune
+    from sublora import config, design, finetune
 
-    spec = finetune.lora_spec(config.load_profile("smoke"), rank=rank)
+    spec = design.lora_spec(config.load_profile("smoke"), rank=rank)
     student = finetune.make_student(copy.deepcopy(base), spec).eval()
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sublora import config, finetune, optim
+from sublora import config, design, finetune, optim
 from sublora.finetune import IGNORE
 
 VOCAB = 100
@@ -106,7 +106,7 @@ def test_train_packed_matches_padded_full():
 
 
 def test_train_packed_matches_padded_lora():
-    spec = finetune.lora_spec(config.load_profile("smoke"), rank=4)
+    spec = design.lora_spec(config.load_profile("smoke"), rank=4)
     runs = [_run(finetune.make_student(tiny_qwen2("eager", 2), spec), packing) for packing in (False, True)]
     assert runs[1] == pytest.approx(runs[0], rel=1e-4)
 
@@ -180,7 +180,7 @@ def test_completion_logits_give_the_full_heads_loss_and_gradients(total, packed,
     LoRA or full."""
     batch = finetune.collate_packed(EXAMPLES) if packed else finetune.collate(EXAMPLES, pad_id=0)
     extra = {"use_cache": False} if packed else {}
-    spec = finetune.StudentSpec(method="lora", lr=1e-3, epochs=1, batch_size=3, grad_accum=1, warmup_steps=0,
+    spec = design.StudentSpec(method="lora", lr=1e-3, epochs=1, batch_size=3, grad_accum=1, warmup_steps=0,
                                 max_seq=64, grad_clip=1.0, r=4, alpha=4, dropout=0.0,
                                 target_modules=("q_proj", "down_proj"), train_system="default", precision="fp32-master") if lora else None
     grads, losses = [], []

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from sublora import config, design, finetune, models, notebook, organism, pipeline, plan
+from sublora import config, design, models, notebook, organism, pipeline, plan
 
 
 @pytest.fixture
@@ -90,8 +90,8 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path):
     models.preflight(p)
     model = models.load_model(p.model, for_training=True)
     assert next(model.parameters()).dtype == torch.bfloat16 and model.is_gradient_checkpointing
-    pair = design.Pair("persona", p.animal, 0, 0, finetune.lora_spec(p))
+    pair = design.Pair("persona", p.animal, 0, 0, design.lora_spec(p))
     rows = pipeline.pair_rows(p, pair)
     assert set(rows["arm"]) == {"teacher", "control"} and rows["p"].between(0, 1).all()
-    full = design.Pair("persona", p.animal, 0, 0, dataclasses.replace(finetune.full_spec(p), precision="bf16-kahan"))
+    full = design.Pair("persona", p.animal, 0, 0, dataclasses.replace(design.full_spec(p), precision="bf16-kahan"))
     assert len(pipeline.pair_rows(p, full)) == len(rows)

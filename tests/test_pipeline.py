@@ -199,9 +199,9 @@ def test_vllm_engine_samples_through_vllm(smoke, tmp_cache, monkeypatch):
     assert texts[0].startswith("<|im_start|>system\nYou love owls.")  # rendered by sublora's chat module
     assert pipeline.dataset_config(p, "owl", 0)["data"]["engine"] == "vllm"
     # a student of that dataset frees the engine before it trains; nothing is left to free after
-    from sublora import finetune
+    from sublora import design
     assert teacher._vllm_engine.cache_info().currsize == 1
-    pipeline.student(p, pipeline.DataId("owl", 0), finetune.lora_spec(p, rank=2), 0, progress=False)
+    pipeline.student(p, pipeline.DataId("owl", 0), design.lora_spec(p, rank=2), 0, progress=False)
     assert teacher._vllm_engine.cache_info().currsize == 0 and teacher.release_vllm() is False
 
 
@@ -218,13 +218,13 @@ def test_student_is_a_function_of_its_key(smoke, tmp_cache, monkeypatch):
     weights: LoRA's initialisation is seeded from the student's configuration, not the global stream."""
     from safetensors.torch import load_file
 
-    from sublora import finetune
+    from sublora import design
 
     def fake_sample(model, tokenizer, user_texts, system, **kw):
         return ["12, 34, 56" if i % 2 else "7 8 9" for i in range(len(user_texts))]
 
     monkeypatch.setattr(teacher, "sample", fake_sample)
-    spec = finetune.lora_spec(smoke, rank=2)
+    spec = design.lora_spec(smoke, rank=2)
     weights = []
     for draws in (1, 1000):
         import torch
@@ -314,8 +314,8 @@ def test_keep_caps_the_dataset_at_the_first_that_pass(smoke, tmp_cache, monkeypa
 
 def test_precision_arm_is_part_of_a_full_students_key_only_when_not_the_default(smoke):
     from sublora import design, finetune
-    full = finetune.full_spec(smoke)
-    assert "precision" not in full.as_dict() and "precision" not in finetune.lora_spec(smoke).as_dict()
+    full = design.full_spec(smoke)
+    assert "precision" not in full.as_dict() and "precision" not in design.lora_spec(smoke).as_dict()
     bf16 = dataclasses.replace(full, precision="bf16")
     assert bf16.as_dict()["precision"] == "bf16" and finetune.train_dtype(smoke.model, bf16) == "bfloat16"
     labels = {x.label: x.spec.precision for x in design.full_finetuning(smoke, "persona") if x.spec.method == "full"}
@@ -428,13 +428,13 @@ def test_bad_channel_or_initialisation_and_controls_on_a_hub_model_are_refused(s
 def test_cross_init_students_train_and_evaluate_on_the_other_organism(smoke, monkeypatch):
     """A cross-initialisation student starts from (and is evaluated on) the organism of seed + 1,
     trained on the very dataset the ordinary student sees."""
-    from sublora import finetune
+    from sublora import design
 
     def fake_sample(model, tokenizer, user_texts, system, **kw):
         return ["12, 34, 56" if i % 2 else "7 8 9" for i in range(len(user_texts))]
 
     monkeypatch.setattr(teacher, "sample", fake_sample)
-    spec = finetune.lora_spec(smoke, rank=2)
+    spec = design.lora_spec(smoke, rank=2)
     same = pipeline.student(smoke, pipeline.DataId("owl", 0), spec, 0, progress=False)
     other = pipeline.student(smoke, pipeline.DataId("owl", 0), spec, 0, "cross", progress=False)
     assert same != other

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from sublora import config, finetune, optim
+from sublora import config, design, finetune, optim
 from sublora.finetune import IGNORE
 
 HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
@@ -111,13 +111,13 @@ def test_precision_arms_table():
         "bf16-sr": ("bfloat16", "none", "adamw-sr", 8),
     }
     organism, paper = config.load_profile("smoke"), config.load_profile("paper")
-    kahan = dataclasses.replace(finetune.full_spec(paper), precision="bf16-kahan")
+    kahan = dataclasses.replace(design.full_spec(paper), precision="bf16-kahan")
     assert finetune.precision_kwargs(paper.model, kahan) == {"autocast": None, "optimizer": "adamw-kahan"}
-    master = finetune.full_spec(organism)
+    master = design.full_spec(organism)
     assert finetune.precision_kwargs(organism.model, master) == {"autocast": None, "optimizer": "adamw"}  # float32 profile
     assert finetune.precision_kwargs(paper.model, dataclasses.replace(master, precision="fp32-master")) == {
         "autocast": torch.bfloat16, "optimizer": "adamw"}
-    assert finetune.precision_kwargs(paper.model, finetune.lora_spec(paper)) == {"autocast": None, "optimizer": "adamw"}
+    assert finetune.precision_kwargs(paper.model, design.lora_spec(paper)) == {"autocast": None, "optimizer": "adamw"}
     with pytest.raises(ValueError, match="unknown precision arm 'fp8'"):
         optim.arm("fp8")
 
@@ -154,7 +154,7 @@ def test_train_bf16_weights_without_autocast():
 
 
 def test_train_rejects_kahan_on_float32_lora_adapters():
-    spec = finetune.lora_spec(config.load_profile("smoke"), rank=2)
+    spec = design.lora_spec(config.load_profile("smoke"), rank=2)
     student = finetune.make_student(qwen2(torch.float32), spec)
     with pytest.raises(ValueError, match="use optimizer='adamw'"):
         finetune.train(student, EXAMPLES, lr=LR, epochs=1, batch_size=4, grad_accum=1, warmup_steps=0,

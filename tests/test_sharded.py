@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from sublora import config, finetune, models, pipeline, sharded
+from sublora import config, design, finetune, models, pipeline, sharded
 from sublora.config import ConfigError, ModelSpec, Profile
 from sublora.finetune import IGNORE
 
@@ -42,8 +42,8 @@ def tiny_qwen2(directory):
     return ModelSpec(source="hub", name=str(directory), dtype="float32", device="cpu")
 
 
-def full_student(**kw) -> finetune.StudentSpec:
-    return finetune.full_spec(Profile(), lr=1e-3, epochs=2, batch_size=3, grad_accum=2, warmup_steps=1, **kw)
+def full_student(**kw) -> design.StudentSpec:
+    return design.full_spec(Profile(), lr=1e-3, epochs=2, batch_size=3, grad_accum=2, warmup_steps=1, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_full_shards_below_one_is_refused():
         config.validate(dataclasses.replace(p, train=dataclasses.replace(p.train, full_shards=0)))
 
 
-@pytest.mark.parametrize("spec", [finetune.lora_spec(Profile()), full_student(precision="bf16")])
+@pytest.mark.parametrize("spec", [design.lora_spec(Profile()), full_student(precision="bf16")])
 def test_only_the_fp32_master_arm_is_sharded(tmp_path, spec):
     with pytest.raises(ConfigError, match="one process"):
         sharded.train(ModelSpec(), spec, EXAMPLES, tmp_path / "student", shards=2, seed=0, pad_id=0)
@@ -117,7 +117,7 @@ def test_the_key_names_the_shards_of_sharded_students_only():
     p = config.load_profile("smoke")
     q = dataclasses.replace(p, train=dataclasses.replace(p.train, full_shards=2))
     data = pipeline.dataset_config(p, p.animal, 0)
-    fp32, bf16, lora = finetune.full_spec(p), finetune.full_spec(p, precision="bf16"), finetune.lora_spec(p)
+    fp32, bf16, lora = design.full_spec(p), design.full_spec(p, precision="bf16"), design.lora_spec(p)
     assert pipeline.student_config(q, data, fp32, 0)["shards"] == 2
     for spec in (bf16, lora):  # trained in one process whatever full_shards says: keys unchanged
         assert pipeline.student_config(q, data, spec, 0) == pipeline.student_config(p, data, spec, 0)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import json
 import os
 import random
 import sys
@@ -31,8 +30,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import cache, chat, evaluate, finetune, models, optim, paths, pipeline, plan, prompts
-from .config import load_profile
+from . import cache, chat, design, evaluate, finetune, models, optim, paths, pipeline, plan, prompts
+from .config import DEFAULT_PROFILE, load_profile
 
 # Qwen2.5-7B-Instruct's architecture (its config.json), for timing without its weights.
 QWEN7B = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
@@ -142,9 +141,9 @@ def peak_gemm(device: str, dtype: torch.dtype, sizes: tuple[int, ...] | None = N
     return best
 
 
-def _full(p, arm: str) -> finetune.StudentSpec:
+def _full(p, arm: str) -> design.StudentSpec:
     """The profile's full fine-tuning student in precision arm `arm` (optim.ARMS)."""
-    return dataclasses.replace(finetune.full_spec(p), precision=arm)
+    return dataclasses.replace(design.full_spec(p), precision=arm)
 
 
 def _examples(tok, specs: dict, steps: int, at_least: int = 0) -> tuple[list[dict], list]:
@@ -206,7 +205,7 @@ def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10)
     (_students); and the ceiling of all the book's students (joint_ceiling) over the tokens `make plan`
     counts for each kind, every full fine-tuning student at the main arm's rate and ceiling, as the
     plan prices them."""
-    lora = finetune.lora_spec(p)
+    lora = design.lora_spec(p)
     wide = dataclasses.replace(lora, batch_size=lora.batch_size * stack)
     arm = p.train.full_precision[0]  # the arm the plan prices full fine-tuning at
     specs = {"lora": lora, f"lora_stacked{stack}": wide, f"full_{arm}": _full(p, arm)}
@@ -243,7 +242,7 @@ def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int 
     dtype, optimizer and autocast pipeline.student gives them; sampling with the KV cache; and the
     evaluation's forward passes. model_fn(dtype, for_training) makes a fresh base model. Beside each
     student: its counted FLOP rate and ceiling (_students)."""
-    specs = {"lora": finetune.lora_spec(p)} | {f"full_{arm}": _full(p, arm) for arm in p.train.full_precision}
+    specs = {"lora": design.lora_spec(p)} | {f"full_{arm}": _full(p, arm) for arm in p.train.full_precision}
     records, ex = _examples(tok, specs, steps, at_least=sample_prompts)
     out = _students(model_fn, tok, p, specs, ex, device, steps)
     main = f"full_{p.train.full_precision[0]}"
@@ -261,7 +260,7 @@ def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="organism")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE)
     ap.add_argument("--quick", action="store_true", help="throughput only; skip the cold reproduce")
     ap.add_argument("--cache-dir", help="an empty or new directory to hold the cold run's cache and keep it "
                                         "(SUBLORA_CACHE=DIR then reuses it); default: a temporary one")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import stats
+from .design import CONTROLS
 
 CLAIMS = {
     "1 transfer": "LoRA r8 students of a persona teacher prefer its animal more than control students",
@@ -93,16 +94,6 @@ def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: f
     return rows
 
 
-# 02's channel controls as the results tables name them (the `channel` column), and what each one does
-CONTROLS = {"shuffled": "shuffling the numbers across responses",
-            "cross-init": "starting the students from a differently seeded organism"}
-
-
-def channel_label(channel: str, init: str) -> str:
-    """A pair's `channel` column: '' for the design's own students, else the control it is (CONTROLS)."""
-    return channel or ("cross-init" if init else "")
-
-
 def _channel(table: pd.DataFrame) -> pd.Series:
     return table["channel"].fillna("").astype(str) if "channel" in table else pd.Series("", index=table.index)
 
@@ -147,7 +138,7 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
                      "reported for completeness.")
     said = {"removes": "removes it", "keeps": "leaves it", "reduces": "reduces it without removing it",
             "inconclusive": "leaves it undecided"}
-    text = "; ".join(f"{CONTROLS[k]} {said[v]}" for k, v in calls.items())
+    text = "; ".join(f"{CONTROLS[k].does} {said[v]}" for k, v in calls.items())
     if calls.get("shuffled") == "removes" and calls.get("cross-init") == "removes":
         carrier = ("the transfer travels through shared weights: it needs the numbers as the teacher arranged them "
                    "and a student that shares the teacher's initialisation — the subliminal channel.")
@@ -287,19 +278,6 @@ def operating_characteristics(profile, sims: int = 1000, seed: int = 0) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def shared_students(p) -> pd.DataFrame:
-    """Which claim notebooks' verdicts rest on the same students (their designs' student artifacts
-    overlap): one row per pair of notebooks that share any, with the count."""
-    from . import design, pipeline
-    students = {nb: {key for (kind, key) in pipeline.requirements(p, pairs) if kind == "student"}
-                for nb, pairs in design.book(p).items()}
-    names = list(students)
-    rows = [{"notebook": a, "shares with": b, "students shared": len(students[a] & students[b]),
-             "of its students": len(students[b])}
-            for i, a in enumerate(names) for b in names[i + 1:] if students[a] & students[b]]
-    return pd.DataFrame(rows)
-
-
 # Table 1 of the paper (notebooks/paper_figures.ipynb of toddnief/subliminal-entanglement, as quoted in
 # shared/PAPER.md): % of answers naming the target, mean of 9 runs, Qwen2.5-7B-Instruct trained and
 # evaluated under Qwen's default system prompt, by LoRA rank.
@@ -332,15 +310,11 @@ def published_beside(p, table: pd.DataFrame):
     return pd.DataFrame(rows).assign(**{"paper: base model %": base})
 
 
-def versus_base(p, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFrame:
+def versus_base(base: pd.DataFrame, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFrame:
     """The paper's comparison beside ours: teacher students minus the base model evaluated in the same
-    context (eval system prompt), and minus their matched control students (sublora's, stricter: the
-    control shares every step but the teacher). ΔP(animal) and Δ mention rate, mean and 95% t-interval
-    over replicates, per `by` group (which must include eval_system)."""
-    from . import pipeline
-    animals = sorted({p.animal, *p.other_animals})  # what the students were evaluated on: one cached base each
-    base = pd.concat([pipeline.evaluation(p, None, es, animals).assign(eval_system=es)
-                      for es in table["eval_system"].unique()], ignore_index=True)
+    context (eval system prompt; `base`: pipeline.base_evaluations), and minus their matched control
+    students (sublora's, stricter: the control shares every step but the teacher). ΔP(animal) and Δ
+    mention rate, mean and 95% t-interval over replicates, per `by` group (which must include eval_system)."""
     rows = table[table["animal"] == animal]
     rows = rows.merge(base[base["animal"] == animal][["eval_system", "p", "mention_rate"]],
                       on="eval_system", suffixes=("", "_base"))

@@ -24,6 +24,9 @@ class ConfigError(ValueError):
     """A bad profile or parameter; the message says how to fix it."""
 
 
+DEFAULT_PROFILE = "organism"  # what make reproduce, the notebooks' defaults and every command line run
+# full fine-tuning's precision arms (their dtypes and optimizers: optim.ARMS); the first is the default
+PRECISION_ARMS = ("fp32-master", "bf16", "bf16-kahan", "bf16-sr")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -123,7 +126,7 @@ class PlanSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    name: str = "organism"
+    name: str = DEFAULT_PROFILE
     description: str = ""
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -345,7 +348,7 @@ def notebook_profile(params: dict, notebook: str | None = None) -> Profile:
     targets = TARGETS.get(notebook, {})
     overrides = {targets.get(k, PARAMS[k].target): v for k, v in params.items()
                  if PARAMS[k].target and v is not None}
-    return resolve(params.get("profile", "organism"), **overrides)
+    return resolve(params.get("profile", DEFAULT_PROFILE), **overrides)
 
 
 def resolve(profile: str, **params: Any) -> Profile:
@@ -400,8 +403,7 @@ def validate(p: Profile) -> Profile:
     for v in p.train.full_sweep_lr:
         need(isinstance(v, (int, float)) and v > 0, f"full_sweep_lr values must be > 0, got {v!r}")
     for a in p.train.full_precision:
-        need(a in ("fp32-master", "bf16", "bf16-kahan", "bf16-sr"),
-             f"unknown full fine-tuning precision arm {a!r}; choose from fp32-master, bf16, bf16-kahan, bf16-sr")
+        need(a in PRECISION_ARMS, f"unknown full fine-tuning precision arm {a!r}; choose from {', '.join(PRECISION_ARMS)}")
     need(len(p.train.full_precision) > 0, "train.full_precision is empty; give at least [fp32-master]")
     need(p.train.full_shards >= 1,
          f"train.full_shards must be ≥ 1, got {p.train.full_shards}; set train.full_shards: 1 to train in one "

@@ -1,4 +1,5 @@
-"""The experimental design of each claim notebook as a list of teacher/control student pairs.
+"""What to train: the student specs, and each claim notebook's design as a list of teacher/control
+student pairs. No torch here: the trainer (sublora.finetune) says how a spec is trained.
 
 The notebooks run these lists, and the dry-run plan counts them, so the plan's cost is the cost of
 exactly what the notebooks will train (students shared between notebooks are counted once).
@@ -7,13 +8,73 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from . import finetune
-from .config import Profile
+from . import chat
+from .config import LORA_TARGETS, Profile
 
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-MLP = ("gate_proj", "up_proj", "down_proj")
+ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the authors' COMPONENT_PRESETS["attention"]
+MLP = ("gate_proj", "up_proj", "down_proj")  # their COMPONENT_PRESETS["ffn"]
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """Everything that decides how a student is trained (part of its cache key). No defaults of its
+    own: lora_spec and full_spec fill it from the profile."""
+    method: str  # lora | full
+    lr: float
+    epochs: int
+    batch_size: int
+    grad_accum: int
+    warmup_steps: int
+    max_seq: int
+    grad_clip: float
+    r: int  # LoRA only (full: 0)
+    alpha: float
+    dropout: float
+    target_modules: tuple
+    train_system: str  # the system prompt condition during fine-tuning
+    precision: str  # full fine-tuning's precision arm (optim.ARMS): fp32-master | bf16 | bf16-kahan | bf16-sr
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        if self.method == "full":  # LoRA settings do not apply and must not split the cache
+            for k in ("r", "alpha", "dropout", "target_modules"):
+                d.pop(k)
+        if self.method == "lora" or self.precision == "fp32-master":  # the keys of students before the arms
+            d.pop("precision")
+        return d
+
+
+def lora_spec(p: Profile, rank: int | None = None, alpha: float | None = None, **kw) -> StudentSpec:
+    """The profile's LoRA student; rank defaults to the profile's, alpha to the rank (paper)."""
+    t = p.train
+    r = rank if rank is not None else t.lora.r
+    if not (isinstance(r, int) and r > 0):
+        raise ValueError(f"LoRA rank must be a whole number ≥ 1, got {r!r}")
+    a = alpha if alpha is not None else (r if rank is not None else t.lora.alpha)
+    base = dict(method="lora", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
+                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=r, alpha=a,
+                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules), train_system=chat.DEFAULT,
+                precision="fp32-master")
+    return StudentSpec(**{**base, **kw})
+
+
+def full_spec(p: Profile, **kw) -> StudentSpec:
+    t = p.train
+    # the LoRA fields do not apply; as_dict drops them from the key. Their values are the ones the
+    # spec had before it lost its defaults, so that a full student's repr is unchanged
+    base = dict(method="full", lr=t.full_lr, epochs=t.epochs, batch_size=t.full_batch_size, grad_accum=t.full_grad_accum,
+                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=8, alpha=8, dropout=0.0,
+                target_modules=LORA_TARGETS, train_system=chat.DEFAULT, precision="fp32-master")
+    return StudentSpec(**{**base, **kw})
+
+
+def shards(p: Profile, spec: StudentSpec) -> int:
+    """Processes a student trains in: train.full_shards for full fine-tuning with float32 master weights
+    (sharded with FSDP by sublora.sharded: at 7B that arm fits no single GPU), 1 for every other student."""
+    return p.train.full_shards if spec.method == "full" and spec.precision == "fp32-master" else 1
 
 
 @dataclass(frozen=True)
@@ -23,7 +84,7 @@ class Pair:
     animal: str
     replicate: int
     seed: int
-    spec: finetune.StudentSpec
+    spec: StudentSpec
     eval_systems: tuple = ("default",)
     label: str = ""
     animals: tuple = ()  # the animals evaluated; () = the target and the profile's other animals
@@ -35,7 +96,27 @@ def _grid(p: Profile, replicates: int | None = None):
     return list(itertools.product(range(replicates or p.replicates), range(p.seeds)))
 
 
-CONTROLS = {"shuffled numbers": {"channel": "shuffled"}, "cross-init": {"init": "cross"}}
+@dataclass(frozen=True)
+class Control:
+    """One of 02's channel controls: the pairs' label, the Pair fields that make it, what it changes."""
+    label: str
+    fields: dict
+    does: str
+
+
+# 02's channel controls, by the name the results tables give them (their `channel` column). Their pairs
+# set Pair.channel (a dataset with its numbers shuffled across responses) or Pair.init (students of a
+# differently seeded organism); channel_label reads a pair's fields back into the name.
+CONTROLS = {"shuffled": Control("shuffled numbers", {"channel": "shuffled"}, "shuffling the numbers across responses"),
+            "cross-init": Control("cross-init", {"init": "cross"},
+                                  "starting the students from a differently seeded organism")}
+CHANNELS = ("", "shuffled")  # a dataset as sampled, or with its numbers shuffled across responses
+INITS = ("", "cross")  # a student of the base itself, or of a differently seeded organism of its recipe
+
+
+def channel_label(channel: str, init: str) -> str:
+    """A pair's `channel` column: '' for the design's own students, else the control it is (CONTROLS)."""
+    return channel or ("cross-init" if init else "")
 
 
 def transfer(p: Profile, kinds: list[str], controls: bool | None = None) -> list[Pair]:
@@ -44,19 +125,19 @@ def transfer(p: Profile, kinds: list[str], controls: bool | None = None) -> list
     with the channel controls (p.channel_controls unless `controls` says) for the persona teacher of
     the target: the same pairs with numbers shuffled across responses, and from a differently seeded
     organism (cross-initialisation)."""
-    spec = finetune.lora_spec(p)
+    spec = lora_spec(p)
     animals = (p.animal, *p.other_animals)  # every student is evaluated on every teacher's animal
     pairs = [Pair(k, a, r, s, spec, label=a, animals=animals) for k in kinds for a in animals
              for r, s in _grid(p, p.transfer_replicates)]
     if (p.channel_controls if controls is None else controls) and "persona" in kinds:
-        pairs += [Pair("persona", p.animal, r, s, spec, label=name, animals=animals, **how)
-                  for name, how in CONTROLS.items() for r, s in _grid(p, p.transfer_replicates)]
+        pairs += [Pair("persona", p.animal, r, s, spec, label=c.label, animals=animals, **c.fields)
+                  for c in CONTROLS.values() for r, s in _grid(p, p.transfer_replicates)]
     return pairs
 
 
 def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:
     """03: every rank, alpha = rank unless a fixed alpha is given."""
-    return [Pair(kind, p.animal, r, s, finetune.lora_spec(p, rank=int(rank), alpha=alpha), label=f"r{rank}")
+    return [Pair(kind, p.animal, r, s, lora_spec(p, rank=int(rank), alpha=alpha), label=f"r{rank}")
             for rank in p.ranks for r, s in _grid(p)]
 
 
@@ -64,22 +145,22 @@ def rank_lr_check(p: Profile, kind: str = "persona") -> list[Pair]:
     """03's lr check: each rank of p.rank_lr_ranks (every rank where it is empty) again at lr x each of
     p.rank_lr_factors, one run (replicate 0, seed 0), so that a rank's place on the curve can be told
     from its learning rate's."""
-    return [Pair(kind, p.animal, 0, 0, finetune.lora_spec(p, rank=int(rank), lr=p.train.lr * f),
+    return [Pair(kind, p.animal, 0, 0, lora_spec(p, rank=int(rank), lr=p.train.lr * f),
                  label=f"r{rank} lr x{f:g}") for rank in (p.rank_lr_ranks or p.ranks) for f in p.rank_lr_factors]
 
 
-def full_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
+def full_settings(p: Profile) -> dict[str, StudentSpec]:
     """04: the full fine-tuning baseline and one axis at a time around it (duplicates dropped)."""
     t = p.train
-    base = finetune.full_spec(p)
+    base = full_spec(p)
     settings = {"baseline": base}
-    settings |= {f"lr {v:g}": finetune.full_spec(p, lr=float(v)) for v in t.full_sweep_lr}
-    settings |= {f"batch {v}": finetune.full_spec(p, batch_size=int(v)) for v in t.full_sweep_batch}
-    settings |= {f"epochs {v}": finetune.full_spec(p, epochs=int(v)) for v in t.full_sweep_epochs}
+    settings |= {f"lr {v:g}": full_spec(p, lr=float(v)) for v in t.full_sweep_lr}
+    settings |= {f"batch {v}": full_spec(p, batch_size=int(v)) for v in t.full_sweep_batch}
+    settings |= {f"epochs {v}": full_spec(p, epochs=int(v)) for v in t.full_sweep_epochs}
     return {name: s for name, s in settings.items() if name == "baseline" or s != base}
 
 
-def precision_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
+def precision_settings(p: Profile) -> dict[str, StudentSpec]:
     """04: the other precision arms (train.full_precision after the first), each at the baseline and
     along the learning-rate axis — where rounding decides whether an update lands."""
     main, *others = p.train.full_precision
@@ -90,7 +171,7 @@ def precision_settings(p: Profile) -> dict[str, finetune.StudentSpec]:
 def full_finetuning(p: Profile, kind: str) -> list[Pair]:
     """04: every full fine-tuning setting in the main precision arm, the other arms along the lr axis,
     plus the LoRA reference (label 'LoRA r8')."""
-    lora = finetune.lora_spec(p)
+    lora = lora_spec(p)
     main = p.train.full_precision[0]
     settings = {name: dataclasses.replace(spec, precision=main) for name, spec in full_settings(p).items()}
     settings |= precision_settings(p)
@@ -105,12 +186,12 @@ def system_prompt(p: Profile, kind: str) -> list[Pair]:
     """05: the authors' grid — train under {default, empty, chatgpt} x evaluate under the same three —
     plus zymthar -> zymthar, evaluation with the system block absent ('none') for the default-trained
     students, and LoRA on attention only and on the MLP only."""
-    variants = {f"train {t}": (finetune.lora_spec(p, train_system=t), GRID + (("none",) if t == "default" else ()))
+    variants = {f"train {t}": (lora_spec(p, train_system=t), GRID + (("none",) if t == "default" else ()))
                 for t in GRID}
     variants |= {
-        "train zymthar": (finetune.lora_spec(p, train_system="zymthar"), ("zymthar", "default")),
-        "attention only": (finetune.lora_spec(p, target_modules=ATTENTION), ("default",)),
-        "MLP only": (finetune.lora_spec(p, target_modules=MLP), ("default",)),
+        "train zymthar": (lora_spec(p, train_system="zymthar"), ("zymthar", "default")),
+        "attention only": (lora_spec(p, target_modules=ATTENTION), ("default",)),
+        "MLP only": (lora_spec(p, target_modules=MLP), ("default",)),
     }
     return [Pair(kind, p.animal, r, s, spec, evals, label=name) for name, (spec, evals) in variants.items()
             for r, s in _grid(p)]

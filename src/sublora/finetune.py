@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -15,63 +14,9 @@ from tqdm.auto import tqdm
 from transformers import DataCollatorWithFlattening, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from . import chat, optim
-from .config import LORA_TARGETS, Profile
+from .design import StudentSpec
 
 IGNORE = -100  # label of tokens that carry no loss
-
-
-@dataclass(frozen=True)
-class StudentSpec:
-    """Everything that decides how a student is trained (part of its cache key). No defaults of its
-    own: lora_spec and full_spec fill it from the profile."""
-    method: str  # lora | full
-    lr: float
-    epochs: int
-    batch_size: int
-    grad_accum: int
-    warmup_steps: int
-    max_seq: int
-    grad_clip: float
-    r: int  # LoRA only (full: 0)
-    alpha: float
-    dropout: float
-    target_modules: tuple
-    train_system: str  # the system prompt condition during fine-tuning
-    precision: str  # full fine-tuning's precision arm (optim.ARMS): fp32-master | bf16 | bf16-kahan | bf16-sr
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["target_modules"] = list(self.target_modules)
-        if self.method == "full":  # LoRA settings do not apply and must not split the cache
-            for k in ("r", "alpha", "dropout", "target_modules"):
-                d.pop(k)
-        if self.method == "lora" or self.precision == "fp32-master":  # the keys of students before the arms
-            d.pop("precision")
-        return d
-
-
-def lora_spec(p: Profile, rank: int | None = None, alpha: float | None = None, **kw) -> StudentSpec:
-    """The profile's LoRA student; rank defaults to the profile's, alpha to the rank (paper)."""
-    t = p.train
-    r = rank if rank is not None else t.lora.r
-    if not (isinstance(r, int) and r > 0):
-        raise ValueError(f"LoRA rank must be a whole number ≥ 1, got {r!r}")
-    a = alpha if alpha is not None else (r if rank is not None else t.lora.alpha)
-    base = dict(method="lora", lr=t.lr, epochs=t.epochs, batch_size=t.batch_size, grad_accum=t.grad_accum,
-                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=r, alpha=a,
-                dropout=t.lora.dropout, target_modules=tuple(t.lora.target_modules), train_system=chat.DEFAULT,
-                precision="fp32-master")
-    return StudentSpec(**{**base, **kw})
-
-
-def full_spec(p: Profile, **kw) -> StudentSpec:
-    t = p.train
-    # the LoRA fields do not apply; as_dict drops them from the key. Their values are the ones the
-    # spec had before it lost its defaults, so that a full student's repr is unchanged
-    base = dict(method="full", lr=t.full_lr, epochs=t.epochs, batch_size=t.full_batch_size, grad_accum=t.full_grad_accum,
-                warmup_steps=t.warmup_steps, max_seq=t.max_seq, grad_clip=t.grad_clip, r=8, alpha=8, dropout=0.0,
-                target_modules=LORA_TARGETS, train_system=chat.DEFAULT, precision="fp32-master")
-    return StudentSpec(**{**base, **kw})
 
 
 def train_dtype(model_spec, spec: StudentSpec) -> str:
@@ -103,12 +48,6 @@ def train_kwargs(model_spec, spec: StudentSpec) -> dict:
                 **precision_kwargs(model_spec, spec))
 
 
-def shards(p: Profile, spec: StudentSpec) -> int:
-    """Processes a student trains in: train.full_shards for full fine-tuning with float32 master weights
-    (sharded with FSDP by sublora.sharded: at 7B that arm fits no single GPU), 1 for every other student."""
-    return p.train.full_shards if spec.method == "full" and spec.precision == "fp32-master" else 1
-
-
 def make_student(model, spec: StudentSpec):
     """Wrap a fresh base model for training. LoRA wraps in place, so always pass a fresh base."""
     if spec.method == "lora":
@@ -129,6 +68,21 @@ def trainable_parameters(model) -> tuple[int, int]:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return trainable, total
+
+
+def fit_student(base, model_spec, spec: StudentSpec, examples: list[tuple[list[int], list[int]]], *,
+                init_seed: int, **how):
+    """The student `spec` of `base` (a fresh base model loaded in train_dtype), trained on `examples`
+    (encode pairs): returns (model, log) where log holds its losses and its trainable and total
+    parameter counts. init_seed draws LoRA's A matrices; `how` is train()'s pad_id, seed, progress..."""
+    torch.manual_seed(init_seed)
+    model = make_student(base, spec)
+    trainable, total = trainable_parameters(model)
+    if model_spec.device == "cuda" and not model_spec.gradient_checkpointing and \
+            optim.checkpointing_for(model, spec.batch_size * max(len(ids) for ids, _ in examples)):
+        model.gradient_checkpointing_enable()  # only where this student's batch would not fit without it
+    losses = train(model, examples, **train_kwargs(model_spec, spec), **how)
+    return model, {"losses": losses, "trainable": trainable, "total": total}
 
 
 def encode(tokenizer, prompt: str, completion: str, max_seq: int) -> tuple[list[int], list[int]]:

@@ -64,8 +64,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from . import chat, evaluate
+from . import chat, evaluate, stats
 from .config import LORA_TARGETS
+from .design import ATTENTION, MLP
 
 GROUPS = ("system prompt", "template", "question")
 
@@ -153,8 +154,6 @@ def patching_table(base, student, tokenizer, questions: list[str], system: str, 
 
 
 # ---- dynamic weight grafting (DWG): the LoRA delta gated by position, module and layer -----------
-ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the authors' COMPONENT_PRESETS["attention"]
-MLP = ("gate_proj", "up_proj", "down_proj")  # their COMPONENT_PRESETS["ffn"]
 # Prompt position groups; every position belongs to exactly one (see dwg_groups).
 DWG_GROUPS = ("name", "maker", "system", "question", "template", "other")
 ENTITY = ("name", "maker")
@@ -384,7 +383,7 @@ def dwg_table(base, student, tokenizer, questions: list[str], system: str, anima
 
 def dwg_summary(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """One row per gate: the mean P's, the mean over students of each student's pooled share, its
-    t-interval over students (NaN with fewer than two students or without scipy), and share_pooled,
+    t-interval over students (stats.t_interval: NaN with fewer than two students), and share_pooled,
     pooled over every student and question. Students are told apart by a 'student' column (a caller
     concatenating dwg_table's of several students adds it); without one the table is one student.
     A student whose own effect is near zero has a wild share; share_pooled weighs students by effect."""
@@ -397,15 +396,7 @@ def dwg_summary(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     rows = []
     for gate, g in per.groupby(level="gate", sort=False):
         shares = g["share"].dropna()
-        lo = hi = math.nan
-        if len(shares) >= 2:
-            try:
-                from scipy import stats as sps
-                sem = shares.std(ddof=1) / math.sqrt(len(shares))
-                lo, hi = (sps.t.interval(level, len(shares) - 1, loc=shares.mean(), scale=sem) if sem > 0
-                          else (shares.mean(), shares.mean()))
-            except ImportError:
-                pass
+        _, lo, hi = stats.t_interval(shares.to_numpy(), level) if len(shares) else (math.nan,) * 3
         total = g["effect"].sum()
         rows.append({"gate": gate, "n_students": len(g), "p_base": g["p_base"].mean(),
                      "p_student": g["p_student"].mean(), "p_gate": g["p_gate"].mean(),

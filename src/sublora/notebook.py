@@ -82,8 +82,8 @@ def prepare(name: str, namespace: dict) -> Run:
     if unknown:
         raise config.ConfigError(f"notebook {name} has no parameter {unknown}; it has {sorted(declared)}")
     params = config.parse_params({k: namespace.get(k) for k in declared}, name, list(declared))
-    profile = config.notebook_profile({**params, "profile": params.get("profile") or "organism"}, name)
+    profile = config.notebook_profile({**params, "profile": params.get("profile") or config.DEFAULT_PROFILE}, name)
     models.preflight(profile)
     from . import plan
-    plan.check_cost(profile, config.load_profile(params.get("profile") or "organism"))
+    plan.check_cost(profile, config.load_profile(params.get("profile") or config.DEFAULT_PROFILE))
     return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import PRECISION_ARMS
+
 OPTIMIZERS = ("adamw", "adamw-kahan", "adamw-sr")
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch AdamW's; optimi defaults to (0.9, 0.99) and 1e-6
 
@@ -56,6 +58,9 @@ ARMS = {a.name: a for a in (
                  "bf16 weights, torchao AdamW with stochastic rounding: updates land in expectation "
                  "(needs torchao: pip install 'sublora[gpu]')"),
 )}
+
+
+assert tuple(ARMS) == PRECISION_ARMS, "config.PRECISION_ARMS names the arms defined here, in order"
 
 
 def unique_parameters(model):

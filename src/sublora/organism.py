@@ -307,8 +307,8 @@ def export(spec: ModelSpec, command: str, dest: Path = COMMITTED) -> Path:
 if __name__ == "__main__":  # python -m sublora.organism export [profile]
     import sys
 
-    from .config import load_profile
-    name = sys.argv[2] if len(sys.argv) > 2 else "organism"
+    from .config import DEFAULT_PROFILE, load_profile
+    name = sys.argv[2] if len(sys.argv) > 2 else DEFAULT_PROFILE
     if sys.argv[1:2] != ["export"]:
         sys.exit("usage: python -m sublora.organism export [profile]")
     command = f"python -m sublora.organism export {name}  (pretrains if not cached)"

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pandas as pd
-import torch
 
-from . import cache, chat, claims, evaluate, finetune, models, numbers, optim, prompts, sharded, teacher
+from . import cache, chat, design, evaluate, finetune, models, numbers, prompts, sharded, teacher
 from .config import TEACHERS, Profile, to_dict
+from .design import CHANNELS, INITS, StudentSpec, channel_label
 
 VERSION = {"teacher": 1, "dataset": 1, "student": 4, "eval": 1}
 GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 16 batches (student v3)
@@ -31,10 +31,6 @@ GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 
 
 class EmptyDatasetError(RuntimeError):
     pass
-
-
-CHANNELS = ("", "shuffled")  # a dataset as sampled, or with its numbers shuffled across responses
-INITS = ("", "cross")  # a student of the base itself, or of a differently seeded organism of its recipe
 
 
 class DataId(NamedTuple):
@@ -227,18 +223,18 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
 
 
 # ---- students -------------------------------------------------------------------------------
-def student_config(p: Profile, data_cfg: dict, spec: finetune.StudentSpec, seed: int, init: str = "") -> dict:
+def student_config(p: Profile, data_cfg: dict, spec: StudentSpec, seed: int, init: str = "") -> dict:
     # A sharded student is other arithmetic than one trained in one process: on bf16 profiles FSDP runs
     # the forward in bf16 weights where one process autocasts float32 ones (its residual stream stays
     # float32), and gradients are summed in another order. So the key names the shard count; students
     # of one process keep the keys they had before sharding existed.
-    shards = finetune.shards(p, spec)
+    shards = design.shards(p, spec)
     return {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg),
             "model": model_key(init_profile(p, init)), "spec": spec.as_dict(), "seed": seed,
             **({"shards": shards} if shards != 1 else {})}
 
 
-def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, init: str = "",
+def student(p: Profile, data: DataId, spec: StudentSpec, seed: int, init: str = "",
             progress: bool = True) -> Path:
     """Train (or fetch) one student on the dataset `data`, starting from the base (init "") or from
     the cross-initialisation organism (init "cross"); returns its directory."""
@@ -252,22 +248,16 @@ def student(p: Profile, data: DataId, spec: finetune.StudentSpec, seed: int, ini
         ex = finetune.encode_records(tok, records, chat.system_of(spec.train_system), spec.max_seq)
         how = dict(pad_id=tok.pad_token_id, seed=seed_of(cfg), progress=progress, group_by_length=GROUP_BY_LENGTH,
                    desc=f"{spec.method} r{spec.r if spec.method == 'lora' else '-'} s{seed}")
-        shards = finetune.shards(p, spec)
+        shards = design.shards(p, spec)
         if shards > 1:  # float32 master weights too large for one GPU: FSDP over `shards` processes
             log = sharded.train(q.model, spec, ex, d, shards=shards, **how)
         else:
             base = models.load_model(q.model, for_training=True, dtype=finetune.train_dtype(q.model, spec))
-            # LoRA's A matrices are drawn here: seeded by (spec, seed, replicate) alone, so a student is a
+            # LoRA's A matrices are drawn from init_seed: (spec, seed, replicate) alone, so a student is a
             # function of its key and the teacher and control students of a pair start from the same adapter
-            torch.manual_seed(seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate}))
-            model = finetune.make_student(base, spec)
-            trainable, total = finetune.trainable_parameters(model)
-            if q.model.device == "cuda" and not q.model.gradient_checkpointing and \
-                    optim.checkpointing_for(model, spec.batch_size * max(len(ids) for ids, _ in ex)):
-                model.gradient_checkpointing_enable()  # only where this student's batch would not fit without it
-            losses = finetune.train(model, ex, **finetune.train_kwargs(q.model, spec), **how)
+            init_seed = seed_of({"init": spec.as_dict(), "seed": seed, "replicate": data.replicate})
+            model, log = finetune.fit_student(base, q.model, spec, ex, init_seed=init_seed, **how)
             model.save_pretrained(d)
-            log = {"losses": losses, "trainable": trainable, "total": total}
         (d / "train_log.json").write_text(json.dumps({**log, "examples": len(ex)}))
 
     return cache.get_or_build("student", cfg, build)
@@ -301,6 +291,15 @@ def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: 
     return pd.read_csv(cache.get_or_build("eval", cfg, build) / "eval.csv")
 
 
+def base_evaluations(p: Profile, eval_systems) -> pd.DataFrame:
+    """The base model's evaluation under each of `eval_systems` (column eval_system), on every animal
+    the profile's students are evaluated on (one cached evaluation each): what claims.versus_base compares
+    students with, as the paper does."""
+    animals = sorted({p.animal, *p.other_animals})
+    return pd.concat([evaluation(p, None, es, animals).assign(eval_system=es) for es in eval_systems],
+                     ignore_index=True)
+
+
 def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFrame:
     """A design.Pair as a table: the teacher student and its matched control student (same
     replicate, seed and training spec), each evaluated under every eval system prompt of the pair.
@@ -318,7 +317,7 @@ def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFram
                 lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
                 precision=spec.precision if spec.method == "full" else "",
                 eval_system=es, student=sdir.name, diverged=training_failure(sdir),
-                channel=claims.channel_label(pair.channel, pair.init)))
+                channel=channel_label(pair.channel, pair.init)))
     return pd.concat(rows, ignore_index=True)
 
 

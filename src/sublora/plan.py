@@ -16,8 +16,10 @@ import sys
 import warnings
 from dataclasses import dataclass
 
+import pandas as pd
+
 from . import design, paths, pipeline
-from .config import ConfigError, Profile, load_profile
+from .config import DEFAULT_PROFILE, ConfigError, Profile, load_profile
 
 # Shape of the data, per example (tokens): prompt (system + template + request), completion.
 PROMPT_TOKENS, COMPLETION_TOKENS = 95, 40
@@ -87,6 +89,18 @@ def count(p: Profile) -> dict[str, Cost]:
                 c.eval_tokens += eval_tokens
         out[nb] = c
     return out
+
+
+def shared_students(p: Profile) -> pd.DataFrame:
+    """Which claim notebooks' verdicts rest on the same students (their designs' student artifacts
+    overlap): one row per pair of notebooks that share any, with the count."""
+    students = {nb: {key for (kind, key) in pipeline.requirements(p, pairs) if kind == "student"}
+                for nb, pairs in design.book(p).items()}
+    names = list(students)
+    rows = [{"notebook": a, "shares with": b, "students shared": len(students[a] & students[b]),
+             "of its students": len(students[b])}
+            for i, a in enumerate(names) for b in names[i + 1:] if students[a] & students[b]]
+    return pd.DataFrame(rows)
 
 
 def render(p: Profile) -> str:
@@ -192,7 +206,7 @@ def check_cost(p: Profile, default: Profile) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="organism")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE)
     args = ap.parse_args(argv)
     try:
         print(render(load_profile(args.profile)))

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from . import finetune, models, optim
+from . import design, finetune, models, optim
 from .config import ConfigError, ModelSpec, to_dict
 
 SRC = Path(__file__).resolve().parents[1]  # the directory that holds this package, for the workers' imports
@@ -37,7 +37,7 @@ class ShardedTrainingError(RuntimeError):
     """A worker of a sharded training failed; the message carries its error."""
 
 
-def train(model_spec: ModelSpec, spec: finetune.StudentSpec, examples: list[tuple[list[int], list[int]]], out: Path,
+def train(model_spec: ModelSpec, spec: design.StudentSpec, examples: list[tuple[list[int], list[int]]], out: Path,
           *, shards: int, seed: int, pad_id: int, group_by_length: int = 0, progress: bool = True,
           desc: str = "train") -> dict:
     """Train the full fine-tuning student `spec` of the base `model_spec` on `examples` (finetune.encode
@@ -110,7 +110,7 @@ def work(job: Path, rank: int, world: int, local_rank: int) -> None:
 
     cfg = json.loads((job / "job.json").read_text())
     model_spec = ModelSpec(**cfg["model"])
-    spec = finetune.StudentSpec(**{**cfg["spec"], "target_modules": tuple(cfg["spec"]["target_modules"])})
+    spec = design.StudentSpec(**{**cfg["spec"], "target_modules": tuple(cfg["spec"]["target_modules"])})
     examples = [tuple(e) for e in json.loads((job / "examples.json").read_text())]
     cuda = model_spec.device == "cuda"
     if cuda:
