@@ -1,4 +1,4 @@
-"""stats calibration: interval coverage, every rule's error rate under its null, and that the verdict
+"""calibrate: interval coverage, every rule's error rate under its null, and that the verdict
 functions on tables agree with the rule cores the calibration simulates."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sublora import stats
+from sublora import calibrate, stats
 from sublora.stats import REPRODUCED
 
 SIMS = 2000  # Monte-Carlo se of a 2.5% rate: 0.35%; of a 95% coverage: 0.5%
@@ -24,7 +24,7 @@ def test_t_interval_coverage(n):
 
 @pytest.fixture(scope="module")
 def table():
-    return stats.calibrate("organism", sims=SIMS, seed=1)
+    return calibrate.calibrate("organism", sims=SIMS, seed=1)
 
 
 def test_calibration_covers_the_design(table):
@@ -79,13 +79,13 @@ def _frames(X, column, levels, rng):
 def test_table_functions_agree_with_the_simulated_cores():
     rng = np.random.default_rng(2)
     ranks = [1, 2, 4, 8, 16, 32, 64, 128]
-    X = stats._units(rng, 25, 5, stats._rank_shapes(8, 3.0)["inverted U, ends 0"])
+    X = calibrate._sim_units(rng, 25, 5, calibrate._rank_shapes(8, 3.0)["inverted U, ends 0"])
     expected = stats.VERDICTS[stats._inverted_u_core(X)["codes"]]
     got = [stats.inverted_u_verdict(t, rank_col="lora_rank")[0] for t in _frames(X, "lora_rank", ranks, rng)]
     assert got == expected.tolist() and {REPRODUCED} & set(got)
 
     settings = ["baseline", "lr 2e-05", "lr 0.0005"]
-    U = stats._units(rng, 25, 5, [0.0, 1.0, 0.0, 4.0])  # 3 settings, then the LoRA reference
+    U = calibrate._sim_units(rng, 25, 5, [0.0, 1.0, 0.0, 4.0])  # 3 settings, then the LoRA reference
     expected = stats.VERDICTS[stats._full_ft_core(U[..., :3], U[..., 3])["codes"]]
     got = []
     for s, t in enumerate(_frames(U[..., :3], "setting", settings, rng)):
@@ -93,7 +93,7 @@ def test_table_functions_agree_with_the_simulated_cores():
         got.append(stats.full_ft_null_verdict(t, lora.iloc[::-1])[0])
     assert got == expected.tolist() and len(set(got)) > 1
 
-    U = stats._units(rng, 25, 5, [3.0, 1.0])
+    U = calibrate._sim_units(rng, 25, 5, [3.0, 1.0])
     expected = stats.VERDICTS[stats._system_prompt_core(U[..., 0], U[..., 1])["codes"]]
     got = []
     for t in _frames(U, "eval_system", ["default", "none"], rng):
@@ -104,12 +104,12 @@ def test_table_functions_agree_with_the_simulated_cores():
 
 def test_full_settings_count_matches_the_organism_design():
     from sublora.config import load_profile
-    assert stats._full_settings_count(load_profile("organism")) == 7
-    assert stats._full_settings_count(load_profile("smoke")) == 3
+    assert calibrate._full_settings_count(load_profile("organism")) == 7
+    assert calibrate._full_settings_count(load_profile("smoke")) == 3
 
 
 def test_main_prints_the_table(capsys):
-    assert stats.main(["--calibrate", "--profile", "smoke", "--sims", "100"]) == 0
+    assert calibrate.main(["--calibrate", "--profile", "smoke", "--sims", "100"]) == 0
     out = capsys.readouterr().out
     assert "1 transfer" in out and "false_rate" in out and "4 system prompt" in out
-    assert stats.main([]) == 2
+    assert calibrate.main([]) == 2

@@ -131,7 +131,7 @@ def test_one_replicate_falls_back_to_seeds_and_flags_it():
 def test_summarize_groups_counts_and_single_run():
     eff = pd.DataFrame({"rank": [1, 1, 1, 2, 2], "replicate": [0, 1, 2, 0, 1],
                         "seed": 0, "delta": [0.1, 0.2, 0.3, 0.5, float("nan")]})
-    s = stats.summarize(eff, ["rank"], n_boot=300, seed=4)  # the old bootstrap arguments are ignored
+    s = stats.summarize(eff, ["rank"])
     assert s["rank"].tolist() == [1, 2]
     assert s["mean"].tolist() == pytest.approx([0.2, 0.5])
     assert s["n"].tolist() == [3, 1] and s["n_runs"].tolist() == [3, 1]
@@ -195,7 +195,7 @@ def _rank_table(levels: dict[int, float]) -> pd.DataFrame:
 
 
 def test_inverted_u_reproduced():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.02, 4: 0.30, 16: 0.25, 64: 0.03}), n_boot=500)
+    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.02, 4: 0.30, 16: 0.25, 64: 0.03}))
     assert verdict == REPRODUCED
     assert info["peak_rank"] == 4 and info["unit"] == "row"
     assert info["level"] == pytest.approx(1 - 2 * stats.ALPHA / 2)  # Bonferroni over 2 interior ranks
@@ -364,13 +364,11 @@ def test_full_ft_no_lora_effect_inconclusive():
     assert verdict == INCONCLUSIVE and "no effect to modulate" in info["reason"]
 
 
-def test_full_ft_accepts_the_old_bare_lora_sequence():
-    # the old notebook passed lora_eff["delta"]: no replicate ids, so the comparison is unpaired (Welch)
-    full = pd.DataFrame([{"setting": s, "delta": v} for s, lvl in {"x": 0.0, "y": 0.003}.items() for v in around(lvl)])
-    verdict, info = stats.full_ft_null_verdict(full, pd.Series(around(0.2), index=range(40, 48)), n_boot=500)
-    assert verdict == REPRODUCED and info["pairing"].startswith("unpaired")
-    verdict, _ = stats.full_ft_null_verdict(full.assign(delta=full["delta"] + 0.15), around(0.2))
-    assert verdict == NOT_REPRODUCED
+def test_full_ft_refuses_a_lora_reference_without_unit_ids():
+    # the old notebook passed lora_eff["delta"]: no replicate ids to pair the settings with
+    full, lora = _full_ft({"a": 0.0}, 0.05)
+    with pytest.raises(ValueError, match="ids to pair"):
+        stats.full_ft_null_verdict(full, lora["delta"].to_numpy())
 
 
 def test_full_ft_smoke_profile_falls_back_to_seeds():
@@ -390,7 +388,7 @@ def test_full_ft_edge_cases_inconclusive():
 
 # ---- claim 4 ----------------------------------------------------------------------------------
 def test_system_prompt_reproduced():
-    verdict, info = stats.system_prompt_verdict(around(0.2), around(0.0)[::-1], n_boot=500)
+    verdict, info = stats.system_prompt_verdict(around(0.2), around(0.0)[::-1])
     assert verdict == REPRODUCED
     assert info["with"][0] == pytest.approx(0.2)
     assert info["without"][0] == pytest.approx(0.0, abs=1e-12)

@@ -260,10 +260,12 @@ def table(rows: list[dict]):
 
 
 def operating_characteristics(profile, sims: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Each claim's rule simulated at the profile's own n (stats.calibrate): the largest rate of a false
-    'reproduced' over its null scenarios, and its power to say 'reproduced' at true effects of 2 and
-    4 sd of one unit's Δ. One row per claim, keyed like the verdict rows."""
-    cal = stats.calibrate(profile, sims=sims, seed=seed, ns=())
+    """Each claim's rule simulated at the profile's own n (calibrate.calibrate): the largest rate of a
+    false 'reproduced' over its null scenarios, and its power to say 'reproduced' at true effects of 2
+    and 4 sd of one unit's Δ. One row per claim, keyed like the verdict rows."""
+    from . import calibrate
+
+    cal = calibrate.calibrate(profile, sims=sims, seed=seed, ns=())
     cal["claim_no"] = cal["rule"].str[0]
     rows = []
     for no, claim in ((c[0], c) for c in CLAIMS):

@@ -2,7 +2,7 @@
 
 Every rule is a plain function of a results table, and its declared text is in RULES, so a notebook
 prints the rule and then calls the function that applies exactly that text; nothing here knows what
-a claim "should" show. `python -m sublora.stats --calibrate` measures every rule's error rates and
+a claim "should" show. `python -m sublora.calibrate --calibrate` measures every rule's error rates and
 power by simulation at the design's own sample sizes.
 
 The unit. A replicate has its own teacher and control datasets; students of one replicate trained
@@ -14,9 +14,6 @@ training-seed noise, so such an interval is too narrow for any claim about datas
 """
 from __future__ import annotations
 
-import argparse
-import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass
 
@@ -159,19 +156,18 @@ def _one_group(df: pd.DataFrame, keys: list[str], what: str) -> None:
 
 
 def summarize(effects: pd.DataFrame, by: list[str], value: str = "delta", unit: str = UNIT,
-              level: float = LEVEL, n_boot=None, seed=None) -> pd.DataFrame:
+              level: float = LEVEL) -> pd.DataFrame:
     """Mean and Student-t interval of `value` per `by` group, over independent units.
 
     Within each group, rows of the same `unit` (replicate) are averaged first, so n counts
     replicates, not (replicate, seed) rows; with one replicate and several seeds the seeds are the
-    units. `n_boot` and `seed` are accepted and ignored (the bootstrap is gone: over 3 runs its
-    95% interval was about [min, max] and covered ~75%).
+    units. (The t-interval replaced a bootstrap, whose 95% interval over 3 runs was about [min, max]
+    and covered ~75%.)
 
     Returns one row per group: by…, mean (mean of the unit means), ci_low, ci_high (NaN when
     n < 2), n (independent units), unit ("replicate", "seed" for the one-replicate fallback, or
     "row" when the table has no unit column), n_runs (non-NaN rows averaged).
     """
-    del n_boot, seed
     rows = []
     groups = effects.groupby(by, sort=True) if by else [((), effects)]
     for k, g in groups:
@@ -235,7 +231,7 @@ RULES: dict[str, str] = {
         "(less than half the power at n = 5-8: 0.15 vs 0.35 at n = 5 and 2 sd, 0.49 vs 0.96 at n = 8) and "
         "over a permutation test of the peak-minus-ends statistic (exact only against a flat curve: 4.6% "
         "false 'reproduced' on an early plateau at n = 8, nominal 2.5%): "
-        "`python -m sublora.stats --compare-rank-rules`."),
+        "`python -m sublora.calibrate --compare-rank-rules`."),
     "full_ft_null": (
         f"**Rule (claim 3, full fine-tuning null).** {_UNITS} Each full-fine-tuning setting s is paired by "
         f"replicate with the LoRA reference (they share its datasets). Margin: {MARGIN_FRACTION} × the LoRA "
@@ -351,17 +347,16 @@ def _inverted_u_core(X, alpha: float = ALPHA) -> dict:
 
 @_declares("inverted_u")
 def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str = "delta",
-                       unit: str = UNIT, n_boot=None, seed=None) -> tuple[str, dict]:
+                       unit: str = UNIT) -> tuple[str, dict]:
     """Claim 2 on one teacher kind's effects (columns rank_col, replicate, seed, delta): (verdict, info).
 
-    `n_boot`, `seed` are accepted and ignored. info: summary (per rank: mean, ci_low, ci_high at 95%,
-    n, unit, n_runs), unit, and with ≥ 3 ranks: peak_rank (the interior rank passing the peak test
-    with the largest mean Δ; if none passes, the interior rank with the largest mean), peak_p (its
-    intersection–union p), level (two-sided level of the peak's intervals, 1 − 2·α/(K − 2): the
-    decision's own), peak, minus_lowest, minus_highest ((mean, low, high) of Δ(peak),
-    Δ(peak) − Δ(lowest), Δ(peak) − Δ(highest), paired by unit, at that level), p_peak ({interior
-    rank: p}), reason (when inconclusive)."""
-    del n_boot, seed
+    info: summary (per rank: mean, ci_low, ci_high at 95%, n, unit, n_runs), unit, and with ≥ 3
+    ranks: peak_rank (the interior rank passing the peak test with the largest mean Δ; if none
+    passes, the interior rank with the largest mean), peak_p (its intersection–union p), level
+    (two-sided level of the peak's intervals, 1 − 2·α/(K − 2): the decision's own), peak,
+    minus_lowest, minus_highest ((mean, low, high) of Δ(peak), Δ(peak) − Δ(lowest),
+    Δ(peak) − Δ(highest), paired by unit, at that level), p_peak ({interior rank: p}), reason (when
+    inconclusive)."""
     _one_group(effects, [rank_col, unit, FALLBACK], "effects")
     summary = summarize(effects, [rank_col], value, unit)
     m, kind = _unit_matrix(effects, rank_col, value, unit)
@@ -407,41 +402,31 @@ def _as_frame(x, value: str) -> pd.DataFrame:
     return pd.DataFrame({value: np.asarray(x, dtype=float)})
 
 
-def _contrast_p(x, y, c: float, paired: bool):
-    """One-sided p-values (greater, less) of mean(x) + c·mean(y) against 0, per column of x.
-
-    x: (..., n, S), y: (..., m). paired (m = n, the same units): a t-test of the per-unit contrast
-    x + c·y. Unpaired (no unit ids to match them): Welch's t with Satterthwaite's degrees of freedom."""
-    if paired:
-        d = x + c * y[..., None]                                   # (..., n, S)
-        return _p_greater(d, axis=-2), _p_less(d, axis=-2)
-    mx, sx, dfx = _moments(x, axis=-2)                             # (..., S)
-    my, sy, dfy = (v[..., None] for v in _moments(y, axis=-1))     # (..., 1)
-    se = np.sqrt(sx ** 2 + (c * sy) ** 2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        df = se ** 4 / (sx ** 4 / dfx + (c * sy) ** 4 / dfy)
-    t = _t(mx + c * my, se, 0.0)
-    return sps.t.sf(t, df), sps.t.cdf(t, df)
+def _contrast_p(x, y, c: float):
+    """One-sided p-values (greater, less) of mean(x) + c·mean(y) against 0, per column of x: a t-test
+    of the per-unit contrast x + c·y. x: (..., n, S), y: (..., n), the same units."""
+    d = x + c * y[..., None]                                       # (..., n, S)
+    return _p_greater(d, axis=-2), _p_less(d, axis=-2)
 
 
-def _margin_tests(x, ref, margin: float | None, paired: bool):
+def _margin_tests(x, ref, margin: float | None):
     """Equivalence and superiority p-values of x (..., n, S) against the margin: ±MARGIN_FRACTION × the
     reference effect ref (..., n) as a contrast, or ±margin when an absolute margin is given.
     Returns (p_equivalent (TOST: the larger of its two one-sided p), p_above_margin), each (..., S)."""
     if margin is None:
-        p_above, p_below = _contrast_p(x, ref, -MARGIN_FRACTION, paired)   # x − f·ref vs 0
-        p_over_lower, _ = _contrast_p(x, ref, MARGIN_FRACTION, paired)     # x + f·ref vs 0
+        p_above, p_below = _contrast_p(x, ref, -MARGIN_FRACTION)   # x − f·ref vs 0
+        p_over_lower, _ = _contrast_p(x, ref, MARGIN_FRACTION)     # x + f·ref vs 0
     else:
         p_above, p_below = _p_greater(x, margin, axis=-2), _p_less(x, margin, axis=-2)
         p_over_lower = _p_greater(x, -margin, axis=-2)
     return np.maximum(p_below, p_over_lower), p_above
 
 
-def _full_ft_core(F, L, margin: float | None = None, paired: bool = True, alpha: float = ALPHA) -> dict:
-    """F: (..., n, S) full-FT Δ per unit × setting; L: (..., m) LoRA Δ per unit (m = n, same units, when
-    paired). Returns codes (...), p_lora, p_equivalent (..., S), p_above (..., S), above (Holm)."""
+def _full_ft_core(F, L, margin: float | None = None, alpha: float = ALPHA) -> dict:
+    """F: (..., n, S) full-FT Δ per unit × setting; L: (..., n) LoRA Δ of the same units.
+    Returns codes (...), p_lora, p_equivalent (..., S), p_above (..., S), above (Holm)."""
     p_lora = _p_greater(L)
-    p_eq, p_above = _margin_tests(F, L, margin, paired)
+    p_eq, p_above = _margin_tests(F, L, margin)
     above = holm(p_above, alpha)[0]
     equivalent = (p_eq <= ALPHA_EQUIV).all(axis=-1)
     codes = np.where(~(p_lora <= alpha), INC, np.where(equivalent, REP, np.where(above.any(axis=-1), NOT, INC)))
@@ -457,34 +442,35 @@ def _margin_text(margin: float | None, reference: str) -> str | float:
 
 @_declares("full_ft_null")
 def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, value: str = "delta",
-                         unit: str = UNIT, n_boot=None, seed=None) -> tuple[str, dict]:
+                         unit: str = UNIT) -> tuple[str, dict]:
     """Claim 3 for one teacher kind: (verdict, info).
 
     full: columns setting, replicate, seed, delta (value); lora: the LoRA reference as a table with
-    columns replicate, seed, delta — or, for old callers, a bare sequence of Δ, which cannot be paired
-    and is compared unpaired (Welch). margin: None for MARGIN_FRACTION × the LoRA effect, or an absolute
-    ΔP. `n_boot`, `seed` are accepted and ignored.
+    columns replicate, seed, delta (or a Series indexed by replicate, seed), paired with each setting
+    by unit; without unit ids in both it is refused (ValueError). margin: None for MARGIN_FRACTION ×
+    the LoRA effect, or an absolute ΔP.
 
     info: summary (per setting: mean, ci_low, ci_high at 95%, n, unit, n_runs, p_equivalent,
     equivalent, p_above_margin, above_margin (Holm)), lora ((mean, low, high) at 95%), lora_n,
     largest_full (setting with the largest mean Δ), margin (text or number), pairing, unit, reason."""
-    del n_boot, seed
     _one_group(full, ["setting", unit, FALLBACK], "full")
     lora = _as_frame(lora, value)
+    if unit not in full.columns or unit not in lora.columns:
+        # The rule pairs each setting with the LoRA reference on the same units. A bare sequence of
+        # LoRA Δ (the old notebook's lora_eff["delta"]) has none; its unpaired Welch comparison had no
+        # caller left and is gone.
+        raise ValueError(f"full and lora both need {unit!r} ids to pair each setting with the LoRA "
+                         f"reference: pass lora as a table with {unit!r}, seed and {value!r} columns")
     _one_group(lora, [unit, FALLBACK], "lora")
-    paired = unit in full.columns and unit in lora.columns
-    if paired:  # one unit kind for both, so that a setting and the LoRA reference share units
-        ids = [c for c in (unit, FALLBACK) if c in full.columns and c in lora.columns]
-        both = pd.concat([full[["setting", *ids, value]], lora[ids + [value]].assign(setting=_LORA)],
-                         ignore_index=True)
-        m, kind = _unit_matrix(both, "setting", value, unit)
-        L = m.pop(_LORA).to_numpy() if _LORA in m else np.full(len(m), np.nan)
-    else:
-        m, kind = _unit_matrix(full, "setting", value, unit)
-        L = unit_means(lora, value, unit)[0].to_numpy()
+    # one unit kind for both, so that a setting and the LoRA reference share units
+    ids = [c for c in (unit, FALLBACK) if c in full.columns and c in lora.columns]
+    both = pd.concat([full[["setting", *ids, value]], lora[ids + [value]].assign(setting=_LORA)],
+                     ignore_index=True)
+    m, kind = _unit_matrix(both, "setting", value, unit)
+    L = m.pop(_LORA).to_numpy() if _LORA in m else np.full(len(m), np.nan)
     F = m.to_numpy()
     summary = summarize(full, ["setting"], value, unit)
-    out = _full_ft_core(F, L, margin, paired)
+    out = _full_ft_core(F, L, margin)
     per = pd.DataFrame({"setting": m.columns, "p_equivalent": out["p_equivalent"],
                         "p_above_margin": out["p_above"], "above_margin": out["above"]})
     summary = summary.merge(per, on="setting", how="left")
@@ -494,7 +480,7 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
     info = {"summary": summary, "lora": lora_interval, "lora_n": int(np.sum(~np.isnan(L))),
             "largest_full": summary.loc[summary["mean"].idxmax(), "setting"] if summary["mean"].notna().any() else None,
             "margin": _margin_text(margin, "the LoRA effect"),
-            "pairing": f"paired by {kind}" if paired else "unpaired (Welch): the LoRA Δ has no unit ids",
+            "pairing": f"paired by {kind}",
             "unit": kind, "alpha": ALPHA, "alpha_equivalence": ALPHA_EQUIV}
     code = int(out["codes"])
     if code == INC:
@@ -508,7 +494,7 @@ def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA
     """W, WO: (..., n) Δ under the training prompt and under the other condition, same units.
     Returns codes (...), p_with, p_equivalent, p_difference, p_above."""
     p_with = _p_greater(W)
-    p_eq, p_above = (np.squeeze(v, -1) for v in _margin_tests(WO[..., None], W, margin, paired=True))
+    p_eq, p_above = (np.squeeze(v, -1) for v in _margin_tests(WO[..., None], W, margin))
     p_diff = _p_greater(W - WO)
     effect = p_with <= alpha
     reproduced = effect & (p_eq <= ALPHA_EQUIV) & (p_diff <= alpha)
@@ -518,19 +504,18 @@ def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA
 
 @_declares("system_prompt")
 def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = None, value: str = "delta",
-                          unit: str = UNIT, n_boot=None, seed=None) -> tuple[str, dict]:
+                          unit: str = UNIT) -> tuple[str, dict]:
     """Claim 4 for one teacher kind: (verdict, info).
 
     with_prompt, without_prompt: Δ of the students trained under the default prompt, evaluated under
     it and under the other condition; each a Series indexed by (replicate, seed) (as from
     effects.pivot_table(index=["replicate", "seed"], columns="eval_system", values="delta")), a table
     with replicate, seed, delta, or two equal-length sequences paired by position. margin: None for
-    MARGIN_FRACTION × Δ_with, or an absolute ΔP. `n_boot`, `seed` are accepted and ignored.
+    MARGIN_FRACTION × Δ_with, or an absolute ΔP.
 
     info: with, without, difference ((mean, low, high), 95% t-intervals over units; difference =
     Δ_with − Δ_without, paired), n, unit, margin, p_with, p_equivalent, p_difference, p_above_margin,
     reason (when inconclusive)."""
-    del n_boot, seed
     w, wo = _as_frame(with_prompt, value), _as_frame(without_prompt, value)
     if unit not in w.columns and unit not in wo.columns and len(w) != len(wo):
         raise ValueError(f"with_prompt has {len(w)} values and without_prompt {len(wo)}: without "
@@ -551,216 +536,3 @@ def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = No
         info["reason"] = ("no effect to modulate under the default prompt" if not out["p_with"] <= ALPHA else
                           "Δ without the prompt is neither equivalent to 0 nor significantly above the margin")
     return str(VERDICTS[code]), info
-
-
-# ---- calibration by simulation --------------------------------------------------------------------
-# Effects are in units of the standard deviation of one unit's Δ, so the table holds for any model.
-# The organism v2 book measured claim 1 at +1.34e-2 with a between-replicate sd of ~2e-3: 6.7 sd.
-EFFECT_SIZES = (0.5, 1.0, 2.0, 4.0)
-BOOK_CLAIM1_SD = 1.34e-2 / 2e-3
-RHO = 0.5  # share of a unit's Δ variance common to its conditions (its datasets); t-test error rates do not depend on it
-
-
-def _design_units(replicates: int, seeds: int) -> int:
-    """Independent units of a design: replicates, or seeds when there is one replicate (the fallback)."""
-    return replicates if replicates >= MIN_N else seeds
-
-
-def _full_settings_count(p) -> int:
-    """Mirrors design.full_settings (baseline + each axis's values other than the baseline's), which
-    cannot be imported here without torch."""
-    t = p.train
-    return 1 + sum(v != t.full_lr for v in t.full_sweep_lr) + sum(v != t.full_batch_size for v in t.full_sweep_batch) \
-        + sum(v != t.epochs for v in t.full_sweep_epochs)
-
-
-def _units(rng, sims: int, n: int, mu) -> np.ndarray:
-    """(sims, n, C) unit Δ for conditions with means mu (C,): unit sd 1, correlation RHO within a unit."""
-    mu = np.asarray(mu, dtype=float)
-    shared = rng.standard_normal((sims, n, 1))
-    own = rng.standard_normal((sims, n, mu.size))
-    return mu + np.sqrt(RHO) * shared + np.sqrt(1 - RHO) * own
-
-
-def _row(rule, n, scenario, effect, codes, expect, wrong, coverage=np.nan):
-    rates = {v: float(np.mean(codes == c)) for c, v in enumerate(VERDICTS)}
-    sims = codes.size
-    false_rate = rates[wrong] if wrong else np.nan
-    power = rates[expect] if expect else np.nan
-    se = [np.sqrt(p * (1 - p) / sims) for p in (false_rate, power, coverage) if not np.isnan(p)]
-    return {"rule": rule, "n": n, "scenario": scenario, "effect_sd": effect, "expect": expect or "-",
-            "wrong": wrong or "-", "reproduced": rates[REPRODUCED], "not_reproduced": rates[NOT_REPRODUCED],
-            "inconclusive": rates[INCONCLUSIVE], "false_rate": false_rate, "power": power,
-            "coverage": coverage, "mc_se": max(se) if se else np.nan}
-
-
-def _rank_shapes(K: int, h: float) -> dict[str, np.ndarray]:
-    """Curves over K ranks: nulls of claim 2 (no interior peak) and inverted Us of height h above both ends."""
-    x = np.arange(K)
-    bump = np.exp(-0.5 * ((x - (K - 1) / 2) / (K / 5)) ** 2)
-    return {"flat at h": np.full(K, h), "monotone rise 0→h": h * x / (K - 1),
-            "plateau: rise to h, flat to the end": h * np.minimum(x / (K // 2), 1.0),
-            "early plateau: h from the 4th rank on": h * np.minimum(x / 3, 1.0),
-            "inverted U, ends 0": h * (bump - bump[0]) / (bump.max() - bump[0])}
-
-
-def calibrate(profile_name: str = "organism", sims: int = 4000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
-    """Error rates, power and interval coverage of every rule, by simulation at the profile's n and at `ns`.
-
-    n is the number of independent units (replicates; seeds when there is one replicate). Each row
-    is one rule × n × scenario: the rates of the three verdicts; expect, the verdict a correct rule
-    gives there, and power, its rate; wrong, the verdict it must not give, and false_rate, its rate
-    (the nominal bounds: claim 1 and 2 'reproduced' ≤ 0.025; claims 3 and 4 'reproduced' ≤ 0.05 at
-    the margin, 'not reproduced' ≤ 0.025); coverage of the rule's main 95% t-interval (claim 1: Δ;
-    claim 2: each rank's Δ, averaged; claim 3: the LoRA Δ; claim 4: Δ_with − Δ_without); mc_se, the
-    largest Monte-Carlo standard error of those rates. Effects (effect_sd) are in units of the sd of
-    one unit's Δ; conditions of one unit correlate with RHO = 0.5. Runs the same rule cores as the
-    verdict functions."""
-    from .config import load_profile
-
-    p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
-    rng = np.random.default_rng(seed)
-    K, S = len(p.ranks), _full_settings_count(p)
-    n1 = sorted({_design_units(p.transfer_replicates, p.seeds), *ns})
-    n234 = sorted({_design_units(p.replicates, p.seeds), *ns})
-    rows = []
-    claim1 = [(0.0, "null: Δ = 0", NOT_REPRODUCED, REPRODUCED)]
-    claim1 += [(e, "Δ > 0", REPRODUCED, NOT_REPRODUCED) for e in EFFECT_SIZES]
-    claim1 += [(round(BOOK_CLAIM1_SD, 1), "organism v2 book's Δ/sd", REPRODUCED, NOT_REPRODUCED)]
-    for n in n1:
-        for effect, name, expect, wrong in claim1:
-            x = _units(rng, sims, n, [effect])[..., 0]
-            codes, _, low, high = _transfer_core(x)
-            cover = float(np.mean((low <= effect) & (effect <= high)))
-            rows.append(_row("1 transfer", n, name, effect, codes, expect, wrong, cover))
-        # with a declared margin of 1 sd the rule can also show the absence of an effect
-        for effect, name, expect, wrong in ((0.0, "margin 1 sd: Δ = 0", NOT_REPRODUCED, REPRODUCED),
-                                            (1.0, "margin 1 sd: Δ = margin", None, NOT_REPRODUCED)):
-            codes = _transfer_core(_units(rng, sims, n, [effect])[..., 0], margin=1.0)[0]
-            rows.append(_row("1 transfer", n, name, effect, codes, expect, wrong))
-    for n in n234:
-        for effect in (() if K < 3 else (0.0,)):  # fewer than 3 ranks: claim 2 has no rule to simulate
-            X = _units(rng, sims, n, np.zeros(K))
-            lo_hi = t_interval(X, axis=-2)
-            cover = float(np.mean((lo_hi[1] <= 0) & (0 <= lo_hi[2])))
-            rows.append(_row(f"2 rank inverted-U (K={K})", n, "flat at 0", 0.0, _inverted_u_core(X)["codes"],
-                             None, REPRODUCED, cover))
-        for effect in (EFFECT_SIZES if K >= 3 else ()):
-            for name, mu in _rank_shapes(K, effect).items():
-                X = _units(rng, sims, n, mu)
-                _, low, high = t_interval(X, axis=-2)
-                cover = float(np.mean((low <= mu) & (mu <= high)))
-                is_u = name.startswith("inverted U")
-                rows.append(_row(f"2 rank inverted-U (K={K})", n, name, effect, _inverted_u_core(X)["codes"],
-                                 REPRODUCED if is_u else NOT_REPRODUCED,
-                                 NOT_REPRODUCED if is_u else REPRODUCED, cover))
-        for effect in (0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)):  # the LoRA reference is claim 1's effect
-            cases = {"all settings 0": np.zeros(S)} if effect == 0 else {
-                "all settings 0": np.zeros(S),
-                "one setting at the margin": np.r_[MARGIN_FRACTION * effect, np.zeros(S - 1)],
-                "one setting as large as LoRA": np.r_[effect, np.zeros(S - 1)]}
-            for name, mu in cases.items():
-                U = _units(rng, sims, n, np.r_[mu, effect])
-                L = U[..., -1]
-                codes = _full_ft_core(U[..., :-1], L)["codes"]
-                _, low, high = t_interval(L)
-                cover = float(np.mean((low <= effect) & (effect <= high)))
-                expect, wrong = {"all settings 0": (REPRODUCED, NOT_REPRODUCED),
-                                 "one setting at the margin": (None, REPRODUCED),
-                                 "one setting as large as LoRA": (NOT_REPRODUCED, REPRODUCED)}[name]
-                if effect == 0:
-                    expect, wrong, name = None, REPRODUCED, "no LoRA effect, all settings 0"
-                rows.append(_row(f"3 full-FT null (S={S})", n, name, effect, codes, expect, wrong, cover))
-        for effect in (0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)):
-            cases = {"without = 0": 0.0} if effect == 0 else {
-                "without = 0": 0.0, "without at the margin": MARGIN_FRACTION * effect, "without = with": effect}
-            for name, mu_wo in cases.items():
-                U = _units(rng, sims, n, [effect, mu_wo])
-                W, WO = U[..., 0], U[..., 1]
-                codes = _system_prompt_core(W, WO)["codes"]
-                _, low, high = t_interval(W - WO)
-                truth = effect - mu_wo
-                cover = float(np.mean((low <= truth) & (truth <= high)))
-                expect, wrong = {"without = 0": (REPRODUCED, NOT_REPRODUCED),
-                                 "without at the margin": (None, REPRODUCED),
-                                 "without = with": (NOT_REPRODUCED, REPRODUCED)}[name]
-                if effect == 0:
-                    expect, wrong, name = None, REPRODUCED, "no effect with the prompt"
-                rows.append(_row("4 system prompt", n, name, effect, codes, expect, wrong, cover))
-    return pd.DataFrame(rows)
-
-
-# ---- claim 2: the candidate rules the declared one was chosen over ---------------------------------
-def _split_half_codes(X, holm_within: bool, alpha: float = ALPHA) -> np.ndarray:
-    """The peak is chosen on the first ⌊n/2⌋ units and tested on the rest: Δ(peak) > 0, − lowest,
-    − highest, all at alpha (intersection–union) or with Holm over the three."""
-    a = X.shape[-2] // 2
-    pick = np.nanmean(X[..., :a, 1:-1], axis=-2).argmax(axis=-1) + 1          # (...,)
-    B = X[..., a:, :]
-    peak = np.take_along_axis(B, np.broadcast_to(pick[..., None, None], (*B.shape[:-1], 1)), axis=-1)[..., 0]
-    p = np.stack([_p_greater(peak), _p_greater(peak - B[..., 0]), _p_greater(peak - B[..., -1])], axis=-1)
-    ok = holm(p, alpha)[0].all(axis=-1) if holm_within else (p <= alpha).all(axis=-1)
-    return np.where(ok, REP, INC)
-
-
-def _permutation_codes(X, rng, n_perm: int = 200, alpha: float = ALPHA) -> np.ndarray:
-    """Permutation test of T = max over interior r of min(mean Δ(r) − mean Δ(lowest), mean Δ(r) − mean
-    Δ(highest)), rank labels shuffled within each unit (exact under a flat curve only), and Δ(argmax) > 0."""
-    def shape_stat(Y):
-        m = Y.mean(axis=-2)
-        return np.minimum(m[..., 1:-1] - m[..., :1], m[..., 1:-1] - m[..., -1:]).max(axis=-1)
-    t0, exceed = shape_stat(X), np.zeros(X.shape[:-2])
-    for _ in range(n_perm):
-        exceed += shape_stat(np.take_along_axis(X, np.argsort(rng.random(X.shape), axis=-1), axis=-1)) >= t0
-    p_shape = (1 + exceed) / (1 + n_perm)
-    m = X.mean(axis=-2)[..., 1:-1]
-    top = np.take_along_axis(X[..., 1:-1], np.broadcast_to(m.argmax(-1)[..., None, None], (*X.shape[:-1], 1)), -1)
-    return np.where((p_shape <= alpha) & (_p_greater(top[..., 0]) <= alpha), REP, INC)
-
-
-def compare_rank_rules(profile_name: str = "organism", sims: int = 1000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
-    """Rate of 'reproduced' for the declared claim-2 rule and the candidates it was chosen over, on the
-    null shapes (no interior peak: should be ≤ 0.025) and on inverted Us (power)."""
-    from .config import load_profile
-
-    p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
-    rng, K = np.random.default_rng(seed), len(p.ranks)
-    rows = []
-    for n in sorted({_design_units(p.replicates, p.seeds), *ns}):
-        for effect in EFFECT_SIZES:
-            for name, mu in _rank_shapes(K, effect).items():
-                X = _units(rng, sims, n, mu)
-                rows.append({"n": n, "scenario": name, "effect_sd": effect,
-                             "declared (Bonferroni over peaks)": np.mean(_inverted_u_core(X)["codes"] == REP),
-                             "split-half, IUT": np.mean(_split_half_codes(X, False) == REP),
-                             "split-half, Holm over 3": np.mean(_split_half_codes(X, True) == REP),
-                             "permutation": np.mean(_permutation_codes(X, rng) == REP)})
-    return pd.DataFrame(rows)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sublora.stats", description=__doc__.split("\n")[0])
-    parser.add_argument("--calibrate", action="store_true", help="simulate every verdict rule and print its error rates")
-    parser.add_argument("--compare-rank-rules", action="store_true", help="claim 2: the declared rule against the candidates")
-    parser.add_argument("--profile", default="organism", help="profile whose design sizes to simulate (default organism)")
-    parser.add_argument("--sims", type=int, default=None, help="simulated experiments per row (default 4000; 1000 for the comparison)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if not (args.calibrate or args.compare_rank_rules):
-        parser.print_help()
-        return 2
-    pd.set_option("display.width", 250, "display.max_rows", 500, "display.max_columns", 20)
-    start = time.perf_counter()
-    if args.calibrate:
-        table = calibrate(args.profile, args.sims or 4000, args.seed)
-        print(table.drop(columns=["reproduced", "not_reproduced", "inconclusive"]).to_string(
-            index=False, float_format=lambda v: f"{v:.3f}"))
-    if args.compare_rank_rules:
-        print(compare_rank_rules(args.profile, args.sims or 1000, args.seed).to_string(
-            index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"({time.perf_counter() - start:.1f} s; profile {args.profile}, seed {args.seed})", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
