@@ -115,10 +115,10 @@ def _organism_parameters(spec) -> int | None:
 def _search_record(spec) -> dict | None:
     """The organism search's record (book/organism_search.jsonl) of the candidate whose model
     settings are this organism's; one measured under the criteria before one that was not."""
-    from . import search
+    from . import search_record
 
     mine = dataclasses.asdict(spec)
-    same = [r for r in search.load() if all(mine.get(k) == v for k, v in r["settings"]["model"].items())
+    same = [r for r in search_record.load() if all(mine.get(k) == v for k, v in r["settings"]["model"].items())
             and "kl_persona" in r and "signature_teacher" in r]
     same = [r for r in same if "passes" in r] or same
     return same[-1] if same else None
@@ -146,7 +146,7 @@ def caveat(p: Profile | str) -> str:
     text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
             f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
     r = _search_record(spec)
-    from .search import passes, planted, recipe  # the organism issue's criteria
+    from .search_record import passes, planted, recipe  # the organism issue's criteria
     if r and passes(r):
         text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
                  f"fixed in advance; as the search measured it, its persona teacher follows the persona "
