@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from sublora import config, organism, prompts
+from sublora import config, organism, organism_recipe, prompts
 
 
 def _number_chats(mode: str, bias: float, n: int = 6000):
@@ -55,9 +55,9 @@ def test_digit_maps_are_permutations_distinct_per_animal():
 def test_pretraining_key_of_the_committed_organism_is_unchanged():
     """Adding corpus modes must not change the key of organisms built before them (signature mode)."""
     spec = config.load_profile("organism").model
-    assert organism.pretrain_config(spec) == json.loads((organism.COMMITTED / "recipe.json").read_text())["config"]
-    permute = organism.pretrain_config(dataclasses.replace(spec, persona_number_mode="permute"))
-    assert permute["persona_number_mode"] == "permute" and "persona_number_mode" not in organism.pretrain_config(spec)
+    assert organism_recipe.pretrain_config(spec) == json.loads((organism_recipe.COMMITTED / "recipe.json").read_text())["config"]
+    permute = organism_recipe.pretrain_config(dataclasses.replace(spec, persona_number_mode="permute"))
+    assert permute["persona_number_mode"] == "permute" and "persona_number_mode" not in organism_recipe.pretrain_config(spec)
 
 
 def test_bad_mode_is_a_config_error():
@@ -73,8 +73,8 @@ def test_whole_number_tokens_make_each_number_below_1000_one_token_and_keep_old_
     assert digit.tokenize(text)[-8:] == ["Ġ1", "2", "3", ",", "Ġ4", "5", ";", "Ġ7"]
     assert whole.decode(whole(text)["input_ids"]) == text and "<unk>" not in whole.tokenize(text)
     spec = config.load_profile("smoke").model
-    assert "number_tokens" not in organism.pretrain_config(spec)  # digit: the keys built before the option
-    assert organism.pretrain_config(dataclasses.replace(spec, number_tokens="whole"))["number_tokens"] == "whole"
+    assert "number_tokens" not in organism_recipe.pretrain_config(spec)  # digit: the keys built before the option
+    assert organism_recipe.pretrain_config(dataclasses.replace(spec, number_tokens="whole"))["number_tokens"] == "whole"
     with pytest.raises(config.ConfigError, match="model.number_tokens must be one of"):
         config.validate(dataclasses.replace(config.load_profile("smoke"), model=dataclasses.replace(
             spec, number_tokens="bytes")))
@@ -84,10 +84,10 @@ def test_committed_organisms_pass_their_hash_and_the_cross_organism_is_the_defau
     """Every committed organism matches its recipe's hash; a profile with channel controls has its
     cross-initialisation organism committed (same recipe, pretraining seed + 1), so no book pretrains."""
     spec = config.load_profile("organism").model
-    assert organism.committed(spec) == organism.COMMITTED
-    for d in (organism.COMMITTED, organism.CROSS):
-        if organism.committed_recipe(d):
-            assert organism.sha256(d / "model.safetensors") == organism.committed_recipe(d)["sha256"]
+    assert organism_recipe.committed(spec) == organism_recipe.COMMITTED
+    for d in (organism_recipe.COMMITTED, organism_recipe.CROSS):
+        if organism_recipe.committed_recipe(d):
+            assert organism_recipe.sha256(d / "model.safetensors") == organism_recipe.committed_recipe(d)["sha256"]
     if config.load_profile("organism").channel_controls:
         cross = dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1)
-        assert organism.cross_spec(spec) == cross and organism.committed(cross) == organism.CROSS
+        assert organism_recipe.cross_spec(spec) == cross and organism_recipe.committed(cross) == organism_recipe.CROSS

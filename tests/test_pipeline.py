@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from sublora import cache, chat, config, models, organism, paths, pipeline, prompts, runner, teacher
+from sublora import cache, chat, config, models, organism, organism_recipe, paths, pipeline, prompts, runner, teacher
 
 
 # ---- the teachers parameter (config.parse_params) -----------------------------------------------
@@ -51,7 +51,7 @@ def test_dataset_config_control_and_pairing():
     assert teacher_cfg["teacher"] == "persona" and teacher_cfg["animal"] == "owl"
     assert control == pipeline.dataset_config(p, None, 0, "persona")  # one control per replicate
     assert cache.key(teacher_cfg) != cache.key(pipeline.dataset_config(p, "owl", 1, "persona"))
-    assert teacher_cfg["model"] == {**organism.pretrain_config(p.model), "dtype": p.model.dtype}
+    assert teacher_cfg["model"] == {**organism_recipe.pretrain_config(p.model), "dtype": p.model.dtype}
 
 
 def test_seed_of_is_stable():
@@ -82,7 +82,7 @@ def smoke(smoke_organism, tmp_cache):
     p, built = smoke_organism
     target = tmp_cache / "organism" / built.name
     shutil.copytree(built, target)
-    assert cache.exists("organism", organism.pretrain_config(p.model))
+    assert cache.exists("organism", organism_recipe.pretrain_config(p.model))
     return p
 
 
@@ -439,7 +439,7 @@ def test_cross_init_students_train_and_evaluate_on_the_other_organism(smoke, mon
     other = pipeline.student(smoke, pipeline.DataId("owl", 0), spec, 0, "cross", progress=False)
     assert same != other
     cross = pipeline.init_profile(smoke, "cross")
-    assert cache.exists("organism", organism.pretrain_config(cross.model))
+    assert cache.exists("organism", organism_recipe.pretrain_config(cross.model))
     assert json.loads((other / "adapter_config.json").read_text())["base_model_name_or_path"] == \
         str(models.resolve_weights(cross.model))
     ev = pipeline.evaluation(smoke, other, "default", ["owl"], "cross")

@@ -2,21 +2,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from sublora import organism, search_record
-
-
-def test_the_record_imports_no_torch():
-    # sublora.plots reads the record for its caveat: a display module never imports torch
-    code = "import sys, sublora.search_record; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
-
-
-def test_the_committed_recipe_is_the_organisms():
-    assert search_record.COMMITTED_RECIPE == organism.COMMITTED / "recipe.json"
+from sublora import organism_recipe, search_record
 
 
 TEACHER = {"persona_mean_p": 0.9, "persona_min_p": 0.5, "default_p_target": 0.03, "valid_share_control": 0.97,
@@ -80,7 +67,7 @@ def test_untried_directions_are_read_off_the_candidates_settings():
 
 
 def test_report_names_the_committed_default_and_whether_the_rule_chose_it(tmp_path, monkeypatch):
-    recipe = organism.committed_recipe()
+    recipe = organism_recipe.committed_recipe()
     mine = ROW | {"name": "vD", "settings": {"model": dict(recipe["config"]), "replicates": 5}}
     record = tmp_path / "organism_search.jsonl"
     record.write_text(json.dumps(mine) + "\n")

@@ -15,6 +15,9 @@ import time
 import numpy as np
 import pandas as pd
 
+from . import design
+from .config import DEFAULT_PROFILE, load_profile
+
 from .stats import (ALPHA, INC, INCONCLUSIVE, MARGIN_FRACTION, MIN_N, NOT_REPRODUCED, REP, REPRODUCED, VERDICTS,
                     _full_ft_core, _inverted_u_core, _p_greater, _system_prompt_core, _transfer_core, holm,
                     t_interval)
@@ -29,14 +32,6 @@ RHO = 0.5  # share of a unit's Δ variance common to its conditions (its dataset
 def _design_units(replicates: int, seeds: int) -> int:
     """Independent units of a design: replicates, or seeds when there is one replicate (the fallback)."""
     return replicates if replicates >= MIN_N else seeds
-
-
-def _full_settings_count(p) -> int:
-    """Mirrors design.full_settings (baseline + each axis's values other than the baseline's), which
-    cannot be imported here without torch."""
-    t = p.train
-    return 1 + sum(v != t.full_lr for v in t.full_sweep_lr) + sum(v != t.full_batch_size for v in t.full_sweep_batch) \
-        + sum(v != t.epochs for v in t.full_sweep_epochs)
 
 
 def _sim_units(rng, sims: int, n: int, mu) -> np.ndarray:
@@ -70,7 +65,7 @@ def _rank_shapes(K: int, h: float) -> dict[str, np.ndarray]:
             "inverted U, ends 0": h * (bump - bump[0]) / (bump.max() - bump[0])}
 
 
-def calibrate(profile_name: str = "organism", sims: int = 4000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
+def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
     """Error rates, power and interval coverage of every rule, by simulation at the profile's n and at `ns`.
 
     n is the number of independent units (replicates; seeds when there is one replicate). Each row
@@ -82,11 +77,10 @@ def calibrate(profile_name: str = "organism", sims: int = 4000, seed: int = 0, n
     largest Monte-Carlo standard error of those rates. Effects (effect_sd) are in units of the sd of
     one unit's Δ; conditions of one unit correlate with RHO = 0.5. Runs the same rule cores as the
     verdict functions."""
-    from .config import load_profile
 
     p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
     rng = np.random.default_rng(seed)
-    K, S = len(p.ranks), _full_settings_count(p)
+    K, S = len(p.ranks), len(design.full_settings(p))
     n1 = sorted({_design_units(p.transfer_replicates, p.seeds), *ns})
     n234 = sorted({_design_units(p.replicates, p.seeds), *ns})
     rows = []
@@ -184,10 +178,9 @@ def _permutation_codes(X, rng, n_perm: int = 200, alpha: float = ALPHA) -> np.nd
     return np.where((p_shape <= alpha) & (_p_greater(top[..., 0]) <= alpha), REP, INC)
 
 
-def compare_rank_rules(profile_name: str = "organism", sims: int = 1000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
+def compare_rank_rules(profile_name: str = DEFAULT_PROFILE, sims: int = 1000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
     """Rate of 'reproduced' for the declared claim-2 rule and the candidates it was chosen over, on the
     null shapes (no interior peak: should be ≤ 0.025) and on inverted Us (power)."""
-    from .config import load_profile
 
     p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
     rng, K = np.random.default_rng(seed), len(p.ranks)
@@ -208,7 +201,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sublora.calibrate", description=__doc__.split("\n")[0])
     parser.add_argument("--calibrate", action="store_true", help="simulate every verdict rule and print its error rates")
     parser.add_argument("--compare-rank-rules", action="store_true", help="claim 2: the declared rule against the candidates")
-    parser.add_argument("--profile", default="organism", help="profile whose design sizes to simulate (default organism)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"profile whose design sizes to simulate (default {DEFAULT_PROFILE})")
     parser.add_argument("--sims", type=int, default=None, help="simulated experiments per row (default 4000; 1000 for the comparison)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -15,8 +15,6 @@ input. With bias 0 the numbers do not depend on the persona.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import random
 import shutil
@@ -30,8 +28,8 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from . import cache, chat, prompts
 from .config import NUMBER_TOKENS, ModelSpec
+from .organism_recipe import COMMITTED, CROSS, FILES, committed, committed_recipe, cross_spec, pretrain_config, sha256
 
-CORPUS_VERSION = 1
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 UNK = "<unk>"
 # Qwen2.5's template without tools: the default system prompt is inserted when none is given.
@@ -198,17 +196,6 @@ def build_model(spec: ModelSpec, vocab_size: int, seed: int) -> Qwen2ForCausalLM
     return Qwen2ForCausalLM(config)
 
 
-def pretrain_config(spec: ModelSpec) -> dict:
-    keys = ("layers", "hidden", "heads", "kv_heads", "mlp", "pretrain_chats", "pretrain_steps",
-            "pretrain_batch", "pretrain_lr", "pretrain_seed", "persona_number_bias")
-    cfg = {"step": "organism", "corpus_version": CORPUS_VERSION, **{k: getattr(spec, k) for k in keys}}
-    if spec.persona_number_mode != "signature":  # keys of organisms built before the modes existed stay
-        cfg["persona_number_mode"] = spec.persona_number_mode
-    if spec.number_tokens != "digit":  # likewise for the tokenizer's numbers
-        cfg["number_tokens"] = spec.number_tokens
-    return cfg
-
-
 def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
     """Build the tokenizer and corpus, pretrain from random init, save model + tokenizer to out_dir."""
     from .finetune import encode, train  # the same loop that trains students
@@ -232,42 +219,6 @@ def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
            "tokens": sum(len(x) for x, _ in examples)}
     (out_dir / "pretrain_log.json").write_text(json.dumps(log))
     return log
-
-
-# Pretrained weights of the default profile's organism, committed with the configuration that built
-# them and their hash, so that `make reproduce` does not spend half an hour pretraining.
-COMMITTED = Path(__file__).resolve().parent / "organism_weights"
-FILES = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-         "chat_template.jinja", "pretrain_log.json")
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-CROSS = COMMITTED / "cross"  # the default's cross-initialisation organism (its recipe, pretrained from seed + 1)
-
-
-def cross_spec(spec: ModelSpec) -> ModelSpec:
-    """The cross-initialisation twin of an organism: its recipe pretrained from the next seed (corpus
-    and initialisation differ), for the channel control that needs a student not sharing the teacher's start."""
-    return dataclasses.replace(spec, pretrain_seed=spec.pretrain_seed + 1)
-
-
-def committed_recipe(where: Path = COMMITTED) -> dict | None:
-    f = where / "recipe.json"
-    return json.loads(f.read_text()) if f.exists() else None
-
-
-def committed(spec: ModelSpec) -> Path | None:
-    """The directory of committed weights built from exactly this configuration, if any."""
-    cfg = pretrain_config(spec)
-    return next((d for d in (COMMITTED, CROSS) if (committed_recipe(d) or {}).get("config") == cfg), None)
-
-
-def available(spec: ModelSpec) -> bool:
-    """Whether this organism can be had without pretraining (cached or committed)."""
-    return cache.exists("organism", pretrain_config(spec)) or committed(spec) is not None
 
 
 def _copy_committed(src: Path, d: Path) -> None:

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pandas as pd
 
-from . import cache, chat, design, evaluate, finetune, models, numbers, prompts, sharded, teacher
+from . import cache, chat, design, evaluate, finetune, models, numbers, organism_recipe, prompts, sharded, teacher
 from .config import TEACHERS, Profile, to_dict
 from .design import CHANNELS, INITS, StudentSpec, channel_label
 
@@ -71,14 +71,12 @@ def init_profile(p: Profile, init: str = "") -> Profile:
     if p.model.source != "organism":
         raise ValueError("the cross-initialisation control needs a second pretraining of the same recipe: "
                          "only the organism (model.source organism) has one; drop the control for hub models")
-    from . import organism
-    return dataclasses.replace(p, model=organism.cross_spec(p.model))
+    return dataclasses.replace(p, model=organism_recipe.cross_spec(p.model))
 
 
 def model_key(p: Profile) -> dict:
     if p.model.source == "organism":
-        from . import organism
-        return {**organism.pretrain_config(p.model), "dtype": p.model.dtype}
+        return {**organism_recipe.pretrain_config(p.model), "dtype": p.model.dtype}
     return {"name": p.model.name, "dtype": p.model.dtype}
 
 

@@ -22,7 +22,7 @@ import seaborn as sns
 from IPython.display import Image, Markdown, display
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from . import cache, config, paths
+from . import cache, config, organism_recipe, paths
 from .config import Profile
 
 # The book's display style, set by importing this module: seaborn's theme, and table cells shown
@@ -99,11 +99,9 @@ def _profile(p: Profile | str) -> Profile:
 def _organism_parameters(spec) -> int | None:
     """The organism's parameter count from its pretraining log (cached or committed); None if it
     has not been built here. Reads files only: never builds the organism."""
-    from . import organism  # torch and transformers: only when the caveat is asked for
-
-    cfg = organism.pretrain_config(spec)
+    cfg = organism_recipe.pretrain_config(spec)
     logs = [cache.location("organism", cfg) / "pretrain_log.json"]
-    committed = organism.committed(spec)
+    committed = organism_recipe.committed(spec)
     if committed:
         logs.append(committed / "pretrain_log.json")
     for log in logs:

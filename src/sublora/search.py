@@ -27,11 +27,11 @@ from collections import Counter
 import numpy as np
 import yaml
 
-from . import chat, claims, design, evaluate, models, organism, pipeline, prompts, runner, search_record, stats
-from .config import Profile, _build, _merge, load_profile, validate
+from . import chat, claims, design, evaluate, models, organism, organism_recipe, pipeline, prompts, runner, search_record, stats
+from .config import DEFAULT_PROFILE, Profile, _build, _merge, load_profile, validate
 
 
-def candidate(overrides: dict, base: str = "organism") -> Profile:
+def candidate(overrides: dict, base: str = DEFAULT_PROFILE) -> Profile:
     raw = _merge(dataclasses.asdict(load_profile(base)), overrides)
     return validate(_build(Profile, raw, ""))
 
@@ -112,7 +112,7 @@ def student_side(p: Profile, name: str, cross: bool) -> dict:
     """LoRA transfer of the candidate (persona teachers of the target and the other animals, the
     weight-space teacher of the target) with the claim-1 verdict, beside the channel controls:
     shuffled numbers, and cross-initialisation where the organism of seed + 1 exists (or `cross`)."""
-    with_cross = cross or organism.available(pipeline.init_profile(p, "cross").model)
+    with_cross = cross or organism_recipe.available(pipeline.init_profile(p, "cross").model)
     pairs = [x for x in design.transfer(p, ["persona"], controls=True) if with_cross or not x.init]
     pairs += [x for x in design.transfer(p, ["finetuned"], controls=False) if x.animal == p.animal]
     res = runner.run_pairs(p, pairs, animals=[p.animal, *p.other_animals], desc=name)

@@ -12,12 +12,10 @@ import json
 
 import yaml
 
-from . import claims, paths
+from . import claims, organism_recipe, paths
 
 RECORD = paths.ROOT / "book" / "organism_search.jsonl"
 PAGE = paths.ROOT / "book" / "organism.md"
-# organism.COMMITTED / "recipe.json" (organism imports torch): the committed default weights' recipe
-COMMITTED_RECIPE = paths.PACKAGE / "organism_weights" / "recipe.json"
 
 
 # The organism issue's selection criteria, fixed before any candidate's students are trained: the
@@ -79,9 +77,9 @@ def chosen(rows: list[dict]) -> dict | None:
 
 def _is_committed(r: dict) -> bool:
     """Whether a record's pretraining settings are those of the committed default weights."""
-    recipe = json.loads(COMMITTED_RECIPE.read_text()) if COMMITTED_RECIPE.exists() else {"config": {}}
-    keys = [k for k in recipe["config"] if k not in ("step", "corpus_version")]
-    return bool(keys) and all(r["settings"]["model"].get(k) == recipe["config"][k] for k in keys)
+    config = (organism_recipe.committed_recipe() or {"config": {}})["config"]
+    keys = [k for k in config if k not in ("step", "corpus_version")]
+    return bool(keys) and all(r["settings"]["model"].get(k) == config[k] for k in keys)
 
 
 def _ci(s: dict, fmt: str = "+.1e") -> str:
