@@ -102,10 +102,13 @@ def test_table_functions_agree_with_the_simulated_cores():
     assert got == expected.tolist() and len(set(got)) > 1
 
 
-def test_full_settings_count_matches_the_organism_design():
+def test_claim3_is_simulated_over_the_designs_own_settings():
+    """S is the number of full fine-tuning settings design.full_settings gives the profile (7 on the
+    organism, 3 on smoke), not a copy of it."""
     from sublora.config import load_profile
-    assert calibrate._full_settings_count(load_profile("organism")) == 7
-    assert calibrate._full_settings_count(load_profile("smoke")) == 3
+    for name, S in (("organism", 7), ("smoke", 3)):
+        rules = set(calibrate.calibrate(load_profile(name), sims=20, seed=0, ns=())["rule"])
+        assert f"3 full-FT null (S={S})" in rules, (name, sorted(rules))
 
 
 def test_main_prints_the_table(capsys):
