@@ -37,7 +37,7 @@ notebook: $(VENV)/.installed
 
 # the profile is the one the executed notebooks ran under; those this checkout would no longer make are named
 book: $(VENV)/.installed
-	$(PY) -c "import sys; from sublora import reproduce; sys.exit(reproduce.book_main())"
+	$(PY) -m sublora.book
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q tests

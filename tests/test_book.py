@@ -18,7 +18,7 @@ from conftest import smoke_env
 
 matplotlib.use("Agg")
 
-from sublora import claims, paths, plots, quiet, reproduce  # noqa: E402
+from sublora import book, claims, paths, plots, quiet  # noqa: E402
 
 VERDICT = r"(?:not reproduced|reproduced|inconclusive)"
 INTERVAL = re.compile(r"\[[^\[\],]+,[^\[\],]+\]")  # "[-4.3e-05, +5e-06]"
@@ -57,7 +57,7 @@ def test_no_machine_paths(html):
 
 
 def test_parameters_shown_once(html):
-    for name in reproduce.NOTEBOOKS:
+    for name in book.NOTEBOOKS:
         page = (html / "executed" / f"{name}.html").read_text()
         assert "# Parameters" not in page, f"{name} shows papermill's injected cell"
         assert text(page).count("This run's parameters: profile = 'smoke'") == 1, name
@@ -71,7 +71,7 @@ def verdict_rows(page: str) -> list[str]:
 
 
 def test_every_verdict_row_shows_an_interval(html):
-    for name in [*reproduce.CLAIM_PAGES.values(), "06_scoreboard"]:
+    for name in [*book.CLAIM_PAGES.values(), "06_scoreboard"]:
         rows = verdict_rows((html / "executed" / f"{name}.html").read_text())
         assert rows, f"{name} has no verdict table"
         for row in rows:
@@ -83,7 +83,7 @@ def test_intro_opens_with_a_row_per_claim(html):
     assert text(intro).index("Results at a glance") < text(intro).index("The phenomenon")
     rows = [r for r in re.findall(r"<tr.*?</tr>", intro, re.S) if "executed/" in r]
     assert len(rows) == len(claims.CLAIMS)
-    for (claim, paper), row, page in zip(claims.CLAIMS.items(), rows, reproduce.CLAIM_PAGES.values()):
+    for (claim, paper), row, page in zip(claims.CLAIMS.items(), rows, book.CLAIM_PAGES.values()):
         assert claim in text(row) and paper in text(row)
         assert f'href="executed/{page}.html"' in row
         cells = re.findall(r"<td.*?</td>", row, re.S)[2:]  # one per teacher
@@ -103,7 +103,7 @@ def test_every_image_exists_and_none_is_stale(html):
 
 def test_claim_pages_open_with_verdict_interval_figure_and_caveat(html):
     """Before the overview: the page's verdict rows with their intervals, its main figure and the caveat."""
-    for claim, name in reproduce.CLAIM_PAGES.items():
+    for claim, name in book.CLAIM_PAGES.items():
         page = (html / "executed" / f"{name}.html").read_text()
         top = page[page.index("At a glance"):page.index('id="overview"')]
         assert re.search(rf"<strong>{VERDICT}</strong>", top) and INTERVAL.search(text(top)), name
@@ -113,7 +113,7 @@ def test_claim_pages_open_with_verdict_interval_figure_and_caveat(html):
 
 
 def test_claim_pages_carry_the_caveat_and_captions(html):
-    for name in [*reproduce.CLAIM_PAGES.values(), "06_scoreboard"]:
+    for name in [*book.CLAIM_PAGES.values(), "06_scoreboard"]:
         page = (html / "executed" / f"{name}.html").read_text()
         assert "The model: the smoke profile" in text(page), name
         for cell in re.findall(r'<div class="cell_output.*?(?=<div class="cell |</section>)', page, re.S):
@@ -168,7 +168,7 @@ def executed_notebook() -> nbformat.NotebookNode:
 
 def test_tidy_removes_noise_hides_parameters_and_is_idempotent():
     nb = executed_notebook()
-    removed = reproduce.tidy(nb)
+    removed = book.tidy(nb)
     assert "Loading weights" in removed and "UserWarning" in removed
     work = nb.cells[-1]
     assert [o.get("text") for o in work.outputs] == ["12 pairs\n"]
@@ -177,7 +177,7 @@ def test_tidy_removes_noise_hides_parameters_and_is_idempotent():
     assert line.cell_type == "markdown" and "`profile = 'mine.yaml'`" in line.source and "/somewhere" not in line.source
     assert "remove-cell" in injected.metadata["tags"]
     once = nbformat.writes(nb)
-    assert reproduce.tidy(nb) == "" and nbformat.writes(nb) == once
+    assert book.tidy(nb) == "" and nbformat.writes(nb) == once
 
 
 def write_verdicts(results: Path, rows: list[dict]) -> None:
@@ -191,7 +191,7 @@ def test_results_page_a_row_per_claim_with_intervals(tmp_cache, tmp_path):
     rows = [{"claim": c, "teacher": t, "verdict": "inconclusive", "measurement": "m", "effect": 0.5, "ci_low": 0.25,
              "ci_high": 0.75, "rule": "r"} for c in list(claims.CLAIMS)[:3] for t in ("finetuned", "persona")]
     write_verdicts(tmp_path / "results", rows)
-    page = reproduce.results_page("smoke", {"03_rank_sweep": {"profile": "smoke", "ranks": [1, 2]}})
+    page = book.results_page("smoke", {"03_rank_sweep": {"profile": "smoke", "ranks": [1, 2]}})
     table = [line for line in page.splitlines() if line.startswith("| {doc}")]
     assert len(table) == len(claims.CLAIMS)
     assert "| claim | the paper says | persona teacher | finetuned teacher |" in page  # persona first
@@ -201,10 +201,10 @@ def test_results_page_a_row_per_claim_with_intervals(tmp_cache, tmp_path):
 
 
 def test_book_refuses_notebooks_of_two_profiles(tmp_path):
-    with pytest.raises(reproduce.ConfigError, match="make reproduce PROFILE"):
-        reproduce._book_profile({"02_transfer": {"profile": "smoke"}, "03_rank_sweep": {"profile": "organism"}},
-                                None, tmp_path)
-    assert reproduce._book_profile({"02_transfer": {"profile": "smoke"}}, None, tmp_path) == "smoke"
+    with pytest.raises(book.ConfigError, match="make reproduce PROFILE"):
+        book._book_profile({"02_transfer": {"profile": "smoke"}, "03_rank_sweep": {"profile": "organism"}},
+                           None, tmp_path)
+    assert book._book_profile({"02_transfer": {"profile": "smoke"}}, None, tmp_path) == "smoke"
 
 
 def test_caveat_names_the_model():

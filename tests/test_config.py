@@ -455,8 +455,8 @@ def test_parse_params_rejects_names_the_notebook_does_not_declare():
 
 
 def test_every_notebook_parameter_is_in_the_table():
-    from sublora import notebook, reproduce
-    for name in reproduce.NOTEBOOKS:
+    from sublora import book, notebook
+    for name in book.NOTEBOOKS:
         declared = notebook.declared_parameters(name)
         assert set(declared) <= set(config.PARAMS), name
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import smoke_env
 
-from sublora import reproduce
+from sublora import book, reproduce
 
 CLAIM_PAGES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_prompt")
 
@@ -34,7 +34,7 @@ def text_of(html: Path) -> str:
 def test_reproduce_builds_the_book(smoke):
     root, rc = smoke
     assert rc == 0
-    for name in reproduce.NOTEBOOKS:
+    for name in book.NOTEBOOKS:
         assert (root / "executed" / f"{name}.ipynb").exists(), name
     html = root / "book" / "_build" / "html"
     assert (html / "index.html").exists()
@@ -143,7 +143,7 @@ def test_warm_rerun_executes_nothing_and_a_changed_result_reruns_its_notebook(sm
     capsys.readouterr()
     assert reproduce.main(["--profile", "smoke", "--executed", str(executed), "--no-book"]) == 0
     out = capsys.readouterr().out
-    assert out.count("up to date") == len(reproduce.NOTEBOOKS) and "running with" not in out, out
+    assert out.count("up to date") == len(book.NOTEBOOKS) and "running with" not in out, out
     assert {p.name: p.read_bytes() for p in executed.glob("*.ipynb")} == before
     board = root / "results" / "smoke" / "06_scoreboard.csv"
     kept = board.read_bytes()
@@ -163,21 +163,21 @@ def test_make_book_names_the_notebooks_this_checkout_would_no_longer_make(smoke)
     other sublora files), or whose results files changed since, is named, and the results page warns."""
     root, _ = smoke
     executed = root / "executed"
-    assert reproduce.out_of_date(executed) == []
+    assert book.out_of_date(executed) == []
     stamp = executed / ".03_rank_sweep.stamp.json"
     kept = stamp.read_text()
     try:
         stamp.write_text(json.dumps(json.loads(kept) | {"fingerprint": "another run"}))
-        assert reproduce.out_of_date(executed) == ["03_rank_sweep"]
+        assert book.out_of_date(executed) == ["03_rank_sweep"]
     finally:
         stamp.write_text(kept)
     board = root / "results" / "smoke" / "06_scoreboard.csv"
     data = board.read_bytes()
     try:
         board.write_bytes(data + b"\n")
-        assert reproduce.out_of_date(executed) == ["06_scoreboard"]
+        assert book.out_of_date(executed) == ["06_scoreboard"]
     finally:
         board.write_bytes(data)
-    page = reproduce.results_page("smoke", {}, ["06_scoreboard"])
+    page = book.results_page("smoke", {}, ["06_scoreboard"])
     assert "```{warning}\nOut of date: {doc}`/executed/06_scoreboard`" in page
-    assert "Out of date" not in reproduce.results_page("smoke", {})
+    assert "Out of date" not in book.results_page("smoke", {})
