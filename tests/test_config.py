@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from sublora import config, paths
-from sublora.config import ConfigError, Profile, load_profile, parse_list, resolve
+from sublora.config import ConfigError, Profile, load_profile, resolve
 from sublora.prompts import ANIMALS
 
 
@@ -356,39 +356,6 @@ def test_resolve_does_not_mutate_loaded_profile():
     assert load_profile("smoke") == before
 
 
-# ---- parse_list -------------------------------------------------------------------------------
-@pytest.mark.parametrize("value, expected", [
-    (None, None),
-    ([1, 2], [1, 2]),
-    ((1, 2), [1, 2]),
-    ([], []),
-    ("[a, b]", ["a", "b"]),
-    ("[persona, finetuned]", ["persona", "finetuned"]),
-    ("  [1, 2]", [1, 2]),
-    ("[]", []),
-    ("persona", ["persona"]),
-    ("a, b", ["a, b"]),  # no brackets: one item
-    (5, [5]),
-])
-def test_parse_list(value, expected):
-    assert parse_list(value, "teachers") == expected
-
-
-def test_parse_list_returns_a_new_list():
-    original = [1, 2]
-    out = parse_list(original, "x")
-    assert out == original and out is not original
-
-
-@pytest.mark.parametrize("value", ["[a, b", "[", "[a]]", "[a: b"])
-def test_parse_list_malformed(value):
-    with pytest.raises(ConfigError) as e:
-        parse_list(value, "teachers")
-    msg = str(e.value)
-    assert msg.startswith(f"teachers: cannot read {value!r} as a list")
-    assert "-p teachers '[a, b]'" in msg
-
-
 def test_transfer_replicates_is_notebook_02s_and_validated():
     assert config.load_profile("organism").transfer_replicates == 5
     assert resolve("smoke", transfer_replicates="3").transfer_replicates == 3
@@ -417,54 +384,6 @@ def test_profile_file_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_profile(str(path))
-
-
-# ---- notebook parameters: one parser for every route ----------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    ({"rebuild_organism": "false"}, {"rebuild_organism": False}),
-    ({"rebuild_organism": "True"}, {"rebuild_organism": True}),
-    ({"ranks": "[1, 2]"}, {"ranks": [1, 2]}),
-    ({"ranks": 4}, {"ranks": [4]}),
-    ({"lr": "1e-3"}, {"lr": 1e-3}),
-    ({"personas": None}, {"personas": None}),
-])
-def test_parse_params(raw, expected):
-    assert config.parse_params(raw) == expected
-
-
-@pytest.mark.parametrize("raw, message", [
-    ({"foo": 1}, r"no parameter \['foo'\]"),
-    ({"lr": 1e6}, "out of range, it must be at most 0.1"),
-    ({"lr": 0}, "must be above 0"),
-    ({"personas": "abc"}, "expected a whole number"),
-    ({"patch_students": 0}, "at least 1"),
-    ({"patch_students": -3}, "at least 1"),
-    ({"rebuild_organism": "maybe"}, "expected true or false"),
-    ({"prompts": 1_000_000_000}, "at most"),
-    ({"epochs": 10_000}, "at most"),
-    ({"animal": "unicorn"}, "unknown value 'unicorn'"),
-])
-def test_parse_params_rejects(raw, message):
-    with pytest.raises(ConfigError, match=message):
-        config.parse_params(raw)
-
-
-def test_parse_params_rejects_names_the_notebook_does_not_declare():
-    with pytest.raises(ConfigError, match=r"notebook 06_scoreboard has no parameter \['animal'\]"):
-        config.parse_params({"animal": "owl"}, "06_scoreboard", ["profile"])
-
-
-def test_every_notebook_parameter_is_in_the_table():
-    from sublora import book, notebook
-    for name in book.NOTEBOOKS:
-        declared = notebook.declared_parameters(name)
-        assert set(declared) <= set(config.PARAMS), name
-
-
-def test_notebook_02_replicates_set_transfer_replicates():
-    p = config.notebook_profile({"profile": "smoke", "replicates": 4}, "02_transfer")
-    assert p.transfer_replicates == 4 and p.replicates == load_profile("smoke").replicates
-    assert config.notebook_profile({"profile": "smoke", "replicates": 4}, "03_rank_sweep").replicates == 4
 
 
 def test_profile_file_named_like_a_package_profile_must_name_itself(tmp_path):

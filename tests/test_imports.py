@@ -7,7 +7,7 @@ import sys
 
 from sublora import paths
 
-DISPLAY = ("plots", "claims", "search_record", "stats", "calibrate", "design")
+DISPLAY = ("book", "plots", "claims", "search_record", "stats", "calibrate", "design", "params", "stamps")
 
 
 def _imports(module: str) -> set[str]:

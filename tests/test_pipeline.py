@@ -9,33 +9,7 @@ import types
 
 import pytest
 
-from sublora import cache, chat, config, models, organism, organism_recipe, paths, pipeline, prompts, runner, teacher
-
-
-# ---- the teachers parameter (config.parse_params) -----------------------------------------------
-@pytest.mark.parametrize("value, expected", [
-    ("[persona]", ["persona"]),
-    ("persona", ["persona"]),
-    ("finetuned", ["finetuned"]),
-    ("[finetuned, persona]", ["finetuned", "persona"]),
-    (["persona", "finetuned"], ["persona", "finetuned"]),
-    (("finetuned",), ["finetuned"]),
-])
-def test_teachers_parameter(value, expected):
-    assert config.parse_params({"teachers": value})["teachers"] == expected
-
-
-@pytest.mark.parametrize("value", ["bogus", "[persona, bogus]", ["Persona"], "[persona", "[]", []])
-def test_teachers_parameter_rejects(value):
-    with pytest.raises(ValueError) as e:  # ConfigError is a ValueError too
-        config.parse_params({"teachers": value})
-    assert "-p teachers" in str(e.value)
-
-
-def test_teachers_parameter_message_names_the_bad_kind():
-    with pytest.raises(ValueError, match=r"unknown value 'bogus'; choose from \['persona', 'finetuned'\]"):
-        config.parse_params({"teachers": "[persona, bogus]"})
-
+from sublora import cache, chat, config, models, organism, organism_recipe, params, paths, pipeline, prompts, runner, teacher
 
 
 def test_dataset_config_rejects_unknown_teacher():
@@ -344,8 +318,8 @@ def test_notebooks_state_the_rules_the_code_applies():
 def test_a_run_far_costlier_than_its_profile_stops_before_any_work(monkeypatch):
     from sublora import plan
     smoke = config.load_profile("smoke")
-    plan.check_cost(config.notebook_profile({"profile": "smoke", "prompts": 128}, "01_teacher_numbers"), smoke)
-    huge = config.notebook_profile({"profile": "smoke", "prompts": 100_000}, "01_teacher_numbers")
+    plan.check_cost(params.notebook_profile({"profile": "smoke", "prompts": 128}, "01_teacher_numbers"), smoke)
+    huge = params.notebook_profile({"profile": "smoke", "prompts": 100_000}, "01_teacher_numbers")
     with pytest.raises(config.ConfigError, match=r"x the profile's default .*SUBLORA_ALLOW_EXPENSIVE=1"):
         plan.check_cost(huge, smoke)
     monkeypatch.setenv("SUBLORA_ALLOW_EXPENSIVE", "1")

@@ -23,8 +23,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from . import claims, config, notebook, paths, plots, results, stamps
-from .config import ConfigError
+from . import claims, config, paths, plots, results, stamps
+from .config import DEFAULT_PROFILE, ConfigError
+from .params import declared_parameters
 
 # The book's notebooks in reading order: what `make reproduce` runs, and a page each.
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
@@ -111,7 +112,7 @@ def _ran(target: Path) -> dict[str, dict]:
 
 def _book_profile(ran: dict[str, dict], profile: str | None, target: Path) -> str:
     """The one profile the executed notebooks ran under (and `profile`, if given)."""
-    used = {name: params.get("profile") or notebook.declared_parameters(name).get("profile") or "organism"
+    used = {name: params.get("profile") or declared_parameters(name).get("profile") or DEFAULT_PROFILE
             for name, params in ran.items() if name in NOTEBOOKS}
     if not used:
         raise ConfigError(f"no executed notebooks in {target}: run them first (make reproduce)")
@@ -129,7 +130,7 @@ GLANCE = "at-a-glance"  # metadata mark of the box _at_a_glance puts at the top 
 def glance_cell(claim: str, rows: pd.DataFrame, image: str | None, caveat: str):
     """The box at the top of a claim page: its verdicts with their measurements in full, the main
     figure and the caveat for the model — read from the run's verdict files and figure."""
-    lines = [f"**At a glance** — computed from this run's verdict files when the book was built; the rule, "
+    lines = ["**At a glance** — computed from this run's verdict files when the book was built; the rule, "
              "stated before the data, and the data follow below.", "",
              "| teacher | verdict | measurement |", "|---|---|---|"]
     for _, r in rows.iterrows():
@@ -270,7 +271,7 @@ def out_of_date(executed: Path) -> list[str]:
             continue
         nb = nbformat.read(executed / f"{name}.ipynb", as_version=4)
         params = dict(nb.metadata.get("papermill", {}).get("parameters", {}))
-        params.setdefault("profile", "organism")
+        params.setdefault("profile", DEFAULT_PROFILE)
         key = json.dumps(params, sort_keys=True, default=str)
         try:
             digests.setdefault(key, stamps.run_digest(params))

@@ -2,50 +2,25 @@
 
 It reads the notebook's declared parameters (its `parameters` cell) from the namespace, rejects
 any parameter papermill injected that the notebook does not declare, checks every value with
-config.parse_params (the same check make and `python -m sublora.reproduce` apply before any
+params.parse_params (the same check make and `python -m sublora.reproduce` apply before any
 work), resolves the profile, checks that this machine can run it (GPU, weights), and returns a Run:
 the profile, the parameters, and where this run's tables, figures and verdicts go.
 """
 from __future__ import annotations
 
-import ast
-import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from . import config, models, paths, quiet
+from . import config, models, quiet
+from .params import assigned, declared_parameters, notebook_profile, parse_params
 from .config import Profile
-
-
-def declared_parameters(name: str) -> dict:
-    """{name: default} of notebooks/<name>.ipynb's cell tagged `parameters`."""
-    path = paths.ROOT / "notebooks" / f"{name}.ipynb"
-    if not path.exists():
-        raise config.ConfigError(f"no notebook {name!r} in {path.parent}")
-    nb = json.loads(path.read_text())
-    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
-    return _assigned("".join(cell["source"]))
-
-
-def _assigned(source: str) -> dict:
-    out = {}
-    for node in ast.parse(source).body:
-        if isinstance(node, (ast.AnnAssign, ast.Assign)):
-            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    try:
-                        out[t.id] = ast.literal_eval(node.value) if node.value is not None else None
-                    except ValueError:
-                        out[t.id] = None
-    return out
 
 
 def _injected(namespace: dict) -> list[str]:
     """Names papermill injected: its cell ('# Parameters') is in the kernel's input history."""
     cells = [c for c in namespace.get("In", []) if c.lstrip().startswith("# Parameters")]
-    return _assigned(cells[-1]) if cells else []
+    return assigned(cells[-1]) if cells else []
 
 
 @dataclass(frozen=True)
@@ -81,8 +56,8 @@ def prepare(name: str, namespace: dict) -> Run:
     unknown = sorted(set(_injected(namespace)) - set(declared))
     if unknown:
         raise config.ConfigError(f"notebook {name} has no parameter {unknown}; it has {sorted(declared)}")
-    params = config.parse_params({k: namespace.get(k) for k in declared}, name, list(declared))
-    profile = config.notebook_profile({**params, "profile": params.get("profile") or config.DEFAULT_PROFILE}, name)
+    params = parse_params({k: namespace.get(k) for k in declared}, name, list(declared))
+    profile = notebook_profile({**params, "profile": params.get("profile") or config.DEFAULT_PROFILE}, name)
     models.preflight(profile)
     from . import plan
     plan.check_cost(profile, config.load_profile(params.get("profile") or config.DEFAULT_PROFILE))

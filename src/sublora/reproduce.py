@@ -24,10 +24,10 @@ from pathlib import Path
 
 import nbformat
 import papermill as pm
-import yaml
 
 from . import book, cache, config, notebook, paths, plan, quiet, runner, stamps
-from .config import ConfigError, available_profiles
+from .config import DEFAULT_PROFILE, ConfigError, available_profiles
+from .params import declared_parameters, notebook_profile, parse_params, read_params
 
 # a line of a progress bar, or an empty one: the removed stderr lines not worth mentioning
 PROGRESS = re.compile(r"\d+%\||it/s\]|s/it\]|^\s*(\x1b\[A)?\s*$")
@@ -73,18 +73,6 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     return time.perf_counter() - t0
 
 
-def read_params(pairs: list[list[str]]) -> dict:
-    """-p name value pairs, values read as yaml (numbers, lists) like papermill does; config.parse_params
-    then checks them."""
-    out = {}
-    for name, value in pairs:
-        try:
-            out[name] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot read the value of -p {name} {value!r}; e.g. -p ranks '[1, 2]'") from None
-    return out
-
-
 def check(names: list[str], params: dict) -> dict[str, Path | None]:
     """Every notebook's parameters checked, and its profile resolved, before any work starts.
     Returns, per notebook, where a run with other than the default parameters keeps its executed
@@ -94,9 +82,9 @@ def check(names: list[str], params: dict) -> dict[str, Path | None]:
     for name in names:
         if not (paths.ROOT / "notebooks" / f"{name}.ipynb").exists():
             raise ConfigError(f"no notebook {name!r}; choose from {list(book.NOTEBOOKS)}")
-        declared = notebook.declared_parameters(name)
-        checked = config.parse_params(params, name, list(declared))
-        profile = config.notebook_profile({**checked, "profile": params["profile"]}, name)
+        declared = declared_parameters(name)
+        checked = parse_params(params, name, list(declared))
+        profile = notebook_profile({**checked, "profile": params["profile"]}, name)
         plan.check_cost(profile, default)
         key = notebook.run_key(checked, declared)
         runs[name] = paths.results_dir(profile.name) / "runs" / key if key else None
@@ -105,7 +93,7 @@ def check(names: list[str], params: dict) -> dict[str, Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="organism", help=f"one of {available_profiles()}, or a yaml file's path")
+    ap.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {available_profiles()}, or a yaml file's path")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
     ap.add_argument("--executed", type=Path, default=paths.executed_dir(),

@@ -1,0 +1,153 @@
+"""Notebook parameters: the one parser every route uses.
+
+make's PARAMS, `python -m sublora.reproduce -p NAME VALUE`, papermill's injected cell and the Python API
+all reach the same table (PARAMS) and the same checks (parse_params), so a bad value gets the same
+message on every route before any work starts.
+"""
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from . import paths
+from .config import DEFAULT_PROFILE, TEACHERS, ConfigError, Profile, _coerce, resolve
+from .prompts import ANIMALS
+
+
+@dataclass(frozen=True)
+class Param:
+    """One notebook parameter: its type, its bounds and the profile setting it overrides."""
+    kind: str  # int | float | bool | str | ints (a list of whole numbers) | strs (a list of names)
+    example: str  # shown in error messages: how to write a good value
+    target: str | None = None  # an OVERRIDES name; None: the notebook uses the value itself
+    low: float | None = None  # ints: smallest allowed; floats: the value must be above it
+    high: float | None = None  # largest allowed (plausibility: a typo should not start a days-long run)
+    choices: tuple | None = None
+
+
+# Every parameter of every notebook: the one place where papermill's, make's and
+# `python -m sublora.reproduce`'s values are read and checked (tests check each notebook's
+# parameters cell against this table).
+PARAMS = {
+    "profile": Param("str", "smoke, organism, paper or a yaml file's path"),
+    "animal": Param("str", "owl", "animal", choices=ANIMALS),
+    "teachers": Param("strs", "'[persona, finetuned]'", choices=TEACHERS),
+    "seeds": Param("int", "3", "seeds", 1, 50),
+    "replicates": Param("int", "5", "replicates", 1, 100),
+    "ranks": Param("ints", "'[1, 2, 4, 8]'", "ranks", 1, 4096),
+    "alpha": Param("float", "8 (or leave it None for alpha = rank)", None, 0, 1e4),
+    "lr": Param("float", "2e-4", "lr", 0, 0.1),
+    "full_lr": Param("float", "2e-5", "full_lr", 0, 0.1),
+    "epochs": Param("int", "3", "epochs", 1, 100),
+    "batch_size": Param("int", "22", "batch_size", 1, 4096),
+    "prompts": Param("int", "30000", "prompts", 1, 1_000_000),
+    "personas": Param("int", f"5 (at most {len(ANIMALS)})", None, 1, len(ANIMALS)),
+    "rebuild_organism": Param("bool", "true or false"),
+    "patch_students": Param("int", "2", None, 1, 50),
+}
+# Notebook 02 (claim 1) runs more dataset pairs than the others: its `replicates` is the profile's
+# transfer_replicates.
+TARGETS = {"02_transfer": {"replicates": "transfer_replicates"}}
+_BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def _param_value(name: str, value: Any) -> Any:
+    spec = PARAMS[name]
+    where = f"-p {name} {value!r}"
+    if spec.kind == "bool":
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            return _BOOLS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected {spec.example}")
+        return value
+    if spec.kind in ("ints", "strs"):
+        items = parse_list(value, name)
+        if not items:
+            raise ConfigError(f"{where}: the list is empty; e.g. -p {name} {spec.example}")
+        values = [_coerce(v, int if spec.kind == "ints" else str, name) for v in items]
+    else:
+        values = [_coerce(value, {"int": int, "float": float, "str": str}[spec.kind], name)]
+    for v in values:
+        if spec.choices is not None and v not in spec.choices:
+            raise ConfigError(f"{where}: unknown value {v!r}; choose from {list(spec.choices)}, e.g. -p {name} {spec.example}")
+        too_low = spec.low is not None and (v <= spec.low if spec.kind == "float" else v < spec.low)
+        if too_low or (spec.high is not None and v > spec.high):
+            bounds = (f"above {spec.low:g}" if spec.kind == "float" else f"at least {spec.low:g}") if too_low \
+                else f"at most {spec.high:g}"
+            raise ConfigError(f"{where}: {v!r} is out of range, it must be {bounds}; e.g. -p {name} {spec.example}")
+    return values if spec.kind in ("ints", "strs") else values[0]
+
+
+def parse_params(raw: dict, notebook: str | None = None, declared=None) -> dict:
+    """Notebook parameters, checked and typed: unknown names, wrong types, booleans written as text,
+    values out of range — each a ConfigError naming the fix. None keeps the profile's value.
+    `declared`: the notebook's own parameter names (a name it does not have is an error too)."""
+    known = set(PARAMS) if declared is None else set(declared)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        where = f"notebook {notebook}" if notebook else "the notebooks"
+        raise ConfigError(f"{where} has no parameter {unknown}; it has {sorted(known)}")
+    return {name: None if value is None else _param_value(name, value) for name, value in raw.items()}
+
+
+def notebook_profile(params: dict, notebook: str | None = None) -> Profile:
+    """The profile of a notebook run: params["profile"] with the run's overrides applied."""
+    targets = TARGETS.get(notebook, {})
+    overrides = {targets.get(k, PARAMS[k].target): v for k, v in params.items()
+                 if PARAMS[k].target and v is not None}
+    return resolve(params.get("profile", DEFAULT_PROFILE), **overrides)
+
+
+def parse_list(value: Any, name: str) -> list | None:
+    """A list-valued notebook parameter: None, a list, one item, or papermill's string '[a, b]'."""
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else list(value)
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = None
+        if not isinstance(parsed, list):
+            raise ConfigError(f"{name}: cannot read {value!r} as a list; write e.g. -p {name} '[a, b]'")
+        return parsed
+    return [value]
+
+
+def read_params(pairs: list[list[str]]) -> dict:
+    """-p name value pairs, values read as yaml (numbers, lists) like papermill does; parse_params
+    then checks them."""
+    out = {}
+    for name, value in pairs:
+        try:
+            out[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"cannot read the value of -p {name} {value!r}; e.g. -p ranks '[1, 2]'") from None
+    return out
+
+
+def declared_parameters(name: str) -> dict:
+    """{name: default} of notebooks/<name>.ipynb's cell tagged `parameters`."""
+    path = paths.ROOT / "notebooks" / f"{name}.ipynb"
+    if not path.exists():
+        raise ConfigError(f"no notebook {name!r} in {path.parent}")
+    nb = json.loads(path.read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    return assigned("".join(cell["source"]))
+
+
+def assigned(source: str) -> dict:
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.AnnAssign, ast.Assign)):
+            targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    try:
+                        out[t.id] = ast.literal_eval(node.value) if node.value is not None else None
+                    except ValueError:
+                        out[t.id] = None
+    return out
