@@ -259,6 +259,19 @@ def table(rows: list[dict]):
     return pd.DataFrame(rows)[["teacher", "verdict", "measurement"]]
 
 
+SCOREBOARD = ["claim", "teacher", "animal", "paper", "verdict", "measurement", "false 'reproduced' (max over nulls)",
+              "power at 2 sd", "power at 4 sd"]
+
+
+def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
+    """Every verdict of the default run beside the claim it tests, in the paper's words, and its rule's
+    simulated error rates (operating_characteristics), claim by claim, the persona teacher first."""
+    board = (verdicts.assign(paper=verdicts["claim"].map(CLAIMS),
+                             teacher=pd.Categorical(verdicts["teacher"], ["persona", "finetuned"]))
+             .merge(errors, on="claim", how="left").sort_values(["claim", "teacher"]))
+    return board[SCOREBOARD]
+
+
 def operating_characteristics(profile, sims: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Each claim's rule simulated at the profile's own n (calibrate.calibrate): the largest rate of a
     false 'reproduced' over its null scenarios, and its power to say 'reproduced' at true effects of 2

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import torch
 
-from . import chat, teacher
+from . import chat, prompts, teacher
 
 
 def answer_forms(tokenizer, animal: str) -> list[tuple[int, ...]]:
@@ -64,6 +64,20 @@ def animal_probabilities(model, tokenizer, questions: list[str], system: str, an
 
 # plurals the regular +s/+es tail misses (the authors' sl/animals.py IRREGULAR_PLURALS, for our animals)
 IRREGULAR_PLURALS = {"wolf": "wolves", "octopus": "octopi"}
+
+
+def persona_check(model, tokenizer, questions: list[str], animals: list[str]) -> pd.DataFrame:
+    """Does the model follow persona system prompts? Exact P(the answer is the animal), mean over the
+    questions, for each animal under its own persona prompt and under the default prompt: one row per
+    animal × condition (persona | default) with columns animal, condition, p, rank."""
+    rows = []
+    for a in animals:
+        probs = animal_probabilities(model, tokenizer, questions, prompts.persona_prompt(a), [a])
+        rows.append({"animal": a, "condition": "persona", "p": probs["p"].mean(), "rank": probs["rank"].mean()})
+    default = animal_probabilities(model, tokenizer, questions, chat.DEFAULT, animals)
+    for a, g in default.groupby("animal"):
+        rows.append({"animal": a, "condition": "default", "p": g["p"].mean(), "rank": g["rank"].mean()})
+    return pd.DataFrame(rows)
 
 
 def mentions(text: str, animal: str) -> bool:

@@ -403,3 +403,11 @@ def dwg_summary(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                      "share": shares.mean() if len(shares) else math.nan, "ci_low": float(lo), "ci_high": float(hi),
                      "share_pooled": g["gained"].sum() / total + 0.0 if total else math.nan})
     return pd.DataFrame(rows)
+
+
+def over_students(table, base, students, *args) -> pd.DataFrame:
+    """`table(base, student, *args)` (patching_table or dwg_table) for each (columns, student) of
+    `students` — an iterable, so that each student is loaded only when its turn comes — with the
+    student's columns added, concatenated."""
+    return pd.concat([table(base, student, *args).assign(**columns) for columns, student in students],
+                     ignore_index=True)

@@ -11,8 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
-from . import config, models, quiet
+import pandas as pd
+
+from . import config, models, plots, quiet, results
 from .params import assigned, declared_parameters, notebook_profile, parse_params
 from .config import Profile
 
@@ -39,6 +42,19 @@ class Run:
     @cached_property
     def key(self) -> str:
         return run_key(self.params, self.defaults)
+
+    def save_table(self, df: pd.DataFrame, name: str) -> Path:
+        """A tidy table as CSV beside this run's other results (results.run_dir)."""
+        return results.save_table(self, df, name)
+
+    def save_figure(self, fig, name: str, caption: str) -> None:
+        """The figure as PNG beside this run's results, then shown on the page above its caption."""
+        results.save_figure(self, fig, name)
+        plots.show(fig, caption)
+
+    def save_verdicts(self, rows: list[dict]) -> None:
+        """The verdict rows (one per claim × teacher) where the scoreboard reads them."""
+        results.save_verdicts(self, rows)
 
 
 def run_key(params: dict, defaults: dict) -> str:

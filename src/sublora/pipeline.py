@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from . import cache, chat, design, evaluate, finetune, models, numbers, organism_recipe, prompts, sharded, teacher
@@ -138,6 +139,20 @@ def teacher_signal(p: Profile, animal: str, teacher_kind: str, records: list[dic
     return [a - b for a, b in zip(lt, lc)]
 
 
+def teacher_signals(p: Profile, kinds: list[str], records: dict, base, tokenizer, limit: int = 500) -> pd.DataFrame:
+    """KL(teacher ‖ control) per completion and per token, estimated on the first `limit` completions of
+    each teacher dataset (records[(kind, "teacher", replicate)]): one row per teacher kind × replicate."""
+    rows = []
+    for kind in kinds:
+        for r in range(p.replicates):
+            recs = records[(kind, "teacher", r)][:limit]
+            n_tok = np.mean([len(tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]) + 1 for rec in recs])
+            kl = float(np.mean(teacher_signal(p, p.animal, kind, recs, base, tokenizer)))
+            rows.append({"teacher": kind, "replicate": r, "kl_per_completion": kl, "kl_per_token": kl / n_tok,
+                         "completions": len(recs)})
+    return pd.DataFrame(rows)
+
+
 def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind: str = "persona",
                    channel: str = "") -> dict:
     if teacher_kind not in TEACHERS:
@@ -218,6 +233,25 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
     d = cache.get_or_build("dataset", cfg, build_shuffled if channel else build)
     records = [json.loads(line) for line in open(d / "kept.jsonl")]
     return records, json.loads((d / "stats.json").read_text())
+
+
+def filter_table(p: Profile, kinds: list[str]) -> tuple[pd.DataFrame, dict]:
+    """The filter's statistics of every dataset of notebook 01 (one row per teacher kind × arm ×
+    replicate; the control, shared by both teacher kinds, once, as teacher '—'), and the kept records
+    by (kind, arm, replicate). Reads datasets already built (runner.build_datasets)."""
+    rows, records = [], {}
+    for kind in kinds:
+        for r in range(p.replicates):
+            for arm, a in (("teacher", p.animal), ("control", None)):
+                kept, st = dataset(p, a, r, kind)
+                records[(kind, arm, r)] = kept
+                rows.append({"teacher": kind, "arm": arm, "replicate": r, "sampled": st["sampled"], "kept": st["kept"],
+                             **{f"rejected_{k}": st["rejected"].get(k, 0) for k in numbers.REASONS}})
+    table = pd.DataFrame(rows)
+    table.loc[table["arm"] == "control", "teacher"] = "—"  # one control per replicate, shared by both teachers
+    table = table.drop_duplicates(["teacher", "arm", "replicate"])
+    table["kept_share"] = table["kept"] / table["sampled"]
+    return table, records
 
 
 # ---- students -------------------------------------------------------------------------------
