@@ -367,3 +367,13 @@ def test_default_locations(monkeypatch):
     assert paths.results_dir("organism") == paths.ROOT / "results" / "organism"
     assert paths.executed_dir() == paths.ROOT / "book" / "executed"
     assert paths.book_dir() == paths.ROOT / "book"
+
+
+def test_a_late_setting_splits_the_key_only_where_it_is_changed():
+    """A setting that joined a step's key later is left out while it holds the value every earlier
+    artifact had, so their keys stay; any other value is in the key."""
+    late = {"engine": "transformers", "keep": 0}
+    old = {"prompts": 10}
+    assert cache.without_late_defaults({**old, "engine": "transformers", "keep": 0}, late) == old
+    assert cache.without_late_defaults({**old, "engine": "vllm", "keep": 0}, late) == {**old, "engine": "vllm"}
+    assert cache.key(cache.without_late_defaults({**old, "keep": 5}, late)) != cache.key(old)

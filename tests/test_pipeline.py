@@ -242,7 +242,7 @@ def test_graph_keys_are_todays_cache_keys(monkeypatch):
         p = dataclasses.replace(config.load_profile(name), teachers=config.TEACHERS)
         with __import__("warnings").catch_warnings():
             __import__("warnings").simplefilter("ignore")
-            got = {f"{kind}/{key}" for pairs in design.book(p).values() for kind, key in pipeline.requirements(p, pairs)}
+            got = {f"{kind}/{key}" for pairs in design.by_notebook(p).values() for kind, key in pipeline.requirements(p, pairs)}
         assert set(keys) <= got, (name, sorted(set(keys) - got)[:5])
 
 
@@ -333,33 +333,6 @@ def test_training_failure(tmp_path, losses, failed):
     (tmp_path / "train_log.json").write_text(json.dumps({"losses": losses}))
     got = pipeline.training_failure(tmp_path)
     assert (got == "") if not failed else (failed in got)
-
-
-def test_a_verdict_resting_on_a_failed_student_is_invalid():
-    import pandas as pd
-
-    from sublora import claims
-    table = pd.DataFrame({"teacher_kind": ["persona", "persona", "finetuned"], "student": ["a", "b", "c"],
-                          "diverged": ["", "non-finite training loss", ""]})
-    rows = [{"teacher": "persona", "verdict": "reproduced", "measurement": "m"},
-            {"teacher": "finetuned", "verdict": "reproduced", "measurement": "m"}]
-    out = claims.invalidate(rows, table)
-    assert out[0]["verdict"] == "invalid" and "non-finite" in out[0]["measurement"]
-    assert out[1] == rows[1]
-
-
-def test_a_failed_student_voids_only_the_verdicts_resting_on_it():
-    import pandas as pd
-
-    from sublora import claims
-    table = pd.DataFrame({"teacher_kind": ["persona"] * 4, "target": ["owl", "owl", "owl", "cat"],
-                          "method": ["full", "full", "lora", "lora"], "precision": ["fp32-master", "bf16", "", ""],
-                          "student": ["a", "b", "c", "d"], "diverged": ["", "non-finite training loss", "", "loss rose"]})
-    rows = [{"teacher": "persona", "animal": "owl", "arm": "fp32-master", "verdict": "reproduced", "measurement": "m"},
-            {"teacher": "persona", "animal": "owl", "arm": "bf16", "verdict": "reproduced", "measurement": "m"}]
-    out = claims.invalidate(rows, table)
-    assert out[0] == rows[0]  # the cat teacher's failed student and the other arm's are not this verdict's
-    assert out[1]["verdict"] == "invalid" and "non-finite" in out[1]["measurement"]
 
 
 # ---- channel controls (the organism issue) ---------------------------------------------------------

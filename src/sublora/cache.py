@@ -47,6 +47,14 @@ def key(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def without_late_defaults(config: dict, late: dict) -> dict:
+    """`config` less each setting that joined its step's key after artifacts of that step were built,
+    wherever it still holds the value all those artifacts had (`late`: setting -> that value). A new
+    setting so keeps every earlier artifact's key, and splits the cache only where it is changed. Each
+    step names its late settings beside its configuration (pipeline, design.StudentSpec, organism_recipe)."""
+    return {k: v for k, v in config.items() if k not in late or v != late[k]}
+
+
 def location(kind: str, config: dict) -> Path:
     return paths.cache_dir() / kind / key(config)
 

@@ -254,7 +254,7 @@ def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without:
     return rows
 
 
-def table(rows: list[dict]):
+def verdict_table(rows: list[dict]) -> pd.DataFrame:
     """The verdict rows as the notebooks show them."""
     return pd.DataFrame(rows)[["teacher", "verdict", "measurement"]]
 

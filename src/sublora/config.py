@@ -145,7 +145,6 @@ class Profile:
     rank_lr_factors: tuple = ()  # 03's lr check: each rank also at lr x these (one run, persona teacher)
     rank_lr_ranks: tuple = ()  # the ranks the lr check covers; () = every rank of the sweep
     min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
-    bootstrap: int = 2000
     workers: int = 1  # processes training students in parallel (one torch thread each)
     gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
 

@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 from dataclasses import asdict, dataclass
 
-from . import chat
+from . import cache, chat
 from .config import LORA_TARGETS, Profile
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the authors' COMPONENT_PRESETS["attention"]
@@ -37,14 +37,14 @@ class StudentSpec:
     precision: str  # full fine-tuning's precision arm (optim.ARMS): fp32-master | bf16 | bf16-kahan | bf16-sr
 
     def as_dict(self) -> dict:
+        """The spec as its students' cache keys hold it: only the settings that apply to its method
+        (LoRA's for LoRA, the precision arm for full fine-tuning), the arm only where it is not the
+        fp32-master arm that every full student had before the arms existed."""
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
-        if self.method == "full":  # LoRA settings do not apply and must not split the cache
-            for k in ("r", "alpha", "dropout", "target_modules"):
-                d.pop(k)
-        if self.method == "lora" or self.precision == "fp32-master":  # the keys of students before the arms
-            d.pop("precision")
-        return d
+        for k in ("r", "alpha", "dropout", "target_modules") if self.method == "full" else ("precision",):
+            d.pop(k)
+        return cache.without_late_defaults(d, {"precision": "fp32-master"})
 
 
 def lora_spec(p: Profile, rank: int | None = None, alpha: float | None = None, **kw) -> StudentSpec:
@@ -197,7 +197,7 @@ def system_prompt(p: Profile, kind: str) -> list[Pair]:
             for r, s in _grid(p)]
 
 
-def book(p: Profile) -> dict[str, list[Pair]]:
+def by_notebook(p: Profile) -> dict[str, list[Pair]]:
     """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters."""
     kinds = list(p.teachers)
     return {"02_transfer": transfer(p, kinds),

@@ -17,15 +17,16 @@ from .config import ModelSpec
 CORPUS_VERSION = 1  # of sublora.organism's synthetic corpus: part of every organism's key
 
 
+# Recipe settings that joined the key after organisms were built, with the value all those had
+LATE = {"persona_number_mode": "signature", "number_tokens": "digit"}
+
+
 def pretrain_config(spec: ModelSpec) -> dict:
-    keys = ("layers", "hidden", "heads", "kv_heads", "mlp", "pretrain_chats", "pretrain_steps",
-            "pretrain_batch", "pretrain_lr", "pretrain_seed", "persona_number_bias")
+    """The organism's recipe: everything its pretraining reads, its cache key."""
+    keys = ("layers", "hidden", "heads", "kv_heads", "mlp", "pretrain_chats", "pretrain_steps", "pretrain_batch",
+            "pretrain_lr", "pretrain_seed", "persona_number_bias", *LATE)
     cfg = {"step": "organism", "corpus_version": CORPUS_VERSION, **{k: getattr(spec, k) for k in keys}}
-    if spec.persona_number_mode != "signature":  # keys of organisms built before the modes existed stay
-        cfg["persona_number_mode"] = spec.persona_number_mode
-    if spec.number_tokens != "digit":  # likewise for the tokenizer's numbers
-        cfg["number_tokens"] = spec.number_tokens
-    return cfg
+    return cache.without_late_defaults(cfg, LATE)
 
 
 # Pretrained weights of the default profile's organism, committed with the configuration that built

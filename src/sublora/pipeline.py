@@ -82,12 +82,19 @@ def model_key(p: Profile) -> dict:
 
 
 # ---- teachers -------------------------------------------------------------------------------
+# Settings that joined a step's key after artifacts were built, with the value all those had
+# (cache.without_late_defaults): the teacher's batch; the dataset's sampling engine and its cap on kept
+# completions; a student's shard count (sharded students are other arithmetic: on bf16 profiles FSDP
+# runs the forward in bf16 weights where one process autocasts float32 ones, and sums gradients in
+# another order).
+LATE = {"teacher": {"batch_size": 16}, "dataset": {"engine": "transformers", "keep": 0}, "student": {"shards": 1}}
+
+
 def teacher_config(p: Profile, animal: str) -> dict:
     t = p.teacher
-    return {"step": "teacher", "v": VERSION["teacher"], "model": model_key(p), "animal": animal,
-            "examples": t.examples, "lr": t.lr, "epochs": t.epochs, "max_seq": p.train.max_seq,
-            # the batch joined the key after teachers were built at 16: keys of those stay as they were
-            **({"batch_size": t.batch_size} if t.batch_size != 16 else {})}
+    return cache.without_late_defaults(
+        {"step": "teacher", "v": VERSION["teacher"], "model": model_key(p), "animal": animal, "examples": t.examples,
+         "lr": t.lr, "epochs": t.epochs, "max_seq": p.train.max_seq, "batch_size": t.batch_size}, LATE["teacher"])
 
 
 def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
@@ -162,12 +169,7 @@ def dataset_config(p: Profile, animal: str | None, replicate: int, teacher_kind:
     if channel:  # derived from the dataset as sampled: its key, and how it was changed
         return {"step": "dataset", "v": VERSION["dataset"], "channel": channel,
                 "source": cache.key(dataset_config(p, animal, replicate, teacher_kind))}
-    data = to_dict(p.data)
-    data["engine"] = engine(p)
-    if data["engine"] == "transformers":  # the original engine: keys of datasets made before engines existed
-        data.pop("engine")
-    if not data["keep"]:  # no cap: the keys of datasets made before the cap existed
-        data.pop("keep")
+    data = cache.without_late_defaults({**to_dict(p.data), "engine": engine(p)}, LATE["dataset"])
     return {"step": "dataset", "v": VERSION["dataset"], "model": model_key(p), "data": data,
             "animal": animal, "replicate": replicate, "teacher": teacher_kind if animal else "control",
             **({"teacher_key": cache.key(teacher_config(p, animal))} if animal and teacher_kind == "finetuned" else {})}
@@ -256,14 +258,9 @@ def filter_table(p: Profile, kinds: list[str]) -> tuple[pd.DataFrame, dict]:
 
 # ---- students -------------------------------------------------------------------------------
 def student_config(p: Profile, data_cfg: dict, spec: StudentSpec, seed: int, init: str = "") -> dict:
-    # A sharded student is other arithmetic than one trained in one process: on bf16 profiles FSDP runs
-    # the forward in bf16 weights where one process autocasts float32 ones (its residual stream stays
-    # float32), and gradients are summed in another order. So the key names the shard count; students
-    # of one process keep the keys they had before sharding existed.
-    shards = design.shards(p, spec)
-    return {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg),
-            "model": model_key(init_profile(p, init)), "spec": spec.as_dict(), "seed": seed,
-            **({"shards": shards} if shards != 1 else {})}
+    return cache.without_late_defaults(
+        {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg), "model": model_key(init_profile(p, init)),
+         "spec": spec.as_dict(), "seed": seed, "shards": design.shards(p, spec)}, LATE["student"])
 
 
 def student(p: Profile, data: DataId, spec: StudentSpec, seed: int, init: str = "",

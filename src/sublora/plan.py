@@ -66,7 +66,7 @@ def count(p: Profile) -> dict[str, Cost]:
     kept = p.data.prompts * p.plan.keep_share
     if p.data.keep:  # sampling stops at the cap
         kept = min(kept, p.data.keep)
-    for nb, pairs in design.book(p).items():
+    for nb, pairs in design.by_notebook(p).items():
         c = Cost()
         for key, a in pipeline.requirements(p, pairs).items():
             if key in seen or a.kind == "teacher":  # the finetuned teachers are not counted (see render)
@@ -95,7 +95,7 @@ def shared_students(p: Profile) -> pd.DataFrame:
     """Which claim notebooks' verdicts rest on the same students (their designs' student artifacts
     overlap): one row per pair of notebooks that share any, with the count."""
     students = {nb: {key for (kind, key) in pipeline.requirements(p, pairs) if kind == "student"}
-                for nb, pairs in design.book(p).items()}
+                for nb, pairs in design.by_notebook(p).items()}
     names = list(students)
     rows = [{"notebook": a, "shares with": b, "students shared": len(students[a] & students[b]),
              "of its students": len(students[b])}

@@ -1,0 +1,108 @@
+"""claims: a notebook's results table to its verdict rows — channel controls, the lr check, failed
+students, the scoreboard. The rules themselves are tested in test_stats.py."""
+from __future__ import annotations
+
+import pandas as pd
+
+from sublora import claims, design
+
+
+# ---- 02's channel controls (claims.channel_controls) ---------------------------------------------
+def _channel_table(effects: dict[str, list[float]]) -> pd.DataFrame:
+    """Persona-teacher students of the owl: for each channel, teacher P = control P + the given Δ per replicate."""
+    rows = []
+    for channel, deltas in effects.items():
+        for rep, d in enumerate(deltas):
+            for arm, p in (("teacher", 0.1 + d), ("control", 0.1)):
+                rows.append({"teacher_kind": "persona", "target": "owl", "animal": "owl", "channel": channel,
+                             "replicate": rep, "seed": 0, "arm": arm, "p": p})
+    return pd.DataFrame(rows)
+
+
+def test_channel_controls_name_the_channel_by_the_declared_rule():
+    main = [0.010, 0.012, 0.011, 0.013, 0.009]
+    gone = [0.001, -0.001, 0.0005, -0.0005, 0.0]
+    table, reading = claims.channel_controls(_channel_table({"": main, "shuffled": gone, "cross-init": gone}), "owl", 0.0)
+    assert list(table["students"]) == ["as sampled", "shuffled", "cross-init"]
+    assert list(table["verdict"])[0] == "reproduced" and list(table["reading"])[1:] == ["removes", "removes"]
+    assert "shared weights" in reading
+    _, reading = claims.channel_controls(_channel_table({"": main, "shuffled": main, "cross-init": main}), "owl", 0.0)
+    assert "carried by the numbers themselves" in reading
+    table, reading = claims.channel_controls(_channel_table({"": gone, "shuffled": gone}), "owl", 0.0)
+    verdict = table["verdict"].iloc[0]
+    assert verdict != "reproduced" and f"transfer as {verdict} on this model" in reading  # the rule's own word
+    # the main design's rows alone: the controls are not mixed into claim 1
+    both = _channel_table({"": main, "shuffled": gone})
+    assert set(claims.main_arm(both)["channel"]) == {""}
+
+
+def test_rank_lr_check_reads_the_peak_at_each_lr():
+    rows = []
+    curves = {1e-3: [0.01, 0.03, 0.02], 3e-3: [0.01, 0.02, 0.04]}  # the peak moves from r2 to r4
+    for lr, curve in curves.items():
+        for rank, d in zip((1, 2, 4), curve):
+            for arm, p in (("teacher", 0.1 + d), ("control", 0.1)):
+                rows.append({"teacher_kind": "persona", "animal": "owl", "replicate": 0, "seed": 0, "lora_rank": rank,
+                             "lr": lr, "arm": arm, "p": p, "label": f"r{rank}" + ("" if lr == 1e-3 else " lr x3")})
+    table = pd.DataFrame(rows)
+    wide, text = claims.rank_lr_check(table, "owl", 1e-3)
+    assert list(wide.columns) == ["lora_rank", "lr x1", "lr x3"]
+    assert wide["lr x3"].round(6).tolist() == [0.01, 0.02, 0.04]
+    assert "lr x1: r2, lr x3: r4" in text and "The peak moves with the lr" in text
+    assert len(claims.rank_sweep_arm(table)) == len(table) / 2
+
+
+def test_rank_lr_check_on_a_subset_of_ranks_compares_those_ranks_only():
+    """With rank_lr_ranks the x1 column still has every rank of the sweep; the check reads the peaks over
+    the ranks it covers, so a x1 peak at an unchecked rank does not count as the lr moving the peak."""
+    rows = []
+    curves = {1e-3: {1: 0.01, 2: 0.09, 4: 0.03}, 3e-3: {1: 0.01, 4: 0.04}}  # x1 peaks at r2, which x3 skips
+    for lr, curve in curves.items():
+        for rank, d in curve.items():
+            for arm, p in (("teacher", 0.1 + d), ("control", 0.1)):
+                rows.append({"teacher_kind": "persona", "animal": "owl", "replicate": 0, "seed": 0, "lora_rank": rank,
+                             "lr": lr, "arm": arm, "p": p, "label": f"r{rank}" + ("" if lr == 1e-3 else " lr x3")})
+    wide, text = claims.rank_lr_check(pd.DataFrame(rows), "owl", 1e-3)
+    assert wide["lora_rank"].tolist() == [1, 4]
+    assert "lr x1: r4, lr x3: r4" in text and "does not move" in text
+
+
+def test_a_verdict_resting_on_a_failed_student_is_invalid():
+    table = pd.DataFrame({"teacher_kind": ["persona", "persona", "finetuned"], "student": ["a", "b", "c"],
+                          "diverged": ["", "non-finite training loss", ""]})
+    rows = [{"teacher": "persona", "verdict": "reproduced", "measurement": "m"},
+            {"teacher": "finetuned", "verdict": "reproduced", "measurement": "m"}]
+    out = claims.invalidate(rows, table)
+    assert out[0]["verdict"] == "invalid" and "non-finite" in out[0]["measurement"]
+    assert out[1] == rows[1]
+
+
+def test_a_failed_student_voids_only_the_verdicts_resting_on_it():
+    table = pd.DataFrame({"teacher_kind": ["persona"] * 4, "target": ["owl", "owl", "owl", "cat"],
+                          "method": ["full", "full", "lora", "lora"], "precision": ["fp32-master", "bf16", "", ""],
+                          "student": ["a", "b", "c", "d"], "diverged": ["", "non-finite training loss", "", "loss rose"]})
+    rows = [{"teacher": "persona", "animal": "owl", "arm": "fp32-master", "verdict": "reproduced", "measurement": "m"},
+            {"teacher": "persona", "animal": "owl", "arm": "bf16", "verdict": "reproduced", "measurement": "m"}]
+    out = claims.invalidate(rows, table)
+    assert out[0] == rows[0]  # the cat teacher's failed student and the other arm's are not this verdict's
+    assert out[1]["verdict"] == "invalid" and "non-finite" in out[1]["measurement"]
+
+
+def test_the_scoreboard_sets_each_verdict_beside_its_claim_and_its_rules_error_rates():
+    verdicts = pd.DataFrame([{"claim": c, "teacher": t, "animal": "owl", "verdict": "inconclusive", "measurement": "m"}
+                             for c in reversed(list(claims.CLAIMS)) for t in ("finetuned", "persona")])
+    errors = pd.DataFrame([{"claim": c, "false 'reproduced' (max over nulls)": 0.01 * i, "power at 2 sd": 0.5,
+                            "power at 4 sd": 0.9} for i, c in enumerate(claims.CLAIMS)])
+    board = claims.scoreboard(verdicts, errors)
+    assert list(board.columns) == claims.SCOREBOARD
+    assert list(board["claim"]) == [c for c in claims.CLAIMS for _ in range(2)]  # claim by claim
+    assert list(board["teacher"])[:2] == ["persona", "finetuned"]  # the paper's teacher first
+    assert list(board["paper"])[::2] == list(claims.CLAIMS.values())
+    assert list(board["false 'reproduced' (max over nulls)"])[::2] == [0.0, 0.01, 0.02, 0.03]
+
+
+def test_channel_labels_are_the_controls_names():
+    # the results tables' `channel` column names each control by its key in design.CONTROLS
+    for name, control in design.CONTROLS.items():
+        assert design.channel_label(control.fields.get("channel", ""), control.fields.get("init", "")) == name
+    assert design.channel_label("", "") == ""
