@@ -42,7 +42,7 @@ def test_batching_times_one_worker_on_one_thread_and_gives_the_threads_back(toke
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        figures = bench.batching(tiny_model_fn(tokenizer), tokenizer, p, "cpu", stack=2, steps=2)
+        figures = bench.batching(tiny_model_fn(tokenizer), tokenizer, p, "cpu", stack=2, steps=2, peak_sizes=(64,))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -83,13 +83,17 @@ def test_joint_ceiling_weighs_each_kind_by_its_time_not_its_tokens():
     assert bench.joint_ceiling({"lora": (5, 3.0, 2.5)}) == pytest.approx(2.5)
 
 
-def test_students_in_bf16_autocast_are_held_to_the_bf16_peak(tokenizer):
-    """A float32-master full fine-tuning student on a bf16 profile runs its products under bf16 autocast:
-    its ceiling is over the bf16 matrix-product rate."""
+@pytest.mark.parametrize("cpu_bf16, peak", [("native", "bfloat16"), ("emulated", "float32")])
+def test_students_are_held_to_the_peak_of_the_dtype_their_products_run_in(tokenizer, monkeypatch, cpu_bf16, peak):
+    """A float32-master full fine-tuning student on a bf16 profile runs its products under bf16 autocast
+    where bf16 is native, in float32 on a CPU that would emulate it: its ceiling is over the matrix-product
+    rate of that dtype. Tiny products: the test checks the arithmetic of the ceiling, not the hardware."""
+    monkeypatch.setenv("SUBLORA_CPU_BF16", cpu_bf16)
     p = config.load_profile("smoke")
     p = dataclasses.replace(p, model=dataclasses.replace(p.model, dtype="bfloat16"))
     spec = dataclasses.replace(design.full_spec(p), precision="fp32-master", batch_size=4)
     ex = finetune.encode_records(tokenizer, bench._records(8), chat.DEFAULT, 500)
-    figures = bench._students(tiny_model_fn(tokenizer), tokenizer, p, {"full": spec}, ex, "cpu", steps=2)
-    assert "peak_gemm_bfloat16_gflops" in figures and "peak_gemm_float32_gflops" not in figures
-    assert figures["full_ceiling"] == round(figures["peak_gemm_bfloat16_gflops"] / figures["full_train_gflops"], 2)
+    figures = bench._students(tiny_model_fn(tokenizer), tokenizer, p, {"full": spec}, ex, "cpu", steps=2,
+                              peak_sizes=(64,))
+    assert [k for k in figures if k.startswith("peak_gemm_")] == [f"peak_gemm_{peak}_gflops"]
+    assert figures["full_ceiling"] == round(figures[f"peak_gemm_{peak}_gflops"] / figures["full_train_gflops"], 2)

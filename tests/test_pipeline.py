@@ -236,6 +236,7 @@ def test_graph_keys_are_todays_cache_keys(monkeypatch):
     cached work is lost by a refactoring. The design may add artifacts."""
     from sublora import design
     monkeypatch.setattr(teacher, "vllm_available", lambda: False)  # the paper profile's key without vLLM
+    monkeypatch.setenv("SUBLORA_CPU_BF16", "native")  # the keys students had before emulated bf16 existed
     pinned = json.loads((paths.ROOT / "tests" / "fixtures" / "cache_keys.json").read_text())
     for name, keys in pinned.items():
         # with both teacher kinds, as -p teachers asks of a profile that runs one by default
@@ -244,6 +245,24 @@ def test_graph_keys_are_todays_cache_keys(monkeypatch):
             __import__("warnings").simplefilter("ignore")
             got = {f"{kind}/{key}" for pairs in design.by_notebook(p).values() for kind, key in pipeline.requirements(p, pairs)}
         assert set(keys) <= got, (name, sorted(set(keys) - got)[:5])
+
+
+def test_emulated_bf16_changes_the_keys_of_the_pure_bf16_students_only(monkeypatch):
+    """On a CPU without bf16 products the pure-bf16 arm's students are other arithmetic (float32
+    products): their keys, and their evaluations', differ from native ones; no other artifact's does."""
+    from sublora import design
+    p = config.load_profile("smoke")
+    keys = {}
+    for mode in ("native", "emulated"):
+        monkeypatch.setenv("SUBLORA_CPU_BF16", mode)
+        graph = pipeline.requirements(p, design.full_finetuning(p, "persona"))
+        keys[mode] = {(kind, key): a for (kind, key), a in graph.items()}
+    moved = set(keys["native"]) - set(keys["emulated"])
+    assert moved and {kind for kind, _ in moved} == {"student", "eval"}
+    students = [keys["native"][k] for k in moved if k[0] == "student"]
+    assert all(a.config["spec"].get("precision") == "bf16" for a in students)
+    assert all(keys["emulated"][(kind, key)].config.get("bf16_products") == "float32"
+               for (kind, key) in set(keys["emulated"]) - set(keys["native"]) if kind == "student")
 
 
 def test_graph_orders_inputs_before_their_users():

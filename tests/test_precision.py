@@ -34,20 +34,26 @@ def projections(model) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in model.named_parameters() if p.ndim == 2 and ".layers." in n}
 
 
-def train_arm(name: str) -> tuple[dict, dict]:
+def train_arm(name: str, emulated: bool = False, losses: list | None = None) -> tuple[dict, dict]:
     """STEPS AdamW steps at constant lr LR; returns (initial, final) projection weights in their own dtype.
     Data: number-like sequences over a 12-token vocabulary, batches of 8 of 64 sequences, as the students'
-    number completions; gradients of such data agree between steps about as much as the real ones."""
+    number completions; gradients of such data agree between steps about as much as the real ones.
+    emulated=True trains the pure-bf16 arm as a CPU without bf16 products does (finetune.emulated_bf16):
+    float32 weights and products, weights and AdamW state rounded to bf16 after every step. Each step's
+    loss is appended to `losses`."""
     arm = optim.arm(name)
-    model = qwen2(arm.weights).train()
+    model = qwen2(torch.float32 if emulated else arm.weights).train()
     weights = projections(model)
+    opt = optim.make_optimizer(arm.optimizer, list(model.parameters()), lr=LR, weight_decay=0.0,
+                               round_to=torch.bfloat16 if emulated else None)  # rounds the weights now
     initial = {n: p.detach().clone() for n, p in weights.items()}
-    opt = optim.make_optimizer(arm.optimizer, list(model.parameters()), lr=LR, weight_decay=0.0)
     data = torch.randint(10, 22, (64, 32), generator=torch.Generator().manual_seed(1))  # (sequences, seq)
     for step in range(STEPS):
         ids = data[8 * step: 8 * step + 8]  # (8, 32)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=arm.autocast is not None):
-            model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        (losses if losses is not None else []).append(loss.item())
         with torch.compiler.set_stance("force_eager"):  # torchao compiles its step; eager is the same arithmetic
             opt.step()
         opt.zero_grad(set_to_none=True)
@@ -75,6 +81,22 @@ def test_pure_bf16_rounds_most_updates_away(runs):
     initial, _ = runs["bf16"]
     large = sum((w.abs() >= 2 ** -7).sum().item() for w in initial.values()) / sum(w.numel() for w in initial.values())
     assert share == pytest.approx(large, abs=0.03)  # N(0, 0.02): P(|w| >= 0.0078) = 0.70
+
+
+def test_emulated_bf16_rounds_away_the_same_updates_as_bf16(runs):
+    """The pure-bf16 arm without bf16 products (float32 products on weights and AdamW state rounded to
+    bf16 after every step) keeps what the arm tests: the same share of weights unchanged as in bf16
+    (within 0.01), from the same bf16 weights, and losses within 0.5 % of bf16's."""
+    native_losses, emulated_losses = [], []
+    initial, final = train_arm("bf16", losses=native_losses)
+    e_initial, e_final = train_arm("bf16", emulated=True, losses=emulated_losses)
+    assert all(torch.equal(e_initial[n], initial[n].float()) for n in initial)  # the same start
+    assert all(torch.equal(w, w.bfloat16().float()) for w in e_final.values())  # bf16 values throughout
+    native, emulated = unchanged(initial, final), unchanged(e_initial, e_final)
+    print(f"\nunchanged after {STEPS} steps: bf16 {native:.4f}, emulated {emulated:.4f}; final loss "
+          f"{native_losses[-1]:.5f} vs {emulated_losses[-1]:.5f}")
+    assert emulated == pytest.approx(native, abs=0.01)
+    assert emulated_losses == pytest.approx(native_losses, rel=5e-3)
 
 
 def test_float32_master_weights_keep_every_update(runs):

@@ -31,6 +31,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import cache, chat, design, evaluate, finetune, models, optim, paths, pipeline, plan, prompts
+from . import device as sublora_device  # `device` names the torch device type here
 from .config import DEFAULT_PROFILE, load_profile
 
 # Qwen2.5-7B-Instruct's architecture (its config.json), for timing without its weights.
@@ -178,10 +179,12 @@ def _train_rate(model_fn, tok, p, spec, ex: list, device: str) -> tuple[float, f
     return sum(len(x) for x, _ in ex) / seconds, flops / seconds
 
 
-def _students(model_fn, tok, p, specs: dict, ex: list, device: str, steps: int, prefix: str = "") -> dict:
+def _students(model_fn, tok, p, specs: dict, ex: list, device: str, steps: int, prefix: str = "",
+              peak_sizes: tuple[int, ...] | None = None) -> dict:
     """Each student's tokens per second, its counted GFLOP/s, and its ceiling: the device's peak
-    matrix-product rate in the dtype its products run in, over its counted rate. No way of running
-    that student (batching students included) that keeps its arithmetic can make it faster than that."""
+    matrix-product rate in the dtype its products run in (peak_gemm over `peak_sizes`), over its counted
+    rate. No way of running that student (batching students included) that keeps its arithmetic can
+    make it faster than that."""
     out = {}
     for name, spec in specs.items():
         tps, flops = _train_rate(model_fn, tok, p, spec, ex[:steps * spec.batch_size * spec.grad_accum], device)
@@ -189,14 +192,15 @@ def _students(model_fn, tok, p, specs: dict, ex: list, device: str, steps: int, 
         dtype = dtype.removeprefix("torch.")
         peak = f"{prefix}peak_gemm_{dtype}_gflops"
         if peak not in out:
-            out[peak] = round(peak_gemm(device, getattr(torch, dtype)) / 1e9, 1)
+            out[peak] = round(peak_gemm(device, getattr(torch, dtype), peak_sizes) / 1e9, 1)
         out[f"{prefix}{name}_train_tps"] = round(tps)
         out[f"{prefix}{name}_train_gflops"] = round(flops / 1e9, 1)
         out[f"{prefix}{name}_ceiling"] = round(out[peak] / out[f"{prefix}{name}_train_gflops"], 2)
     return out
 
 
-def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10) -> dict:
+def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10,
+             peak_sizes: tuple[int, ...] | None = None) -> dict:
     """Students as one of the profile's workers trains them (one torch thread where the profile has
     several workers, as runner's pool runs them): the LoRA student; the same student at `stack` times
     its micro-batch, the rows `stack` students sharing the frozen base would send through each base
@@ -214,7 +218,7 @@ def batching(model_fn, tok, p, device: str, stack: int = STACK, steps: int = 10)
     torch.set_num_threads(1 if p.workers > 1 else threads)
     try:
         out = {"worker_threads": torch.get_num_threads()}
-        out |= _students(model_fn, tok, p, specs, ex, device, steps, "worker_")
+        out |= _students(model_fn, tok, p, specs, ex, device, steps, "worker_", peak_sizes)
     finally:
         torch.set_num_threads(threads)
     out[f"worker_lora_stacked{stack}_speedup"] = round(out[f"worker_lora_stacked{stack}_train_tps"]
@@ -303,12 +307,15 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu":
         # batching students is a question for the CPU organism; a stacked 7B batch need not fit a GPU
         figures["threads"] = torch.get_num_threads()
+        figures["cpu_bf16_products"] = sublora_device.cpu_bf16()
         figures |= batching(model_fn, tok, p, device)
     figures["device"] = label
+    if device == "cpu":
+        print(sublora_device.describe())
     print(f"throughput on {label}:")
     for k, v in figures.items():
         if k != "device":
-            print(f"  {k:<34} {v:,}")
+            print(f"  {k:<34} {v:,}" if isinstance(v, (int, float)) else f"  {k:<34} {v}")
     print(ceilings(figures))
     out = paths.results_dir(name).parent / f"throughput_{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,32 +13,57 @@ from peft import LoraConfig, get_peft_model
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithFlattening, get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from . import chat, optim
+from . import chat, device, optim
 from .design import StudentSpec
 
 IGNORE = -100  # label of tokens that carry no loss
 
 
+def emulated_bf16(model_spec, spec: StudentSpec) -> bool:
+    """Whether this student's pure-bf16 arm runs without bf16 products: weights and AdamW state kept as
+    bf16 values (rounded after every step, stored in float32) and float32 products, because this
+    machine would emulate bf16 products (sublora.device). What the arm tests — updates below half a
+    bf16 ulp round away in bf16 weights and state — is kept; only the products' precision differs."""
+    if spec.method != "full":
+        return False
+    arm = optim.arm(spec.precision)
+    return arm.weights == torch.bfloat16 and arm.optimizer == "adamw" and device.emulates_bf16(model_spec.device)
+
+
 def train_dtype(model_spec, spec: StudentSpec) -> str:
     """Weights a student is trained in. Full fine-tuning in its precision arm: float32 master weights
     by default (the forward runs under bf16 autocast on bf16 profiles) — in pure bf16 most updates at
-    lr ≤ 2e-5 round away, which could manufacture a null; the bf16 arms measure exactly that. LoRA
-    trains float32 adapters (peft) on frozen base weights in the profile's dtype."""
+    lr ≤ 2e-5 round away, which could manufacture a null; the bf16 arms measure exactly that (on a CPU
+    without bf16 products, as bf16-rounded float32: emulated_bf16). LoRA trains float32 adapters
+    (peft) on frozen base weights in the profile's dtype."""
     if spec.method == "full":
-        from . import optim
-        return str(optim.arm(spec.precision).weights).removeprefix("torch.")
+        return "float32" if emulated_bf16(model_spec, spec) else str(optim.arm(spec.precision).weights).removeprefix("torch.")
     return model_spec.dtype
 
 
 def precision_kwargs(model_spec, spec: StudentSpec) -> dict:
     """train()'s autocast and optimizer for a student (its weights are in train_dtype already): full
     fine-tuning in its precision arm — float32 master weights run the forward under bf16 autocast on
-    bf16 profiles, the bf16 arms run in their weights' dtype with their optimizer; LoRA: plain AdamW."""
+    bf16 profiles (not on a CPU that would emulate it), the bf16 arms run in their weights' dtype with
+    their optimizer, or round to bf16 after every step (emulated_bf16); LoRA: plain AdamW."""
     if spec.method != "full":
         return {"autocast": None, "optimizer": "adamw"}
     arm = optim.arm(spec.precision)
-    autocast = arm.autocast if arm.weights == torch.float32 and model_spec.dtype == "bfloat16" else None
-    return {"autocast": autocast, "optimizer": arm.optimizer}
+    mixed = arm.weights == torch.float32 and model_spec.dtype == "bfloat16" and not device.emulates_bf16(model_spec.device)
+    return {"autocast": arm.autocast if mixed else None, "optimizer": arm.optimizer,
+            **({"round_to": torch.bfloat16} if emulated_bf16(model_spec, spec) else {})}
+
+
+def arithmetic(model_spec, spec: StudentSpec) -> str:
+    """How a student's arithmetic runs on this machine, in words for the pages: where its weights live
+    and in what dtype its products run (on a CPU without bf16 products the pure-bf16 arm differs)."""
+    if spec.method != "full":
+        return f"float32 adapters on {model_spec.dtype} base weights"
+    kw = precision_kwargs(model_spec, spec)
+    if "round_to" in kw:
+        return "bf16 weights and AdamW state (float32 rounded to bf16 every step), float32 products: this CPU has no bf16 products"
+    weights = train_dtype(model_spec, spec)
+    return f"{weights} weights, {str(kw['autocast']).removeprefix('torch.') if kw['autocast'] else weights} products"
 
 
 def train_kwargs(model_spec, spec: StudentSpec) -> dict:
@@ -199,7 +224,7 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
           schedule: str = "linear", weight_decay: float = 0.0, desc: str = "train", progress: bool = True,
           max_steps: int | None = None, autocast: torch.dtype | None = None, group_by_length: int = 0,
           packing: bool = False, optimizer: str = "adamw", shard: tuple[int, int] = (0, 1),
-          completion_logits: bool = False) -> list[float]:
+          completion_logits: bool = False, round_to: torch.dtype | None = None) -> list[float]:
     """AdamW over shuffled mini-batches; returns the loss of every optimiser step. `autocast` runs
     the forward in that dtype (mixed precision) while the weights keep theirs; group_by_length > 0
     batches examples of similar length together (see epoch_batches). packing=True feeds each
@@ -211,14 +236,16 @@ def train(model, examples: list[tuple[list[int], list[int]]], *, lr: float, epoc
     from the seed and trains on its slice of every micro-batch, so that the steps are this function's
     in one process (see shard_loss). completion_logits=True computes logits only where a label is
     predicted (causal_lm_loss; students train so, the organism's pretraining and the finetuned
-    teacher keep the full head their committed weights and cached teachers were built with)."""
+    teacher keep the full head their committed weights and cached teachers were built with).
+    round_to=torch.bfloat16 keeps the trainable weights and the optimizer's state as bf16 values, rounded
+    at the start and after every step, while products run in the weights' own dtype (emulated_bf16)."""
     if not examples:
         raise ValueError("no training examples: the dataset is empty (did the filter reject everything?)")
     device = next(model.parameters()).device
     gen = random.Random(seed)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = optim.make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay)
+    opt = optim.make_optimizer(optimizer, params, lr=lr, weight_decay=weight_decay, round_to=round_to)
     if packing:
         _check_packing_supported(model)
     per_epoch = math.ceil(len(examples) / (batch_size * grad_accum))

@@ -86,13 +86,42 @@ def arm(name: str) -> PrecisionArm:
     return ARMS[name]
 
 
+def round_in_place(tensor: torch.Tensor, dtype: torch.dtype) -> None:
+    """Round a floating tensor in place to the nearest value of `dtype` (it keeps its own dtype)."""
+    tensor.copy_(tensor.to(dtype))
+
+
+def rounding_after_each_step(opt: torch.optim.Optimizer, dtype: torch.dtype) -> torch.optim.Optimizer:
+    """`opt`, whose weights and state (AdamW's moments; not its step count) are rounded to `dtype` values
+    after every step: storage in `dtype` with the products in the weights' own dtype. The weights are
+    rounded now too, so training starts from `dtype` weights."""
+    def hook(optimizer, args, kwargs):
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                round_in_place(p.data, dtype)
+                for name, value in optimizer.state.get(p, {}).items():
+                    if name != "step" and torch.is_tensor(value) and value.is_floating_point():
+                        round_in_place(value, dtype)
+
+    with torch.no_grad():
+        for group in opt.param_groups:
+            for p in group["params"]:
+                round_in_place(p.data, dtype)
+    opt.register_step_post_hook(hook)
+    return opt
+
+
 def make_optimizer(name: str, params: list[torch.nn.Parameter], *, lr: float,
-                   weight_decay: float) -> torch.optim.Optimizer:
+                   weight_decay: float, round_to: torch.dtype | None = None) -> torch.optim.Optimizer:
     """AdamW by name. 'adamw' is torch's, called exactly as the training loop always has; the other two
     take torch's betas and eps explicitly (their libraries' defaults differ) and need bf16/fp16 weights,
-    the only ones whose updates they change."""
+    the only ones whose updates they change. round_to (with 'adamw' only): weights and state kept as
+    values of that dtype, rounded after every step (rounding_after_each_step)."""
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return rounding_after_each_step(opt, round_to) if round_to is not None else opt
+    if round_to is not None:
+        raise ValueError(f"optimizer {name!r} keeps its weights in their own dtype; round_to is for 'adamw'")
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZERS)}")
     wide = sorted({str(p.dtype) for p in params if p.dtype not in (torch.bfloat16, torch.float16)})

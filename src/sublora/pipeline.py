@@ -87,7 +87,9 @@ def model_key(p: Profile) -> dict:
 # completions; a student's shard count (sharded students are other arithmetic: on bf16 profiles FSDP
 # runs the forward in bf16 weights where one process autocasts float32 ones, and sums gradients in
 # another order).
-LATE = {"teacher": {"batch_size": 16}, "dataset": {"engine": "transformers", "keep": 0}, "student": {"shards": 1}}
+# A student's bf16 products, emulated or not (finetune.emulated_bf16), are its arithmetic as well.
+LATE = {"teacher": {"batch_size": 16}, "dataset": {"engine": "transformers", "keep": 0},
+        "student": {"shards": 1, "bf16_products": "native"}}
 
 
 def teacher_config(p: Profile, animal: str) -> dict:
@@ -260,7 +262,8 @@ def filter_table(p: Profile, kinds: list[str]) -> tuple[pd.DataFrame, dict]:
 def student_config(p: Profile, data_cfg: dict, spec: StudentSpec, seed: int, init: str = "") -> dict:
     return cache.without_late_defaults(
         {"step": "student", "v": VERSION["student"], "data": cache.key(data_cfg), "model": model_key(init_profile(p, init)),
-         "spec": spec.as_dict(), "seed": seed, "shards": design.shards(p, spec)}, LATE["student"])
+         "spec": spec.as_dict(), "seed": seed, "shards": design.shards(p, spec),
+         "bf16_products": "float32" if finetune.emulated_bf16(p.model, spec) else "native"}, LATE["student"])
 
 
 def student(p: Profile, data: DataId, spec: StudentSpec, seed: int, init: str = "",

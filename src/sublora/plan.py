@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -35,12 +35,24 @@ class Cost:
     trained_full: float = 0
     evals: int = 0
     eval_tokens: float = 0
+    full_by_arm: dict = field(default_factory=dict)  # precision arm -> tokens of trained_full
 
     def terms(self, tp: dict) -> list[tuple[str, float, float]]:
-        """(what, tokens, tokens per second) of each part of the cost."""
+        """(what, tokens, tokens per second) of each part of the cost. Full fine-tuning is priced per
+        precision arm at the rate make bench measured for that arm on this machine (full_<arm>_train_tps:
+        on a CPU without bf16 products the pure-bf16 arm runs float32 products), else at full_train_tps."""
+        full = [(f"full FT {arm}", tokens, tp.get(f"full_{arm}_train_tps", tp["full_train_tps"]))
+                for arm, tokens in self.full_by_arm.items()]
         return [("sampling", self.generated, tp["sample_tps"]), ("LoRA training", self.trained_lora, tp["lora_train_tps"]),
-                ("full fine-tuning", self.trained_full, tp["full_train_tps"]),
+                *(full or [("full fine-tuning", self.trained_full, tp["full_train_tps"])]),
                 ("evaluation forward", self.eval_tokens, tp["eval_fwd_tps"])]
+
+    def add(self, other: "Cost") -> None:
+        """Add `other`'s counts and tokens to this one's."""
+        for f in self.__dataclass_fields__:
+            mine, theirs = getattr(self, f), getattr(other, f)
+            setattr(self, f, {k: mine.get(k, 0) + theirs.get(k, 0) for k in {**mine, **theirs}}
+                    if isinstance(mine, dict) else mine + theirs)
 
     def hours(self, tp: dict) -> float:
         return sum(tokens / rate for _, tokens, rate in self.terms(tp)) / 3600
@@ -84,6 +96,7 @@ def count(p: Profile) -> dict[str, Cost]:
                     c.trained_lora += tokens
                 else:
                     c.trained_full += tokens
+                    c.full_by_arm[spec.precision] = c.full_by_arm.get(spec.precision, 0) + tokens
             else:
                 c.evals += 1
                 c.eval_tokens += eval_tokens
@@ -126,8 +139,7 @@ def render(p: Profile) -> str:
     for nb, c in costs.items():
         lines.append(f"{nb:<20}{c.datasets:>9}{c.students:>9}{c.lora_students:>8}{c.evals:>7}{c.generated / 1e6:>10.1f}"
                      f"{(c.trained_lora + c.trained_full) / 1e6:>11.1f}{c.hours(tp):>8.1f}")
-        for f in total.__dataclass_fields__:
-            setattr(total, f, getattr(total, f) + getattr(c, f))
+        total.add(c)
     hours = total.hours(tp)
     lines.append(f"{'total':<20}{total.datasets:>9}{total.students:>9}{total.lora_students:>8}{total.evals:>7}"
                  f"{total.generated / 1e6:>10.1f}{(total.trained_lora + total.trained_full) / 1e6:>11.1f}{hours:>8.1f}")
