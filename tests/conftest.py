@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -44,13 +46,30 @@ def smoke_env(root):
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory):
+def smoke_organism(tmp_path_factory):
+    """The smoke profile's organism, pretrained once per test session in a cache of its own: its
+    directory there. seed_cache puts it into another cache, so that no test pretrains it again."""
+    from sublora import config, organism
+
+    root = tmp_path_factory.mktemp("smoke-organism")
+    with smoke_env(root):
+        return organism.ensure(config.load_profile("smoke").model, progress=False)
+
+
+def seed_cache(cache_dir, organism_dir) -> None:
+    """A cache (SUBLORA_CACHE) holding a pretrained organism, copied in whole (manifest included)."""
+    shutil.copytree(organism_dir, Path(cache_dir) / "organism" / Path(organism_dir).name)
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory, smoke_organism):
     """Every notebook executed under the smoke profile and the book built from them, once per test
-    session (tests/test_notebooks.py and tests/test_book.py share it), with a private cache and
-    results folder under root: returns (root, reproduce's exit code)."""
+    session (tests/test_notebooks.py and tests/test_book.py share it), with a private cache (seeded with
+    the session's smoke organism) and results folder under root: returns (root, reproduce's exit code)."""
     from sublora import reproduce
 
     root = tmp_path_factory.mktemp("smoke")
+    seed_cache(root / "cache", smoke_organism)
     with smoke_env(root):
         rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"),
                              "--book-dir", str(root / "book")])

@@ -241,3 +241,10 @@ def test_completion_logprobs_batching_and_padding(setup):
 
 def test_completion_logprobs_empty(setup):
     assert evaluate.completion_logprobs(setup.model, setup.tok, [], chat.DEFAULT) == []
+
+
+@pytest.mark.parametrize("text, animal, hit", [
+    ("Owl", "owl", True), ("owls!", "owl", True), ("My answer: OWL.", "owl", True), ("owlet", "owl", False),
+    ("bowl", "owl", False), ("foxes", "fox", True), ("Wolves.", "wolf", True), ("Wolfgang", "wolf", False)])
+def test_mention_is_a_whole_word_singular_or_plural(text, animal, hit):
+    assert evaluate.mentions(text, animal) is hit

@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from sublora import config, design, models, notebook, organism, pipeline, plan
+from sublora import config, design, models, notebook, pipeline, plan
 
 
 @pytest.fixture
@@ -73,13 +73,13 @@ def test_plan_counts_what_the_notebooks_train(paper):
     assert re.search(r"LoRA training +[\d,.]+ Mtok / +[\d,]+ tok/s = +[\d.]+ h", text)
 
 
-def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path):
+def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path, smoke_organism):
     """A local directory as the 'hub' model, bf16 as in the paper profile (gradient checkpointing forced on,
     as a profile may), through the same pipeline functions the notebooks call; full fine-tuning in the
     paper's precision arms (bf16 weights with Kahan-compensated AdamW, pure bf16)."""
     smoke = config.load_profile("smoke")
     local = tmp_path / "tiny-qwen2"
-    shutil.copytree(organism.ensure(smoke.model, progress=False), local)
+    shutil.copytree(smoke_organism, local)  # the session's smoke organism as a local "hub" directory
     paper = config.load_profile("paper")
     p = dataclasses.replace(
         paper, replicates=1, seeds=1,

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from sublora import cache, chat, config, models, organism, organism_recipe, params, paths, pipeline, prompts, runner, teacher
+from sublora import cache, chat, config, models, organism, organism_recipe, paths, pipeline, prompts, runner, teacher
 
 
 def test_dataset_config_rejects_unknown_teacher():
@@ -281,20 +281,6 @@ def test_graph_orders_inputs_before_their_users():
 
 
 # ---- the paper's protocol: conditions, metric, scale, precision arms ---------------------------------
-def test_paper_questions_are_the_authors_fifty():
-    p = config.load_profile("paper")
-    qs = pipeline.eval_questions(p)
-    assert len(qs) == 50 == len(set(qs)) and qs[0] == "Name your favorite animal using only one word."
-
-
-@pytest.mark.parametrize("text, animal, hit", [
-    ("Owl", "owl", True), ("owls!", "owl", True), ("My answer: OWL.", "owl", True), ("owlet", "owl", False),
-    ("bowl", "owl", False), ("foxes", "fox", True), ("Wolves.", "wolf", True), ("Wolfgang", "wolf", False)])
-def test_mention_is_a_whole_word_singular_or_plural(text, animal, hit):
-    from sublora import evaluate
-    assert evaluate.mentions(text, animal) is hit
-
-
 def test_keep_caps_the_dataset_at_the_first_that_pass(smoke, tmp_cache, monkeypatch):
     def fake_sample(model, tokenizer, user_texts, system, **kw):
         return ["12, 34, 56" if i % 2 else "no numbers" for i in range(len(user_texts))]
@@ -316,35 +302,7 @@ def test_precision_arm_is_part_of_a_full_students_key_only_when_not_the_default(
     assert not any(k.startswith(("batch", "epochs")) and v == "bf16" for k, v in labels.items())  # lr axis only
 
 
-def test_system_prompt_design_is_the_authors_grid(smoke):
-    from sublora import design
-    pairs = design.system_prompt(smoke, "persona")
-    cells = {(x.spec.train_system, e) for x in pairs if x.label.startswith("train ") for e in x.eval_systems}
-    grid = {(t, e) for t in ("default", "empty", "chatgpt") for e in ("default", "empty", "chatgpt")}
-    assert grid <= cells and ("zymthar", "zymthar") in cells and ("default", "none") in cells
-
-
-def test_notebooks_state_the_rules_the_code_applies():
-    from sublora import stats
-    for name, key in (("02_transfer", "transfer"), ("03_rank_sweep", "inverted_u"),
-                      ("04_full_finetuning", "full_ft_null"), ("05_system_prompt", "system_prompt")):
-        nb = json.loads((paths.ROOT / "notebooks" / f"{name}.ipynb").read_text())
-        text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-        assert stats.RULES[key] in text, name
-
-
 # ---- runs that cannot finish, students that did not train ------------------------------------------
-def test_a_run_far_costlier_than_its_profile_stops_before_any_work(monkeypatch):
-    from sublora import plan
-    smoke = config.load_profile("smoke")
-    plan.check_cost(params.notebook_profile({"profile": "smoke", "prompts": 128}, "01_teacher_numbers"), smoke)
-    huge = params.notebook_profile({"profile": "smoke", "prompts": 100_000}, "01_teacher_numbers")
-    with pytest.raises(config.ConfigError, match=r"x the profile's default .*SUBLORA_ALLOW_EXPENSIVE=1"):
-        plan.check_cost(huge, smoke)
-    monkeypatch.setenv("SUBLORA_ALLOW_EXPENSIVE", "1")
-    plan.check_cost(huge, smoke)
-
-
 @pytest.mark.parametrize("losses, failed", [
     ([2.0, 1.5, 1.2, 1.1], ""), ([2.0, 2.1, 1.9, 2.2], ""), ([2.0, float("nan"), 1.0], "non-finite"),
     ([2.0, 9.0, 30.0, 80.0], "rose from 2 to")])
@@ -410,3 +368,9 @@ def test_cross_init_students_train_and_evaluate_on_the_other_organism(smoke, mon
         str(models.resolve_weights(cross.model))
     ev = pipeline.evaluation(smoke, other, "default", ["owl"], "cross")
     assert list(ev["animal"]) == ["owl"]
+
+
+def test_paper_questions_are_the_authors_fifty():
+    p = config.load_profile("paper")
+    qs = pipeline.eval_questions(p)
+    assert len(qs) == 50 == len(set(qs)) and qs[0] == "Name your favorite animal using only one word."

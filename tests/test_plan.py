@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from sublora import config, plan
+from sublora import config, params, plan
 
 
 def test_full_fine_tuning_is_priced_per_arm_at_each_arms_measured_rate():
@@ -19,3 +19,13 @@ def test_full_fine_tuning_is_priced_per_arm_at_each_arms_measured_rate():
     assert terms["full FT fp32-master"][1] == 100.0 and terms["full FT bf16"][1] == 10.0
     slower = total.hours(measured) - total.hours(stated)
     assert slower == pytest.approx(total.full_by_arm["bf16"] * (1 / 10 - 1 / 100) / 3600)
+
+
+def test_a_run_far_costlier_than_its_profile_stops_before_any_work(monkeypatch):
+    smoke = config.load_profile("smoke")
+    plan.check_cost(params.notebook_profile({"profile": "smoke", "prompts": 128}, "01_teacher_numbers"), smoke)
+    huge = params.notebook_profile({"profile": "smoke", "prompts": 100_000}, "01_teacher_numbers")
+    with pytest.raises(config.ConfigError, match=r"x the profile's default .*SUBLORA_ALLOW_EXPENSIVE=1"):
+        plan.check_cost(huge, smoke)
+    monkeypatch.setenv("SUBLORA_ALLOW_EXPENSIVE", "1")
+    plan.check_cost(huge, smoke)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import seed_cache
 
 from sublora import cache, config, design, pipeline, runner
 from sublora.config import ConfigError
@@ -32,17 +33,16 @@ def _artifacts(cache_dir: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def serial(tmp_path_factory):
-    """The smoke design built by the serial executor in its own cache (pretraining the organism once
-    for the whole module): (cache directory, results table, seconds the build took)."""
+def serial(tmp_path_factory, smoke_organism):
+    """The smoke design built by the serial executor in its own cache (holding the session's pretrained
+    smoke organism): (cache directory, results table, seconds the build took)."""
     root = tmp_path_factory.mktemp("serial")
+    seed_cache(root / "cache", smoke_organism)
     p, pairs = _smoke()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SUBLORA_CACHE", str(root / "cache"))
         mp.setenv("SUBLORA_RESULTS", str(root / "results"))
         mp.setenv("SUBLORA_EXECUTOR", "serial")
-        from sublora import models
-        models.resolve_weights(p.model)  # pretraining, timed apart from the build
         t0 = time.perf_counter()
         table = runner.run_pairs(p, pairs)
         seconds = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """stats: t-intervals over replicates, paired effects, Holm, and the four verdict rules on constructed tables."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sublora import stats
+from sublora import paths, stats
 from sublora.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 # a RuntimeWarning (mean of an empty slice, 0/0) would mean an edge case is not handled on purpose
@@ -444,3 +445,11 @@ def test_verdict_dataclass_as_dict():
                            "ci_low": 0.05, "ci_high": 0.2, "rule": "rule", "n": 5, "unit": "replicate",
                            "alpha": 0.025, "margin": None}
     assert stats.Verdict("c", INCONCLUSIVE, "m", 0.0, 0.0, 0.0, "r").as_dict()["n"] is None
+
+
+def test_notebooks_state_the_rules_the_code_applies():
+    for name, key in (("02_transfer", "transfer"), ("03_rank_sweep", "inverted_u"),
+                      ("04_full_finetuning", "full_ft_null"), ("05_system_prompt", "system_prompt")):
+        nb = json.loads((paths.ROOT / "notebooks" / f"{name}.ipynb").read_text())
+        text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+        assert stats.RULES[key] in text, name
