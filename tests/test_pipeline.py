@@ -291,8 +291,9 @@ def test_keep_caps_the_dataset_at_the_first_that_pass(smoke, tmp_cache, monkeypa
     assert pipeline.dataset_config(p, "owl", 0) != pipeline.dataset_config(smoke, "owl", 0)
 
 
-def test_precision_arm_is_part_of_a_full_students_key_only_when_not_the_default(smoke):
+def test_precision_arm_is_part_of_a_full_students_key_only_when_not_the_default(smoke, monkeypatch):
     from sublora import design, finetune
+    monkeypatch.setenv("SUBLORA_CPU_BF16", "native")  # bf16 weights where bf16 products are native (test_device: elsewhere)
     full = design.full_spec(smoke)
     assert "precision" not in full.as_dict() and "precision" not in design.lora_spec(smoke).as_dict()
     bf16 = dataclasses.replace(full, precision="bf16")
