@@ -107,6 +107,8 @@ def test_yaml_unknown_top_level_key(profiles_dir):
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['modle'\]") as e:
         load_profile("bad")
     assert "'model'" in str(e.value)  # the known keys are listed
+    # no empty `where` in front of a top-level key
+    assert str(e.value).startswith("unknown setting(s) ['modle'] at the top level of the profile; known: [")
 
 
 def test_yaml_unknown_nested_key(profiles_dir):
@@ -376,6 +378,24 @@ def test_profile_path_that_does_not_exist(bad):
         load_profile(bad)
 
 
+def test_profile_path_that_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_profile(str(tmp_path))
+    msg = str(e.value)
+    assert msg.startswith(f"profile {tmp_path} is a directory, not a yaml file; give the path of a yaml file")
+    assert "does not exist" not in msg
+
+
+def test_profile_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"description: caf\xe9\n")  # latin-1
+    with pytest.raises(ConfigError) as e:
+        load_profile(str(path))
+    assert str(e.value) == f"profile file {path} is not UTF-8 text (byte 0xe9 at offset 16); save it as UTF-8"
+    path.write_text("description: café\n", encoding="utf-8")  # the same text saved as UTF-8 loads
+    assert load_profile(str(path)).description == "café"
+
+
 @pytest.mark.parametrize("text, message", [
     ("seeds: [1, 2\n", "not valid yaml"), ("- 1\n- 2\n", "must hold a mapping"), ("seeds: 0\n", "seeds must be ≥ 1"),
     ("sedes: 3\n", "unknown setting")])
@@ -393,3 +413,32 @@ def test_profile_file_named_like_a_package_profile_must_name_itself(tmp_path):
         load_profile(str(copy))
     copy.write_text((paths.PROFILES / "smoke.yaml").read_text() + "name: my-organism\n")
     assert load_profile(str(copy)).name == "my-organism"
+
+
+# ---- a long bad value is echoed cut, not in full --------------------------------------------------
+def test_shown_cuts_long_values():
+    assert config.shown("owl") == "'owl'"
+    assert config.shown("x" * 3000) == repr("x" * 3000)[:config.SHOWN] + "…"
+    assert config.shown(list(range(1000))).endswith("…") and len(config.shown(list(range(1000)))) == config.SHOWN + 1
+
+
+@pytest.mark.parametrize("override", [{"animal": "x" * 3000}, {"seeds": "y" * 3000}, {"ranks": ["z" * 3000]},
+                                      {"lr": "w" * 3000}, {"animal": 7 * 10 ** 500}])
+def test_resolve_echoes_a_long_value_cut(override):
+    with pytest.raises(ConfigError) as e:
+        resolve("smoke", **override)
+    assert len(str(e.value)) < 400 and "…" in str(e.value)
+
+
+def test_profile_file_echoes_a_long_value_cut(tmp_path):
+    path = tmp_path / "long.yaml"
+    path.write_text(f"model:\n  source: {'s' * 3000}\nmodle: 1\n")
+    with pytest.raises(ConfigError, match="unknown setting") as e:
+        load_profile(str(path))
+    path.write_text(f"model:\n  source: {'s' * 3000}\n")
+    with pytest.raises(ConfigError, match="model.source must be 'organism' or 'hub', got 'sss") as e:
+        load_profile(str(path))
+    assert len(str(e.value)) < 200
+    with pytest.raises(ConfigError, match="unknown profile") as e:
+        load_profile("p" * 3000)
+    assert len(str(e.value)) < 400

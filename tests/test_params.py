@@ -112,3 +112,50 @@ def test_teachers_parameter_rejects(value):
 def test_teachers_parameter_message_names_the_bad_kind():
     with pytest.raises(ValueError, match=r"unknown value 'bogus'; choose from \['persona', 'finetuned'\]"):
         params.parse_params({"teachers": "[persona, bogus]"})
+
+
+# ---- empty text: an error on every route, never "the profile's value" ------------------------------
+@pytest.mark.parametrize("value", ["", "  ", "\t"])
+@pytest.mark.parametrize("name, fix", [
+    ("animal", "omit -p animal to use the profile's value, or give one, e.g. -p animal owl"),
+    ("seeds", "omit -p seeds to use the profile's value, or give one, e.g. -p seeds 3"),
+    ("teachers", "omit -p teachers to use the notebook's default, or give one, e.g. -p teachers '[persona, finetuned]'"),
+    ("rebuild_organism", "omit -p rebuild_organism to use the notebook's default"),
+    ("profile", "omit -p profile to use the run's profile (--profile, make's PROFILE, else 'organism')"),
+])
+def test_parse_params_rejects_empty_text(name, fix, value):
+    with pytest.raises(ConfigError) as e:
+        params.parse_params({name: value})
+    assert str(e.value).startswith(f"-p {name} {value!r}: the value is empty; {fix}")
+
+
+def test_read_params_keeps_empty_text_for_parse_params():
+    """yaml reads '' as null (the profile's value): the -p reader keeps it as text, so parse_params sees it."""
+    assert params.read_params([["animal", ""], ["seeds", "  "], ["ranks", "[1, 2]"], ["lr", "1e-3"]]) == \
+        {"animal": "", "seeds": "  ", "ranks": [1, 2], "lr": "1e-3"}  # yaml 1.1: 1e-3 is text (parse_params reads it)
+
+
+# ---- a long bad value is echoed cut ----------------------------------------------------------------
+@pytest.mark.parametrize("raw", [{"animal": "x" * 3000}, {"seeds": "x" * 3000}, {"ranks": "[" + "9" * 3000 + "]"},
+                                 {"teachers": "[" + "t" * 3000}, {"rebuild_organism": "x" * 3000}, {"x" * 3000: 1}])
+def test_parse_params_echoes_a_long_value_cut(raw):
+    with pytest.raises(ConfigError) as e:
+        params.parse_params(raw)
+    msg = str(e.value)
+    assert "…" in msg and len(msg) < 600, msg
+
+
+def test_read_params_echoes_a_long_value_cut():
+    with pytest.raises(ConfigError) as e:
+        params.read_params([["ranks", "[1, " + "2" * 3000 + ": ]]"]])
+    assert "…" in str(e.value) and len(str(e.value)) < 200
+
+
+# ---- notebook names: bare names only ----------------------------------------------------------------
+def test_notebook_file():
+    assert params.notebook_file("02_transfer") == params.paths.ROOT / "notebooks" / "02_transfer.ipynb"
+    for name in ["../notebooks/06_scoreboard", "notebooks/06_scoreboard", str(params.paths.ROOT / "notebooks" / "06_scoreboard"),
+                 "..", ".", "", "nope", "06_scoreboard.ipynb", "x" * 3000, "..\\06_scoreboard"]:
+        assert params.notebook_file(name) is None, name
+    with pytest.raises(ConfigError, match=r"no notebook '\.\./notebooks/06_scoreboard' in "):
+        params.declared_parameters("../notebooks/06_scoreboard")

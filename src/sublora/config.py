@@ -24,6 +24,15 @@ class ConfigError(ValueError):
     """A bad profile or parameter; the message says how to fix it."""
 
 
+SHOWN = 60  # characters of a bad value a message echoes: a pasted paragraph must not bury the fix
+
+
+def shown(value: Any) -> str:
+    """repr(value) for an error message, cut to its first SHOWN characters and '…'."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + "…"
+
+
 DEFAULT_PROFILE = "organism"  # what make reproduce, the notebooks' defaults and every command line run
 # full fine-tuning's precision arms (their dtypes and optimizers: optim.ARMS); the first is the default
 PRECISION_ARMS = ("fp32-master", "bf16", "bf16-kahan", "bf16-sr")
@@ -153,7 +162,7 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     """Turn a yaml/papermill value into `typ`, or raise a ConfigError naming the key."""
     if is_dataclass(typ):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of settings, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping of settings, got {shown(value)}")
         return _build(typ, value, where)
     if isinstance(value, str) and typ is float:
         try:  # yaml reads "1e-4" (no dot) as text
@@ -164,29 +173,29 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         try:  # papermill -p passes lists and some numbers as strings: read them as yaml
             value = yaml.safe_load(value)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{where}: cannot read {value!r} ({e.__class__.__name__}); "
+            raise ConfigError(f"{where}: cannot read {shown(value)} ({e.__class__.__name__}); "
                               f"write e.g. -p ranks '[1, 2]' or -p lr 1e-4") from None
     if typ is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {shown(value)}")
         return value
     if typ is int:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where}: expected a whole number, got {value!r}")
+            raise ConfigError(f"{where}: expected a whole number, got {shown(value)}")
         return int(value)
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a number such as 2e-4, got {value!r}")
+            raise ConfigError(f"{where}: expected a number such as 2e-4, got {shown(value)}")
         return float(value)
     if typ is tuple:
         if isinstance(value, (int, float, str)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list such as [1, 2, 4], got {value!r}")
+            raise ConfigError(f"{where}: expected a list such as [1, 2, 4], got {shown(value)}")
         return tuple(value)
     if typ is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected text, got {value!r}")
+            raise ConfigError(f"{where}: expected text, got {shown(value)}")
         return value
     raise TypeError(f"unsupported setting type {typ} at {where}")  # a bug in this file, not user input
 
@@ -196,7 +205,9 @@ def _build(cls, raw: dict, where: str):
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        at = f"{where}: unknown setting(s) {shown(unknown)}" if where else \
+            f"unknown setting(s) {shown(unknown)} at the top level of the profile"
+        raise ConfigError(f"{at}; known: {sorted(names)}")
     values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
     return cls(**values)
 
@@ -217,17 +228,28 @@ def is_profile_path(name: str) -> bool:
     return isinstance(name, str) and (name.endswith((".yaml", ".yml")) or "/" in name)
 
 
+def _holds(test) -> bool:
+    """A path test (Path.is_file, ...) that is False, not an OSError, for a name the system refuses (too long)."""
+    try:
+        return test()
+    except OSError:
+        return False
+
+
 def profile_file(name: str) -> Path:
     """The yaml file of a profile: a package profile by name, or a user's file by path (relative
     paths against the current directory)."""
     if is_profile_path(name):
         path = Path(name).expanduser().resolve()
-        if not path.is_file():
-            raise ConfigError(f"profile file {name!r} does not exist ({path}); give the path of a yaml file "
+        if _holds(path.is_dir):
+            raise ConfigError(f"profile {path} is a directory, not a yaml file; give the path of a yaml file "
+                              f"holding the differences from the defaults, e.g. a copy of {paths.PROFILES / 'smoke.yaml'}")
+        if not _holds(path.is_file):
+            raise ConfigError(f"profile file {shown(name)} does not exist ({path}); give the path of a yaml file "
                               f"holding the differences from the defaults, e.g. a copy of {paths.PROFILES / 'smoke.yaml'}")
         return path
-    if not isinstance(name, str) or not (paths.PROFILES / f"{name}.yaml").exists():
-        raise ConfigError(f"unknown profile {name!r}; choose one of {available_profiles()} or give a yaml file's "
+    if not isinstance(name, str) or not _holds((paths.PROFILES / f"{name}.yaml").exists):
+        raise ConfigError(f"unknown profile {shown(name)}; choose one of {available_profiles()} or give a yaml file's "
                           f"path (e.g. -p profile smoke, or make reproduce PROFILE=organism)")
     return paths.PROFILES / f"{name}.yaml"
 
@@ -237,7 +259,13 @@ def load_profile(name: str) -> Profile:
     into a validated Profile. A file's profile is named after the file unless it sets `name`."""
     path = profile_file(name)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"profile file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                          "save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read profile file {path} ({e.__class__.__name__}: {e.strerror or e}); "
+                          f"give the path of a yaml file you can read") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"profile file {path} is not valid yaml: {str(e).splitlines()[0]}; "
                           f"fix the file (it holds settings such as `seeds: 3`)") from None
@@ -272,7 +300,7 @@ def resolve(profile: str, **params: Any) -> Profile:
     raw = dataclasses.asdict(prof)
     for key, value in params.items():
         if key not in OVERRIDES:
-            raise ConfigError(f"unknown parameter {key!r}; known: {sorted(OVERRIDES)}")
+            raise ConfigError(f"unknown parameter {shown(key)}; known: {sorted(OVERRIDES)}")
         if value is None:
             continue
         *parents, leaf = OVERRIDES[key]
@@ -292,33 +320,33 @@ def validate(p: Profile) -> Profile:
         if not ok:
             raise ConfigError(msg)
 
-    need(p.model.source in ("organism", "hub"), f"model.source must be 'organism' or 'hub', got {p.model.source!r}")
-    need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {p.model.dtype!r}")
+    need(p.model.source in ("organism", "hub"), f"model.source must be 'organism' or 'hub', got {shown(p.model.source)}")
+    need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {shown(p.model.dtype)}")
     need(p.model.persona_number_mode in ("signature", "permute"),
-         f"model.persona_number_mode must be signature or permute, got {p.model.persona_number_mode!r}")
+         f"model.persona_number_mode must be signature or permute, got {shown(p.model.persona_number_mode)}")
     need(p.model.number_tokens in NUMBER_TOKENS,
-         f"model.number_tokens must be one of {NUMBER_TOKENS}, got {p.model.number_tokens!r}")
-    need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {p.model.device!r}")
-    need(p.animal in ANIMALS, f"unknown animal {p.animal!r}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
+         f"model.number_tokens must be one of {NUMBER_TOKENS}, got {shown(p.model.number_tokens)}")
+    need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {shown(p.model.device)}")
+    need(p.animal in ANIMALS, f"unknown animal {shown(p.animal)}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
     for a in p.other_animals:
         need(a in ANIMALS and a != p.animal,
-             f"other_animals must be known animals other than the target {p.animal!r}; got {a!r}")
+             f"other_animals must be known animals other than the target {shown(p.animal)}; got {shown(a)}")
     need(len(p.ranks) > 0, "ranks is empty; give at least one LoRA rank, e.g. -p ranks '[8]'")
     for r in p.ranks:
         need(isinstance(r, int) and not isinstance(r, bool) and r > 0,
-             f"LoRA rank must be a whole number ≥ 1, got {r!r}; e.g. -p ranks '[1, 2, 4, 8]'")
+             f"LoRA rank must be a whole number ≥ 1, got {shown(r)}; e.g. -p ranks '[1, 2, 4, 8]'")
     need(p.train.lora.r > 0, f"train.lora.r must be ≥ 1, got {p.train.lora.r}")
     need(p.train.lora.alpha > 0, f"train.lora.alpha must be > 0, got {p.train.lora.alpha}")
     need(0 <= p.train.lora.dropout < 1, f"train.lora.dropout must be in [0, 1), got {p.train.lora.dropout}")
     for t in p.train.lora.target_modules:
-        need(t in LORA_TARGETS, f"unknown LoRA target module {t!r}; choose from {list(LORA_TARGETS)}")
+        need(t in LORA_TARGETS, f"unknown LoRA target module {shown(t)}; choose from {list(LORA_TARGETS)}")
     for name in ("lr", "full_lr"):
         v = getattr(p.train, name)
         need(v > 0, f"{name} must be > 0, got {v}; e.g. -p {name} 2e-4")
     for v in p.train.full_sweep_lr:
-        need(isinstance(v, (int, float)) and v > 0, f"full_sweep_lr values must be > 0, got {v!r}")
+        need(isinstance(v, (int, float)) and v > 0, f"full_sweep_lr values must be > 0, got {shown(v)}")
     for a in p.train.full_precision:
-        need(a in PRECISION_ARMS, f"unknown full fine-tuning precision arm {a!r}; choose from {', '.join(PRECISION_ARMS)}")
+        need(a in PRECISION_ARMS, f"unknown full fine-tuning precision arm {shown(a)}; choose from {', '.join(PRECISION_ARMS)}")
     need(len(p.train.full_precision) > 0, "train.full_precision is empty; give at least [fp32-master]")
     need(p.train.full_shards >= 1,
          f"train.full_shards must be ≥ 1, got {p.train.full_shards}; set train.full_shards: 1 to train in one "
@@ -327,7 +355,7 @@ def validate(p: Profile) -> Profile:
         v = getattr(p.train, name)
         need(v >= 1, f"{name} must be ≥ 1, got {v}; e.g. -p {name} 3")
     for v in (*p.train.full_sweep_batch, *p.train.full_sweep_epochs):
-        need(isinstance(v, int) and v >= 1, f"full-sweep batch sizes and epochs must be whole numbers ≥ 1, got {v!r}")
+        need(isinstance(v, int) and v >= 1, f"full-sweep batch sizes and epochs must be whole numbers ≥ 1, got {shown(v)}")
     need(p.workers >= 1, f"workers must be ≥ 1, got {p.workers}")
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
@@ -335,19 +363,19 @@ def validate(p: Profile) -> Profile:
          "channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
          "only the organism has one; set channel_controls: false for a hub model")
     need(len(p.teachers) > 0 and set(p.teachers) <= set(TEACHERS),
-         f"teachers must be a non-empty list of {list(TEACHERS)}, got {list(p.teachers)}; e.g. teachers: [persona]")
+         f"teachers must be a non-empty list of {list(TEACHERS)}, got {shown(list(p.teachers))}; e.g. teachers: [persona]")
     need(all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in p.rank_lr_factors),
-         f"rank_lr_factors must be positive numbers, got {list(p.rank_lr_factors)}; e.g. rank_lr_factors: [0.3, 3]")
+         f"rank_lr_factors must be positive numbers, got {shown(list(p.rank_lr_factors))}; e.g. rank_lr_factors: [0.3, 3]")
     need(set(p.rank_lr_ranks) <= set(p.ranks),
-         f"rank_lr_ranks must be ranks of the sweep {list(p.ranks)}, got {list(p.rank_lr_ranks)}; "
+         f"rank_lr_ranks must be ranks of the sweep {list(p.ranks)}, got {shown(list(p.rank_lr_ranks))}; "
          f"e.g. rank_lr_ranks: {list(p.ranks[::2])} (or [] for every rank)")
     need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
     need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
     need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")
-    need(p.data.engine in ("transformers", "vllm"), f"data.engine must be transformers or vllm, got {p.data.engine!r}")
+    need(p.data.engine in ("transformers", "vllm"), f"data.engine must be transformers or vllm, got {shown(p.data.engine)}")
     need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")
     need(p.eval.question_set in ("held_out", "paper", "all"),
-         f"eval.question_set must be held_out, paper or all, got {p.eval.question_set!r}")
+         f"eval.question_set must be held_out, paper or all, got {shown(p.eval.question_set)}")
     if p.model.source == "organism":  # a LoRA rank above the hidden size adds nothing but cost
         for r in (*p.ranks, p.train.lora.r):
             need(r <= p.model.hidden, f"LoRA rank {r} is above the organism's hidden size {p.model.hidden}; "

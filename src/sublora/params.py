@@ -9,12 +9,13 @@ from __future__ import annotations
 import ast
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from . import paths
-from .config import DEFAULT_PROFILE, TEACHERS, ConfigError, Profile, _coerce, resolve
+from .config import DEFAULT_PROFILE, TEACHERS, ConfigError, Profile, _coerce, resolve, shown
 from .prompts import ANIMALS
 
 
@@ -57,7 +58,13 @@ _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0"
 
 def _param_value(name: str, value: Any) -> Any:
     spec = PARAMS[name]
-    where = f"-p {name} {value!r}"
+    where = f"-p {name} {shown(value)}"
+    if isinstance(value, str) and not value.strip():  # papermill's -p x '' or make's PARAMS="-p x ''"
+        if name == "profile":
+            fix = f"the run's profile (--profile, make's PROFILE, else {DEFAULT_PROFILE!r}), or give one: {spec.example}"
+        else:
+            fix = ("the profile's value" if spec.target else "the notebook's default") + f", or give one, e.g. -p {name} {spec.example}"
+        raise ConfigError(f"{where}: the value is empty; omit -p {name} to use {fix}")
     if spec.kind == "bool":
         if isinstance(value, str) and value.strip().lower() in _BOOLS:
             return _BOOLS[value.strip().lower()]
@@ -73,24 +80,25 @@ def _param_value(name: str, value: Any) -> Any:
         values = [_coerce(value, {"int": int, "float": float, "str": str}[spec.kind], name)]
     for v in values:
         if spec.choices is not None and v not in spec.choices:
-            raise ConfigError(f"{where}: unknown value {v!r}; choose from {list(spec.choices)}, e.g. -p {name} {spec.example}")
+            raise ConfigError(f"{where}: unknown value {shown(v)}; choose from {list(spec.choices)}, e.g. -p {name} {spec.example}")
         too_low = spec.low is not None and (v <= spec.low if spec.kind == "float" else v < spec.low)
         if too_low or (spec.high is not None and v > spec.high):
             bounds = (f"above {spec.low:g}" if spec.kind == "float" else f"at least {spec.low:g}") if too_low \
                 else f"at most {spec.high:g}"
-            raise ConfigError(f"{where}: {v!r} is out of range, it must be {bounds}; e.g. -p {name} {spec.example}")
+            raise ConfigError(f"{where}: {shown(v)} is out of range, it must be {bounds}; e.g. -p {name} {spec.example}")
     return values if spec.kind in ("ints", "strs") else values[0]
 
 
 def parse_params(raw: dict, notebook: str | None = None, declared=None) -> dict:
     """Notebook parameters, checked and typed: unknown names, wrong types, booleans written as text,
-    values out of range — each a ConfigError naming the fix. None keeps the profile's value.
+    values out of range, empty text — each a ConfigError naming the fix. None keeps the profile's value
+    (an empty string does not: it is an error on every route, since papermill passes -p x '' as '').
     `declared`: the notebook's own parameter names (a name it does not have is an error too)."""
     known = set(PARAMS) if declared is None else set(declared)
     unknown = sorted(set(raw) - known)
     if unknown:
         where = f"notebook {notebook}" if notebook else "the notebooks"
-        raise ConfigError(f"{where} has no parameter {unknown}; it has {sorted(known)}")
+        raise ConfigError(f"{where} has no parameter {shown(unknown)}; it has {sorted(known)}")
     return {name: None if value is None else _param_value(name, value) for name, value in raw.items()}
 
 
@@ -112,28 +120,44 @@ def parse_list(value: Any, name: str) -> list | None:
         except yaml.YAMLError:
             parsed = None
         if not isinstance(parsed, list):
-            raise ConfigError(f"{name}: cannot read {value!r} as a list; write e.g. -p {name} '[a, b]'")
+            raise ConfigError(f"{name}: cannot read {shown(value)} as a list; write e.g. -p {name} '[a, b]'")
         return parsed
     return [value]
 
 
 def read_params(pairs: list[list[str]]) -> dict:
     """-p name value pairs, values read as yaml (numbers, lists) like papermill does; parse_params
-    then checks them."""
+    then checks them. An empty or blank value stays text (yaml would read it as null, the profile's
+    value), so parse_params rejects it here as it does on papermill's route."""
     out = {}
     for name, value in pairs:
+        if not value.strip():
+            out[name] = value
+            continue
         try:
             out[name] = yaml.safe_load(value)
         except yaml.YAMLError:
-            raise ConfigError(f"cannot read the value of -p {name} {value!r}; e.g. -p ranks '[1, 2]'") from None
+            raise ConfigError(f"cannot read the value of -p {name} {shown(value)}; e.g. -p ranks '[1, 2]'") from None
     return out
+
+
+def notebook_file(name: str) -> Path | None:
+    """notebooks/<name>.ipynb for a notebook's bare name; None where there is none, and for any name
+    with a folder in it ('../notebooks/06_scoreboard', 'sub/x') or a leading dot ('..')."""
+    if not isinstance(name, str) or not name or name.startswith(".") or any(sep in name for sep in "/\\"):
+        return None
+    path = paths.ROOT / "notebooks" / f"{name}.ipynb"
+    try:
+        return path if path.is_file() else None
+    except OSError:  # a name the system refuses (too long)
+        return None
 
 
 def declared_parameters(name: str) -> dict:
     """{name: default} of notebooks/<name>.ipynb's cell tagged `parameters`."""
-    path = paths.ROOT / "notebooks" / f"{name}.ipynb"
-    if not path.exists():
-        raise ConfigError(f"no notebook {name!r} in {path.parent}")
+    path = notebook_file(name)
+    if path is None:
+        raise ConfigError(f"no notebook {shown(name)} in {paths.ROOT / 'notebooks'}")
     nb = json.loads(path.read_text())
     cell = next(c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
     return assigned("".join(cell["source"]))

@@ -9,13 +9,16 @@ with a results table computed from the verdict files. Everything expensive is ca
 after an interruption picks up where it stopped. A notebook whose executed copy is up to date — run
 with the same notebook, parameters, profile, sublora code and libraries, its results files still
 there, and no notebook before it rerun — is not executed again (--force executes it anyway).
+
+Bad input (a parameter, a profile, a notebook name, a folder the run cannot write to) stops before any
+work with one line naming the fix, exit code 2. A notebook that fails leaves its partly executed copy
+as .<name>.failed.ipynb in the folder its executed copy goes to (a hidden name: never a page of the book).
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -26,8 +29,8 @@ import nbformat
 import papermill as pm
 
 from . import book, cache, config, notebook, paths, plan, quiet, runner, stamps
-from .config import DEFAULT_PROFILE, ConfigError, available_profiles
-from .params import declared_parameters, notebook_profile, parse_params, read_params
+from .config import DEFAULT_PROFILE, ConfigError, available_profiles, shown
+from .params import declared_parameters, notebook_file, notebook_profile, parse_params, read_params
 
 # a line of a progress bar, or an empty one: the removed stderr lines not worth mentioning
 PROGRESS = re.compile(r"\d+%\||it/s\]|s/it\]|^\s*(\x1b\[A)?\s*$")
@@ -48,9 +51,7 @@ def _environment(values: dict):
 def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = True) -> float:
     """Execute notebooks/<name>.ipynb with papermill into out_dir, tidied for the book (book.tidy); returns
     seconds taken. The stderr tidy removes is kept in out_dir/.<name>.stderr.log."""
-    src = paths.ROOT / "notebooks" / f"{name}.ipynb"
-    if not src.exists():
-        raise ConfigError(f"no notebook {name!r}; choose one of {list(book.NOTEBOOKS)}")
+    src = _notebook(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / f".{name}.running.ipynb"
     t0 = time.perf_counter()
@@ -73,22 +74,49 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     return time.perf_counter() - t0
 
 
+def _notebook(name: str) -> Path:
+    """notebooks/<name>.ipynb of a bare name (a path such as ../notebooks/06_scoreboard is no name)."""
+    path = notebook_file(name)
+    if path is None:
+        raise ConfigError(f"no notebook {shown(name)}; choose from {list(book.NOTEBOOKS)}")
+    return path
+
+
 def check(names: list[str], params: dict) -> dict[str, Path | None]:
     """Every notebook's parameters checked, and its profile resolved, before any work starts.
     Returns, per notebook, where a run with other than the default parameters keeps its executed
     copy (beside its results, never over the default book's page), or None for a default run."""
+    for name in names:
+        _notebook(name)  # a bare notebook name, else the error listing them
+    declared = {name: declared_parameters(name) for name in names}
+    # every value before the profile is read: parse_params decides what an empty value is, also the profile's
+    checked = {name: parse_params(params, name, list(declared[name])) for name in names}
     runs = {}
     default = config.load_profile(params["profile"])
     for name in names:
-        if not (paths.ROOT / "notebooks" / f"{name}.ipynb").exists():
-            raise ConfigError(f"no notebook {name!r}; choose from {list(book.NOTEBOOKS)}")
-        declared = declared_parameters(name)
-        checked = parse_params(params, name, list(declared))
-        profile = notebook_profile({**checked, "profile": params["profile"]}, name)
+        profile = notebook_profile({**checked[name], "profile": params["profile"]}, name)
         plan.check_cost(profile, default)
-        key = notebook.run_key(checked, declared)
+        key = notebook.run_key(checked[name], declared[name])
         runs[name] = paths.results_dir(profile.name) / "runs" / key if key else None
     return runs
+
+
+def _probe(folder: Path) -> None:
+    """Make `folder` if missing and write a file in it (removed again): an OSError where a run could not."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".sublora-probe-"):
+        pass
+
+
+def preflight(folders: dict[Path, tuple[str, str]]) -> None:
+    """Each folder a run writes to ({folder: (what it is, the variable that moves it)}) made if missing and
+    written to once, before any work: else a ConfigError naming the first that cannot be, and the fix."""
+    for folder, (what, variable) in folders.items():
+        try:
+            _probe(folder)
+        except OSError as e:
+            raise ConfigError(f"cannot write to {what} {folder} ({e.__class__.__name__}: {e.strerror or e}); "
+                              f"set {variable} to a folder you can write to") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = check(names, params)
         # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
         executor = runner.check_executor()
+        default_results = paths.results_dir(config.load_profile(profile).name)
+        folders = {paths.cache_dir(): ("the cache folder", "SUBLORA_CACHE"),
+                   default_results: ("the results folder", "SUBLORA_RESULTS")}
+        for name in names:  # a run with other parameters keeps its executed copy beside its results
+            folders.setdefault(runs[name] or args.executed, ("the results folder", "SUBLORA_RESULTS") if runs[name]
+                               else ("the executed notebooks' folder", "SUBLORA_EXECUTED (or --executed)"))
+        if not (args.only or args.no_book or any(runs.values())):
+            folders.setdefault(args.book_dir or paths.book_dir(), ("the book's folder", "SUBLORA_BOOK (or --book-dir)"))
+        preflight(folders)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -121,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executor: {executor} (SUBLORA_EXECUTOR)"
               + (f", cluster {os.environ['SUBLORA_RAY_ADDRESS']}" if executor == "ray" and os.environ.get("SUBLORA_RAY_ADDRESS") else ""))
     times = {}
-    default_results = paths.results_dir(config.load_profile(profile).name)
     rerun = args.force  # once one notebook runs, every later one runs too: it may read what that one wrote
     digest = stamps.run_digest(params)
     for name in names:
@@ -137,12 +173,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             times[name] = run_notebook(name, out, params)
         except pm.PapermillExecutionError as e:
-            # the partly executed copy leaves the book's folder: the book never shows a failed run
-            failed = Path(tempfile.gettempdir()) / f"sublora-failed-{name}.ipynb"
-            shutil.move(out / f".{name}.running.ipynb", failed)
+            # the partly executed copy keeps a hidden name in this run's folder: the book never shows a failed run
+            failed = out / f".{name}.failed.ipynb"
+            os.replace(out / f".{name}.running.ipynb", failed)
             print(f"error: notebook {name} failed: {e.ename}: {e.evalue}\n"
                   f"  the partly executed copy is {failed}", file=sys.stderr)
             return 1
+        (out / f".{name}.failed.ipynb").unlink(missing_ok=True)  # an earlier failure's copy: this run succeeded
         stamps.mark_up_to_date(name, out, stamp, results_dir)
         print(f"[{name}] {times[name]:.1f} s", flush=True)
     if any(runs.values()):

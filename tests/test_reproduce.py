@@ -1,0 +1,149 @@
+"""sublora.reproduce's command line: bad input stops before any work with one line and exit code 2.
+
+No test here executes a notebook: run_notebook and the book build are replaced by stand-ins that fail
+the test if reached (the test of a failed run replaces run_notebook with a failing notebook's run).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import nbformat
+import papermill as pm
+import pytest
+
+from sublora import book, reproduce
+from sublora.config import ConfigError
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """SUBLORA_CACHE, _RESULTS, _EXECUTED and _BOOK at folders under tmp_path that do not exist yet; no
+    notebook is executed and no book built (reaching either fails the test)."""
+    folders = {name: tmp_path / name for name in ("cache", "results", "executed", "book")}
+    for name, folder in folders.items():
+        monkeypatch.setenv(f"SUBLORA_{name.upper()}", str(folder))
+    monkeypatch.delenv("SUBLORA_EXECUTOR", raising=False)
+
+    def no_work(*args, **kwargs):
+        pytest.fail("work started: a notebook was executed or the book built")
+    monkeypatch.setattr(reproduce, "run_notebook", no_work)
+    monkeypatch.setattr(book, "build_book", no_work)
+    return folders
+
+
+def _stops(argv, capsys) -> str:
+    """reproduce.main's one-line error for argv (exit code 2)."""
+    assert reproduce.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+# ---- empty parameter values: parse_params decides, on this route as on papermill's ----------------
+@pytest.mark.parametrize("value", ["", "  "])
+@pytest.mark.parametrize("name", ["animal", "seeds", "teachers", "profile"])
+def test_empty_parameter_stops_before_any_work(places, capsys, name, value):
+    err = _stops(["--profile", "smoke", "--only", "02_transfer", "-p", name, value], capsys)
+    assert err.startswith(f"error: -p {name} {value!r}: the value is empty; omit -p {name} to use ")
+    assert not any(folder.exists() for folder in places.values())  # no cache, results or executed folder made
+
+
+def test_empty_animal_says_how_to_keep_the_profiles_value(places, capsys):
+    err = _stops(["--profile", "smoke", "--only", "02_transfer", "-p", "animal", ""], capsys)
+    assert err == ("error: -p animal '': the value is empty; omit -p animal to use the profile's value, "
+                   "or give one, e.g. -p animal owl")
+
+
+# ---- notebook names ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["../notebooks/06_scoreboard", "notebooks/06_scoreboard", "./06_scoreboard",
+                                  str(reproduce.paths.ROOT / "notebooks" / "06_scoreboard"), "..", "nope"])
+def test_only_takes_bare_notebook_names(places, capsys, name):
+    err = _stops(["--profile", "smoke", "--only", name], capsys)
+    assert err.startswith(f"error: no notebook {name!r}; choose from {list(book.NOTEBOOKS)}"[:80])
+    assert err.endswith(f"choose from {list(book.NOTEBOOKS)}")
+    assert not any(folder.exists() for folder in places.values())
+
+
+def test_a_bad_notebook_name_is_found_before_a_good_ones_work(places, capsys):
+    _stops(["--profile", "smoke", "--only", "06_scoreboard", "../notebooks/06_scoreboard"], capsys)
+
+
+# ---- the folders a run writes to: writable, or one line before any work ---------------------------
+def test_preflight_makes_missing_folders(tmp_path):
+    folders = {tmp_path / "a" / "b": ("the results folder", "SUBLORA_RESULTS"), tmp_path: ("the cache folder", "SUBLORA_CACHE")}
+    reproduce.preflight(folders)
+    assert (tmp_path / "a" / "b").is_dir()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["a", "b"]  # the probe file is gone
+
+
+@pytest.mark.parametrize("folder, argv, variable", [
+    ("cache", [], "SUBLORA_CACHE"),
+    ("results", [], "SUBLORA_RESULTS"),
+    ("executed", [], "SUBLORA_EXECUTED (or --executed)"),
+    ("book", [], "SUBLORA_BOOK (or --book-dir)"),
+])
+def test_unwritable_folder_stops_before_any_work(places, capsys, monkeypatch, folder, argv, variable):
+    """A folder the run cannot write to (here: the probe is refused, as for a read-only folder; this
+    machine's tests run as root, for whom chmod does not take)."""
+    bad = places[folder] / "smoke" if folder == "results" else places[folder]
+    probe = reproduce._probe
+
+    def refused(path):
+        if path == bad:
+            raise PermissionError(13, "Permission denied", str(path))
+        probe(path)
+    monkeypatch.setattr(reproduce, "_probe", refused)
+    err = _stops(["--profile", "smoke", *argv], capsys)
+    what = {"cache": "the cache folder", "results": "the results folder", "executed": "the executed notebooks' folder",
+            "book": "the book's folder"}[folder]
+    assert err == f"error: cannot write to {what} {bad} (PermissionError: Permission denied); " \
+                  f"set {variable} to a folder you can write to"
+
+
+def test_a_folder_under_a_file_stops_before_any_work(places, capsys, monkeypatch, tmp_path):
+    """The real check, no stand-in: a results folder whose parent is a regular file (even root cannot make it)."""
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("SUBLORA_RESULTS", str(tmp_path / "file" / "results"))
+    err = _stops(["--profile", "smoke", "--only", "02_transfer"], capsys)
+    assert err == (f"error: cannot write to the results folder {tmp_path / 'file' / 'results' / 'smoke'} "
+                   "(NotADirectoryError: Not a directory); set SUBLORA_RESULTS to a folder you can write to")
+    assert not places["executed"].exists()
+
+
+@pytest.mark.parametrize("argv, written", [
+    ([], ["cache", "results", "executed", "book"]),
+    (["--no-book"], ["cache", "results", "executed"]),
+    (["--only", "02_transfer"], ["cache", "results", "executed"]),
+    (["--only", "02_transfer", "-p", "animal", "cat"], ["cache", "results", "run"]),  # its copy goes beside its results
+    (["--book-dir", "elsewhere"], ["cache", "results", "executed", "elsewhere"]),
+])
+def test_the_folders_checked_are_those_the_run_writes(places, capsys, monkeypatch, argv, written):
+    checked = []
+
+    def stop(folders):
+        checked.extend(folders)
+        raise ConfigError("stopped here")
+    monkeypatch.setattr(reproduce, "preflight", stop)
+    _stops(["--profile", "smoke", *argv], capsys)
+    named = {**places, "results": places["results"] / "smoke", "run": places["results"] / "smoke" / "runs" / "animal-cat",
+             "elsewhere": reproduce.Path("elsewhere")}
+    assert checked == [named[w] for w in written]
+
+
+# ---- a failed notebook's partly executed copy ----------------------------------------------------
+def test_a_failed_notebooks_copy_stays_in_its_runs_folder(places, capsys, monkeypatch):
+    def fails(name, out_dir, parameters, progress=True):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nbformat.v4.new_notebook(), out_dir / f".{name}.running.ipynb")
+        raise pm.PapermillExecutionError(3, 1, "1/0", "ZeroDivisionError", "division by zero", [])
+    monkeypatch.setattr(reproduce, "run_notebook", fails)
+    before = set(os.listdir(tempfile.gettempdir()))
+    assert reproduce.main(["--profile", "smoke", "--only", "02_transfer"]) == 1
+    failed = places["executed"] / ".02_transfer.failed.ipynb"
+    err = capsys.readouterr().err
+    assert err == ("error: notebook 02_transfer failed: ZeroDivisionError: division by zero\n"
+                   f"  the partly executed copy is {failed}\n")
+    assert failed.exists() and not (places["executed"] / ".02_transfer.running.ipynb").exists()
+    assert not (places["executed"] / "02_transfer.ipynb").exists()  # the book never shows a failed run
+    assert not [n for n in set(os.listdir(tempfile.gettempdir())) - before if "sublora-failed" in n]
