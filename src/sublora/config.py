@@ -158,7 +158,7 @@ class Profile:
     gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
 
 
-def _coerce(value: Any, typ: Any, where: str) -> Any:
+def coerce(value: Any, typ: Any, where: str) -> Any:
     """Turn a yaml/papermill value into `typ`, or raise a ConfigError naming the key."""
     if is_dataclass(typ):
         if not isinstance(value, dict):
@@ -208,7 +208,7 @@ def _build(cls, raw: dict, where: str):
         at = f"{where}: unknown setting(s) {shown(unknown)}" if where else \
             f"unknown setting(s) {shown(unknown)} at the top level of the profile"
         raise ConfigError(f"{at}; known: {sorted(names)}")
-    values = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
+    values = {k: coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in raw.items()}
     return cls(**values)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from . import config, models, plots, quiet, results
-from .params import assigned, declared_parameters, notebook_profile, parse_params
 from .config import Profile
+from .params import assigned, declared_parameters, notebook_profile, parse_params
 
 
 def _injected(namespace: dict) -> list[str]:

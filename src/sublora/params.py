@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from . import paths
-from .config import DEFAULT_PROFILE, TEACHERS, ConfigError, Profile, _coerce, resolve, shown
+from .config import DEFAULT_PROFILE, TEACHERS, ConfigError, Profile, coerce, resolve, shown
 from .prompts import ANIMALS
 
 
@@ -75,9 +75,9 @@ def _param_value(name: str, value: Any) -> Any:
         items = parse_list(value, name)
         if not items:
             raise ConfigError(f"{where}: the list is empty; e.g. -p {name} {spec.example}")
-        values = [_coerce(v, int if spec.kind == "ints" else str, name) for v in items]
+        values = [coerce(v, int if spec.kind == "ints" else str, name) for v in items]
     else:
-        values = [_coerce(value, {"int": int, "float": float, "str": str}[spec.kind], name)]
+        values = [coerce(value, {"int": int, "float": float, "str": str}[spec.kind], name)]
     for v in values:
         if spec.choices is not None and v not in spec.choices:
             raise ConfigError(f"{where}: unknown value {shown(v)}; choose from {list(spec.choices)}, e.g. -p {name} {spec.example}")
