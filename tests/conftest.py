@@ -46,30 +46,39 @@ def smoke_env(root):
 
 
 @pytest.fixture(scope="session")
-def smoke_organism(tmp_path_factory):
-    """The smoke profile's organism, pretrained once per test session in a cache of its own: its
-    directory there. seed_cache puts it into another cache, so that no test pretrains it again."""
-    from sublora import config, organism
+def smoke_organisms(tmp_path_factory):
+    """The smoke profile's organism and its cross-initialisation twin (02's channel control), each
+    pretrained once per test session in a cache of their own: their directories there. seed_cache puts
+    them into another cache, so that no test pretrains them again."""
+    from sublora import config, organism, organism_recipe
 
     root = tmp_path_factory.mktemp("smoke-organism")
+    spec = config.load_profile("smoke").model
     with smoke_env(root):
-        return organism.ensure(config.load_profile("smoke").model, progress=False)
-
-
-def seed_cache(cache_dir, organism_dir) -> None:
-    """A cache (SUBLORA_CACHE) holding a pretrained organism, copied in whole (manifest included)."""
-    shutil.copytree(organism_dir, Path(cache_dir) / "organism" / Path(organism_dir).name)
+        return tuple(organism.ensure(s, progress=False) for s in (spec, organism_recipe.cross_spec(spec)))
 
 
 @pytest.fixture(scope="session")
-def smoke_book(tmp_path_factory, smoke_organism):
+def smoke_organism(smoke_organisms):
+    """The smoke profile's organism (smoke_organisms' first): its directory."""
+    return smoke_organisms[0]
+
+
+def seed_cache(cache_dir, *organism_dirs) -> None:
+    """A cache (SUBLORA_CACHE) holding pretrained organisms, each copied in whole (manifest included)."""
+    for d in organism_dirs:
+        shutil.copytree(d, Path(cache_dir) / "organism" / Path(d).name)
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory, smoke_organisms):
     """Every notebook executed under the smoke profile and the book built from them, once per test
     session (tests/test_notebooks.py and tests/test_book.py share it), with a private cache (seeded with
-    the session's smoke organism) and results folder under root: returns (root, reproduce's exit code)."""
+    the session's smoke organisms) and results folder under root: returns (root, reproduce's exit code)."""
     from sublora import reproduce
 
     root = tmp_path_factory.mktemp("smoke")
-    seed_cache(root / "cache", smoke_organism)
+    seed_cache(root / "cache", *smoke_organisms)
     with smoke_env(root):
         rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"),
                              "--book-dir", str(root / "book")])

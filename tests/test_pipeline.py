@@ -8,6 +8,7 @@ import sys
 import types
 
 import pytest
+from conftest import seed_cache
 
 from sublora import cache, chat, config, models, organism, organism_recipe, paths, pipeline, prompts, runner, teacher
 
@@ -210,7 +211,7 @@ def test_student_is_a_function_of_its_key(smoke, tmp_cache, monkeypatch):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch):
+def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch, smoke_organisms):
     """Datasets, students and evaluations built by 2 worker processes equal those built serially."""
     import pandas as pd
 
@@ -221,8 +222,7 @@ def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch):
     results = {}
     for workers in (1, 2):
         monkeypatch.setenv("SUBLORA_CACHE", str(tmp_path / f"cache{workers}"))
-        if workers == 2:  # the same pretrained organism, not a second pretraining
-            shutil.copytree(tmp_path / "cache1" / "organism", tmp_path / "cache2" / "organism")
+        seed_cache(tmp_path / f"cache{workers}", *smoke_organisms)  # the session's, not a pretraining each
         results[workers] = runner.run_pairs(dataclasses.replace(p, workers=workers), pairs)
         assert len(list((tmp_path / f"cache{workers}" / "student").iterdir())) == sum(a.kind == "student" for a in pipeline.requirements(p, pairs).values())
     pd.testing.assert_frame_equal(results[1], results[2])
