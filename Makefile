@@ -40,7 +40,7 @@ book: $(VENV)/.installed
 	$(PY) -m sublora.book
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=10 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m sublora.bench --profile $(PROFILE) $(BENCH_ARGS)
