@@ -61,7 +61,8 @@ def _detected() -> tuple[str, str]:
     flags = _flags()
     if flags is not None:
         found = sorted(flags & NATIVE_FLAGS)
-        return ("native", f"CPU flag {', '.join(found)}") if found else ("emulated", "no avx512_bf16, amx_bf16 or bf16 CPU flag")
+        return (("native", f"CPU flag {', '.join(f'`{f}`' for f in found)}") if found
+                else ("emulated", "no `avx512_bf16`, `amx_bf16` or `bf16` CPU flag"))
     answer = _probe()
     return answer, f"a 256x256 product in bf16 {'within' if answer == 'native' else 'over'} 4x the float32 time"
 
@@ -80,10 +81,11 @@ def emulates_bf16(device_type: str) -> bool:
 
 
 def describe() -> str:
-    """One line for make bench and the scoreboard: the CPU, torch's capability, and the bf16 answer with its reason."""
+    """One line for make bench and the scoreboard (markdown-safe: names in backticks): the CPU, torch's
+    capability, and the bf16 answer with its reason."""
     setting = os.environ.get(SETTING, "auto").strip().lower() or "auto"
     answer = cpu_bf16()
-    why = _detected()[1] if setting == "auto" else f"{SETTING}={setting}"
+    why = _detected()[1] if setting == "auto" else f"`{SETTING}={setting}`"
     return (f"CPU {platform.machine()} (torch capability {torch.backends.cpu.get_cpu_capability()}): bf16 products "
             f"{answer} ({why})" + ("; the pure-bf16 arm trains float32 products on bf16-rounded weights and state"
                                    if answer == "emulated" else ""))
