@@ -91,11 +91,9 @@ def round_in_place(tensor: torch.Tensor, dtype: torch.dtype) -> None:
     tensor.copy_(tensor.to(dtype))
 
 
-def rounding_after_each_step(opt: torch.optim.Optimizer, dtype: torch.dtype) -> torch.optim.Optimizer:
-    """`opt`, whose weights and state (AdamW's moments; not its step count) are rounded to `dtype` values
-    after every step: storage in `dtype` with the products in the weights' own dtype. The weights are
-    rounded now too, so training starts from `dtype` weights."""
-    def hook(optimizer, args, kwargs):
+def _round_weights_and_state(optimizer: torch.optim.Optimizer, dtype: torch.dtype) -> None:
+    """The optimizer's weights and state (AdamW's moments; not its step count) rounded to `dtype` values."""
+    with torch.no_grad():
         for group in optimizer.param_groups:
             for p in group["params"]:
                 round_in_place(p.data, dtype)
@@ -103,11 +101,13 @@ def rounding_after_each_step(opt: torch.optim.Optimizer, dtype: torch.dtype) -> 
                     if name != "step" and torch.is_tensor(value) and value.is_floating_point():
                         round_in_place(value, dtype)
 
-    with torch.no_grad():
-        for group in opt.param_groups:
-            for p in group["params"]:
-                round_in_place(p.data, dtype)
-    opt.register_step_post_hook(hook)
+
+def rounding_after_each_step(opt: torch.optim.Optimizer, dtype: torch.dtype) -> torch.optim.Optimizer:
+    """`opt`, whose weights and state are rounded to `dtype` values after every step: storage in `dtype`
+    with the products in the weights' own dtype. The weights are rounded now too (there is no state yet),
+    so training starts from `dtype` weights."""
+    _round_weights_and_state(opt, dtype)
+    opt.register_step_post_hook(lambda optimizer, args, kwargs: _round_weights_and_state(optimizer, dtype))
     return opt
 
 
