@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -413,6 +414,48 @@ def test_profile_file_named_like_a_package_profile_must_name_itself(tmp_path):
         load_profile(str(copy))
     copy.write_text((paths.PROFILES / "smoke.yaml").read_text() + "name: my-organism\n")
     assert load_profile(str(copy)).name == "my-organism"
+
+
+# ---- a run's identity: a package profile as shipped, or a folder of its own -----------------------
+def test_committed_settings_are_the_package_profiles():
+    """profiles/committed.json holds each package profile's settings as shipped; after a deliberate change
+    to a profile's yaml, `python -m sublora.config --commit` records it."""
+    assert json.loads(config.COMMITTED.read_text()) == {n: config._settings(load_profile(n)) for n in config.available_profiles()}, \
+        "a package profile changed: run `python -m sublora.config --commit` if that is meant"
+
+
+def test_identity_of_a_package_profile_as_shipped_is_its_name():
+    for name in config.available_profiles():
+        assert config.identity(load_profile(name)) == name
+
+
+def test_a_profile_that_takes_a_package_profiles_name_gets_a_folder_of_its_own(tmp_path):
+    """A user's file saying `name: smoke` with one setting changed (or smoke.yaml edited in place): its
+    own folder, keyed by its settings, and the difference named."""
+    mine = tmp_path / "x.yaml"
+    mine.write_text((paths.PROFILES / "smoke.yaml").read_text() + "name: smoke\nmin_effect: 0.01\n")
+    p = load_profile(str(mine))
+    assert p.name == "smoke" and config.identity(p) == f"smoke-{config.digest(p)[:8]}"
+    assert config.differences(p) == ("smoke", {"min_effect": (0.0, 0.01)})
+    line = config.describe_identity(p)
+    assert f"results/smoke-{config.digest(p)[:8]}/" in line and "`min_effect` 0.0 → 0.01" in line
+    # the same settings under another file name, or with another description: the same folder
+    other = tmp_path / "y.yaml"
+    other.write_text(mine.read_text() + "description: another text\n")
+    assert config.identity(load_profile(str(other))) == config.identity(p)
+    # another setting: another folder
+    other.write_text(mine.read_text().replace("min_effect: 0.01", "min_effect: 0.02"))
+    assert config.identity(load_profile(str(other))) not in (config.identity(p), "smoke")
+
+
+def test_a_users_profile_under_its_own_name_is_keyed_by_its_settings(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((paths.PROFILES / "smoke.yaml").read_text())
+    p = load_profile(str(mine))
+    assert config.identity(p) == f"mine-{config.digest(p)[:8]}" and config.digest(p) == config.digest(
+        dataclasses.replace(load_profile("smoke"), name="mine"))
+    assert config.differences(p) == ("smoke", {})
+    assert "the same settings under another name" in config.describe_identity(p)
 
 
 # ---- a long bad value is echoed cut, not in full --------------------------------------------------

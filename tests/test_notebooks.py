@@ -87,13 +87,17 @@ def test_one_notebook_with_new_parameters_keeps_the_default_run(smoke):
     assert (run / "03_rank_sweep.ipynb").exists()
 
 
-def test_papermill_route_rejects_an_unknown_parameter(smoke, tmp_path):
-    """papermill itself only warns about a parameter a notebook does not declare; notebook.prepare stops."""
-    import papermill as pm
-    with pytest.raises(pm.PapermillExecutionError, match=r"has no parameter \['foo'\]"):
-        pm.execute_notebook(str(reproduce.paths.ROOT / "notebooks" / "06_scoreboard.ipynb"), str(tmp_path / "x.ipynb"),
-                            parameters={"profile": "smoke", "foo": 1}, progress_bar=False,
-                            cwd=str(reproduce.paths.ROOT / "notebooks"))
+def test_papermills_command_line_gives_reproduces_message(smoke, tmp_path, capsys):
+    """`papermill … -p animal ''` in a shell: the notebook stops in its first code cell with the message
+    reproduce gives before any work (tests/test_reproduce.py checks every value on every route in-process)."""
+    import subprocess
+    import sys
+    assert reproduce.main(["--profile", "smoke", "--only", "03_rank_sweep", "-p", "animal", ""]) == 2
+    message = capsys.readouterr().err.strip().removeprefix("error: ")
+    proc = subprocess.run([str(Path(sys.executable).parent / "papermill"), "--no-progress-bar",
+                           str(reproduce.paths.ROOT / "notebooks" / "03_rank_sweep.ipynb"), str(tmp_path / "x.ipynb"),
+                           "-p", "profile", "smoke", "-p", "animal", ""], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("params, message", [
@@ -122,21 +126,30 @@ def test_paper_profile_without_gpu_fails_fast(smoke, capsys):
     assert "CUDA GPU" in err and "make plan PROFILE=paper" in err
 
 
-def test_a_profile_given_as_a_yaml_path(smoke, tmp_path):
-    """A copy of smoke.yaml elsewhere runs like the package profile, named after its file; a relative
-    path is read against the caller's directory, not the notebooks' (papermill runs them in notebooks/)."""
+def test_a_users_profile_named_like_a_package_profile_never_touches_its_results(smoke, tmp_path, capsys):
+    """A yaml file saying `name: smoke` with min_effect changed, given by a relative path (read against
+    the caller's directory, not the notebooks'), -p profile as --profile: its run gets a folder of its
+    own (config.identity), its executed page stays there, and the default smoke run's results and
+    pages are byte-identical after it; every artifact comes from the cache (the same model and data)."""
     root, _ = smoke
-    (tmp_path / "mine.yaml").write_text((reproduce.paths.PROFILES / "smoke.yaml").read_text())
+    (tmp_path / "mine.yaml").write_text((reproduce.paths.PROFILES / "smoke.yaml").read_text()
+                                        + "name: smoke\nmin_effect: 0.01\n")
+    default = {p: p.read_bytes() for folder in (root / "results" / "smoke", root / "executed")
+               for p in folder.rglob("*") if p.is_file()}
     before = artifacts(root)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert reproduce.main(["--profile", "mine.yaml", "--executed", str(tmp_path / "executed"), "--only", "02_transfer"]) == 0
+        assert reproduce.main(["--profile", "smoke", "-p", "profile", "mine.yaml", "--only", "02_transfer"]) == 0
     finally:
         os.chdir(cwd)
-    assert artifacts(root) == before  # the same model and settings: every artifact came from the cache
-    verdicts = list((root / "results" / "mine" / "verdicts").glob("*.json"))
+    assert artifacts(root) == before
+    assert {p: p.read_bytes() for p in default} == default
+    mine = reproduce.config.identity(reproduce.config.load_profile(str(tmp_path / "mine.yaml")))
+    assert mine.startswith("smoke-") and "min_effect 0.0 → 0.01" in capsys.readouterr().out
+    verdicts = list((root / "results" / mine / "verdicts").glob("*.json"))
     assert {p.name for p in verdicts} == {"1_transfer_persona.json", "1_transfer_finetuned.json"}
+    assert (root / "results" / mine / "executed" / "02_transfer.ipynb").exists()
 
 
 def test_warm_rerun_executes_nothing_and_a_changed_result_reruns_its_notebook(smoke, capsys):

@@ -129,10 +129,14 @@ def test_parse_params_rejects_empty_text(name, fix, value):
     assert str(e.value).startswith(f"-p {name} {value!r}: the value is empty; {fix}")
 
 
-def test_read_params_keeps_empty_text_for_parse_params():
-    """yaml reads '' as null (the profile's value): the -p reader keeps it as text, so parse_params sees it."""
-    assert params.read_params([["animal", ""], ["seeds", "  "], ["ranks", "[1, 2]"], ["lr", "1e-3"]]) == \
-        {"animal": "", "seeds": "  ", "ranks": [1, 2], "lr": "1e-3"}  # yaml 1.1: 1e-3 is text (parse_params reads it)
+def test_read_params_reads_as_papermills_command_line_does():
+    """The same -p text gives parse_params the same value on reproduce's route as on papermill's."""
+    from papermill.cli import _resolve_type
+    pairs = [["animal", ""], ["seeds", "  "], ["ranks", "[1, 2]"], ["lr", "1e-3"], ["animal", "None"],
+             ["teachers", "null"], ["rebuild_organism", "True"], ["seeds", "3"]]
+    for name, value in pairs:
+        assert params.read_params([[name, value]]) == {name: _resolve_type(value)}
+    assert params.read_params(pairs[:4]) == {"animal": "", "seeds": "  ", "ranks": "[1, 2]", "lr": 1e-3}
 
 
 # ---- a long bad value is echoed cut ----------------------------------------------------------------
@@ -147,7 +151,7 @@ def test_parse_params_echoes_a_long_value_cut(raw):
 
 def test_read_params_echoes_a_long_value_cut():
     with pytest.raises(ConfigError) as e:
-        params.read_params([["ranks", "[1, " + "2" * 3000 + ": ]]"]])
+        params.parse_params(params.read_params([["ranks", "[1, " + "2" * 3000 + ": ]]"]]))
     assert "…" in str(e.value) and len(str(e.value)) < 200
 
 

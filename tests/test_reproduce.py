@@ -147,3 +147,69 @@ def test_a_failed_notebooks_copy_stays_in_its_runs_folder(places, capsys, monkey
     assert failed.exists() and not (places["executed"] / ".02_transfer.running.ipynb").exists()
     assert not (places["executed"] / "02_transfer.ipynb").exists()  # the book never shows a failed run
     assert not [n for n in set(os.listdir(tempfile.gettempdir())) - before if "sublora-failed" in n]
+
+
+# ---- one check on every route: the same -p text, the same answer -------------------------------------
+class _Reached(Exception):
+    """The run got past every check and would start work."""
+
+
+def _via_reproduce(name, text, monkeypatch, capsys) -> str:
+    """`python -m sublora.reproduce` (and make, which calls it): its one-line error, or 'runs'."""
+    def reached(*args, **kwargs):
+        raise _Reached
+    monkeypatch.setattr(reproduce, "run_notebook", reached)
+    try:
+        assert reproduce.main(["--profile", "smoke", "--only", "03_rank_sweep", "-p", name, text]) == 2
+    except _Reached:
+        return "runs"
+    return capsys.readouterr().err.strip().removeprefix("error: ")
+
+
+def _via_kernel(parameters: dict) -> str:
+    """What a notebook's kernel does with papermill's injected cell: the cell papermill writes for these
+    parameters, run, then notebook.prepare as the notebook's first code cell calls it."""
+    from papermill.translators import translate_parameters
+
+    from sublora import notebook
+    cell = translate_parameters("python3", "python", {"profile": "smoke", **parameters})
+    namespace = {"In": [cell]}
+    exec(cell, namespace)  # noqa: S102 (papermill's own parameters cell, as its kernel runs it)
+    try:
+        notebook.prepare("03_rank_sweep", namespace)
+    except ConfigError as e:
+        return str(e)
+    return "runs"
+
+
+@pytest.mark.parametrize("name, text", [
+    *[("animal", t) for t in ["", "  ", "None", "null", "unicorn", " owl", "owl", "3"]],
+    *[("seeds", t) for t in ["", "None", "null", "0", "2", "2.5", "two", "True"]],
+    *[("ranks", t) for t in ["[1, 2", "[]", "[1, 2]", "None", "[0]", "4"]],
+    *[("rebuild_organism", t) for t in ["", "yes", "maybe"]],
+])
+def test_every_route_gives_the_same_answer(places, monkeypatch, capsys, name, text):
+    """make / reproduce, `papermill -p NAME TEXT` (papermill's command line reads TEXT with _resolve_type)
+    and the Python API (pm.execute_notebook(parameters={NAME: TEXT}): the text itself) reach the same
+    check and give the same answer: the same message, or all three run."""
+    from papermill.cli import _resolve_type
+    declared = reproduce.declared_parameters("03_rank_sweep")
+    if name not in declared:  # a parameter 03 does not declare: every route names it the same way
+        name_check = f"has no parameter ['{name}']"
+        assert name_check in _via_reproduce(name, text, monkeypatch, capsys)
+        assert name_check in _via_kernel({name: _resolve_type(text)})
+        return
+    cli = _via_reproduce(name, text, monkeypatch, capsys)
+    assert _via_kernel({name: _resolve_type(text)}) == cli
+    # the API hands Python values: the text itself ("2", "[1, 2]"), or None where the command lines read None;
+    # its message may echo the text where theirs echo the number, but it stops exactly where they stop
+    api = _via_kernel({name: None if text == "None" else text})
+    assert (api == "runs") == (cli == "runs"), (cli, api)
+
+
+def test_a_full_disk_stops_before_any_work(places, capsys, monkeypatch):
+    import collections
+    import shutil
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: collections.namedtuple("u", "total used free")(10**9, 0, 10**5))
+    err = _stops(["--profile", "smoke", "--only", "04_full_finetuning"], capsys)
+    assert err.startswith("error: the cache's disk has 100 KB free at ") and "SUBLORA_CACHE" in err

@@ -148,7 +148,7 @@ def _at_a_glance(target: Path, profile: str) -> None:
     """Put the at-a-glance box under the title of each claim page (replacing an earlier one), so that
     verdict, interval, figure and caveat are on its first screens."""
     p = config.load_profile(profile)
-    verdicts = results.read_verdicts(p.name)
+    verdicts = results.read_verdicts(config.identity(p))
     default = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     (target / "glance").mkdir(exist_ok=True)
     for claim, page in CLAIM_PAGES.items():
@@ -161,7 +161,7 @@ def _at_a_glance(target: Path, profile: str) -> None:
         main = p.train.full_precision[0]  # the paper's teacher first, claim 3's main precision arm first
         other_arm = (rows["arm"].fillna(main) != main) if "arm" in rows else False
         rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1) * 2 + other_arm).sort_values("order")
-        figure = results.figure_path(p.name, page)
+        figure = results.figure_path(config.identity(p), page)
         image = None
         if figure.exists():
             shutil.copy(figure, target / "glance" / figure.name)
@@ -190,7 +190,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
     the verdict and the effect its rule reads with that rule's interval, from the default run's verdict
     files; a line for each claim page that shows another run."""
     p = config.load_profile(profile)
-    verdicts = results.read_verdicts(p.name)
+    verdicts = results.read_verdicts(config.identity(p))
     rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
@@ -275,7 +275,7 @@ def out_of_date(executed: Path) -> list[str]:
         key = json.dumps(params, sort_keys=True, default=str)
         try:
             digests.setdefault(key, stamps.run_digest(params))
-            results_dir = paths.results_dir(config.load_profile(params["profile"]).name)
+            results_dir = paths.results_dir(config.identity(config.load_profile(params["profile"])))
         except (ConfigError, FileNotFoundError):
             stale.append(name)  # its profile is gone or no longer valid
             continue

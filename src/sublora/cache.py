@@ -103,8 +103,11 @@ def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: 
 def write_json(path: Path, obj: Any) -> None:
     """Write JSON atomically (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        os.replace(tmp, path)
+    finally:  # a full disk: no half-written temporary left beside it
+        tmp.unlink(missing_ok=True)
 
 
 def clean_partial() -> int:

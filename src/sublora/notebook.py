@@ -28,12 +28,24 @@ def _injected(namespace: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class Run:
-    """One execution of a notebook: its profile and parameters. A run with any parameter other than
-    the profile set is keyed by those parameters, so it never overwrites the default run's results."""
+    """One execution of a notebook: its profile and parameters. Its results go under results/<folder>/
+    (config.identity: a package profile as shipped keeps its name, any other profile has a folder of its
+    own); a run with any parameter other than the profile set is keyed by those parameters too, so it
+    never overwrites the default run's results."""
     notebook: str
     profile: Profile
     params: dict = field(default_factory=dict)  # the notebook's parameters, checked (profile excluded)
     defaults: dict = field(default_factory=dict)  # their declared defaults
+    base: Profile | None = None  # the profile as loaded, before the notebook's parameters (None: profile)
+
+    @cached_property
+    def folder(self) -> str:
+        """results/<folder>/: config.identity of the profile as loaded."""
+        return config.identity(self.base or self.profile)
+
+    def provenance(self) -> str:
+        """One line for the page: the package profile as shipped, or how this run's profile differs."""
+        return config.describe_identity(self.base or self.profile)
 
     @property
     def teachers(self) -> list[str]:
@@ -76,5 +88,6 @@ def prepare(name: str, namespace: dict) -> Run:
     profile = notebook_profile({**params, "profile": params.get("profile") or config.DEFAULT_PROFILE}, name)
     models.preflight(profile)
     from . import plan
-    plan.check_cost(profile, config.load_profile(params.get("profile") or config.DEFAULT_PROFILE))
-    return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared)
+    base = config.load_profile(params.get("profile") or config.DEFAULT_PROFILE)
+    plan.check_cost(profile, base)
+    return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared, base)

@@ -126,19 +126,13 @@ def parse_list(value: Any, name: str) -> list | None:
 
 
 def read_params(pairs: list[list[str]]) -> dict:
-    """-p name value pairs, values read as yaml (numbers, lists) like papermill does; parse_params
-    then checks them. An empty or blank value stays text (yaml would read it as null, the profile's
-    value), so parse_params rejects it here as it does on papermill's route."""
-    out = {}
-    for name, value in pairs:
-        if not value.strip():
-            out[name] = value
-            continue
-        try:
-            out[name] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"cannot read the value of -p {name} {shown(value)}; e.g. -p ranks '[1, 2]'") from None
-    return out
+    """-p name value pairs read exactly as papermill's own command line reads them (its _resolve_type:
+    True/False/None, whole numbers, decimals, else the text as given; a list stays text that parse_list
+    reads), so that `python -m sublora.reproduce -p x v`, make's PARAMS and `papermill -p x v` hand
+    parse_params the same value and get the same answer: '' and '  ' are rejected, None keeps the
+    profile's value, 'null' is text."""
+    from papermill.cli import _resolve_type
+    return {name: _resolve_type(value) for name, value in pairs}
 
 
 def notebook_file(name: str) -> Path | None:

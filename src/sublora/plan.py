@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import design, paths, pipeline
+from . import cache, design, paths, pipeline
 from .config import DEFAULT_PROFILE, ConfigError, Profile, load_profile
 
 # Shape of the data, per example (tokens): prompt (system + template + request), completion.
@@ -35,6 +35,7 @@ class Cost:
     trained_full: float = 0
     evals: int = 0
     eval_tokens: float = 0
+    disk: float = 0  # bytes the run's new artifacts take in the cache (disk_bytes: an estimate)
     full_by_arm: dict = field(default_factory=dict)  # precision arm -> tokens of trained_full
 
     def terms(self, tp: dict) -> list[tuple[str, float, float]]:
@@ -67,9 +68,37 @@ def throughput(p: Profile) -> dict:
     return {**stated, "measured": False}
 
 
-def count(p: Profile) -> dict[str, Cost]:
-    """Cost per notebook, walking the artifact graph each notebook's design needs; an artifact
-    already counted by an earlier notebook is free."""
+# What an artifact takes on disk, estimated from the model's shape (measured on the organism's cache:
+# a 750-prompt dataset 353 KB, an evaluation 12 KB, a LoRA r8 adapter 367 KB, a full student 5.1 MB).
+DATASET_BYTES_PER_PROMPT, EVAL_BYTES = 500, 16_000
+# LoRA on all 7 projections: r * layers * (9 hidden + 2 kv + 3 mlp) parameters (q, o: 2h; k, v: h + kv;
+# gate, up, down: h + m). A hub model's shape is not in its profile: Qwen2.5-7B's ratio, r * 3.3e-4 * n_params.
+HUB_LORA_SHARE_PER_RANK = 3.3e-4
+
+
+def model_bytes(p: Profile) -> float:
+    """Bytes of one full copy of the model's weights as the cache stores a full student or teacher
+    (its dtype; 0 for a hub model whose profile gives no plan.n_params)."""
+    m = p.model
+    width = 2 if m.dtype == "bfloat16" else 4
+    if m.source != "organism":
+        return p.plan.n_params * width
+    kv = m.hidden * m.kv_heads // m.heads
+    vocab = 2_400  # the organism's word vocabulary, about (its embedding is tied)
+    return width * (vocab * m.hidden + m.layers * (2 * m.hidden ** 2 + 2 * m.hidden * kv + 3 * m.hidden * m.mlp))
+
+
+def adapter_bytes(p: Profile, r: int) -> float:
+    m = p.model
+    if m.source != "organism":
+        return 4 * r * HUB_LORA_SHARE_PER_RANK * p.plan.n_params
+    return 4 * r * m.layers * (9 * m.hidden + 2 * (m.hidden * m.kv_heads // m.heads) + 3 * m.mlp)
+
+
+def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) -> dict[str, Cost]:
+    """Cost per notebook (of `only`, else every one), walking the artifact graph each notebook's design
+    needs; an artifact already counted by an earlier notebook is free, and with skip_cached so is one
+    the cache holds already (what a rerun after an interruption still has to make)."""
     seen: set[tuple[str, str]] = set()
     out = {}
     n_eval_animals = 1 + len(p.other_animals)
@@ -79,14 +108,20 @@ def count(p: Profile) -> dict[str, Cost]:
     if p.data.keep:  # sampling stops at the cap
         kept = min(kept, p.data.keep)
     for nb, pairs in design.by_notebook(p).items():
+        if only is not None and nb not in only:
+            continue
         c = Cost()
         for key, a in pipeline.requirements(p, pairs).items():
             if key in seen or a.kind == "teacher":  # the finetuned teachers are not counted (see render)
+                continue
+            if skip_cached and cache.exists(a.kind, a.config):
+                seen.add(key)
                 continue
             seen.add(key)
             if a.kind == "dataset":
                 c.datasets += 1
                 c.generated += p.data.prompts * COMPLETION_TOKENS
+                c.disk += p.data.prompts * DATASET_BYTES_PER_PROMPT
             elif a.kind == "student":
                 spec = a.args[1]
                 c.students += 1
@@ -94,12 +129,15 @@ def count(p: Profile) -> dict[str, Cost]:
                 if spec.method == "lora":
                     c.lora_students += 1
                     c.trained_lora += tokens
+                    c.disk += adapter_bytes(p, spec.r)
                 else:
                     c.trained_full += tokens
                     c.full_by_arm[spec.precision] = c.full_by_arm.get(spec.precision, 0) + tokens
+                    c.disk += model_bytes(p)
             else:
                 c.evals += 1
                 c.eval_tokens += eval_tokens
+                c.disk += EVAL_BYTES
         out[nb] = c
     return out
 
@@ -149,6 +187,9 @@ def render(p: Profile) -> str:
               for what, tokens, rate in total.terms(tp)]
     lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {hours:,.1f}"
                  + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else ""))
+    lines.append(f"estimated disk for the artifact cache: {size(total.disk)} (datasets, LoRA adapters, "
+                 f"{total.students - total.lora_students} full students of {size(model_bytes(p))} each, evaluations)"
+                 if model_bytes(p) else "estimated disk: not known (set plan.n_params in the profile)")
     if p.plan.n_params:
         lines += memory_lines(p)
     lines.append("not counted: notebook 00/01 checks, the finetuned teachers (400 examples each), localization")
@@ -192,6 +233,30 @@ def memory_lines(p: Profile) -> list[str]:
 
 
 COST_BOUND = 10  # a run costing more than this many times its profile's default stops before any work
+
+
+def size(n: float) -> str:
+    """Bytes as a person reads them: 512 MB, 2.9 TB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 1e3:,.0f} KB"
+
+
+DISK_MARGIN, DISK_SPARE = 1.2, 200e6  # the estimate is rough: ask for 20 % more, and room for the rest
+
+
+def check_disk(profiles: dict[str, Profile], where) -> None:
+    """Stop before any work where the disk holding the cache (`where`) has less free space than the
+    artifacts the notebooks {name: profile} still have to make (plan's estimate, those cached left out)
+    need, with a margin; a ConfigError naming what to do."""
+    import shutil
+    need = sum(c.disk for name, p in profiles.items() for c in count(p, only=[name], skip_cached=True).values())
+    free = shutil.disk_usage(where).free
+    if free < need * DISK_MARGIN + DISK_SPARE:
+        raise ConfigError(f"the cache's disk has {size(free)} free at {where}, the run's new artifacts need about "
+                          f"{size(need)} (make plan prints the estimate) plus {size(DISK_SPARE)} to spare; free some "
+                          f"space or set SUBLORA_CACHE to a folder on a larger disk")
 
 
 def hours(p: Profile) -> float:

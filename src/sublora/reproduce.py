@@ -10,8 +10,10 @@ after an interruption picks up where it stopped. A notebook whose executed copy 
 with the same notebook, parameters, profile, sublora code and libraries, its results files still
 there, and no notebook before it rerun — is not executed again (--force executes it anyway).
 
-Bad input (a parameter, a profile, a notebook name, a folder the run cannot write to) stops before any
-work with one line naming the fix, exit code 2. A notebook that fails leaves its partly executed copy
+Bad input (a parameter, a profile, a notebook name, a folder the run cannot write to, a disk without room
+for what `make plan` estimates the run's new artifacts take) stops before any work with one line naming
+the fix, exit code 2. A profile that is not a package profile as shipped (a user's file, one edited in
+place) has results, executed notebooks and book of its own under results/<name>-<digest>/ (config.identity). A notebook that fails leaves its partly executed copy
 as .<name>.failed.ipynb in the folder its executed copy goes to (a hidden name: never a page of the book).
 """
 from __future__ import annotations
@@ -82,23 +84,25 @@ def _notebook(name: str) -> Path:
     return path
 
 
-def check(names: list[str], params: dict) -> dict[str, Path | None]:
+def check(names: list[str], params: dict) -> tuple[dict[str, Path | None], dict]:
     """Every notebook's parameters checked, and its profile resolved, before any work starts.
     Returns, per notebook, where a run with other than the default parameters keeps its executed
-    copy (beside its results, never over the default book's page), or None for a default run."""
+    copy (beside its results, never over the default book's page), or None for a default run; and
+    per notebook, its profile with the run's parameters applied."""
     for name in names:
         _notebook(name)  # a bare notebook name, else the error listing them
     declared = {name: declared_parameters(name) for name in names}
     # every value before the profile is read: parse_params decides what an empty value is, also the profile's
     checked = {name: parse_params(params, name, list(declared[name])) for name in names}
-    runs = {}
+    runs, profiles = {}, {}
     default = config.load_profile(params["profile"])
+    folder = paths.results_dir(config.identity(default))
     for name in names:
-        profile = notebook_profile({**checked[name], "profile": params["profile"]}, name)
-        plan.check_cost(profile, default)
+        profiles[name] = notebook_profile({**checked[name], "profile": params["profile"]}, name)
+        plan.check_cost(profiles[name], default)
         key = notebook.run_key(checked[name], declared[name])
-        runs[name] = paths.results_dir(profile.name) / "runs" / key if key else None
-    return runs
+        runs[name] = folder / "runs" / key if key else None
+    return runs, profiles
 
 
 def _probe(folder: Path) -> None:
@@ -124,22 +128,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {available_profiles()}, or a yaml file's path")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
-    ap.add_argument("--executed", type=Path, default=paths.executed_dir(),
-                    help="where the executed notebooks go (default: SUBLORA_EXECUTED or book/executed)")
+    ap.add_argument("--executed", type=Path,
+                    help="where the executed notebooks go (default: SUBLORA_EXECUTED, else book/executed for a package "
+                         "profile as shipped and results/<its folder>/executed for any other)")
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
-    ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here (default: SUBLORA_BOOK or book/)")
+    ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here (default: SUBLORA_BOOK, else "
+                                                  "book/ for a package profile as shipped and results/<its folder>/book)")
     ap.add_argument("--force", action="store_true", help="execute every notebook, also those whose executed copy is up to date")
     args = ap.parse_args(argv)
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
     names = args.only or list(book.NOTEBOOKS)
-    # a profile file's path is made absolute: the notebooks run in notebooks/
-    profile = str(Path(args.profile).resolve()) if config.is_profile_path(args.profile) else args.profile
     try:
-        params = {"profile": profile, **read_params(args.p)}
-        runs = check(names, params)
+        params = {"profile": args.profile, **read_params(args.p)}  # -p profile X is --profile X
+        if params["profile"] is None:  # -p profile None keeps the run's profile, as any None keeps a default
+            params["profile"] = args.profile
+        profile = params["profile"]
+        if config.is_profile_path(profile):  # a profile file's path is made absolute: the notebooks run in notebooks/
+            profile = params["profile"] = str(Path(profile).expanduser().resolve())
+        runs, profiles = check(names, params)
         # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
         executor = runner.check_executor()
-        default_results = paths.results_dir(config.load_profile(profile).name)
+        loaded = config.load_profile(profile)
+        default_results = paths.results_dir(config.identity(loaded))
+        if config.identity(loaded) != loaded.name:
+            # not a package profile as shipped: its pages and book are its own, never the default book's
+            print(config.describe_identity(loaded).replace("`", ""))
+            args.executed = args.executed or (None if os.environ.get("SUBLORA_EXECUTED") else default_results / "executed")
+            args.book_dir = args.book_dir or (None if os.environ.get("SUBLORA_BOOK") else default_results / "book")
+        args.executed = args.executed or paths.executed_dir()
         folders = {paths.cache_dir(): ("the cache folder", "SUBLORA_CACHE"),
                    default_results: ("the results folder", "SUBLORA_RESULTS")}
         for name in names:  # a run with other parameters keeps its executed copy beside its results
@@ -148,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.only or args.no_book or any(runs.values())):
             folders.setdefault(args.book_dir or paths.book_dir(), ("the book's folder", "SUBLORA_BOOK (or --book-dir)"))
         preflight(folders)
+        plan.check_disk(profiles, paths.cache_dir())
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
 """Where a run's tables, figures and verdicts are written and read back, with one atomic writer.
 
-The default run of a notebook (no parameter changed) writes to results/<profile>/; a run with other
-parameters to results/<profile>/runs/<its parameters>/, so it never overwrites the default book's
-results. The scoreboard reads the default run's verdicts and lists the other runs separately.
+The default run of a notebook (no parameter changed) writes to results/<folder>/; a run with other
+parameters to results/<folder>/runs/<its parameters>/, so it never overwrites the default book's
+results. The folder is config.identity of the profile: a package profile as shipped keeps its name,
+any other profile (a user's file, one edited in place) gets its name and a digest of its settings.
+The scoreboard reads the default run's verdicts and lists the other runs separately.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from . import paths
 
 
 def run_dir(run) -> Path:
-    """results/<profile>/ for a default run, results/<profile>/runs/<key>/ otherwise."""
-    base = paths.results_dir(run.profile.name)
+    """results/<folder>/ for a default run, results/<folder>/runs/<key>/ otherwise."""
+    base = paths.results_dir(run.folder)
     d = base / "runs" / run.key if run.key else base
     d.mkdir(parents=True, exist_ok=True)
     return d
@@ -56,14 +58,15 @@ def save_verdicts(run, rows: list[dict]) -> None:
         write_atomic(path, lambda t: t.write_text(json.dumps(body, indent=1, default=str)))
 
 
-def read_verdicts(profile: str) -> pd.DataFrame:
-    """Every verdict of a profile: the default run's (run '') and the other runs' (run = their key)."""
-    base = paths.results_dir(profile)
+def read_verdicts(folder: str) -> pd.DataFrame:
+    """Every verdict under results/<folder>/ (a profile's config.identity): the default run's (run '') and
+    the other runs' (run = their key)."""
+    base = paths.results_dir(folder)
     rows = [json.loads(p.read_text()) | {"run": ""} for p in sorted((base / "verdicts").glob("*.json"))]
     for d in sorted((base / "runs").glob("*/verdicts")):
         rows += [json.loads(p.read_text()) | {"run": d.parent.name} for p in sorted(d.glob("*.json"))]
     return pd.DataFrame(rows)
 
 
-def figure_path(profile: str, name: str) -> Path:
-    return paths.results_dir(profile) / f"{name}.png"
+def figure_path(folder: str, name: str) -> Path:
+    return paths.results_dir(folder) / f"{name}.png"

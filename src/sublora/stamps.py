@@ -10,7 +10,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from . import config, paths
+from . import cache, config, paths
 
 LIBRARIES = ("torch", "transformers", "peft", "numpy", "pandas", "scipy", "scikit-learn", "papermill")
 
@@ -69,4 +69,4 @@ def up_to_date(name: str, out_dir: Path, stamp: str, results: Path) -> bool:
 def mark_up_to_date(name: str, out_dir: Path, stamp: str, results: Path) -> None:
     """Stamp the executed copy in out_dir: this fingerprint, and the results files in `results` now."""
     record = {"fingerprint": stamp, "results": _results_files(results) if results.exists() else {}}
-    file(out_dir, name).write_text(json.dumps(record, indent=1))
+    cache.write_json(file(out_dir, name), record)  # atomic: a stamp is whole or absent, never half a file
