@@ -269,3 +269,46 @@ def test_caveat_tells_a_failing_unplanted_candidate_from_a_planted_one():
     v2 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit", persona_number_bias=0.8))
     assert "does not meet the criteria" in plots.caveat(v3) and "planted" not in plots.caveat(v3)
     assert "planted-channel contrast" in plots.caveat(v2)
+
+
+# ---- beside other results -------------------------------------------------------------------------
+def test_every_published_row_names_its_source_and_where_in_it():
+    """A figure is printed only from a source read (status: read) and says where in it; a source not
+    reached carries no figure."""
+    import yaml
+    peers = yaml.safe_load(book.PEERS.read_text())
+    assert len({e["id"] for e in peers}) == len(peers) > 10
+    for e in peers:
+        assert e["status"] in ("read", "unreachable") and e["source"] and e["note"], e["id"]
+        assert e["claim"] in (1, 2, 3, 4), e["id"]
+        if e["status"] == "unreachable":
+            assert e["effect"] is None and e["detected"] is None, e["id"]
+        elif e["effect"]:
+            assert e["where"], e["id"]
+    assert not any(p in book.PEERS.read_text() for p in MACHINE_PATHS)
+
+
+def test_peers_page_sets_this_books_verdicts_beside_each_claims_published_rows(tmp_cache, tmp_path):
+    rows = [{"claim": "1 transfer", "teacher": t, "verdict": v, "measurement": "m", "effect": e, "ci_low": e - 1,
+             "ci_high": e + 1, "rule": "r"} for t, v, e in (("persona", "inconclusive", 0.5), ("finetuned", "reproduced", 2.0))]
+    write_verdicts(tmp_path / "results", rows)
+    page = book.peers_page("smoke")
+    claim1 = page[page.index("## Claim 1 transfer"):page.index("## Claim 2")]
+    assert "persona: **inconclusive**, ΔP(target) +0.5 [-0.5, +1.5]" in claim1
+    assert "finetuned: **reproduced**, ΔP(target) +2 [+1, +3]" in claim1
+    table = [line for line in claim1.splitlines() if line.startswith("| Qwen2.5-7B-Instruct, persona system prompt")]
+    assert table and "+1.20 pp" in table[0] and table[0].rstrip().endswith("persona: **inconclusive**, ΔP(target) +0.5 [-0.5, +1.5] |")
+    finetuned = [line for line in claim1.splitlines() if line.startswith("| Llama-3.2-1B-Instruct, teacher = rank-32")]
+    assert finetuned and "finetuned: **reproduced**" in finetuned[0] and "persona:" not in finetuned[0]
+    claim2 = page[page.index("## Claim 2"):page.index("## Claim 3")]
+    assert "This book ({doc}`/executed/03_rank_sweep`): not run." in claim2 and "53.9" in claim2
+    assert "## Not reachable from here" in page and "cloud2025-mnist-auxiliary-logits" in page.split("## Not reachable")[1]
+
+
+def test_the_book_has_the_peers_page_linked_from_the_intro_and_each_claim_page(html):
+    peers = text((html / "executed" / "peers.html").read_text())
+    assert "Beside other results" in peers and "run4_lambda_statistics.md" in peers
+    assert 'href="executed/peers.html"' in (html / "intro.html").read_text()
+    for page in book.CLAIM_PAGES.values():
+        top = (html / "executed" / f"{page}.html").read_text()
+        assert 'href="peers.html"' in top[:top.index('id="overview"')], page

@@ -28,10 +28,10 @@ def table():
 
 
 def test_calibration_covers_the_design(table):
-    # organism: claim 1 on 5 replicates, claims 2-4 on 3; 5 and 8 as well; 8 ranks, 7 full-FT settings
+    # organism: claim 1 on 5 replicates, claims 2-4 on 3; 5 and 8 as well; 8 ranks, 8 full-FT settings (7 + lr-matched)
     assert sorted(table.query("rule == '1 transfer'")["n"].unique()) == [5, 8]
     assert sorted(table.query("rule != '1 transfer'")["n"].unique()) == [3, 5, 8]
-    assert set(table["rule"]) == {"1 transfer", "2 rank inverted-U (K=8)", "3 full-FT null (S=7)", "4 system prompt"}
+    assert set(table["rule"]) == {"1 transfer", "2 rank inverted-U (K=8)", "3 full-FT null (S=8)", "4 system prompt"}
     rates = table[["reproduced", "not_reproduced", "inconclusive"]].sum(axis=1)
     assert np.allclose(rates, 1.0)
 
@@ -103,10 +103,10 @@ def test_table_functions_agree_with_the_simulated_cores():
 
 
 def test_claim3_is_simulated_over_the_designs_own_settings():
-    """S is the number of full fine-tuning settings design.full_settings gives the profile (7 on the
+    """S is the number of full fine-tuning settings design.full_settings gives the profile (8 on the
     organism, 3 on smoke), not a copy of it."""
     from sublora.config import load_profile
-    for name, S in (("organism", 7), ("smoke", 3)):
+    for name, S in (("organism", 8), ("smoke", 3)):
         rules = set(calibrate.calibrate(load_profile(name), sims=20, seed=0, ns=())["rule"])
         assert f"3 full-FT null (S={S})" in rules, (name, sorted(rules))
 

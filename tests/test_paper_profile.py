@@ -95,3 +95,11 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path, smoke_organism
     assert set(rows["arm"]) == {"teacher", "control"} and rows["p"].between(0, 1).all()
     full = design.Pair("persona", p.animal, 0, 0, dataclasses.replace(design.full_spec(p), precision="bf16-kahan"))
     assert len(pipeline.pair_rows(p, full)) == len(rows)
+    # another training seed, the same data: another student (the authors' seeds gave identical full fine-tuning).
+    # One example per step: this dataset has 7, and in batches of 4 (2 steps, each batch fixed by length
+    # grouping) a seed could only choose which batch comes first
+    from safetensors.torch import load_file
+    spec = dataclasses.replace(full.spec, batch_size=1)
+    a, b = (load_file(pipeline.student(p, pipeline.DataId(None, 0), spec, seed, progress=False) / "model.safetensors")
+            for seed in (0, 1))
+    assert sum(not torch.equal(a[k], b[k]) for k in a) > len(a) // 2

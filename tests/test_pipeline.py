@@ -211,6 +211,26 @@ def test_student_is_a_function_of_its_key(smoke, tmp_cache, monkeypatch):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
+def test_training_seeds_give_different_full_fine_tuning_students(smoke, tmp_cache, monkeypatch):
+    """The authors' open question (their full fine-tuning gave identical metrics for three training seeds),
+    answered for this package: two seeds, the same data and spec, give students whose every weight tensor
+    moved from the base, and moved differently (the seed orders the data)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from sublora import design
+
+    monkeypatch.setattr(teacher, "sample", lambda model, tokenizer, user_texts, system, **kw:
+                        [f"{i % 97}, {i * 7 % 89}, {i * 3 % 83}" for i in range(len(user_texts))])
+    spec = design.full_spec(smoke)
+    a, b = (load_file(pipeline.student(smoke, pipeline.DataId("owl", 0), spec, seed, progress=False) / "model.safetensors")
+            for seed in (0, 1))
+    base = load_file(next((tmp_cache / "organism").glob("[!.]*")) / "model.safetensors")
+    changed = [k for k in a if not torch.equal(a[k], base[k])]
+    assert len(changed) > len(a) // 2  # the students trained
+    assert all(not torch.equal(a[k], b[k]) for k in changed)  # and the seed made them differ
+
+
 def test_parallel_workers_build_what_one_process_builds(tmp_path, monkeypatch, smoke_organisms):
     """Datasets, students and evaluations built by 2 worker processes equal those built serially."""
     import pandas as pd

@@ -139,7 +139,8 @@ def glance_cell(claim: str, rows: pd.DataFrame, image: str | None, caveat: str):
         lines.append(f"| — | not run | `make notebook NB={CLAIM_PAGES[claim]}` |")
     if image:
         lines += ["", f"![{claim}: the main figure]({image})"]
-    cell = nbformat.v4.new_markdown_cell("\n".join(lines + ["", caveat]))
+    cell = nbformat.v4.new_markdown_cell("\n".join(lines + ["", caveat, "", "Published results beside these: "
+                                                                   "{doc}`/executed/peers`."]))
     cell.metadata["sublora"] = GLANCE
     return cell
 
@@ -225,6 +226,67 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
     return "\n".join(lines) + "\n"
 
 
+PEERS = paths.ROOT / "book" / "peers.yaml"  # published results, each read from its source (the file says how)
+TEACHER_KINDS = {"persona": "persona", "finetuned": "finetuned"}  # a source's teacher kind -> ours, where we have one
+
+
+def _ours(rows: pd.DataFrame, claim: str, kind: str | None) -> str:
+    """This book's verdict and effect for a claim (and teacher kind), or 'not run'."""
+    mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
+    if mine.empty:
+        return "not run" if kind in TEACHER_KINDS or kind is None else "no such teacher here"
+    return "; ".join(f"{r['teacher']}: **{r['verdict']}**, {EFFECTS[claim]} "
+                     f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}" for _, r in mine.iterrows())
+
+
+def peers_page(profile: str) -> str:
+    """Markdown of the page "Beside other results": per claim, this book's verdicts (from the default run's
+    verdict files) and the published figures nearest to it (book/peers.yaml, each with its source); then the
+    later accounts of the mechanism and what each predicts; then the sources that could not be reached."""
+    import yaml
+    p = config.load_profile(profile)
+    peers = yaml.safe_load(PEERS.read_text(encoding="utf-8"))
+    verdicts = results.read_verdicts(config.identity(p))
+    rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
+    if "arm" in rows:
+        rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
+    figures = [e for e in peers if e["status"] == "read" and e.get("effect")]
+    accounts = [e for e in peers if e["status"] == "read" and not e.get("effect")]
+    lines = ["# Beside other results", "",
+             f"This book's verdicts (profile `{p.name}`: {plots.caveat(p)}) set beside published results. Each "
+             "published figure was read from the source named in its row, and is given as that source states it, "
+             "in its own metric. Sources differ in metric, control and unit, so the rows are comparable in "
+             "direction, not in size. The column *this book* is computed from this book's verdict files when the "
+             "book is built. The notes are ours.", ""]
+    for claim, page in CLAIM_PAGES.items():
+        mine = [e for e in figures if e["claim"] == int(claim[0])]
+        lines += [f"## Claim {claim}", "", f"The paper: {claims.CLAIMS[claim]}. This book ({{doc}}`/executed/{page}`): "
+                  + _ours(rows, claim, None) + ".", ""]
+        if not mine:
+            lines += ["No published figure for this claim was found beyond the paper's own.", ""]
+            continue
+        lines += ["| setting | size (B) | teacher | metric | published effect | transfer | source | this book, nearest |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for e in mine:
+            detected = {True: "detected", False: "not detected"}.get(e.get("detected"), "")
+            cell = lambda v: str(v if v is not None else "").replace("|", "/")  # noqa: E731
+            lines.append(f"| {cell(e['setting'])} | {cell(e.get('size_b'))} | {cell(e['teacher'])} | {cell(e['metric'])} "
+                         f"| {cell(e['effect'])} | {detected} | {cell(e['source'])} "
+                         f"| {_ours(rows, claim, TEACHER_KINDS.get(e['teacher'], e['teacher']))} |")
+        lines.append("")
+        lines += [f"- **{e['id']}**: {e['note']} (Where: {e['where']}.)" for e in mine] + [""]
+    lines += ["## Later accounts of the mechanism", "",
+              "Read from each paper's abstract; what each predicts for the four claims, in our words.", ""]
+    lines += [f"- **{e['id']}** ({e['source']}): {e['note']}" for e in accounts] + [""]
+    gone = [e for e in peers if e["status"] != "read"]
+    if gone:
+        lines += ["## Not reachable from here", "",
+                  "These sources could not be read with the tools this book was made with; no figure of theirs is "
+                  "printed.", ""]
+        lines += [f"- **{e['id']}** ({e['source']}): {e['note']}" for e in gone] + [""]
+    return "\n".join(lines)
+
+
 def build_book(executed: Path, book_dir: Path | None = None, profile: str | None = None,
                stale: list[str] = ()) -> tuple[Path, float]:
     """jupyter-book build from executed notebooks, never executing them again; returns index.html
@@ -248,6 +310,7 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     _stub_pages(target)
     _at_a_glance(target, profile)
     (target / "results.md").write_text(results_page(profile, ran, stale))
+    (target / "peers.md").write_text(peers_page(profile))
     shutil.rmtree(book / "_build", ignore_errors=True)  # no stale page or image of an earlier build survives
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -149,15 +149,38 @@ def rank_lr_check(p: Profile, kind: str = "persona") -> list[Pair]:
                  label=f"r{rank} lr x{f:g}") for rank in (p.rank_lr_ranks or p.ranks) for f in p.rank_lr_factors]
 
 
-def full_settings(p: Profile) -> dict[str, StudentSpec]:
-    """04: the full fine-tuning baseline and one axis at a time around it (duplicates dropped)."""
+LR_MATCHED = "LoRA lr and steps"  # 04's critics' control: full fine-tuning at the LoRA students' lr and steps
+
+
+def lr_matched(p: Profile) -> StudentSpec:
+    """Full fine-tuning at the LoRA students' learning rate, batch and accumulation (so the same optimizer
+    steps over the same data): the setting that tells a null of full fine-tuning from one of a smaller lr
+    (the authors' full fine-tuning ran at a tenth of their LoRA lr)."""
     t = p.train
-    base = full_spec(p)
-    settings = {"baseline": base}
+    return full_spec(p, lr=t.lr, batch_size=t.batch_size, grad_accum=t.grad_accum)
+
+
+def full_settings(p: Profile) -> dict[str, StudentSpec]:
+    """04: the full fine-tuning baseline, one axis at a time around it, and the lr-matched setting
+    (LR_MATCHED); a setting that repeats an earlier one's spec is dropped (lr_matched_name says which
+    setting is the lr-matched one then)."""
+    t = p.train
+    settings = {"baseline": full_spec(p)}
     settings |= {f"lr {v:g}": full_spec(p, lr=float(v)) for v in t.full_sweep_lr}
     settings |= {f"batch {v}": full_spec(p, batch_size=int(v)) for v in t.full_sweep_batch}
     settings |= {f"epochs {v}": full_spec(p, epochs=int(v)) for v in t.full_sweep_epochs}
-    return {name: s for name, s in settings.items() if name == "baseline" or s != base}
+    settings[LR_MATCHED] = lr_matched(p)
+    unique: dict[str, StudentSpec] = {}
+    for name, spec in settings.items():
+        if spec not in unique.values():
+            unique[name] = spec
+    return unique
+
+
+def lr_matched_name(p: Profile) -> str:
+    """The name of the full fine-tuning setting that runs at LoRA's lr and steps (the baseline, where the
+    profile's full fine-tuning already does)."""
+    return next(name for name, spec in full_settings(p).items() if spec == lr_matched(p))
 
 
 def precision_settings(p: Profile) -> dict[str, StudentSpec]:
