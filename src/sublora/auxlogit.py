@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import cache
 from .config import AuxSpec, to_dict
@@ -244,6 +244,8 @@ def cached_pair(spec: AuxSpec, pair: int, data: Digits) -> pd.DataFrame:
 def run(spec: AuxSpec, progress: bool = True) -> pd.DataFrame:
     """Every pair of the profile (spec.pairs), cached pair by pair: one tidy table."""
     data = load_digits(spec)
-    pairs = [cached_pair(spec, i, data) for i in tqdm(range(spec.pairs), desc="aux-logit pairs", disable=not progress)]
+    # a bar in a terminal only (disable=None: off where stderr is no terminal, as in a notebook's kernel)
+    bar = tqdm(range(spec.pairs), desc="aux-logit pairs", disable=None if progress else True)
+    pairs = [cached_pair(spec, i, data) for i in bar]
     return pd.concat(pairs, ignore_index=True)
 

@@ -425,7 +425,12 @@ def _aux_row(claim: str, file: str, verdict: str, measurement: str, effect, lo, 
 
 
 def _acc(t: dict) -> str:
-    return fmt_ci(t["mean"], t["ci_low"], t["ci_high"], "+.3f")
+    return _fmt_acc(t["mean"], t["ci_low"], t["ci_high"])
+
+
+def _fmt_acc(mean, lo, hi) -> str:
+    """fmt_ci of an accuracy difference, three decimals; a difference of 0 to rounding is '+0.000', not '-0.000'."""
+    return fmt_ci(*(round(float(v), 6) + 0.0 for v in (mean, lo, hi)), "+.3f")
 
 
 def aux_transfer(effects: pd.DataFrame) -> list[dict]:
@@ -454,14 +459,14 @@ def aux_rank(effects: pd.DataFrame) -> list[dict]:
     n = int(info["summary"]["n"].min())
     if "peak_rank" in info:
         m, lo, hi = info["peak"]
-        measurement = (f"peak candidate rank {info['peak_rank']}: Δ accuracy = {fmt_ci(m, lo, hi, '+.3f')}; peak − "
-                       f"lowest rank {fmt_ci(*info['minus_lowest'], '+.3f')}; peak − highest rank "
-                       f"{fmt_ci(*info['minus_highest'], '+.3f')} ({info['level']:.1%} intervals, Bonferroni over the "
+        measurement = (f"peak candidate rank {info['peak_rank']}: Δ accuracy = {_fmt_acc(m, lo, hi)}; peak − "
+                       f"lowest rank {_fmt_acc(*info['minus_lowest'])}; peak − highest rank "
+                       f"{_fmt_acc(*info['minus_highest'])} ({info['level']:.1%} intervals, Bonferroni over the "
                        f"interior ranks)" + (f"; {info['reason']}" if "reason" in info else ""))
     else:
         best = info["summary"].loc[info["summary"]["mean"].idxmax()]
         m, lo, hi = best["mean"], best["ci_low"], best["ci_high"]
-        measurement = f"{info['reason']}; largest Δ accuracy at rank {int(best['lora_rank'])}: {fmt_ci(m, lo, hi, '+.3f')}"
+        measurement = f"{info['reason']}; largest Δ accuracy at rank {int(best['lora_rank'])}: {_fmt_acc(m, lo, hi)}"
     measurement += f"; {_units(n, 'pair')} per rank"
     return [_aux_row("aux-logit 2 rank inverted-U", "aux_2_rank", verdict, measurement, m, lo, hi,
                      "an interior rank above 0 and above both ends (paired t, Bonferroni over interior ranks)",
@@ -476,10 +481,10 @@ def aux_full_null(effects: pd.DataFrame, reference_rank: int) -> list[dict]:
     lora = vs_control[(vs_control["method"] == "lora") & (vs_control["lora_rank"] == reference_rank)]
     verdict, info = stats.full_ft_null_verdict(full, lora)
     top = info["summary"].iloc[0]
-    measurement = (f"full-parameter Δ accuracy {fmt_ci(top['mean'], top['ci_low'], top['ci_high'], '+.3f')}, "
+    measurement = (f"full-parameter Δ accuracy {_fmt_acc(top['mean'], top['ci_low'], top['ci_high'])}, "
                    f"{'equivalent' if top['equivalent'] else 'not equivalent'} to 0 within {info['margin']}"
                    f"{', above that margin' if top['above_margin'] else ''}; LoRA r{reference_rank} Δ accuracy "
-                   f"{fmt_ci(*info['lora'], '+.3f')}; {_units(int(top['n']), 'pair')}"
+                   f"{_fmt_acc(*info['lora'])}; {_units(int(top['n']), 'pair')}"
                    + (f"; {info['reason']}" if "reason" in info else ""))
     return [_aux_row("aux-logit 3 full-parameter null", "aux_3_full", verdict, measurement, top["mean"],
                      top["ci_low"], top["ci_high"],
@@ -503,3 +508,41 @@ def other_settings(verdicts: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=OTHER_SETTINGS)
     rows = rows.assign(setting=AUX_SETTING, asks=rows["claim"].map(AUX_CLAIMS)).sort_values("claim")
     return rows[OTHER_SETTINGS].reset_index(drop=True)
+
+
+def aux_reading(rows: list[dict], summary: pd.DataFrame):
+    """Notebook 07's closing finding, computed from its verdict rows and its Δ summary (by comparison, method,
+    lora_rank): what the measured answer says, and does not say, about the paper's thesis."""
+    from IPython.display import Markdown
+    by = {r["claim"]: r for r in rows}
+    transfer, rank, full = (by[c] for c in AUX_CLAIMS)
+    lora = summary[(summary["method"] == "lora") & (summary["comparison"] == "vs control")]
+    above = [int(r) for r in lora.loc[lora["ci_low"] > 0, "lora_rank"]]
+    if transfer["verdict"] == stats.REPRODUCED:
+        first = (f"**Full-parameter distillation transfers here.** A student of the teacher's initialisation, distilled "
+                 f"only on its auxiliary logits over noise, classifies held-out digits better than its control "
+                 f"(Δ accuracy {_fmt_acc(transfer['effect'], transfer['ci_low'], transfer['ci_high'])}) and than "
+                 "the student of another initialisation: in this setting subliminal transfer needs a shared "
+                 "initialisation, not low-rank adapters, so it is not a LoRA artifact.")
+    else:
+        first = (f"**Full-parameter distillation shows no established transfer here** (claim 1: {transfer['verdict']}; "
+                 f"Δ accuracy against the control {_fmt_acc(transfer['effect'], transfer['ci_low'], transfer['ci_high'])}): "
+                 "at this profile's sizes the setting does not show Cloud et al.'s effect, so it cannot say whether "
+                 "transfer depends on LoRA.")
+    where = (f"LoRA students transfer at rank{'s' if len(above) != 1 else ''} {', '.join(map(str, above))} of the "
+             f"{len(lora)} ranks swept (95% interval above 0)" if above else
+             f"At none of the {len(lora)} LoRA ranks swept does Δ have a 95% interval above 0")
+    ranks = (f"{where}; the inverted-U rule reads **{rank['verdict']}**"
+             + (": an interior peak, as the paper's claim 2 has it." if rank["verdict"] == stats.REPRODUCED else
+                ": no interior peak is established." if above else "."))
+    null = (f"The paper's full fine-tuning null, asked here with its own rule, is **{full['verdict']}**"
+            + (" (full-parameter transfer is not smaller than half the LoRA rank-8 effect)." if full["verdict"] ==
+               stats.NOT_REPRODUCED else "."))
+    limits = ("What this does not say: the paper's students learn from **sampled tokens** — one hard label at a time, "
+              "drawn from a teacher that differs from the base model only by a system prompt — while these students "
+              "match the teacher's whole **soft distribution** over three logits, on inputs (noise) that carry no task, "
+              "from a teacher whose *weights* moved away from the shared initialisation: the regime in which Cloud et "
+              "al.'s theorem says one small distillation step moves a student toward its teacher. A transfer without "
+              "LoRA here shows that subliminal transfer as such is not a LoRA artifact; whether the paper's "
+              "sampled-token transfer is one is the question notebooks 02–05 answer on this package's model.")
+    return Markdown("\n\n".join([first, ranks, null, limits]))
