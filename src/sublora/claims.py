@@ -510,28 +510,35 @@ def other_settings(verdicts: pd.DataFrame) -> pd.DataFrame:
     return rows[OTHER_SETTINGS].reset_index(drop=True)
 
 
-def aux_reading(rows: list[dict], summary: pd.DataFrame):
-    """Notebook 07's closing finding, computed from its verdict rows and its Δ summary (by comparison, method,
-    lora_rank): what the measured answer says, and does not say, about the paper's thesis."""
+def aux_reading(rows: list[dict], summary: pd.DataFrame, accuracies: pd.DataFrame):
+    """Notebook 07's closing finding, computed from its verdict rows, its Δ summary (by comparison, method,
+    lora_rank) and its accuracies (aux_accuracies): what the measured answer says, and does not say, about the
+    paper's thesis."""
     from IPython.display import Markdown
     by = {r["claim"]: r for r in rows}
     transfer, rank, full = (by[c] for c in AUX_CLAIMS)
+    acc = accuracies.set_index("kind")["mean"]
     lora = summary[(summary["method"] == "lora") & (summary["comparison"] == "vs control")]
     above = [int(r) for r in lora.loc[lora["ci_low"] > 0, "lora_rank"]]
+    delta = _fmt_acc(transfer["effect"], transfer["ci_low"], transfer["ci_high"])
     if transfer["verdict"] == stats.REPRODUCED:
         first = (f"**Full-parameter distillation transfers here.** A student of the teacher's initialisation, distilled "
-                 f"only on its auxiliary logits over noise, classifies held-out digits better than its control "
-                 f"(Δ accuracy {_fmt_acc(transfer['effect'], transfer['ci_low'], transfer['ci_high'])}) and than "
-                 "the student of another initialisation: in this setting subliminal transfer needs a shared "
-                 "initialisation, not low-rank adapters, so it is not a LoRA artifact.")
+                 f"only on its auxiliary logits over noise, classifies held-out digits better than its control (Δ "
+                 f"accuracy {delta}; mean accuracy {acc['student full']:.3f} against {acc['student full control']:.3f}, "
+                 f"chance 0.1, the teachers {acc['teacher']:.3f}) and than the student of another initialisation "
+                 f"({acc['student full cross-init']:.3f}). In this setting the transfer comes with a shared "
+                 "initialisation and without low-rank adapters: it is not a LoRA artifact here.")
     else:
-        first = (f"**Full-parameter distillation shows no established transfer here** (claim 1: {transfer['verdict']}; "
-                 f"Δ accuracy against the control {_fmt_acc(transfer['effect'], transfer['ci_low'], transfer['ci_high'])}): "
-                 "at this profile's sizes the setting does not show Cloud et al.'s effect, so it cannot say whether "
-                 "transfer depends on LoRA.")
-    where = (f"LoRA students transfer at rank{'s' if len(above) != 1 else ''} {', '.join(map(str, above))} of the "
-             f"{len(lora)} ranks swept (95% interval above 0)" if above else
-             f"At none of the {len(lora)} LoRA ranks swept does Δ have a 95% interval above 0")
+        first = (f"**Full-parameter distillation shows no established transfer here** (aux-logit 1: {transfer['verdict']}; "
+                 f"Δ accuracy against the control {delta}): at this profile's sizes the setting does not show Cloud et "
+                 "al.'s effect, so it cannot say whether transfer depends on LoRA.")
+    if not above:
+        where = f"At none of the {len(lora)} LoRA ranks swept does Δ have a 95% interval above 0"
+    elif len(above) == len(lora):
+        where = f"LoRA students transfer at every one of the {len(lora)} ranks swept (95% intervals above 0)"
+    else:
+        where = (f"LoRA students transfer at rank{'s' if len(above) > 1 else ''} {', '.join(map(str, above))} of the "
+                 f"{len(lora)} ranks swept (95% interval above 0)")
     ranks = (f"{where}; the inverted-U rule reads **{rank['verdict']}**"
              + (": an interior peak, as the paper's claim 2 has it." if rank["verdict"] == stats.REPRODUCED else
                 ": no interior peak is established." if above else "."))
@@ -543,6 +550,6 @@ def aux_reading(rows: list[dict], summary: pd.DataFrame):
               "match the teacher's whole **soft distribution** over three logits, on inputs (noise) that carry no task, "
               "from a teacher whose *weights* moved away from the shared initialisation: the regime in which Cloud et "
               "al.'s theorem says one small distillation step moves a student toward its teacher. A transfer without "
-              "LoRA here shows that subliminal transfer as such is not a LoRA artifact; whether the paper's "
+              "LoRA here shows that subliminal transfer as such need not be a LoRA artifact; whether the paper's "
               "sampled-token transfer is one is the question notebooks 02–05 answer on this package's model.")
     return Markdown("\n\n".join([first, ranks, null, limits]))
