@@ -57,7 +57,8 @@ def test_every_claim_wrote_a_verdict(smoke):
     root, _ = smoke
     verdicts = [json.loads(p.read_text()) for p in (root / "results" / "smoke" / "verdicts").glob("*.json")]
     claims = {v["claim"] for v in verdicts}
-    assert claims == {"1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence"}
+    assert claims == {"1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence",
+                      "aux-logit 1 transfer", "aux-logit 2 rank inverted-U", "aux-logit 3 full-parameter null"}
     assert all(v["verdict"] in ("reproduced", "not reproduced", "inconclusive") for v in verdicts)
 
 

@@ -28,15 +28,19 @@ from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
 
 # The book's notebooks in reading order: what `make reproduce` runs, and a page each.
+# 07 (another setting) runs before the scoreboard, which reads its verdicts; the table of contents
+# (book/_toc.yml) shows it after the claims.
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
-             "05_system_prompt", "06_scoreboard")
+             "05_system_prompt", "07_auxiliary_logits", "06_scoreboard")
 
 
 # The claim pages and what the effect in each claim's verdict is (the number its rule reads).
 CLAIM_PAGES = {"1 transfer": "02_transfer", "2 rank inverted-U": "03_rank_sweep",
                "3 full fine-tuning null": "04_full_finetuning", "4 system-prompt dependence": "05_system_prompt"}
 EFFECTS = {"1 transfer": "ΔP(target)", "2 rank inverted-U": "Δ at the peak rank",
-           "3 full fine-tuning null": "largest full-FT Δ", "4 system-prompt dependence": "Δ(default) − Δ(empty)"}
+           "3 full fine-tuning null": "largest full-FT Δ", "4 system-prompt dependence": "Δ(default) − Δ(empty)",
+           "aux-logit 1 transfer": "Δ accuracy vs control", "aux-logit 2 rank inverted-U": "Δ accuracy at the peak rank",
+           "aux-logit 3 full-parameter null": "full-parameter Δ accuracy"}
 RUN_PARAMETERS = "run-parameters"  # metadata mark of the markdown line tidy() writes
 
 
@@ -127,18 +131,19 @@ def _book_profile(ran: dict[str, dict], profile: str | None, target: Path) -> st
 GLANCE = "at-a-glance"  # metadata mark of the box _at_a_glance puts at the top of a claim page
 
 
-def glance_cell(claim: str, rows: pd.DataFrame, image: str | None, caveat: str):
-    """The box at the top of a claim page: its verdicts with their measurements in full, the main
-    figure and the caveat for the model — read from the run's verdict files and figure."""
+def glance_cell(page: str, rows: pd.DataFrame, image: str | None, caveat: str, label: str = "teacher"):
+    """The box at the top of a claim page: its verdicts with their measurements in full (a row each, named by
+    their `label` column), the main figure and the caveat for the model — read from the run's verdict files
+    and figure."""
     lines = ["**At a glance** — computed from this run's verdict files when the book was built; the rule, "
              "stated before the data, and the data follow below.", "",
-             "| teacher | verdict | measurement |", "|---|---|---|"]
+             f"| {label} | verdict | measurement |", "|---|---|---|"]
     for _, r in rows.iterrows():
-        lines.append(f"| {r['teacher']} | **{r['verdict']}** | {r['measurement']} |")
+        lines.append(f"| {r[label]} | **{r['verdict']}** | {r['measurement']} |")
     if rows.empty:
-        lines.append(f"| — | not run | `make notebook NB={CLAIM_PAGES[claim]}` |")
+        lines.append(f"| — | not run | `make notebook NB={page}` |")
     if image:
-        lines += ["", f"![{claim}: the main figure]({image})"]
+        lines += ["", f"![{page}: the main figure]({image})"]
     cell = nbformat.v4.new_markdown_cell("\n".join(lines + ["", caveat, "", "Published results beside these: "
                                                                    "{doc}`/executed/peers`."]))
     cell.metadata["sublora"] = GLANCE
@@ -147,21 +152,25 @@ def glance_cell(claim: str, rows: pd.DataFrame, image: str | None, caveat: str):
 
 def _at_a_glance(target: Path, profile: str) -> None:
     """Put the at-a-glance box under the title of each claim page (replacing an earlier one), so that
-    verdict, interval, figure and caveat are on its first screens."""
+    verdict, interval, figure and caveat are on its first screens; notebook 07's page, another setting,
+    gets one too, a row per claim and its own caveat."""
     p = config.load_profile(profile)
     verdicts = results.read_verdicts(config.identity(p))
     default = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     (target / "glance").mkdir(exist_ok=True)
-    for claim, page in CLAIM_PAGES.items():
+    pages = [(page, [claim], "teacher", plots.caveat(p)) for claim, page in CLAIM_PAGES.items()]
+    pages.append((claims.AUX_PAGE, list(claims.AUX_CLAIMS), "claim", plots.aux_caveat(p)))
+    for page, its_claims, label, caveat in pages:
         path = target / f"{page}.ipynb"
         if not path.exists():
             continue
         nb = nbformat.read(path, as_version=4)
         nb.cells = [c for c in nb.cells if c.metadata.get("sublora") != GLANCE]
-        rows = default[default["claim"] == claim]
+        rows = default[default["claim"].isin(its_claims)]
         main = p.train.full_precision[0]  # the paper's teacher first, claim 3's main precision arm first
         other_arm = (rows["arm"].fillna(main) != main) if "arm" in rows else False
-        rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1) * 2 + other_arm).sort_values("order")
+        rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1) * 2 + other_arm)
+        rows = rows.sort_values(["order", "claim"])
         figure = results.figure_path(config.identity(p), page)
         image = None
         if figure.exists():
@@ -169,7 +178,7 @@ def _at_a_glance(target: Path, profile: str) -> None:
             image = f"glance/{figure.name}"
         title, _, rest = nb.cells[0].source.partition("\n")
         nb.cells[0].source = title  # the box goes between the title and the overview
-        nb.cells[1:1] = [glance_cell(claim, rows, image, plots.caveat(p))] + (
+        nb.cells[1:1] = [glance_cell(page, rows, image, caveat, label)] + (
             [nbformat.v4.new_markdown_cell(rest.strip())] if rest.strip() else [])
         results.write_atomic(path, lambda t: nbformat.write(nb, t))
 
@@ -192,7 +201,8 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
     files; a line for each claim page that shows another run."""
     p = config.load_profile(profile)
     verdicts = results.read_verdicts(config.identity(p))
-    rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
+    everything = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
+    rows = everything[everything["claim"].map(claims.is_paper_claim)]  # another setting's rows: a table of their own
     if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
     teachers = sorted(set(rows["teacher"]), key=lambda k: (k != "persona", k)) or list(config.TEACHERS)
@@ -213,11 +223,24 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
     lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
               "that rule reads, with the interval it reads: 95%, or wider where the rule corrects for choosing "
               "among several (claim 2's peak rank). Every measurement in full: {doc}`/executed/06_scoreboard`."]
+    setting = (f"The paper's questions asked where Cloud et al. found subliminal transfer strong and cheap, "
+               f"{claims.AUX_SETTING} ({{doc}}`its page </executed/{claims.AUX_PAGE}>`), not on the model above: "
+               "its verdicts are not verdicts on the paper's claims.")
+    lines += ["", "### Another setting", "", setting, "", "| question | it asks | verdict · effect |", "|---|---|---|"]
+    for claim, asks in claims.AUX_CLAIMS.items():
+        r = everything[everything["claim"] == claim]
+        if r.empty:
+            cell = "not run"
+        else:
+            r = r.iloc[0]
+            cell = (f"**{r['verdict']}** · {EFFECTS[claim]} "
+                    f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}")
+        lines.append(f"| {claim} | {asks} | {cell} |")
     if stale:
         lines[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
                       + " were executed by another profile, other sublora files or libraries than the checkout that "
                       "built this book, or their results files changed since. `make reproduce` reruns them.", "```", ""]
-    for page in CLAIM_PAGES.values():
+    for page in [*CLAIM_PAGES.values(), claims.AUX_PAGE]:
         other = {k: v for k, v in ran.get(page, {}).items() if k != "profile"}
         if other:
             lines += ["", f"Note: the page {{doc}}`/executed/{page}` shows a run with "
@@ -235,7 +258,8 @@ def _ours(rows: pd.DataFrame, claim: str, kind: str | None) -> str:
     mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
     if mine.empty:
         return "not run" if kind in TEACHER_KINDS or kind is None else "no such teacher here"
-    return "; ".join(f"{r['teacher']}: **{r['verdict']}**, {EFFECTS[claim]} "
+    who = (lambda r: "") if claim in claims.AUX_CLAIMS else (lambda r: f"{r['teacher']}: ")
+    return "; ".join(f"{who(r)}**{r['verdict']}**, {EFFECTS[claim]} "
                      f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}" for _, r in mine.iterrows())
 
 
@@ -250,8 +274,8 @@ def peers_page(profile: str) -> str:
     rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     if "arm" in rows:
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
-    figures = [e for e in peers if e["status"] == "read" and e.get("effect")]
-    accounts = [e for e in peers if e["status"] == "read" and not e.get("effect")]
+    accounts = [e for e in peers if e["status"] == "read" and str(e["metric"]).startswith("qualitative")]
+    figures = [e for e in peers if e["status"] == "read" and e not in accounts]  # a published null: effect None
     lines = ["# Beside other results", "",
              f"This book's verdicts (profile `{p.name}`: {plots.caveat(p)}) set beside published results. Each "
              "published figure was read from the source named in its row, and is given as that source states it, "
@@ -271,10 +295,16 @@ def peers_page(profile: str) -> str:
             detected = {True: "detected", False: "not detected"}.get(e.get("detected"), "")
             cell = lambda v: str(v if v is not None else "").replace("|", "/")  # noqa: E731
             lines.append(f"| {cell(e['setting'])} | {cell(e.get('size_b'))} | {cell(e['teacher'])} | {cell(e['metric'])} "
-                         f"| {cell(e['effect'])} | {detected} | {cell(e['source'])} "
+                         f"| {cell(e['effect']) or 'no figure published'} | {detected} | {cell(e['source'])} "
                          f"| {_ours(rows, claim, TEACHER_KINDS.get(e['teacher'], e['teacher']))} |")
         lines.append("")
         lines += [f"- **{e['id']}**: {e['note']} (Where: {e['where']}.)" for e in mine] + [""]
+    aux = [e for e in peers if e["teacher"] == "auxiliary-logit"]
+    lines += ["## Another setting: auxiliary logits", "",
+              f"This book asks claims 1–3 of {claims.AUX_SETTING} too ({{doc}}`/executed/{claims.AUX_PAGE}`): "
+              + ("; ".join(f"{c}: " + _ours(rows, c, None) for c in claims.AUX_CLAIMS)) + ".", "",
+              "Published work in that setting, below and among the accounts of the mechanism: "
+              + ", ".join(f"**{e['id']}**" + (" (not reachable)" if e["status"] != "read" else "") for e in aux) + ".", ""]
     lines += ["## Later accounts of the mechanism", "",
               "Read from each paper's abstract; what each predicts for the four claims, in our words.", ""]
     lines += [f"- **{e['id']}** ({e['source']}): {e['note']}" for e in accounts] + [""]

@@ -264,8 +264,10 @@ SCOREBOARD = ["claim", "teacher", "animal", "paper", "verdict", "measurement", "
 
 
 def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
-    """Every verdict of the default run beside the claim it tests, in the paper's words, and its rule's
-    simulated error rates (operating_characteristics), claim by claim, the persona teacher first."""
+    """Every verdict of the default run on the paper's claims (CLAIMS) beside the claim it tests, in the
+    paper's words, and its rule's simulated error rates (operating_characteristics), claim by claim, the
+    persona teacher first. Verdicts of another setting (AUX_CLAIMS) are not among them: other_settings."""
+    verdicts = verdicts[verdicts["claim"].map(is_paper_claim)]
     board = (verdicts.assign(paper=verdicts["claim"].map(CLAIMS),
                              teacher=pd.Categorical(verdicts["teacher"], ["persona", "finetuned"]))
              .merge(errors, on="claim", how="left").sort_values(["claim", "teacher"]))
@@ -365,3 +367,189 @@ def precision_finding(rows: list[dict]):
             finding = "the arms disagree, but not as rounding alone would predict; read the settings above"
         lines.append(f"- {kind} teacher — {said}: {finding}.")
     return Markdown("\n".join(lines))
+
+
+# ---- another setting: Cloud et al.'s auxiliary logits (notebook 07) ------------------------------
+# Not the paper's claims: the paper's questions asked in the setting where Cloud et al. found subliminal
+# transfer strong and cheap (an MLP digit classifier distilled on its auxiliary logits over noise,
+# sublora.auxlogit). Their verdict rows carry these claim names, so that no table counts them among CLAIMS.
+AUX_PAGE = "07_auxiliary_logits"
+AUX_SETTING = "auxiliary logits (Cloud et al.'s digits MLP)"
+AUX_CLAIMS = {
+    "aux-logit 1 transfer": "a student of the teacher's initialisation, distilled only on its 3 auxiliary logits over "
+                            "noise, classifies digits above a control and above a cross-initialisation student",
+    "aux-logit 2 rank inverted-U": "with LoRA students, transfer peaks at an intermediate rank (claim 2, asked here)",
+    "aux-logit 3 full-parameter null": "no transfer with full-parameter distillation (claim 3, asked here)",
+}
+AUX_TEACHER = "digit classifier"  # the verdict rows' `teacher`: the one teacher of this setting
+
+
+def is_paper_claim(claim) -> bool:
+    return claim in CLAIMS
+
+
+def aux_effects(table: pd.DataFrame) -> pd.DataFrame:
+    """Per pair, the accuracy differences notebook 07's claims read (sublora.auxlogit.run's table): columns
+    comparison, method, lora_rank, replicate, seed, student, baseline, delta. 'vs control': each student
+    (full-parameter, LoRA at each rank) − its control of the same kind, distilled from the untrained teacher;
+    'vs cross-init': the full-parameter student − the cross-initialisation student of the same teacher."""
+    students = table[table["model"] == "student"]
+    same = students[students["init"] == "same"]
+    vs_control = stats.paired_effects(same, ["method", "lora_rank"], value="accuracy").assign(comparison="vs control")
+    full = same[(same["method"] == "full") & (same["arm"] == "teacher")].assign(arm="teacher")
+    cross = students[students["init"] == "cross"].assign(arm="control")
+    vs_cross = stats.paired_effects(pd.concat([full, cross]), ["method", "lora_rank"], value="accuracy")
+    out = pd.concat([vs_control, vs_cross.assign(comparison="vs cross-init")], ignore_index=True)
+    out = out.rename(columns={"teacher": "student", "control": "baseline"})
+    return out[["comparison", "method", "lora_rank", "replicate", "seed", "student", "baseline", "delta"]]
+
+
+def aux_accuracies(table: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy of each kind of model, mean and 95% t-interval over pairs (one row per kind, in the
+    order a reader meets them)."""
+    t = table.assign(kind=table["model"].where(table["model"] != "student",
+                                              "student " + table["method"] + table["lora_rank"].map(
+                                                  lambda r: f" r{r}" if r else "")
+                                              + table["init"].map({"same": "", "cross": " cross-init"})
+                                              + table["arm"].map({"teacher": "", "control": " control"})))
+    summary = stats.summarize(t, ["kind"], value="accuracy")
+    order = list(dict.fromkeys(t["kind"]))
+    return summary.set_index("kind").loc[order].reset_index()
+
+
+def _aux_row(claim: str, file: str, verdict: str, measurement: str, effect, lo, hi, rule: str, n: int,
+             unit: str) -> dict:
+    return stats.Verdict(claim=claim, verdict=verdict, measurement=measurement, effect=effect, ci_low=lo, ci_high=hi,
+                         rule=rule, n=n, unit=unit).as_dict() | {"teacher": AUX_TEACHER, "animal": "—",
+                                                                 "setting": AUX_SETTING, "file": file}
+
+
+def _acc(t: dict) -> str:
+    return _fmt_acc(t["mean"], t["ci_low"], t["ci_high"])
+
+
+def _fmt_acc(mean, lo, hi) -> str:
+    """fmt_ci of an accuracy difference, three decimals; a difference of 0 to rounding is '+0.000', not '-0.000'."""
+    return fmt_ci(*(round(float(v), 6) + 0.0 for v in (mean, lo, hi)), "+.3f")
+
+
+def aux_transfer(effects: pd.DataFrame) -> list[dict]:
+    """Claim 1 here: stats.RULES['transfer'] on the full-parameter student's Δ accuracy against its control
+    and against the cross-initialisation student; reproduced if both are, not reproduced if either is not,
+    inconclusive otherwise. The effect of the row is Δ against the control."""
+    full = effects[effects["method"] == "full"]
+    v_control, t_control = stats.transfer_test(full[full["comparison"] == "vs control"])
+    v_cross, t_cross = stats.transfer_test(full[full["comparison"] == "vs cross-init"])
+    both = (v_control, v_cross)
+    verdict = stats.REPRODUCED if both == (stats.REPRODUCED,) * 2 else \
+        stats.NOT_REPRODUCED if stats.NOT_REPRODUCED in both else stats.INCONCLUSIVE
+    measurement = (f"full-parameter student − control (untrained teacher): Δ accuracy = {_acc(t_control)} "
+                   f"({v_control}); − cross-initialisation student: {_acc(t_cross)} ({v_cross}); "
+                   f"{_units(t_control['n'], 'pair')}")
+    return [_aux_row("aux-logit 1 transfer", "aux_1_transfer", verdict, measurement, t_control["mean"],
+                     t_control["ci_low"], t_control["ci_high"],
+                     "95% t-interval of Δ accuracy above 0, against the control and against the cross-init student",
+                     t_control["n"], "pair")]
+
+
+def aux_rank(effects: pd.DataFrame) -> list[dict]:
+    """Claim 2 here: stats.RULES['inverted_u'] on the LoRA students' Δ accuracy against their controls, by rank."""
+    lora = effects[(effects["method"] == "lora") & (effects["comparison"] == "vs control")]
+    verdict, info = stats.inverted_u_verdict(lora, rank_col="lora_rank")
+    n = int(info["summary"]["n"].min())
+    if "peak_rank" in info:
+        m, lo, hi = info["peak"]
+        measurement = (f"peak candidate rank {info['peak_rank']}: Δ accuracy = {_fmt_acc(m, lo, hi)}; peak − "
+                       f"lowest rank {_fmt_acc(*info['minus_lowest'])}; peak − highest rank "
+                       f"{_fmt_acc(*info['minus_highest'])} ({info['level']:.1%} intervals, Bonferroni over the "
+                       f"interior ranks)" + (f"; {info['reason']}" if "reason" in info else ""))
+    else:
+        best = info["summary"].loc[info["summary"]["mean"].idxmax()]
+        m, lo, hi = best["mean"], best["ci_low"], best["ci_high"]
+        measurement = f"{info['reason']}; largest Δ accuracy at rank {int(best['lora_rank'])}: {_fmt_acc(m, lo, hi)}"
+    measurement += f"; {_units(n, 'pair')} per rank"
+    return [_aux_row("aux-logit 2 rank inverted-U", "aux_2_rank", verdict, measurement, m, lo, hi,
+                     "an interior rank above 0 and above both ends (paired t, Bonferroni over interior ranks)",
+                     n, "pair")]
+
+
+def aux_full_null(effects: pd.DataFrame, reference_rank: int) -> list[dict]:
+    """Claim 3 here: stats.RULES['full_ft_null'] with one full-parameter setting (Cloud et al.'s) and the LoRA
+    students of `reference_rank` as the reference, Δ accuracy against their controls, paired by pair."""
+    vs_control = effects[effects["comparison"] == "vs control"]
+    full = vs_control[vs_control["method"] == "full"].assign(setting="full-parameter")
+    lora = vs_control[(vs_control["method"] == "lora") & (vs_control["lora_rank"] == reference_rank)]
+    verdict, info = stats.full_ft_null_verdict(full, lora)
+    top = info["summary"].iloc[0]
+    measurement = (f"full-parameter Δ accuracy {_fmt_acc(top['mean'], top['ci_low'], top['ci_high'])}, "
+                   f"{'equivalent' if top['equivalent'] else 'not equivalent'} to 0 within {info['margin']}"
+                   f"{', above that margin' if top['above_margin'] else ''}; LoRA r{reference_rank} Δ accuracy "
+                   f"{_fmt_acc(*info['lora'])}; {_units(int(top['n']), 'pair')}"
+                   + (f"; {info['reason']}" if "reason" in info else ""))
+    return [_aux_row("aux-logit 3 full-parameter null", "aux_3_full", verdict, measurement, top["mean"],
+                     top["ci_low"], top["ci_high"],
+                     "full-parameter Δ equivalent to 0 within half the LoRA effect (TOST), LoRA effect above 0",
+                     int(top["n"]), "pair")]
+
+
+def aux_verdict_table(rows: list[dict]) -> pd.DataFrame:
+    """Notebook 07's verdict rows as its page, the scoreboard and the book show them."""
+    return pd.DataFrame(rows)[["claim", "verdict", "measurement"]]
+
+
+OTHER_SETTINGS = ["setting", "claim", "asks", "verdict", "measurement"]
+
+
+def other_settings(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The default run's verdicts of the other setting (AUX_CLAIMS, notebook 07), claim by claim, beside what
+    each asks: a table of its own, never among the paper's claims. Empty where notebook 07 has not run."""
+    rows = verdicts[verdicts["claim"].isin(AUX_CLAIMS)] if "claim" in verdicts else verdicts
+    if rows.empty:
+        return pd.DataFrame(columns=OTHER_SETTINGS)
+    rows = rows.assign(setting=AUX_SETTING, asks=rows["claim"].map(AUX_CLAIMS)).sort_values("claim")
+    return rows[OTHER_SETTINGS].reset_index(drop=True)
+
+
+def aux_reading(rows: list[dict], summary: pd.DataFrame, accuracies: pd.DataFrame):
+    """Notebook 07's closing finding, computed from its verdict rows, its Δ summary (by comparison, method,
+    lora_rank) and its accuracies (aux_accuracies): what the measured answer says, and does not say, about the
+    paper's thesis."""
+    from IPython.display import Markdown
+    by = {r["claim"]: r for r in rows}
+    transfer, rank, full = (by[c] for c in AUX_CLAIMS)
+    acc = accuracies.set_index("kind")["mean"]
+    lora = summary[(summary["method"] == "lora") & (summary["comparison"] == "vs control")]
+    above = [int(r) for r in lora.loc[lora["ci_low"] > 0, "lora_rank"]]
+    delta = _fmt_acc(transfer["effect"], transfer["ci_low"], transfer["ci_high"])
+    if transfer["verdict"] == stats.REPRODUCED:
+        first = (f"**Full-parameter distillation transfers here.** A student of the teacher's initialisation, distilled "
+                 f"only on its auxiliary logits over noise, classifies held-out digits better than its control (Δ "
+                 f"accuracy {delta}; mean accuracy {acc['student full']:.3f} against {acc['student full control']:.3f}, "
+                 f"chance 0.1, the teachers {acc['teacher']:.3f}) and than the student of another initialisation "
+                 f"({acc['student full cross-init']:.3f}). In this setting the transfer comes with a shared "
+                 "initialisation and without low-rank adapters: it is not a LoRA artifact here.")
+    else:
+        first = (f"**Full-parameter distillation shows no established transfer here** (aux-logit 1: {transfer['verdict']}; "
+                 f"Δ accuracy against the control {delta}): at this profile's sizes the setting does not show Cloud et "
+                 "al.'s effect, so it cannot say whether transfer depends on LoRA.")
+    if not above:
+        where = f"At none of the {len(lora)} LoRA ranks swept does Δ have a 95% interval above 0"
+    elif len(above) == len(lora):
+        where = f"LoRA students transfer at every one of the {len(lora)} ranks swept (95% intervals above 0)"
+    else:
+        where = (f"LoRA students transfer at rank{'s' if len(above) > 1 else ''} {', '.join(map(str, above))} of the "
+                 f"{len(lora)} ranks swept (95% interval above 0)")
+    ranks = (f"{where}; the inverted-U rule reads **{rank['verdict']}**"
+             + (": an interior peak, as the paper's claim 2 has it." if rank["verdict"] == stats.REPRODUCED else
+                ": no interior peak is established." if above else "."))
+    null = (f"The paper's full fine-tuning null, asked here with its own rule, is **{full['verdict']}**"
+            + (" (full-parameter transfer is not smaller than half the LoRA rank-8 effect)." if full["verdict"] ==
+               stats.NOT_REPRODUCED else "."))
+    limits = ("What this does not say: the paper's students learn from **sampled tokens** — one hard label at a time, "
+              "drawn from a teacher that differs from the base model only by a system prompt — while these students "
+              "match the teacher's whole **soft distribution** over three logits, on inputs (noise) that carry no task, "
+              "from a teacher whose *weights* moved away from the shared initialisation: the regime in which Cloud et "
+              "al.'s theorem says one small distillation step moves a student toward its teacher. A transfer without "
+              "LoRA here shows that subliminal transfer as such need not be a LoRA artifact; whether the paper's "
+              "sampled-token transfer is one is the question notebooks 02–05 answer on this package's model.")
+    return Markdown("\n\n".join([first, ranks, null, limits]))

@@ -135,6 +135,28 @@ class PlanSpec:
 
 
 @dataclass(frozen=True)
+class AuxSpec:
+    """Notebook 07, another setting: Cloud et al.'s auxiliary-logit experiment on scikit-learn's 8x8 digits
+    (sublora.auxlogit). A pair is one initialisation seed: its teacher, its untrained teacher, and the
+    students distilled from each (full-parameter, cross-initialisation, LoRA at each rank). The optimiser
+    (Adam, one lr for teacher and students) and the loss are Cloud et al.'s; the sizes are the profile's."""
+    pairs: int = 20  # independently initialised pairs: the units of every interval
+    seed: int = 0  # pair i's seed is seed + i
+    hidden: int = 256  # the MLP is 64-hidden-hidden-(10 + 3), as Cloud et al.'s 784-256-256-(10 + 3)
+    ranks: tuple = (1, 4, 8, 16, 64, 256)  # LoRA ranks, 1 ... hidden
+    reference_rank: int = 8  # the LoRA students claim 3's margin is read from (the paper's rank 8)
+    lr: float = 3e-4  # Adam, the teacher and the full-parameter students (Cloud et al.'s)
+    lora_lr: float = 3e-3  # Adam, the LoRA students: 10 x lr, the paper's ratio (LoRA 2e-4, full 2e-5)
+    teacher_epochs: int = 3  # passes over the training digits (cross-entropy on the 10 class logits only)
+    teacher_batch: int = 64
+    noise: int = 832  # noise inputs per pair, uniform in [-1, 1]
+    epochs: int = 5  # distillation passes over the noise (Cloud et al.'s)
+    batch: int = 64
+    test_share: float = 0.25  # of the 1,797 digits, held out (stratified) for every accuracy
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str = DEFAULT_PROFILE
     description: str = ""
@@ -144,6 +166,7 @@ class Profile:
     eval: EvalSpec = field(default_factory=EvalSpec)
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     plan: PlanSpec = field(default_factory=PlanSpec)
+    aux: AuxSpec = field(default_factory=AuxSpec)
     animal: str = "owl"
     other_animals: tuple = ("cat", "dolphin")  # compared with the target for specificity
     teachers: tuple = ("persona", "finetuned")  # teacher kinds the notebooks run unless `-p teachers` says
@@ -382,6 +405,17 @@ def validate(p: Profile) -> Profile:
             need(r <= p.model.hidden, f"LoRA rank {r} is above the organism's hidden size {p.model.hidden}; "
                                       f"use ranks ≤ {p.model.hidden}, e.g. -p ranks '[1, 2, 4, 8]'")
     need(p.eval.questions >= 1 and p.eval.samples_per_question >= 0, "eval.questions must be ≥ 1 and samples ≥ 0")
+    a = p.aux
+    for name in ("pairs", "hidden", "teacher_epochs", "teacher_batch", "noise", "epochs", "batch"):
+        need(getattr(a, name) >= 1, f"aux.{name} must be ≥ 1, got {getattr(a, name)}")
+    need(len(a.ranks) > 0 and all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= a.hidden
+                                  for r in a.ranks),
+         f"aux.ranks must be whole numbers from 1 to aux.hidden ({a.hidden}), got {shown(list(a.ranks))}; "
+         f"e.g. aux: {{ranks: [1, 4, 16]}}")
+    need(a.reference_rank in a.ranks, f"aux.reference_rank must be one of aux.ranks {list(a.ranks)}, "
+                                      f"got {a.reference_rank}")
+    need(a.lr > 0 and a.lora_lr > 0, f"aux.lr and aux.lora_lr must be > 0, got {a.lr} and {a.lora_lr}")
+    need(0 < a.test_share < 1, f"aux.test_share must be between 0 and 1, got {a.test_share}")
     return p
 
 

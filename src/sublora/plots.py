@@ -176,6 +176,19 @@ def caveat(p: Profile | str) -> str:
     return text + "These verdicts are about this organism, not about Qwen."
 
 
+def aux_caveat(p: Profile | str) -> str:
+    """Markdown: which model notebook 07's verdicts are about (not the profile's language model)."""
+    p = _profile(p)
+    a = p.aux
+    text = (f"> **The model on this page: a digit classifier, not the profile's language model.** An MLP "
+            f"(64-{a.hidden}-{a.hidden}-(10 + 3)) trained here on scikit-learn's 8x8 digits, in Cloud et al.'s auxiliary-logit "
+            f"setting; the profile `{p.name}` sets only its sizes (its `aux` settings). These verdicts ask the paper's "
+            "questions in that setting; they are not verdicts on the paper's claims.")
+    if p.name == "smoke":
+        text += " Under the `smoke` profile every size is cut to the bone: the numbers and verdicts mean nothing."
+    return text
+
+
 # ---- drawing ------------------------------------------------------------------------------------
 def _value_axis(ax, which: str, values, label: str) -> None:
     """The effect axis: at most 5 ticks, and small effects in units of a power of ten named in the
@@ -307,6 +320,45 @@ def patching_figure(heat: pd.DataFrame, kinds: list[str]):
             ax.tick_params(axis="y", rotation=0)
     fig.colorbar(axes[0][0].collections[0], ax=axes, shrink=0.8, label="share of the student's change")
     return fig
+
+
+# ---- another setting: Cloud et al.'s auxiliary logits (notebook 07) -----------------------------
+AUX_SUMMARY = "07_auxiliary_logits_summary"  # the table notebook 07 saves and the scoreboard draws from
+
+
+def aux_view(ax, s: pd.DataFrame):
+    """Notebook 07: Δ test accuracy of the LoRA students against their controls at each rank (dots, log axis),
+    the full-parameter students' Δ as a band across the axis (its 95% interval) with its mean dashed."""
+    s = s[s["comparison"] == "vs control"]
+    lora, full = s[s["method"] == "lora"].sort_values("lora_rank"), s[s["method"] == "full"]
+    c0, c1 = sns.color_palette(n_colors=2)
+    if len(full):
+        f = full.iloc[0]
+        ax.axhspan(f["ci_low"], f["ci_high"], color=c1, alpha=0.2, lw=0)
+        ax.axhline(f["mean"], color=c1, ls="--", lw=1.4, label="full-parameter")
+    ax.errorbar(lora["lora_rank"], lora["mean"], yerr=[lora["mean"] - lora["ci_low"], lora["ci_high"] - lora["mean"]],
+                fmt="o-", capsize=3, lw=1, ms=6, color=c0, label="LoRA")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lora["lora_rank"].tolist(), [str(int(r)) for r in lora["lora_rank"]])
+    ax.xaxis.set_minor_locator(NullLocator())
+    _value_axis(ax, "y", s[["ci_low", "ci_high", "mean"]].to_numpy(), "Δ test accuracy vs control")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("LoRA rank (log scale)")
+    ax.legend(loc="best", frameon=False)
+
+
+def aux_accuracy_view(ax, s: pd.DataFrame):
+    """Notebook 07: test accuracy of each kind of model (rows), mean and 95% interval over pairs; chance dotted."""
+    dots(ax, s, "kind", horizontal=True, label="test accuracy on the digits")
+    ax.axvline(0.1, color="grey", ls=":", lw=1)
+    ax.set_ylabel("")
+
+
+def saved_aux_summary(folder: str) -> pd.DataFrame | None:
+    """Notebook 07's saved summary for the default run (results/<folder>/07_auxiliary_logits_summary.csv),
+    or None where it has not run: what the scoreboard's figure of that setting draws."""
+    f = paths.results_dir(folder) / f"{AUX_SUMMARY}.csv"
+    return pd.read_csv(f) if f.exists() else None
 
 
 # ---- the scoreboard's panel ---------------------------------------------------------------------
