@@ -13,7 +13,7 @@ TORCH_SPEC ?= torch==2.13.0
 help:
 	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
 	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook, then rebuild the book (PROFILE applies)"
-	@echo "make book                                      rebuild the book from the executed notebooks"
+	@echo "make book [PROFILE=…]                          rebuild a profile's book from its executed notebooks (the default's in book/)"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
 	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
@@ -35,9 +35,10 @@ notebook: $(VENV)/.installed
 	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)$(if $(FORCE), --force)
 	$(MAKE) --no-print-directory book
 
-# the profile is the one the executed notebooks ran under; those this checkout would no longer make are named
+# PROFILE's book: the default profile's in book/, any other's in results/<its folder>/book; the notebooks
+# this checkout would no longer make are named
 book: $(VENV)/.installed
-	$(PY) -m sublora.book
+	$(PY) -m sublora.book --profile $(PROFILE)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q --durations=10 tests

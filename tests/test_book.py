@@ -312,3 +312,19 @@ def test_the_book_has_the_peers_page_linked_from_the_intro_and_each_claim_page(h
     for page in book.CLAIM_PAGES.values():
         top = (html / "executed" / f"{page}.html").read_text()
         assert 'href="peers.html"' in top[:top.index('id="overview"')], page
+
+
+def test_only_the_default_profile_as_shipped_has_its_pages_in_book(tmp_cache, monkeypatch, tmp_path):
+    """book.places: book/executed and book/ are the default profile's; smoke's, or a user's profile's, pages and
+    book are in its own results folder, so that no other run replaces the default book's pages."""
+    monkeypatch.delenv("SUBLORA_EXECUTED", raising=False)
+    monkeypatch.delenv("SUBLORA_BOOK", raising=False)
+    assert book.places("organism") == (paths.ROOT / "book" / "executed", paths.ROOT / "book")
+    results = tmp_path / "results"
+    assert book.places("smoke") == (results / "smoke" / "executed", results / "smoke" / "book")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((paths.PROFILES / "organism.yaml").read_text() + "name: organism\nseeds: 2\n")
+    executed, built = book.places(str(mine))
+    assert executed.parent.name.startswith("organism-") and executed.parent == built.parent
+    monkeypatch.setenv("SUBLORA_EXECUTED", str(tmp_path / "x"))
+    assert book.places("smoke")[0] == tmp_path / "x"  # where set, the variable wins

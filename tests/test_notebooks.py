@@ -120,13 +120,6 @@ def test_bad_parameters_stop_with_a_message_and_write_nothing(smoke, params, mes
     assert not list((root / "cache").glob("*/.tmp-*"))
 
 
-def test_paper_profile_without_gpu_fails_fast(smoke, capsys):
-    root, _ = smoke
-    assert reproduce.main(["--profile", "paper", "--executed", str(root / "paper"), "--only", "02_transfer"]) != 0
-    err = capsys.readouterr().err
-    assert "CUDA GPU" in err and "make plan PROFILE=paper" in err
-
-
 def test_a_users_profile_named_like_a_package_profile_never_touches_its_results(smoke, tmp_path, capsys):
     """A yaml file saying `name: smoke` with min_effect changed, given by a relative path (read against
     the caller's directory, not the notebooks'), -p profile as --profile: its run gets a folder of its

@@ -213,3 +213,10 @@ def test_a_full_disk_stops_before_any_work(places, capsys, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda where: collections.namedtuple("u", "total used free")(10**9, 0, 10**5))
     err = _stops(["--profile", "smoke", "--only", "04_full_finetuning"], capsys)
     assert err.startswith("error: the cache's disk has 100 KB free at ") and "SUBLORA_CACHE" in err
+
+
+def test_paper_profile_without_gpu_stops_before_any_kernel_starts(places, capsys):
+    """No CUDA GPU here: the one-line message comes from the preflight, not from a notebook's first cell."""
+    err = _stops(["--profile", "paper", "--only", "02_transfer"], capsys)
+    assert "CUDA GPU" in err and "make plan PROFILE=paper" in err
+    assert not any(folder.exists() for folder in places.values())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -317,6 +318,18 @@ def peers_page(profile: str) -> str:
     return "\n".join(lines)
 
 
+def places(profile: str) -> tuple[Path, Path]:
+    """(executed notebooks, book) of a profile's runs: book/executed and book/ for the default profile as
+    shipped (the default book); results/<its folder>/executed and .../book for any other profile, so that
+    no other run's pages replace the default book's. SUBLORA_EXECUTED and SUBLORA_BOOK, where set, win."""
+    folder = config.identity(config.load_profile(profile))
+    if folder == DEFAULT_PROFILE:
+        return paths.executed_dir(), paths.book_dir()
+    own = paths.results_dir(folder)
+    return (paths.executed_dir() if os.environ.get("SUBLORA_EXECUTED") else own / "executed",
+            paths.book_dir() if os.environ.get("SUBLORA_BOOK") else own / "book")
+
+
 def build_book(executed: Path, book_dir: Path | None = None, profile: str | None = None,
                stale: list[str] = ()) -> tuple[Path, float]:
     """jupyter-book build from executed notebooks, never executing them again; returns index.html
@@ -381,8 +394,14 @@ def main(argv: list[str] | None = None) -> int:
     """`make book`: the book from the executed notebooks as they are, saying first which of them this
     checkout would no longer make (the fix: make reproduce, which reruns exactly those and the later ones)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.parse_args(argv)
-    executed = paths.executed_dir()
+    ap.add_argument("--profile", default=DEFAULT_PROFILE,
+                    help="whose book: the default profile's is in book/, any other's in results/<its folder>/book")
+    args = ap.parse_args(argv)
+    try:
+        executed, book_dir = places(args.profile)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     stale = out_of_date(executed)
     unknown = [name for name in _executed_names(executed) if not stamps.file(executed, name).exists()]
     if unknown:
@@ -393,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
               "libraries than this checkout's, or their results files changed since; the book shows them as they are "
               "and says so on its results page. `make reproduce` reruns them.", file=sys.stderr)
     try:
-        index, _ = build_book(executed, stale=stale)
+        index, _ = build_book(executed, book_dir, stale=stale)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,8 +4,8 @@ Four environment variables move what a run writes out of the checkout:
 
     SUBLORA_CACHE     the artifact cache                      default ROOT/.cache/sublora
     SUBLORA_RESULTS   tidy CSVs and verdicts, one dir/profile default ROOT/results
-    SUBLORA_EXECUTED  the executed notebooks                  default ROOT/book/executed
-    SUBLORA_BOOK      the book source copied and built here   default ROOT/book
+    SUBLORA_EXECUTED  the executed notebooks                  default ROOT/book/executed (the default profile's;
+    SUBLORA_BOOK      the book source copied and built here   default ROOT/book           others': book.places)
 
 A relative value is relative to the current directory of the caller. Papermill kernels run in
 notebooks/, so importing this module makes relative values absolute in os.environ (absolutize_env),

@@ -13,7 +13,9 @@ there, and no notebook before it rerun — is not executed again (--force execut
 Bad input (a parameter, a profile, a notebook name, a folder the run cannot write to, a disk without room
 for what `make plan` estimates the run's new artifacts take) stops before any work with one line naming
 the fix, exit code 2. A profile that is not a package profile as shipped (a user's file, one edited in
-place) has results, executed notebooks and book of its own under results/<name>-<digest>/ (config.identity). A notebook that fails leaves its partly executed copy
+place) has results of its own under results/<name>-<digest>/ (config.identity). Only the default profile as
+shipped writes book/executed and book/ (the default book); any other profile's executed notebooks and book go
+to results/<its folder>/executed and .../book (book.places). A notebook that fails leaves its partly executed copy
 as .<name>.failed.ipynb in the folder its executed copy goes to (a hidden name: never a page of the book).
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from . import book, cache, config, notebook, paths, plan, quiet, runner, stamps
+from . import book, cache, config, models, notebook, paths, plan, quiet, runner, stamps
 from .config import DEFAULT_PROFILE, ConfigError, available_profiles, shown
 from .params import declared_parameters, notebook_file, notebook_profile, parse_params, read_params
 
@@ -99,6 +101,7 @@ def check(names: list[str], params: dict) -> tuple[dict[str, Path | None], dict]
     folder = paths.results_dir(config.identity(default))
     for name in names:
         profiles[name] = notebook_profile({**checked[name], "profile": params["profile"]}, name)
+        models.preflight(profiles[name])  # a GPU and weights where the profile needs them: before any kernel starts
         plan.check_cost(profiles[name], default)
         key = notebook.run_key(checked[name], declared[name])
         runs[name] = folder / "runs" / key if key else None
@@ -129,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
     ap.add_argument("--executed", type=Path,
-                    help="where the executed notebooks go (default: SUBLORA_EXECUTED, else book/executed for a package "
+                    help="where the executed notebooks go (default: SUBLORA_EXECUTED, else book/executed for the default "
                          "profile as shipped and results/<its folder>/executed for any other)")
     ap.add_argument("--no-book", action="store_true", help="skip the book build")
     ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here (default: SUBLORA_BOOK, else "
-                                                  "book/ for a package profile as shipped and results/<its folder>/book)")
+                                                  "book/ for the default profile as shipped and results/<its folder>/book)")
     ap.add_argument("--force", action="store_true", help="execute every notebook, also those whose executed copy is up to date")
     args = ap.parse_args(argv)
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
@@ -151,21 +154,20 @@ def main(argv: list[str] | None = None) -> int:
         loaded = config.load_profile(profile)
         default_results = paths.results_dir(config.identity(loaded))
         if config.identity(loaded) != loaded.name:
-            # not a package profile as shipped: its pages and book are its own, never the default book's
             print(config.describe_identity(loaded).replace("`", ""))
-            args.executed = args.executed or (None if os.environ.get("SUBLORA_EXECUTED") else default_results / "executed")
-            args.book_dir = args.book_dir or (None if os.environ.get("SUBLORA_BOOK") else default_results / "book")
-        args.executed = args.executed or paths.executed_dir()
+        # the default profile's pages and book are book/'s; any other profile's are its own (book.places)
+        executed, book_dir = book.places(profile)
+        args.executed, args.book_dir = args.executed or executed, args.book_dir or book_dir
         folders = {paths.cache_dir(): ("the cache folder", "SUBLORA_CACHE"),
                    default_results: ("the results folder", "SUBLORA_RESULTS")}
         for name in names:  # a run with other parameters keeps its executed copy beside its results
             folders.setdefault(runs[name] or args.executed, ("the results folder", "SUBLORA_RESULTS") if runs[name]
                                else ("the executed notebooks' folder", "SUBLORA_EXECUTED (or --executed)"))
         if not (args.only or args.no_book or any(runs.values())):
-            folders.setdefault(args.book_dir or paths.book_dir(), ("the book's folder", "SUBLORA_BOOK (or --book-dir)"))
+            folders.setdefault(args.book_dir, ("the book's folder", "SUBLORA_BOOK (or --book-dir)"))
         preflight(folders)
         plan.check_disk(profiles, paths.cache_dir())
-    except ConfigError as e:
+    except (ConfigError, models.SetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     removed = cache.clean_partial()
