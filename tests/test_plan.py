@@ -80,3 +80,21 @@ def test_a_disk_without_room_stops_before_any_work(monkeypatch, tmp_path):
         plan.check_disk({"04_full_finetuning": smoke}, tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(10**12, 0, 10**12))
     plan.check_disk({"04_full_finetuning": smoke}, tmp_path)
+
+
+def test_the_disk_check_of_a_whole_book_asks_for_the_plans_estimate(monkeypatch, tmp_cache):
+    """Notebooks run under the same settings share their artifacts: the check counts each once, as make plan."""
+    import collections
+    import shutil
+    smoke = config.load_profile("smoke")
+    total = sum(c.disk for c in plan.count(smoke).values())
+    alone = sum(c.disk for nb in plan.count(smoke) for c in plan.count(smoke, only=[nb]).values())
+    assert alone > total  # counted notebook by notebook, the shared datasets and students would count twice
+    usage = collections.namedtuple("usage", "total used free")
+    runs = {nb: smoke for nb in plan.count(smoke)}
+    room = total * plan.DISK_MARGIN + plan.DISK_SPARE
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(10**13, 0, room + 1))
+    plan.check_disk(runs, tmp_cache)
+    monkeypatch.setattr(shutil, "disk_usage", lambda where: usage(10**13, 0, room - 1))
+    with pytest.raises(config.ConfigError, match="the cache's disk has"):
+        plan.check_disk(runs, tmp_cache)

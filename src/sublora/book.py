@@ -251,17 +251,19 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
 
 
 PEERS = paths.ROOT / "book" / "peers.yaml"  # published results, each read from its source (the file says how)
-TEACHER_KINDS = {"persona": "persona", "finetuned": "finetuned"}  # a source's teacher kind -> ours, where we have one
-
-
 def _ours(rows: pd.DataFrame, claim: str, kind: str | None) -> str:
     """This book's verdict and effect for a claim (and teacher kind), or 'not run'."""
     mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
     if mine.empty:
-        return "not run" if kind in TEACHER_KINDS or kind is None else "no such teacher here"
+        return "not run" if kind in config.TEACHERS or kind is None else "no such teacher here"
     who = (lambda r: "") if claim in claims.AUX_CLAIMS else (lambda r: f"{r['teacher']}: ")
     return "; ".join(f"{who(r)}**{r['verdict']}**, {EFFECTS[claim]} "
                      f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}" for _, r in mine.iterrows())
+
+
+def _cell(value) -> str:
+    """A value as a markdown table cell: None empty, no column bar."""
+    return str(value if value is not None else "").replace("|", "/")
 
 
 def peers_page(profile: str) -> str:
@@ -294,10 +296,9 @@ def peers_page(profile: str) -> str:
                   "|---|---|---|---|---|---|---|---|"]
         for e in mine:
             detected = {True: "detected", False: "not detected"}.get(e.get("detected"), "")
-            cell = lambda v: str(v if v is not None else "").replace("|", "/")  # noqa: E731
-            lines.append(f"| {cell(e['setting'])} | {cell(e.get('size_b'))} | {cell(e['teacher'])} | {cell(e['metric'])} "
-                         f"| {cell(e['effect']) or 'no figure published'} | {detected} | {cell(e['source'])} "
-                         f"| {_ours(rows, claim, TEACHER_KINDS.get(e['teacher'], e['teacher']))} |")
+            lines.append(f"| {_cell(e['setting'])} | {_cell(e.get('size_b'))} | {_cell(e['teacher'])} | {_cell(e['metric'])} "
+                         f"| {_cell(e['effect']) or 'no figure published'} | {detected} | {_cell(e['source'])} "
+                         f"| {_ours(rows, claim, e['teacher'])} |")
         lines.append("")
         lines += [f"- **{e['id']}**: {e['note']} (Where: {e['where']}.)" for e in mine] + [""]
     aux = [e for e in peers if e["teacher"] == "auxiliary-logit"]

@@ -76,6 +76,11 @@ DATASET_BYTES_PER_PROMPT, EVAL_BYTES = 500, 16_000
 HUB_LORA_SHARE_PER_RANK = 3.3e-4
 
 
+def _kv(m) -> int:
+    """Width of an organism's key and value projections (grouped-query attention)."""
+    return m.hidden * m.kv_heads // m.heads
+
+
 def model_bytes(p: Profile) -> float:
     """Bytes of one full copy of the model's weights as the cache stores a full student or teacher
     (its dtype; 0 for a hub model whose profile gives no plan.n_params)."""
@@ -83,16 +88,15 @@ def model_bytes(p: Profile) -> float:
     width = 2 if m.dtype == "bfloat16" else 4
     if m.source != "organism":
         return p.plan.n_params * width
-    kv = m.hidden * m.kv_heads // m.heads
     vocab = 2_400  # the organism's word vocabulary, about (its embedding is tied)
-    return width * (vocab * m.hidden + m.layers * (2 * m.hidden ** 2 + 2 * m.hidden * kv + 3 * m.hidden * m.mlp))
+    return width * (vocab * m.hidden + m.layers * (2 * m.hidden ** 2 + 2 * m.hidden * _kv(m) + 3 * m.hidden * m.mlp))
 
 
 def adapter_bytes(p: Profile, r: int) -> float:
     m = p.model
     if m.source != "organism":
         return 4 * r * HUB_LORA_SHARE_PER_RANK * p.plan.n_params
-    return 4 * r * m.layers * (9 * m.hidden + 2 * (m.hidden * m.kv_heads // m.heads) + 3 * m.mlp)
+    return 4 * r * m.layers * (9 * m.hidden + 2 * _kv(m) + 3 * m.mlp)
 
 
 def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) -> dict[str, Cost]:
@@ -114,10 +118,9 @@ def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) 
         for key, a in pipeline.requirements(p, pairs).items():
             if key in seen or a.kind == "teacher":  # the finetuned teachers are not counted (see render)
                 continue
-            if skip_cached and cache.exists(a.kind, a.config):
-                seen.add(key)
-                continue
             seen.add(key)
+            if skip_cached and cache.exists(a.kind, a.config):
+                continue
             if a.kind == "dataset":
                 c.datasets += 1
                 c.generated += p.data.prompts * COMPLETION_TOKENS
@@ -251,7 +254,10 @@ def check_disk(profiles: dict[str, Profile], where) -> None:
     artifacts the notebooks {name: profile} still have to make (plan's estimate, those cached left out)
     need, with a margin; a ConfigError naming what to do."""
     import shutil
-    need = sum(c.disk for name, p in profiles.items() for c in count(p, only=[name], skip_cached=True).values())
+    by_profile: dict[Profile, list[str]] = {}  # notebooks run under the same settings share their artifacts:
+    for name, p in profiles.items():           # counted together, each artifact once, as make plan counts them
+        by_profile.setdefault(p, []).append(name)
+    need = sum(c.disk for p, names in by_profile.items() for c in count(p, only=names, skip_cached=True).values())
     free = shutil.disk_usage(where).free
     if free < need * DISK_MARGIN + DISK_SPARE:
         raise ConfigError(f"the cache's disk has {size(free)} free at {where}, the run's new artifacts need about "

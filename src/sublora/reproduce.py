@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
         executor = runner.check_executor()
         loaded = config.load_profile(profile)
-        default_results = paths.results_dir(config.identity(loaded))
-        if config.identity(loaded) != loaded.name:
+        folder = config.identity(loaded)
+        default_results = paths.results_dir(folder)
+        if folder != loaded.name:
             print(config.describe_identity(loaded).replace("`", ""))
         # the default profile's pages and book are book/'s; any other profile's are its own (book.places)
         executed, book_dir = book.places(profile)
