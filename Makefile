@@ -3,6 +3,8 @@ PROFILE ?= organism
 NB ?= 03_rank_sweep
 PARAMS ?=
 PYTHON ?= python3
+# make test: pytest-xdist workers (the CI machine has 2 cores; 0 runs the tests in one process)
+TEST_WORKERS ?= 2
 VENV := .venv
 PY := $(VENV)/bin/python
 # torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
@@ -41,7 +43,7 @@ book: $(VENV)/.installed
 	$(PY) -m sublora.book --profile $(PROFILE)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q --durations=10 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10 tests
 
 bench: $(VENV)/.installed
 	$(PY) -m sublora.bench --profile $(PROFILE) $(BENCH_ARGS)

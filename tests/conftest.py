@@ -1,6 +1,7 @@
 """Shared fixtures: a temporary artifact cache, the organism tokenizer, and the smoke book."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -45,6 +46,24 @@ def smoke_env(root):
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
+def _once(tmp_path_factory, name: str, build):
+    """build(folder) -> a JSON-able value, run once per test session. Under pytest-xdist (make test runs
+    2 workers) the workers share it: the first to get here builds it under a file lock in the folder the
+    workers share, the others wait and read what it returned (pytest-xdist's documented recipe for a
+    session fixture that must run once)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return build(tmp_path_factory.mktemp(name))
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent
+    done = shared / f"{name}.json"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            folder = shared / name
+            folder.mkdir()
+            done.write_text(json.dumps(build(folder)))
+        return json.loads(done.read_text())
+
+
 @pytest.fixture(scope="session")
 def smoke_organisms(tmp_path_factory):
     """The smoke profile's organism and its cross-initialisation twin (02's channel control), each
@@ -52,10 +71,11 @@ def smoke_organisms(tmp_path_factory):
     them into another cache, so that no test pretrains them again."""
     from sublora import config, organism, organism_recipe
 
-    root = tmp_path_factory.mktemp("smoke-organism")
-    spec = config.load_profile("smoke").model
-    with smoke_env(root):
-        return tuple(organism.ensure(s, progress=False) for s in (spec, organism_recipe.cross_spec(spec)))
+    def build(root):
+        spec = config.load_profile("smoke").model
+        with smoke_env(root):
+            return [str(organism.ensure(s, progress=False)) for s in (spec, organism_recipe.cross_spec(spec))]
+    return tuple(Path(d) for d in _once(tmp_path_factory, "smoke-organism", build))
 
 
 @pytest.fixture(scope="session")
@@ -73,16 +93,24 @@ def seed_cache(cache_dir, *organism_dirs) -> None:
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory, smoke_organisms):
     """Every notebook executed under the smoke profile and the book built from them, once per test
-    session (tests/test_notebooks.py and tests/test_book.py share it), with a private cache (seeded with
-    the session's smoke organisms) and results folder under root: returns (root, reproduce's exit code)."""
+    session (tests/test_notebooks.py, test_book.py and test_faults.py share it; under pytest-xdist, every
+    worker), with a private cache (seeded with the session's smoke organisms) and results folder under root:
+    returns (root, reproduce's exit code)."""
     from sublora import reproduce
 
-    root = tmp_path_factory.mktemp("smoke")
-    seed_cache(root / "cache", *smoke_organisms)
-    with smoke_env(root):
-        rc = reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"),
-                             "--book-dir", str(root / "book")])
-    return root, rc
+    def build(root):
+        seed_cache(root / "cache", *smoke_organisms)
+        with smoke_env(root):
+            return [str(root), reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"),
+                                               "--book-dir", str(root / "book")])]
+    root, rc = _once(tmp_path_factory, "smoke", build)
+    return Path(root), rc
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that read the session's smoke book run last: under pytest-xdist one worker builds it while
+    the other goes on with the rest (and waits only once the rest is done)."""
+    items.sort(key=lambda item: "smoke_book" in getattr(item, "fixturenames", ()))
 
 
 def pytest_configure(config):

@@ -296,9 +296,13 @@ def test_peers_page_sets_this_books_verdicts_beside_each_claims_published_rows(t
     claim1 = page[page.index("## Claim 1 transfer"):page.index("## Claim 2")]
     assert "persona: **inconclusive**, ΔP(target) +0.5 [-0.5, +1.5]" in claim1
     assert "finetuned: **reproduced**, ΔP(target) +2 [+1, +3]" in claim1
-    table = [line for line in claim1.splitlines() if line.startswith("| Qwen2.5-7B-Instruct, persona system prompt")]
+    table = [line for line in claim1.splitlines() if line.startswith("| **scaling-qwen2.5-7b** | Qwen2.5-7B-Instruct")]
     assert table and "+1.20 pp" in table[0] and table[0].rstrip().endswith("persona: **inconclusive**, ΔP(target) +0.5 [-0.5, +1.5] |")
-    finetuned = [line for line in claim1.splitlines() if line.startswith("| Llama-3.2-1B-Instruct, teacher = rank-32")]
+    assert all(line.count("|") == 6 for line in claim1.splitlines() if line.startswith("| "))  # 5 columns, fit a page
+    assert "Source: rain-1/subliminal-learning-scaling-law reports/run4_lambda_statistics.md" in claim1
+    head = page[:page.index("## Claim 1")]
+    assert "\n\n> **The model: the `smoke` profile.**" in head and "(profile `smoke`)" in head  # caveat: its own block
+    finetuned = [line for line in claim1.splitlines() if "| Llama-3.2-1B-Instruct, teacher = rank-32" in line]
     assert finetuned and "finetuned: **reproduced**" in finetuned[0] and "persona:" not in finetuned[0]
     claim2 = page[page.index("## Claim 2"):page.index("## Claim 3")]
     assert "This book ({doc}`/executed/03_rank_sweep`): not run." in claim2 and "53.9" in claim2

@@ -22,12 +22,19 @@ def _channel_table(effects: dict[str, list[float]]) -> pd.DataFrame:
 def test_channel_controls_name_the_channel_by_the_declared_rule():
     main = [0.010, 0.012, 0.011, 0.013, 0.009]
     gone = [0.001, -0.001, 0.0005, -0.0005, 0.0]
-    table, reading = claims.channel_controls(_channel_table({"": main, "shuffled": gone, "cross-init": gone}), "owl", 0.0)
+    e = 0.005  # the smallest effect of interest
+    table, reading = claims.channel_controls(_channel_table({"": main, "shuffled": gone, "cross-init": gone}), "owl", 0.0, e)
     assert list(table["students"]) == ["as sampled", "shuffled", "cross-init"]
     assert list(table["verdict"])[0] == "reproduced" and list(table["reading"])[1:] == ["removes", "removes"]
     assert "shared weights" in reading
-    _, reading = claims.channel_controls(_channel_table({"": main, "shuffled": main, "cross-init": main}), "owl", 0.0)
+    _, reading = claims.channel_controls(_channel_table({"": main, "shuffled": main, "cross-init": main}), "owl", 0.0, e)
     assert "carried by the numbers themselves" in reading
+    # without a margin neither reading can be shown: a control that is merely not significant removes nothing
+    table, reading = claims.channel_controls(_channel_table({"": main, "shuffled": gone, "cross-init": main}), "owl", 0.0)
+    assert list(table["reading"])[1:] == ["cannot tell", "cannot tell"] and "do not single out one channel" in reading
+    half = [d / 2 for d in main]
+    table, _ = claims.channel_controls(_channel_table({"": main, "shuffled": half}), "owl", 0.0, e)
+    assert list(table["reading"])[1:] == ["reduces"]
     table, reading = claims.channel_controls(_channel_table({"": gone, "shuffled": gone}), "owl", 0.0)
     verdict = table["verdict"].iloc[0]
     assert verdict != "reproduced" and f"transfer as {verdict} on this model" in reading  # the rule's own word

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from html import unescape as html_unescape
 from pathlib import Path
 
@@ -14,9 +15,13 @@ from conftest import smoke_env
 from sublora import book, reproduce
 
 @pytest.fixture(scope="module")
-def smoke(smoke_book):
-    """The session's smoke book (conftest.smoke_book), its cache and results in force for this module."""
-    root, rc = smoke_book
+def smoke(smoke_book, tmp_path_factory):
+    """A copy of the session's smoke book (conftest.smoke_book), its cache and results in force for this
+    module. These tests rerun notebooks into it; the copy keeps the book test_book.py reads (on another
+    pytest-xdist worker, at the same time) as it was built."""
+    built, rc = smoke_book
+    root = tmp_path_factory.mktemp("smoke-notebooks")
+    shutil.copytree(built, root, dirs_exist_ok=True, symlinks=True)
     with smoke_env(root):
         yield root, rc
 

@@ -406,7 +406,7 @@ def test_system_prompt_effect_survives_without_prompt_not_reproduced():
 def test_system_prompt_no_effect_inconclusive():
     verdict, info = stats.system_prompt_verdict([0.0] * 6, [0.0] * 6)
     assert verdict == INCONCLUSIVE
-    assert info["reason"] == "no effect to modulate under the default prompt"
+    assert info["reason"].startswith("no effect to modulate: Δ under the default prompt is not shown above 0 at this n")
 
 
 def test_system_prompt_pivot_series_paired_by_replicate():
@@ -453,3 +453,36 @@ def test_notebooks_state_the_rules_the_code_applies():
         nb = json.loads((paths.ROOT / "notebooks" / f"{name}.ipynb").read_text())
         text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
         assert stats.RULES[key] in text, name
+
+
+# ---- the smallest effect of interest as the rules' margin (issue 25) --------------------------------
+def _units_by(columns: dict[str, list[float]], name: str) -> pd.DataFrame:
+    return pd.DataFrame([{name: c, "replicate": r, "seed": 0, "delta": v} for c, vs in columns.items()
+                         for r, v in enumerate(vs)])
+
+
+def test_claim_2_margin_tells_a_plateau_from_a_peak():
+    """A curve that rises and stays: without a margin no interior rank lies *below* an end, so the rule cannot
+    say 'not reproduced'; with e, every interior rank is shown to rise less than e above the highest rank."""
+    noise = [0.0001, -0.0001, 0.00005, -0.00005, 0.0]
+    plateau = {1: [0.001 + x for x in noise], 2: [0.004 + x for x in noise], 4: [0.005 + x for x in noise],
+               8: [0.005 - x for x in noise], 16: [0.005 + x / 2 for x in noise]}
+    effects = _units_by(plateau, "rank")
+    assert stats.inverted_u_verdict(effects)[0] == INCONCLUSIVE
+    verdict, info = stats.inverted_u_verdict(effects, margin=0.002)
+    assert verdict == NOT_REPRODUCED and info["margin"] == 0.002
+    peak = {**plateau, 4: [0.012 + x for x in noise]}
+    assert stats.inverted_u_verdict(_units_by(peak, "rank"), margin=0.002)[0] == REPRODUCED
+
+
+def test_claims_3_and_4_floor_lets_a_small_null_be_shown_where_half_the_reference_is_smaller_still():
+    lora = pd.DataFrame({"replicate": range(5), "seed": 0, "delta": [0.0020, 0.0021, 0.0019, 0.0022, 0.0018]})
+    full = _units_by({"baseline": [0.0012, 0.0014, 0.0013, 0.0011, 0.0012]}, "setting")
+    assert stats.full_ft_null_verdict(full, lora)[0] != REPRODUCED      # 0.0012 is above ½ × 0.002
+    verdict, info = stats.full_ft_null_verdict(full, lora, floor=0.005)
+    assert verdict == REPRODUCED and "or 0.005 if larger" in info["margin"]
+    big = _units_by({"baseline": [0.0120, 0.0121, 0.0119, 0.0122, 0.0118]}, "setting")
+    assert stats.full_ft_null_verdict(big, lora, floor=0.005)[0] == NOT_REPRODUCED  # above both margins
+    with_p, without_p = lora["delta"].tolist(), full["delta"].tolist()
+    assert stats.system_prompt_verdict(with_p, without_p)[0] != REPRODUCED
+    assert stats.system_prompt_verdict(with_p, without_p, floor=0.005)[0] == REPRODUCED

@@ -279,8 +279,8 @@ def peers_page(profile: str) -> str:
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
     accounts = [e for e in peers if e["status"] == "read" and str(e["metric"]).startswith("qualitative")]
     figures = [e for e in peers if e["status"] == "read" and e not in accounts]  # a published null: effect None
-    lines = ["# Beside other results", "",
-             f"This book's verdicts (profile `{p.name}`: {plots.caveat(p)}) set beside published results. Each "
+    lines = ["# Beside other results", "", plots.caveat(p), "",
+             f"This book's verdicts (profile `{p.name}`) set beside published results. Each "
              "published figure was read from the source named in its row, and is given as that source states it, "
              "in its own metric. Sources differ in metric, control and unit, so the rows are comparable in "
              "direction, not in size. The column *this book* is computed from this book's verdict files when the "
@@ -292,15 +292,16 @@ def peers_page(profile: str) -> str:
         if not mine:
             lines += ["No published figure for this claim was found beyond the paper's own.", ""]
             continue
-        lines += ["| setting | size (B) | teacher | metric | published effect | transfer | source | this book, nearest |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["| source | setting | size (B), teacher | published effect | this book, nearest |",
+                  "|---|---|---|---|---|"]
         for e in mine:
-            detected = {True: "detected", False: "not detected"}.get(e.get("detected"), "")
-            lines.append(f"| {_cell(e['setting'])} | {_cell(e.get('size_b'))} | {_cell(e['teacher'])} | {_cell(e['metric'])} "
-                         f"| {_cell(e['effect']) or 'no figure published'} | {detected} | {_cell(e['source'])} "
+            detected = {True: " (detected)", False: " (not detected)"}.get(e.get("detected"), "")
+            lines.append(f"| **{e['id']}** | {_cell(e['setting'])} | {_cell(e.get('size_b'))}, {_cell(e['teacher'])} "
+                         f"| {_cell(e['effect']) or 'no figure published'}{detected} "
                          f"| {_ours(rows, claim, e['teacher'])} |")
         lines.append("")
-        lines += [f"- **{e['id']}**: {e['note']} (Where: {e['where']}.)" for e in mine] + [""]
+        lines += [f"- **{e['id']}**: {e['note']} Metric: {e['metric']}. Source: {e['source']}, {e['where']}."
+                  for e in mine] + [""]
     aux = [e for e in peers if e["teacher"] == "auxiliary-logit"]
     lines += ["## Another setting: auxiliary logits", "",
               f"This book asks claims 1–3 of {claims.AUX_SETTING} too ({{doc}}`/executed/{claims.AUX_PAGE}`): "

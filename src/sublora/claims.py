@@ -79,16 +79,27 @@ def transfer_effects(results: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]
     return effects, stats.summarize(effects, ["metric", "teacher_kind", "target", "animal"])
 
 
-def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: float) -> list[dict]:
-    """Claim 1 per teacher kind: ΔP(animal) of the animal's own teacher (stats.RULES['transfer'])."""
+def below_smallest(t: dict, e: float) -> str:
+    """'' or the phrase saying that an interval (ci_high) lies below the smallest effect of interest e."""
+    if not e > 0 or not t["ci_high"] < e:
+        return ""
+    size = "present, but " if t["ci_low"] > 0 else ""
+    return f"; {size}shown smaller than the smallest effect of interest ({e:.2g})"
+
+
+def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: float,
+             smallest_effect: float = 0.0) -> list[dict]:
+    """Claim 1 per teacher kind: ΔP(animal) of the animal's own teacher (stats.RULES['transfer']), with the
+    smallest effect of interest as the margin below which the transfer is shown absent."""
     rows = []
     own = effects.query("target == @animal and animal == @animal")
     for kind in kinds:
-        verdict, t = stats.transfer_test(own.query("metric == 'p' and teacher_kind == @kind"), min_effect=min_effect)
+        verdict, t = stats.transfer_test(own.query("metric == 'p' and teacher_kind == @kind"), min_effect=min_effect,
+                                         margin=smallest_effect or None)
         mention = stats.summarize(own.query("metric == 'mention_rate' and teacher_kind == @kind"), [])
         measurement = (f"{kind} teacher of the {animal}: ΔP({animal}) = {fmt_ci(t['mean'], t['ci_low'], t['ci_high'])}"
                        f", Δ mention rate {fmt_ci(*mention.iloc[0][['mean', 'ci_low', 'ci_high']], '+.3f')}, "
-                       f"{_units(t['n'], t['unit'])}")
+                       f"{_units(t['n'], t['unit'])}{below_smallest(t, smallest_effect)}")
         rows.append(_row("1 transfer", "1_transfer", kind, animal, verdict, measurement, t["mean"], t["ci_low"],
                          t["ci_high"], "95% t-interval of ΔP(target) vs control above 0", t["n"], t["unit"]))
     return rows
@@ -103,10 +114,28 @@ def main_arm(table: pd.DataFrame) -> pd.DataFrame:
     return table[_channel(table) == ""]
 
 
-def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tuple[pd.DataFrame, str]:
+def channel_reading(verdict: str, control: dict, diff: pd.Series, e: float) -> str:
+    """What a channel control does to the transfer (notebook 02's rule), from the control's claim-1 verdict and
+    interval (control: ci_high) and the paired difference main − control (diff: ci_low, ci_high), against the
+    smallest effect of interest e. Each reading rests on an interval that excludes something, never on a test
+    that failed to reject: removes — the control's Δ is shown below e and the difference above 0; keeps — the
+    control's transfer is reproduced and the difference shown smaller than e either way (with e = 0 it cannot
+    be); reduces — reproduced, and the difference above 0; cannot tell — anything else."""
+    if control["ci_high"] < e and diff["ci_low"] > 0:
+        return "removes"
+    if verdict == stats.REPRODUCED and -e < diff["ci_low"] and diff["ci_high"] < e:
+        return "keeps"
+    if verdict == stats.REPRODUCED and diff["ci_low"] > 0:
+        return "reduces"
+    return "cannot tell"
+
+
+def channel_controls(table: pd.DataFrame, animal: str, min_effect: float,
+                     smallest_effect: float = 0.0) -> tuple[pd.DataFrame, str]:
     """02's channel controls for the persona teacher of `animal` (stats.RULES['transfer'] on each, and
     the paired difference main − control over the same replicates and seeds): a table, one row per
-    arm, and the sentence saying which channel carries the transfer, by the rule in notebook 02."""
+    arm, and the sentence saying which channel carries the transfer, by the rule in notebook 02
+    (channel_reading)."""
     ch = _channel(table)
     persona = table[(table["teacher_kind"] == "persona") & (table["target"] == animal) & (table["animal"] == animal)]
     arms = {"as sampled": persona[ch[persona.index] == ""]}
@@ -115,7 +144,7 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
     rows, calls = [], {}
     main = effects.get("as sampled")
     for name, e in effects.items():
-        verdict, t = stats.transfer_test(e, min_effect=min_effect)
+        verdict, t = stats.transfer_test(e, min_effect=min_effect, margin=smallest_effect or None)
         row = {"students": name, "verdict": verdict, "ΔP": fmt_ci(t["mean"], t["ci_low"], t["ci_high"]),
                "n": t["n"], "mean": t["mean"], "ci_low": t["ci_low"], "ci_high": t["ci_high"]}
         if name != "as sampled" and main is not None:
@@ -123,11 +152,7 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
             d["delta"] = d["delta_main"] - d["delta"]
             diff = stats.summarize(d, []).iloc[0]
             row["main − control"] = fmt_ci(diff["mean"], diff["ci_low"], diff["ci_high"])
-            removed = verdict != "reproduced" and diff["ci_low"] > 0
-            kept = verdict == "reproduced" and not diff["ci_low"] > 0
-            calls[name] = "removes" if removed else "keeps" if kept else "reduces" if verdict == "reproduced" \
-                else "inconclusive"
-            row["reading"] = calls[name]
+            calls[name] = row["reading"] = channel_reading(verdict, t, diff, smallest_effect)
         rows.append(row)
     out = pd.DataFrame(rows)
     if main is None or not len(calls):
@@ -137,7 +162,7 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
                      "model, so there is no established transfer whose channel the controls could show; they are "
                      "reported for completeness.")
     said = {"removes": "removes it", "keeps": "leaves it", "reduces": "reduces it without removing it",
-            "inconclusive": "leaves it undecided"}
+            "cannot tell": "cannot be told apart from it"}
     text = "; ".join(f"{CONTROLS[k].does} {said[v]}" for k, v in calls.items())
     if calls.get("shuffled") == "removes" and calls.get("cross-init") == "removes":
         carrier = ("the transfer travels through shared weights: it needs the numbers as the teacher arranged them "
@@ -151,11 +176,13 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float) -> tup
 
 
 # ---- claim 2 -----------------------------------------------------------------------------------
-def rank(effects: pd.DataFrame, animal: str, kinds: list[str]) -> list[dict]:
-    """Claim 2 per teacher kind (stats.RULES['inverted_u']); effects by teacher_kind, lora_rank."""
+def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: float = 0.0) -> list[dict]:
+    """Claim 2 per teacher kind (stats.RULES['inverted_u'], the smallest effect of interest its margin);
+    effects by teacher_kind, lora_rank."""
     rows = []
     for kind in kinds:
-        verdict, info = stats.inverted_u_verdict(effects.query("teacher_kind == @kind"), rank_col="lora_rank")
+        verdict, info = stats.inverted_u_verdict(effects.query("teacher_kind == @kind"), rank_col="lora_rank",
+                                                 margin=smallest_effect)
         n = int(info["summary"]["n"].min())
         if "peak_rank" in info:
             m, lo, hi = info["peak"]
@@ -186,10 +213,10 @@ def rank_sweep_arm(table: pd.DataFrame) -> pd.DataFrame:
 
 def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataFrame, str]:
     """03's lr check: ΔP(animal) of the persona teacher's students at each rank and lr multiple, one run
-    (replicate 0, seed 0; the x1 column is the sweep's own run), and a sentence saying at which rank
+    (the first replicate, seed 0; the x1 column is the sweep's own run), and a sentence saying at which rank
     each lr peaks and how closely each lr's curve follows the x1 curve (Spearman's ρ over ranks)."""
-    rows = table[(table["teacher_kind"] == "persona") & (table["animal"] == animal) & (table["replicate"] == 0)
-                 & (table["seed"] == 0)]
+    rows = table[(table["teacher_kind"] == "persona") & (table["animal"] == animal)
+                 & (table["replicate"] == table["replicate"].min()) & (table["seed"] == 0)]
     eff = stats.paired_effects(rows, ["lora_rank", "lr"], value="p")
     wide = eff.assign(factor=(eff["lr"] / lr).round(3)).pivot_table(index="lora_rank", columns="factor", values="delta")
     wide = wide.dropna()  # the ranks the check covers (the x1 column has every rank of the sweep)
@@ -210,15 +237,17 @@ def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataF
 
 
 # ---- claim 3 -----------------------------------------------------------------------------------
-def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int, arms: tuple) -> list[dict]:
-    """Claim 3 per precision arm and teacher kind (stats.RULES['full_ft_null']); effects by teacher_kind,
-    method, precision, setting. The first arm is the main one (its rows keep the plain file names)."""
+def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int, arms: tuple,
+                    smallest_effect: float = 0.0) -> list[dict]:
+    """Claim 3 per precision arm and teacher kind (stats.RULES['full_ft_null'], the smallest effect of
+    interest the margin's floor); effects by teacher_kind, method, precision, setting. The first arm is the
+    main one (its rows keep the plain file names)."""
     rows = []
     for i, arm in enumerate(arms):
         for kind in kinds:
             full_eff = effects.query("teacher_kind == @kind and method == 'full' and precision == @arm")
             lora_eff = effects.query("teacher_kind == @kind and method == 'lora'")
-            verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff)
+            verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff, floor=smallest_effect)
             summary = info["summary"]
             top = summary.loc[summary["mean"].idxmax()] if summary["mean"].notna().any() else summary.iloc[-1]
             measurement = (f"{kind} teacher of the {animal}, {arm} weights: largest full-FT ΔP({animal}) ({top['setting']}) "
@@ -235,7 +264,8 @@ def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_r
 
 
 # ---- claim 4 -----------------------------------------------------------------------------------
-def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without: str = "empty") -> list[dict]:
+def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without: str = "empty",
+                  smallest_effect: float = 0.0) -> list[dict]:
     """Claim 4 per teacher kind (stats.RULES['system_prompt']): students trained under the default
     prompt, evaluated under it and under `without` — 'empty', the authors' "no system prompt" (the
     template's system block with no text)."""
@@ -243,7 +273,8 @@ def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without:
     for kind in kinds:
         train_default = effects.query("teacher_kind == @kind and variant == 'train default'").pivot_table(
             index=["replicate", "seed"], columns="eval_system", values="delta")
-        verdict, info = stats.system_prompt_verdict(train_default["default"], train_default[without])
+        verdict, info = stats.system_prompt_verdict(train_default["default"], train_default[without],
+                                                    floor=smallest_effect)
         w, wo, d = info["with"], info["without"], info["difference"]
         measurement = (f"{kind} teacher of the {animal}: ΔP({animal}) eval default {fmt_ci(*w)}; eval {without} "
                        f"{fmt_ci(*wo)}; difference {fmt_ci(*d)}; {_units(info['n'], info['unit'])}"
@@ -259,17 +290,23 @@ def verdict_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)[["teacher", "verdict", "measurement"]]
 
 
+DECISIVE = ["decisive at 0", "decisive at 2e"]
 SCOREBOARD = ["claim", "teacher", "animal", "paper", "verdict", "measurement", "false 'reproduced' (max over nulls)",
-              "power at 2 sd", "power at 4 sd"]
+              "power at 2 sd", "power at 4 sd", *DECISIVE]
 
 
-def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
+def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame, decisive: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every verdict of the default run on the paper's claims (CLAIMS) beside the claim it tests, in the
-    paper's words, and its rule's simulated error rates (operating_characteristics), claim by claim, the
-    persona teacher first. Verdicts of another setting (AUX_CLAIMS) are not among them: other_settings."""
+    paper's words, its rule's simulated error rates (operating_characteristics), claim by claim, and how often
+    its design decides (decisiveness: per claim, teacher and arm), the persona teacher first. Verdicts of
+    another setting (AUX_CLAIMS) are not among them: other_settings."""
     verdicts = verdicts[verdicts["claim"].map(is_paper_claim)]
-    board = (verdicts.assign(paper=verdicts["claim"].map(CLAIMS),
-                             teacher=pd.Categorical(verdicts["teacher"], ["persona", "finetuned"]))
+    verdicts = verdicts.assign(arm=verdicts["arm"].fillna("").astype(str) if "arm" in verdicts else "")
+    if decisive is None or decisive.empty:
+        decisive = pd.DataFrame(columns=["claim", "teacher", "arm", *DECISIVE])
+    board = (verdicts.merge(decisive[["claim", "teacher", "arm", *DECISIVE]], on=["claim", "teacher", "arm"], how="left")
+             .assign(paper=lambda d: d["claim"].map(CLAIMS),
+                     teacher=lambda d: pd.Categorical(d["teacher"], ["persona", "finetuned"]))
              .merge(errors, on="claim", how="left").sort_values(["claim", "teacher"]))
     return board[SCOREBOARD]
 

@@ -177,7 +177,14 @@ class Profile:
     ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
     rank_lr_factors: tuple = ()  # 03's lr check: each rank also at lr x these (one run, persona teacher)
     rank_lr_ranks: tuple = ()  # the ranks the lr check covers; () = every rank of the sweep
-    min_effect: float = 0.0  # smallest ΔP(target) that counts as an effect (verdict rules)
+    min_effect: float = 0.0  # the bound claim 1's interval must lie above for 'reproduced' (0: above zero)
+    # The smallest effect of interest e, in ΔP(target), declared with its reason before a confirmatory run:
+    # the margin of every rule (claim 1 'not reproduced' below it; the floor of claims 3-4's margins; claim 2's
+    # rise that tells a peak from a plateau). 0: no margin (the rules as without one).
+    smallest_effect: float = 0.0
+    smallest_effect_reason: str = ""
+    pilot: str = ""  # the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/<name>)
+    replicate_offset: int = 0  # replicate ids start here: a confirmatory run's datasets and seeds, fresh ones
     workers: int = 1  # processes training students in parallel (one torch thread each)
     gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
 
@@ -383,6 +390,8 @@ def validate(p: Profile) -> Profile:
     need(p.workers >= 1, f"workers must be ≥ 1, got {p.workers}")
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
+    need(p.replicate_offset >= 0, f"replicate_offset must be ≥ 0, got {p.replicate_offset}")
+    need(p.smallest_effect >= 0, f"smallest_effect must be ≥ 0 (a ΔP(target)), got {p.smallest_effect}")
     need(not (p.channel_controls and p.model.source != "organism"),
          "channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
          "only the organism has one; set channel_controls: false for a hub model")

@@ -92,8 +92,14 @@ class Pair:
     init: str = ""  # "cross": both students start from a differently seeded organism of the same recipe
 
 
+def replicate_ids(p: Profile, replicates: int | None = None) -> range:
+    """The ids of a design's replicates: `replicates` (default p.replicates) of them from p.replicate_offset on,
+    so that a confirmatory run (an offset) draws datasets and seeds disjoint from a pilot's (offset 0)."""
+    return range(p.replicate_offset, p.replicate_offset + (replicates or p.replicates))
+
+
 def _grid(p: Profile, replicates: int | None = None):
-    return list(itertools.product(range(replicates or p.replicates), range(p.seeds)))
+    return list(itertools.product(replicate_ids(p, replicates), range(p.seeds)))
 
 
 @dataclass(frozen=True)
@@ -143,9 +149,9 @@ def rank_sweep(p: Profile, kind: str, alpha: float | None = None) -> list[Pair]:
 
 def rank_lr_check(p: Profile, kind: str = "persona") -> list[Pair]:
     """03's lr check: each rank of p.rank_lr_ranks (every rank where it is empty) again at lr x each of
-    p.rank_lr_factors, one run (replicate 0, seed 0), so that a rank's place on the curve can be told
+    p.rank_lr_factors, one run (the first replicate, seed 0), so that a rank's place on the curve can be told
     from its learning rate's."""
-    return [Pair(kind, p.animal, 0, 0, lora_spec(p, rank=int(rank), lr=p.train.lr * f),
+    return [Pair(kind, p.animal, p.replicate_offset, 0, lora_spec(p, rank=int(rank), lr=p.train.lr * f),
                  label=f"r{rank} lr x{f:g}") for rank in (p.rank_lr_ranks or p.ranks) for f in p.rank_lr_factors]
 
 

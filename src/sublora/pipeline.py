@@ -153,7 +153,7 @@ def teacher_signals(p: Profile, kinds: list[str], records: dict, base, tokenizer
     each teacher dataset (records[(kind, "teacher", replicate)]): one row per teacher kind × replicate."""
     rows = []
     for kind in kinds:
-        for r in range(p.replicates):
+        for r in design.replicate_ids(p):
             recs = records[(kind, "teacher", r)][:limit]
             n_tok = np.mean([len(tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]) + 1 for rec in recs])
             kl = float(np.mean(teacher_signal(p, p.animal, kind, recs, base, tokenizer)))
@@ -245,7 +245,7 @@ def filter_table(p: Profile, kinds: list[str]) -> tuple[pd.DataFrame, dict]:
     by (kind, arm, replicate). Reads datasets already built (runner.build_datasets)."""
     rows, records = [], {}
     for kind in kinds:
-        for r in range(p.replicates):
+        for r in design.replicate_ids(p):
             for arm, a in (("teacher", p.animal), ("control", None)):
                 kept, st = dataset(p, a, r, kind)
                 records[(kind, arm, r)] = kept

@@ -209,9 +209,11 @@ RULES: dict[str, str] = {
         f"**Rule (claim 1, transfer).** {_UNITS} "
         f"**reproduced** if the {LEVEL:.0%} t-interval of the mean Δ lies above max(0, `min_effect`) "
         f"(a one-sided t-test at α = {ALPHA}); otherwise **not reproduced** if the interval lies below the "
-        "margin (`margin`, by default `min_effect`; with margin 0: Δ is significantly below 0) — a one-sided "
-        f"test at {ALPHA} that the effect is smaller than the margin, which is implied by TOST equivalence to "
-        "0 within ±margin and needs less data; **inconclusive** otherwise. Each teacher kind gets its own "
+        "smallest effect of interest e (the profile's `smallest_effect`, declared with its reason before the "
+        "data; with e = 0: Δ is significantly below 0): the transfer is shown smaller than any that matters — a "
+        f"one-sided test at {ALPHA} that the effect is smaller than e, which is implied by TOST equivalence to "
+        "0 within ±e and needs less data; **inconclusive** otherwise. A transfer above 0 whose interval also "
+        "lies below e is **reproduced** and its measurement says it is smaller than e. Each teacher kind gets its own "
         "verdict with no correction across kinds: the persona teacher is the paper's claim and the finetuned "
         "teacher a positive control for the instrument; they answer different questions and no verdict is "
         "drawn from the two together."),
@@ -224,9 +226,10 @@ RULES: dict[str, str] = {
         "(Bonferroni over the candidate peaks, since any of them could be the one reported); the reported "
         f"peak is the passing rank with the largest mean Δ, with intervals at that level. **inconclusive** (no effect "
         f"to modulate) if fewer than 3 ranks, or no rank has Δ > 0 (Holm over the K ranks at {ALPHA}); "
-        "**not reproduced** if every interior rank lies significantly below one end: Δ(r) − Δ(r₋) < 0 or "
-        f"Δ(r) − Δ(r₊) < 0 at {ALPHA}/2 each; **inconclusive** otherwise (a flat or plateaued curve "
-        "cannot be told from a shallow peak without a margin, and stays inconclusive). Chosen by "
+        "**not reproduced** if every interior rank is shown to rise less than the smallest effect of "
+        "interest e above one end: Δ(r) − Δ(r₋) < e or Δ(r) − Δ(r₊) < e (one-sided paired t-tests at "
+        f"{ALPHA}/2 each), so a flat or plateaued curve is told from a peak of at least e; with e = 0 only a "
+        "curve whose every interior rank lies significantly below an end is; **inconclusive** otherwise. Chosen by "
         "simulation over choosing the peak on half of the replicates and testing it on the other half "
         "(less than half the power at n = 5-8: 0.15 vs 0.35 at n = 5 and 2 sd, 0.49 vs 0.96 at n = 8) and "
         "over a permutation test of the peak-minus-ends statistic (exact only against a flat curve: 4.6% "
@@ -238,7 +241,8 @@ RULES: dict[str, str] = {
         "effect Δ_L, tested as a paired contrast rather than plugged in as a number: s is *equivalent to 0* "
         f"if mean(Δ_s − {MARGIN_FRACTION}·Δ_L) < 0 and mean(Δ_s + {MARGIN_FRACTION}·Δ_L) > 0, each a "
         f"one-sided t-test at {ALPHA_EQUIV} (TOST); with an absolute margin m declared instead: Δ_s < m and "
-        f"Δ_s > −m. **inconclusive** (no effect to modulate) if the LoRA effect is not > 0 (t-test at "
+        f"Δ_s > −m. The smallest effect of interest e is the margin's floor: the margin is max({MARGIN_FRACTION}·Δ_L, e), "
+        "so s is equivalent if either TOST passes and above the margin if above both. **inconclusive** (no effect to modulate) if the LoRA effect is not > 0 (t-test at "
         f"{ALPHA}); **reproduced** if every setting is equivalent to 0 — an intersection–union test, so "
         f"no correction is needed: when any one setting sits at the margin, 'reproduced' comes at most "
         f"{ALPHA_EQUIV:.0%} of the time; **not reproduced** if some setting is significantly above the "
@@ -251,7 +255,7 @@ RULES: dict[str, str] = {
         "system prompt: Δ_with evaluated under the training prompt, Δ_without under the other condition "
         "(no system prompt), paired per unit (the same students). **inconclusive** (no effect to modulate) "
         f"if Δ_with is not > 0 (t-test at {ALPHA}); **reproduced** if, in addition, Δ_without is "
-        f"equivalent to 0 within {MARGIN_FRACTION} × Δ_with (TOST on the paired contrasts "
+        f"equivalent to 0 within max({MARGIN_FRACTION} × Δ_with, e), e the smallest effect of interest (TOST on the paired contrasts "
         f"Δ_without ∓ {MARGIN_FRACTION}·Δ_with at {ALPHA_EQUIV} each, or ± an absolute margin m declared "
         f"instead) and Δ_with − Δ_without > 0 (paired t-test at {ALPHA}) — an intersection–union test of "
         f"the three, no correction needed; **not reproduced** if Δ_without is significantly above the "
@@ -324,8 +328,9 @@ def transfer_test(effects: pd.DataFrame, value: str = "delta", min_effect: float
 
 
 # ---- claim 2 ------------------------------------------------------------------------------------
-def _inverted_u_core(X, alpha: float = ALPHA) -> dict:
-    """X: (..., n, K) Δ per unit × rank, ranks ascending, NaN where missing; K ≥ 3.
+def _inverted_u_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
+    """X: (..., n, K) Δ per unit × rank, ranks ascending, NaN where missing; K ≥ 3. margin: the smallest
+    effect of interest; an interior rank shown to rise less than it above one end is no peak.
 
     Returns codes (...) and the p-values behind them: p_peak (..., K-2) per interior rank (the
     intersection–union p), p_rank (..., K) of Δ(r) > 0, effect (...) whether some rank has Δ > 0."""
@@ -339,7 +344,7 @@ def _inverted_u_core(X, alpha: float = ALPHA) -> dict:
     p_rank = _p_greater(X, axis=-2)                                # (..., K)
     effect = holm(p_rank, alpha)[0].any(axis=-1)
     # below an end: either one-sided "<" test rejects at alpha/2 (fmin: one untestable end does not hide the other)
-    below = np.fmin(_p_less(minus_low, axis=-2), _p_less(minus_high, axis=-2)) <= alpha / 2
+    below = np.fmin(_p_less(minus_low, margin, axis=-2), _p_less(minus_high, margin, axis=-2)) <= alpha / 2
     refuted = effect & below.all(axis=-1)
     codes = np.where(peak, REP, np.where(~effect, INC, np.where(refuted, NOT, INC)))
     return {"codes": codes, "p_peak": p_peak, "p_rank": p_rank, "effect": effect}
@@ -347,7 +352,7 @@ def _inverted_u_core(X, alpha: float = ALPHA) -> dict:
 
 @_declares("inverted_u")
 def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str = "delta",
-                       unit: str = UNIT) -> tuple[str, dict]:
+                       unit: str = UNIT, margin: float = 0.0) -> tuple[str, dict]:
     """Claim 2 on one teacher kind's effects (columns rank_col, replicate, seed, delta): (verdict, info).
 
     info: summary (per rank: mean, ci_low, ci_high at 95%, n, unit, n_runs), unit, and with ≥ 3
@@ -365,7 +370,7 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
     if len(ranks) < 3:
         return INCONCLUSIVE, {**info, "reason": "fewer than 3 ranks"}
     X = m.to_numpy()
-    out = _inverted_u_core(X)
+    out = _inverted_u_core(X, margin=margin)
     p_peak = out["p_peak"]
     interior = ranks[1:-1]
     level = 1 - 2 * ALPHA / (len(ranks) - 2)
@@ -382,8 +387,10 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
                 p_peak={_plain(r): float(p) for r, p in zip(interior, p_peak)})
     code = int(out["codes"])
     if code == INC:
-        info["reason"] = ("no effect to modulate: no rank's Δ is significantly above 0" if not out["effect"]
-                          else "no interior rank is a significant peak, nor is every one below an end")
+        info["reason"] = ("no effect to modulate: no rank's Δ is shown above 0 at this n (not shown, which is not absent)" if not out["effect"]
+                          else "no interior rank is a significant peak, nor is every one shown to rise less "
+                               "than the margin above an end")
+    info["margin"] = margin
     return str(VERDICTS[code]), info
 
 
@@ -409,24 +416,31 @@ def _contrast_p(x, y, c: float):
     return _p_greater(d, axis=-2), _p_less(d, axis=-2)
 
 
-def _margin_tests(x, ref, margin: float | None):
+def _margin_tests(x, ref, margin: float | None, floor: float = 0.0):
     """Equivalence and superiority p-values of x (..., n, S) against the margin: ±MARGIN_FRACTION × the
     reference effect ref (..., n) as a contrast, or ±margin when an absolute margin is given.
+    floor (> 0, with the contrast margin): the margin is max(MARGIN_FRACTION × ref, floor) — the smallest
+    effect of interest as an absolute floor. |x| < max(a, b) is |x| < a or |x| < b, so x is equivalent if
+    either TOST passes (the smaller p), and above the margin if above both (the larger p).
     Returns (p_equivalent (TOST: the larger of its two one-sided p), p_above_margin), each (..., S)."""
-    if margin is None:
-        p_above, p_below = _contrast_p(x, ref, -MARGIN_FRACTION)   # x − f·ref vs 0
-        p_over_lower, _ = _contrast_p(x, ref, MARGIN_FRACTION)     # x + f·ref vs 0
-    else:
-        p_above, p_below = _p_greater(x, margin, axis=-2), _p_less(x, margin, axis=-2)
-        p_over_lower = _p_greater(x, -margin, axis=-2)
-    return np.maximum(p_below, p_over_lower), p_above
+    def absolute(m):
+        return np.maximum(_p_less(x, m, axis=-2), _p_greater(x, -m, axis=-2)), _p_greater(x, m, axis=-2)
+    if margin is not None:
+        return absolute(margin)
+    p_above, p_below = _contrast_p(x, ref, -MARGIN_FRACTION)       # x − f·ref vs 0
+    p_over_lower, _ = _contrast_p(x, ref, MARGIN_FRACTION)         # x + f·ref vs 0
+    p_eq = np.maximum(p_below, p_over_lower)
+    if floor > 0:
+        p_eq_floor, p_above_floor = absolute(floor)
+        p_eq, p_above = np.fmin(p_eq, p_eq_floor), np.fmax(p_above, p_above_floor)
+    return p_eq, p_above
 
 
-def _full_ft_core(F, L, margin: float | None = None, alpha: float = ALPHA) -> dict:
+def _full_ft_core(F, L, margin: float | None = None, alpha: float = ALPHA, floor: float = 0.0) -> dict:
     """F: (..., n, S) full-FT Δ per unit × setting; L: (..., n) LoRA Δ of the same units.
     Returns codes (...), p_lora, p_equivalent (..., S), p_above (..., S), above (Holm)."""
     p_lora = _p_greater(L)
-    p_eq, p_above = _margin_tests(F, L, margin)
+    p_eq, p_above = _margin_tests(F, L, margin, floor)
     above = holm(p_above, alpha)[0]
     equivalent = (p_eq <= ALPHA_EQUIV).all(axis=-1)
     codes = np.where(~(p_lora <= alpha), INC, np.where(equivalent, REP, np.where(above.any(axis=-1), NOT, INC)))
@@ -436,13 +450,15 @@ def _full_ft_core(F, L, margin: float | None = None, alpha: float = ALPHA) -> di
 _LORA = "<LoRA reference>"  # the LoRA column among the settings while pairing them
 
 
-def _margin_text(margin: float | None, reference: str) -> str | float:
-    return f"{MARGIN_FRACTION} × {reference}, tested as a contrast" if margin is None else float(margin)
+def _margin_text(margin: float | None, reference: str, floor: float = 0.0) -> str | float:
+    if margin is not None:
+        return float(margin)
+    return f"{MARGIN_FRACTION} × {reference}, tested as a contrast" + (f", or {floor:.2g} if larger" if floor > 0 else "")
 
 
 @_declares("full_ft_null")
 def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, value: str = "delta",
-                         unit: str = UNIT) -> tuple[str, dict]:
+                         unit: str = UNIT, floor: float = 0.0) -> tuple[str, dict]:
     """Claim 3 for one teacher kind: (verdict, info).
 
     full: columns setting, replicate, seed, delta (value); lora: the LoRA reference as a table with
@@ -470,7 +486,7 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
     L = m.pop(_LORA).to_numpy() if _LORA in m else np.full(len(m), np.nan)
     F = m.to_numpy()
     summary = summarize(full, ["setting"], value, unit)
-    out = _full_ft_core(F, L, margin)
+    out = _full_ft_core(F, L, margin, floor=floor)
     per = pd.DataFrame({"setting": m.columns, "p_equivalent": out["p_equivalent"],
                         "p_above_margin": out["p_above"], "above_margin": out["above"]})
     summary = summary.merge(per, on="setting", how="left")
@@ -479,22 +495,22 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
     lora_interval = _triple(*t_interval(L))
     info = {"summary": summary, "lora": lora_interval, "lora_n": int(np.sum(~np.isnan(L))),
             "largest_full": summary.loc[summary["mean"].idxmax(), "setting"] if summary["mean"].notna().any() else None,
-            "margin": _margin_text(margin, "the LoRA effect"),
+            "margin": _margin_text(margin, "the LoRA effect", floor),
             "pairing": f"paired by {kind}",
             "unit": kind, "alpha": ALPHA, "alpha_equivalence": ALPHA_EQUIV}
     code = int(out["codes"])
     if code == INC:
-        info["reason"] = ("no effect to modulate: the LoRA effect is not significantly above 0"
+        info["reason"] = ("no effect to modulate: the LoRA effect is not shown above 0 at this n (not shown, which is not absent)"
                           if not out["p_lora"] <= ALPHA else
                           "not every setting is equivalent to 0, and none is significantly above the margin")
     return str(VERDICTS[code]), info
 
 
-def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA) -> dict:
+def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA, floor: float = 0.0) -> dict:
     """W, WO: (..., n) Δ under the training prompt and under the other condition, same units.
     Returns codes (...), p_with, p_equivalent, p_difference, p_above."""
     p_with = _p_greater(W)
-    p_eq, p_above = (np.squeeze(v, -1) for v in _margin_tests(WO[..., None], W, margin))
+    p_eq, p_above = (np.squeeze(v, -1) for v in _margin_tests(WO[..., None], W, margin, floor))
     p_diff = _p_greater(W - WO)
     effect = p_with <= alpha
     reproduced = effect & (p_eq <= ALPHA_EQUIV) & (p_diff <= alpha)
@@ -504,7 +520,7 @@ def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA
 
 @_declares("system_prompt")
 def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = None, value: str = "delta",
-                          unit: str = UNIT) -> tuple[str, dict]:
+                          unit: str = UNIT, floor: float = 0.0) -> tuple[str, dict]:
     """Claim 4 for one teacher kind: (verdict, info).
 
     with_prompt, without_prompt: Δ of the students trained under the default prompt, evaluated under
@@ -525,14 +541,21 @@ def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = No
     m, kind = _unit_matrix(both, "_eval", value, unit)
     m = m.reindex(columns=["with", "without"])
     W, WO = m["with"].to_numpy(), m["without"].to_numpy()
-    out = _system_prompt_core(W, WO, margin)
+    out = _system_prompt_core(W, WO, margin, floor=floor)
     info = {"with": _triple(*t_interval(W)), "without": _triple(*t_interval(WO)),
             "difference": _triple(*t_interval(W - WO)), "n": int(np.sum(~np.isnan(W - WO))), "unit": kind,
-            "margin": _margin_text(margin, "Δ_with"), "p_with": float(out["p_with"]),
+            "margin": _margin_text(margin, "Δ_with", floor), "p_with": float(out["p_with"]),
             "p_equivalent": float(out["p_equivalent"]), "p_difference": float(out["p_difference"]),
             "p_above_margin": float(out["p_above"]), "alpha": ALPHA, "alpha_equivalence": ALPHA_EQUIV}
     code = int(out["codes"])
     if code == INC:
-        info["reason"] = ("no effect to modulate under the default prompt" if not out["p_with"] <= ALPHA else
+        info["reason"] = ("no effect to modulate: Δ under the default prompt is not shown above 0 at this n (not shown, which is not absent)" if not out["p_with"] <= ALPHA else
                           "Δ without the prompt is neither equivalent to 0 nor significantly above the margin")
     return str(VERDICTS[code]), info
+
+
+if __name__ == "__main__":  # python -m sublora.stats --power (sublora.power)
+    import sys
+
+    from sublora.power import main
+    sys.exit(main())
