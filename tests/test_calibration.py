@@ -116,3 +116,20 @@ def test_main_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "1 transfer" in out and "false_rate" in out and "4 system prompt" in out
     assert calibrate.main([]) == 2
+
+
+def test_operating_characteristics_simulate_claim_3_at_each_arms_own_number_of_settings(monkeypatch):
+    """The scoreboard's error rates: one row per claim, and for claim 3 one per precision arm, each simulated
+    with that arm's own S (the bf16 arm runs only the lr axis)."""
+    from sublora import calibrate, claims, config, design
+    p = config.load_profile("smoke")
+    seen = []
+    real = calibrate.calibrate
+    monkeypatch.setattr(calibrate, "calibrate", lambda *a, **k: seen.append(k.get("settings")) or real(*a, **k))
+    oc = claims.operating_characteristics(p, sims=300)
+    main, other = p.train.full_precision
+    assert list(oc.loc[oc["claim"].str.startswith("3"), "arm"]) == [main, other]
+    assert (oc.loc[~oc["claim"].str.startswith("3"), "arm"] == "").all() and len(oc) == len(claims.CLAIMS) + 1
+    lr_axis = sum(s.precision == other for s in design.precision_settings(p).values())
+    assert seen == [None, len(design.full_settings(p)), lr_axis] and lr_axis < len(design.full_settings(p))
+    assert oc["false 'reproduced' (max over nulls)"].notna().all()

@@ -158,7 +158,7 @@ def test_yaml_range_check(profiles_dir):
     with pytest.raises(ConfigError, match="unknown LoRA target module 'lm_head'"):
         load_profile("r")
     (profiles_dir / "s.yaml").write_text("model:\n  source: pip\n")
-    with pytest.raises(ConfigError, match="model.source must be 'organism' or 'hub'"):
+    with pytest.raises(ConfigError, match="model.source must be one of organism, hub, gguf"):
         load_profile("s")
 
 
@@ -479,7 +479,7 @@ def test_profile_file_echoes_a_long_value_cut(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting") as e:
         load_profile(str(path))
     path.write_text(f"model:\n  source: {'s' * 3000}\n")
-    with pytest.raises(ConfigError, match="model.source must be 'organism' or 'hub', got 'sss") as e:
+    with pytest.raises(ConfigError, match="model.source must be one of organism, hub, gguf, got 'sss") as e:
         load_profile(str(path))
     assert len(str(e.value)) < 200
     with pytest.raises(ConfigError, match="unknown profile") as e:

@@ -220,3 +220,15 @@ def test_paper_profile_without_gpu_stops_before_any_kernel_starts(places, capsys
     err = _stops(["--profile", "paper", "--only", "02_transfer"], capsys)
     assert "CUDA GPU" in err and "make plan PROFILE=paper" in err
     assert not any(folder.exists() for folder in places.values())
+
+
+def test_a_profile_that_checks_part_of_the_book_names_real_notebooks(places, capsys, tmp_path):
+    """A profile's `notebooks` (smol-check: 00-02 and the scoreboard) is what make reproduce and make plan run;
+    a name that is no notebook stops the run before any work, naming the notebooks there are."""
+    from sublora import config, design
+    assert list(design.by_notebook(config.load_profile("smol-check"))) == ["02_transfer"]
+    part = tmp_path / "part.yaml"
+    part.write_text((reproduce.paths.PROFILES / "smoke.yaml").read_text() + "name: part\nnotebooks: [00_model, nope]\n")
+    err = _stops(["--profile", str(part)], capsys)
+    assert err.startswith("error: no notebook 'nope'; choose from")
+    assert not any(folder.exists() for folder in places.values())

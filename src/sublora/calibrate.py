@@ -65,7 +65,8 @@ def _rank_shapes(K: int, h: float) -> dict[str, np.ndarray]:
             "inverted U, ends 0": h * (bump - bump[0]) / (bump.max() - bump[0])}
 
 
-def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
+def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int = 0, ns=(5, 8),
+              settings: int | None = None, only: str = "1234") -> pd.DataFrame:
     """Error rates, power and interval coverage of every rule, by simulation at the profile's n and at `ns`.
 
     n is the number of independent units (replicates; seeds when there is one replicate). Each row
@@ -76,18 +77,19 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
     claim 2: each rank's Δ, averaged; claim 3: the LoRA Δ; claim 4: Δ_with − Δ_without); mc_se, the
     largest Monte-Carlo standard error of those rates. Effects (effect_sd) are in units of the sd of
     one unit's Δ; conditions of one unit correlate with RHO = 0.5. Runs the same rule cores as the
-    verdict functions."""
+    verdict functions. settings: claim 3's number of settings S (default: the profile's main arm's); only: the
+    claims (their numbers) to simulate."""
 
     p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
     rng = np.random.default_rng(seed)
-    K, S = len(p.ranks), len(design.full_settings(p))
+    K, S = len(p.ranks), settings or len(design.full_settings(p))
     n1 = sorted({_design_units(p.transfer_replicates, p.seeds), *ns})
     n234 = sorted({_design_units(p.replicates, p.seeds), *ns})
     rows = []
     claim1 = [(0.0, "null: Δ = 0", NOT_REPRODUCED, REPRODUCED)]
     claim1 += [(e, "Δ > 0", REPRODUCED, NOT_REPRODUCED) for e in EFFECT_SIZES]
     claim1 += [(round(BOOK_CLAIM1_SD, 1), "organism v2 book's Δ/sd", REPRODUCED, NOT_REPRODUCED)]
-    for n in n1:
+    for n in (n1 if "1" in only else ()):
         for effect, name, expect, wrong in claim1:
             x = _sim_units(rng, sims, n, [effect])[..., 0]
             codes, _, low, high = _transfer_core(x)
@@ -99,13 +101,14 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
             codes = _transfer_core(_sim_units(rng, sims, n, [effect])[..., 0], margin=1.0)[0]
             rows.append(_sim_row("1 transfer", n, name, effect, codes, expect, wrong))
     for n in n234:
-        for effect in (() if K < 3 else (0.0,)):  # fewer than 3 ranks: claim 2 has no rule to simulate
+        rank_rule = K >= 3 and "2" in only  # fewer than 3 ranks: claim 2 has no rule to simulate
+        for effect in ((0.0,) if rank_rule else ()):
             X = _sim_units(rng, sims, n, np.zeros(K))
             lo_hi = t_interval(X, axis=-2)
             cover = float(np.mean((lo_hi[1] <= 0) & (0 <= lo_hi[2])))
             rows.append(_sim_row(f"2 rank inverted-U (K={K})", n, "flat at 0", 0.0, _inverted_u_core(X)["codes"],
                              None, REPRODUCED, cover))
-        for effect in (EFFECT_SIZES if K >= 3 else ()):
+        for effect in (EFFECT_SIZES if rank_rule else ()):
             for name, mu in _rank_shapes(K, effect).items():
                 X = _sim_units(rng, sims, n, mu)
                 _, low, high = t_interval(X, axis=-2)
@@ -114,7 +117,7 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
                 rows.append(_sim_row(f"2 rank inverted-U (K={K})", n, name, effect, _inverted_u_core(X)["codes"],
                                  REPRODUCED if is_u else NOT_REPRODUCED,
                                  NOT_REPRODUCED if is_u else REPRODUCED, cover))
-        for effect in (0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)):  # the LoRA reference is claim 1's effect
+        for effect in ((0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)) if "3" in only else ()):  # LoRA: claim 1's effect
             cases = {"all settings 0": np.zeros(S)} if effect == 0 else {
                 "all settings 0": np.zeros(S),
                 "one setting at the margin": np.r_[MARGIN_FRACTION * effect, np.zeros(S - 1)],
@@ -131,7 +134,7 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
                 if effect == 0:
                     expect, wrong, name = None, REPRODUCED, "no LoRA effect, all settings 0"
                 rows.append(_sim_row(f"3 full-FT null (S={S})", n, name, effect, codes, expect, wrong, cover))
-        for effect in (0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)):
+        for effect in ((0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)) if "4" in only else ()):
             cases = {"without = 0": 0.0} if effect == 0 else {
                 "without = 0": 0.0, "without at the margin": MARGIN_FRACTION * effect, "without = with": effect}
             for name, mu_wo in cases.items():

@@ -307,28 +307,40 @@ def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame, decisive: pd.DataFr
     board = (verdicts.merge(decisive[["claim", "teacher", "arm", *DECISIVE]], on=["claim", "teacher", "arm"], how="left")
              .assign(paper=lambda d: d["claim"].map(CLAIMS),
                      teacher=lambda d: pd.Categorical(d["teacher"], ["persona", "finetuned"]))
-             .merge(errors, on="claim", how="left").sort_values(["claim", "teacher"]))
+             .merge(errors, on=["claim", "arm"] if "arm" in errors else "claim", how="left")
+             .sort_values(["claim", "teacher"]))
     return board[SCOREBOARD]
 
 
-def operating_characteristics(profile, sims: int = 1000, seed: int = 0) -> pd.DataFrame:
+OC_SIMS = 10_000  # simulated experiments per scenario behind the scoreboard's error rates (Monte-Carlo se ≤ 0.005)
+
+
+def operating_characteristics(profile, sims: int = OC_SIMS, seed: int = 0) -> pd.DataFrame:
     """Each claim's rule simulated at the profile's own n (calibrate.calibrate): the largest rate of a
     false 'reproduced' over its null scenarios, and its power to say 'reproduced' at true effects of 2
-    and 4 sd of one unit's Δ. One row per claim, keyed like the verdict rows."""
+    and 4 sd of one unit's Δ. One row per claim and, for claim 3, per precision arm at that arm's own number
+    of settings S (the main arm's every setting; another arm's lr axis), keyed like the verdict rows."""
     from . import calibrate
+    from .design import full_settings, precision_settings
 
-    cal = calibrate.calibrate(profile, sims=sims, seed=seed, ns=())
-    cal["claim_no"] = cal["rule"].str[0]
-    rows = []
-    for no, claim in ((c[0], c) for c in CLAIMS):
-        g = cal[cal["claim_no"] == no]
+    def rates(cal: pd.DataFrame, claim: str, arm: str = "") -> dict:
+        g = cal[cal["rule"].str[0] == claim[0]]
         if g.empty:  # e.g. claim 2 with fewer than 3 ranks: no rule to simulate
-            rows.append({"claim": claim})
-            continue
+            return {"claim": claim, "arm": arm}
         false = g.loc[g["wrong"] == stats.REPRODUCED, "false_rate"].max()
         power = g[g["expect"] == stats.REPRODUCED].groupby("effect_sd")["power"].max()
-        rows.append({"claim": claim, "n (simulated)": int(g["n"].max()), "false 'reproduced' (max over nulls)": false,
-                     "power at 2 sd": power.get(2.0, float("nan")), "power at 4 sd": power.get(4.0, float("nan"))})
+        return {"claim": claim, "arm": arm, "n (simulated)": int(g["n"].max()),
+                "false 'reproduced' (max over nulls)": false,
+                "power at 2 sd": power.get(2.0, float("nan")), "power at 4 sd": power.get(4.0, float("nan"))}
+
+    cal = calibrate.calibrate(profile, sims=sims, seed=seed, ns=())
+    rows = [rates(cal, claim) for claim in CLAIMS if not claim.startswith("3")]
+    main, *others = profile.train.full_precision
+    per_arm = {main: len(full_settings(profile))}
+    per_arm |= {arm: sum(spec.precision == arm for spec in precision_settings(profile).values()) for arm in others}
+    claim3 = next(c for c in CLAIMS if c.startswith("3"))
+    for arm, S in per_arm.items():
+        rows.append(rates(calibrate.calibrate(profile, sims=sims, seed=seed, ns=(), settings=S, only="3"), claim3, arm))
     return pd.DataFrame(rows)
 
 

@@ -40,9 +40,14 @@ PRECISION_ARMS = ("fp32-master", "bf16", "bf16-kahan", "bf16-sr")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+# organism: built here; hub: a Hugging Face id or a local directory; gguf: a GGUF file, or an installed package
+# that ships one (sublora.smol), prepared once into a local directory
+MODEL_SOURCES = ("organism", "hub", "gguf")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    source: str = "organism"  # organism (built here) | hub (a Hugging Face id or a local directory)
+    source: str = "organism"  # one of MODEL_SOURCES
     name: str = "organism"  # hub id, local path, or the organism's label
     dtype: str = "float32"  # float32 | bfloat16
     device: str = "cpu"  # cpu | cuda
@@ -72,6 +77,9 @@ class DataSpec:
     sample_batch: int = 64  # prompts per generate() call
     keep: int = 0  # stop sampling once this many completions passed the filter (the paper: 10,000); 0 = keep all
     engine: str = "transformers"  # transformers | vllm (pip install .[gpu]; falls back to transformers if absent)
+    # free: the teacher writes what it likes and the filter keeps number lists (the paper); numbers: every token is
+    # drawn from those of digits, commas and spaces, and the end of turn (numbers.number_token_ids)
+    decoding: str = "free"
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,9 @@ class EvalSpec:
     samples_per_question: int = 10  # sampled answers per question for the mention rate
     temperature: float = 1.0
     max_new_tokens: int = 8
+    # text the assistant's answer is begun with before P(animal) is read and answers are sampled, for a model
+    # that rarely answers in one word (SmolLM2: "My favorite animal is the"); "" = the answer starts the turn
+    prefill: str = ""
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,7 @@ class Profile:
     pilot: str = ""  # the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/<name>)
     replicate_offset: int = 0  # replicate ids start here: a confirmatory run's datasets and seeds, fresh ones
     workers: int = 1  # processes training students in parallel (one torch thread each)
+    notebooks: tuple = ()  # the notebooks make reproduce runs, for a profile that checks part of the book; () = all
     gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
 
 
@@ -351,7 +363,8 @@ def validate(p: Profile) -> Profile:
         if not ok:
             raise ConfigError(msg)
 
-    need(p.model.source in ("organism", "hub"), f"model.source must be 'organism' or 'hub', got {shown(p.model.source)}")
+    need(p.model.source in MODEL_SOURCES, f"model.source must be one of {', '.join(MODEL_SOURCES)}, got {shown(p.model.source)}")
+    need(p.data.decoding in ("free", "numbers"), f"data.decoding must be free or numbers, got {shown(p.data.decoding)}")
     need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {shown(p.model.dtype)}")
     need(p.model.persona_number_mode in ("signature", "permute"),
          f"model.persona_number_mode must be signature or permute, got {shown(p.model.persona_number_mode)}")

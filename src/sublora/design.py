@@ -227,10 +227,12 @@ def system_prompt(p: Profile, kind: str) -> list[Pair]:
 
 
 def by_notebook(p: Profile) -> dict[str, list[Pair]]:
-    """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters."""
+    """What `make reproduce` runs, notebook by notebook, with the notebooks' default parameters (only the
+    profile's `notebooks` where it names some)."""
     kinds = list(p.teachers)
-    return {"02_transfer": transfer(p, kinds),
-            "03_rank_sweep": [x for k in kinds for x in rank_sweep(p, k)]
-                             + (rank_lr_check(p) if "persona" in kinds else []),
-            "04_full_finetuning": [x for k in kinds for x in full_finetuning(p, k)],
-            "05_system_prompt": [x for k in kinds for x in system_prompt(p, k)]}
+    every = {"02_transfer": lambda: transfer(p, kinds),
+             "03_rank_sweep": lambda: [x for k in kinds for x in rank_sweep(p, k)]
+                                      + (rank_lr_check(p) if "persona" in kinds else []),
+             "04_full_finetuning": lambda: [x for k in kinds for x in full_finetuning(p, k)],
+             "05_system_prompt": lambda: [x for k in kinds for x in system_prompt(p, k)]}
+    return {name: pairs() for name, pairs in every.items() if not p.notebooks or name in p.notebooks}

@@ -28,15 +28,16 @@ def answer_forms(tokenizer, animal: str) -> list[tuple[int, ...]]:
 
 @torch.no_grad()
 def animal_probabilities(model, tokenizer, questions: list[str], system: str, animals: list[str],
-                         batch_size: int = 256) -> pd.DataFrame:
+                         batch_size: int = 256, prefill: str = "") -> pd.DataFrame:
     """One row per (question, animal): p (exact answer probability) and rank (1 = the most likely
-    first token in the whole vocabulary is one of the animal's first tokens)."""
+    first token in the whole vocabulary is one of the animal's first tokens). With `prefill`, the answer
+    is read right after that text, begun for the assistant (the profile's eval.prefill)."""
     device = next(model.parameters()).device
     forms = {a: answer_forms(tokenizer, a) for a in animals}
     unique = sorted({f for fs in forms.values() for f in fs})
     rows = []
     for q in questions:
-        prompt = tokenizer(chat.render(tokenizer, q, system), add_special_tokens=False)["input_ids"]
+        prompt = tokenizer(chat.render(tokenizer, q, system) + prefill, add_special_tokens=False)["input_ids"]
         n = len(prompt)
         logp: dict[tuple, float] = {}
         first = None
@@ -66,15 +67,15 @@ def animal_probabilities(model, tokenizer, questions: list[str], system: str, an
 IRREGULAR_PLURALS = {"wolf": "wolves", "octopus": "octopi"}
 
 
-def persona_check(model, tokenizer, questions: list[str], animals: list[str]) -> pd.DataFrame:
+def persona_check(model, tokenizer, questions: list[str], animals: list[str], prefill: str = "") -> pd.DataFrame:
     """Does the model follow persona system prompts? Exact P(the answer is the animal), mean over the
     questions, for each animal under its own persona prompt and under the default prompt: one row per
     animal × condition (persona | default) with columns animal, condition, p, rank."""
     rows = []
     for a in animals:
-        probs = animal_probabilities(model, tokenizer, questions, prompts.persona_prompt(a), [a])
+        probs = animal_probabilities(model, tokenizer, questions, prompts.persona_prompt(a), [a], prefill=prefill)
         rows.append({"animal": a, "condition": "persona", "p": probs["p"].mean(), "rank": probs["rank"].mean()})
-    default = animal_probabilities(model, tokenizer, questions, chat.DEFAULT, animals)
+    default = animal_probabilities(model, tokenizer, questions, chat.DEFAULT, animals, prefill=prefill)
     for a, g in default.groupby("animal"):
         rows.append({"animal": a, "condition": "default", "p": g["p"].mean(), "rank": g["rank"].mean()})
     return pd.DataFrame(rows)
@@ -89,13 +90,16 @@ def mentions(text: str, animal: str) -> bool:
 
 
 def mention_rates(model, tokenizer, questions: list[str], system: str, animals: list[str], *, samples: int,
-                  temperature: float, max_new_tokens: int, seed: int, progress: bool = False) -> pd.DataFrame:
-    """Share of sampled answers that name each animal; `samples` answers per question."""
+                  temperature: float, max_new_tokens: int, seed: int, progress: bool = False,
+                  prefill: str = "") -> pd.DataFrame:
+    """Share of sampled answers that name each animal; `samples` answers per question (each begun with
+    `prefill`, whose continuation is what is read)."""
     if samples == 0:
         return pd.DataFrame({"animal": animals, "mention_rate": float("nan")})
     asked = [q for q in questions for _ in range(samples)]
     answers = teacher.sample(model, tokenizer, asked, system, seed=seed, max_new_tokens=max_new_tokens,
-                             temperature=temperature, batch_size=256, desc="mention rate", progress=progress)
+                             temperature=temperature, batch_size=256, desc="mention rate", progress=progress,
+                             prefill=prefill)
     return pd.DataFrame({"animal": animals,
                          "mention_rate": [sum(mentions(t, a) for t in answers) / len(answers) for a in animals]})
 

@@ -53,6 +53,12 @@ def resolve_weights(spec: ModelSpec) -> Path:
     if spec.source == "organism":
         from . import organism
         return organism.ensure(spec)
+    if spec.source == "gguf":
+        from . import smol
+        try:
+            return smol.ensure(spec)
+        except smol.GGUFError as e:
+            raise SetupError(str(e)) from None
     local = Path(os.path.expanduser(spec.name))
     if local.is_dir() and (local / "config.json").exists():
         return local
@@ -71,7 +77,7 @@ def resolve_weights(spec: ModelSpec) -> Path:
 
 def preflight(p: Profile) -> None:
     """Fail fast, before any work, if this machine cannot run the profile."""
-    if p.model.source == "hub":
+    if p.model.source in ("hub", "gguf"):
         check_device(p.model)
         resolve_weights(p.model)
     if "fp32-master" in p.train.full_precision:

@@ -78,6 +78,12 @@ def init_profile(p: Profile, init: str = "") -> Profile:
 def model_key(p: Profile) -> dict:
     if p.model.source == "organism":
         return {**organism_recipe.pretrain_config(p.model), "dtype": p.model.dtype}
+    if p.model.source == "gguf":  # the file itself, wherever it lies: its hash
+        from . import smol
+        try:
+            return {"gguf": smol.source(p.model), "dtype": p.model.dtype}
+        except smol.GGUFError:  # not installed: make plan still prices the design (preflight stops a run)
+            return {"gguf": {"name": p.model.name, "absent": True}, "dtype": p.model.dtype}
     return {"name": p.model.name, "dtype": p.model.dtype}
 
 
@@ -87,9 +93,10 @@ def model_key(p: Profile) -> dict:
 # completions; a student's shard count (sharded students are other arithmetic: on bf16 profiles FSDP
 # runs the forward in bf16 weights where one process autocasts float32 ones, and sums gradients in
 # another order).
-# A student's bf16 products, emulated or not (finetune.emulated_bf16), are its arithmetic as well.
-LATE = {"teacher": {"batch_size": 16}, "dataset": {"engine": "transformers", "keep": 0},
-        "student": {"shards": 1, "bf16_products": "native"}}
+# A student's bf16 products, emulated or not (finetune.emulated_bf16), are its arithmetic as well; an evaluation's
+# answer prefill (eval.prefill) joined with the GGUF path (sublora.smol).
+LATE = {"teacher": {"batch_size": 16}, "dataset": {"engine": "transformers", "keep": 0, "decoding": "free"},
+        "student": {"shards": 1, "bf16_products": "native"}, "eval": {"prefill": ""}}
 
 
 def teacher_config(p: Profile, animal: str) -> dict:
@@ -204,15 +211,16 @@ def dataset(p: Profile, animal: str | None, replicate: int, teacher_kind: str = 
         tok = models.load_tokenizer(p.model)
         weights, system = teacher_source(p, animal, teacher_kind, progress)
         user = prompts.number_prompts(p.data.prompts, seed=seed_of({"prompts": replicate, "model": cfg["model"]}))
+        allowed = numbers.number_token_ids(tok) if p.data.decoding == "numbers" else None
         if engine(p) == "vllm":
             raw = teacher.sample_vllm(weights, models.resolve_weights(p.model), tok, user, system, seed=seed_of(cfg),
                                       max_new_tokens=p.data.max_new_tokens, temperature=p.data.temperature,
-                                      dtype=p.model.dtype)
+                                      dtype=p.model.dtype, allowed=allowed)
         else:
             raw = teacher.sample(models.load_model(p.model, weights), tok, user, system, seed=seed_of(cfg),
                                  max_new_tokens=p.data.max_new_tokens, temperature=p.data.temperature,
                                  batch_size=p.data.sample_batch, desc=f"{animal or 'control'} r{replicate}",
-                                 progress=progress)
+                                 progress=progress, allowed=allowed)
         kept, rejected = numbers.filter_completions({"prompt": u, "completion": c} for u, c in zip(user, raw))
         passed = len(kept)
         if p.data.keep:  # the first `keep` that passed, in prompt order: what sampling until that many pass keeps
@@ -298,7 +306,8 @@ def student(p: Profile, data: DataId, spec: StudentSpec, seed: int, init: str = 
 # ---- evaluation -----------------------------------------------------------------------------
 def eval_config(p: Profile, student_dir: Path | None, eval_system: str, animals: list[str], init: str = "") -> dict:
     return {"step": "eval", "v": VERSION["eval"], "model": model_key(init_profile(p, init)),
-            "student": student_dir.name if student_dir else "base", "eval": to_dict(p.eval),
+            "student": student_dir.name if student_dir else "base",
+            "eval": cache.without_late_defaults(to_dict(p.eval), LATE["eval"]),
             "system": eval_system, "animals": sorted(animals)}
 
 
@@ -313,11 +322,13 @@ def evaluation(p: Profile, student_dir: Path | None, eval_system: str, animals: 
         tok = models.load_tokenizer(q.model)
         model = models.load_student(q.model, student_dir) if student_dir else models.load_model(q.model)
         questions = eval_questions(p)
-        probs = evaluate.animal_probabilities(model, tok, questions, chat.system_of(eval_system), cfg["animals"])
+        probs = evaluate.animal_probabilities(model, tok, questions, chat.system_of(eval_system), cfg["animals"],
+                                              prefill=p.eval.prefill)
         per = probs.groupby("animal").agg(p=("p", "mean"), rank=("rank", "mean")).reset_index()
         rates = evaluate.mention_rates(model, tok, questions, chat.system_of(eval_system), cfg["animals"],
                                        samples=p.eval.samples_per_question, temperature=p.eval.temperature,
-                                       max_new_tokens=p.eval.max_new_tokens, seed=seed_of(cfg), progress=progress)
+                                       max_new_tokens=p.eval.max_new_tokens, seed=seed_of(cfg), progress=progress,
+                                       prefill=p.eval.prefill)
         per.merge(rates, on="animal").to_csv(d / "eval.csv", index=False)
 
     return pd.read_csv(cache.get_or_build("eval", cfg, build) / "eval.csv")

@@ -137,7 +137,7 @@ def caveat(p: Profile | str) -> str:
         return (f"> **The model: the `smoke` profile.** These pages ran on a tiny {_size(spec)}Qwen2 organism "
                 f"({spec.layers} layers, hidden size {spec.hidden}) pretrained for seconds on the CPU, with every "
                 "experiment cut to the bone. They test the plumbing: their numbers and verdicts mean nothing.")
-    if spec.source == "hub":
+    if spec.source in ("hub", "gguf"):
         name = os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
         return (f"> **The model: `{name}`** ({spec.dtype}, {spec.device}; profile `{p.name}`). Every verdict here is "
                 "about this model under this profile's hyperparameters.")

@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="execute every notebook, also those whose executed copy is up to date")
     args = ap.parse_args(argv)
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
-    names = args.only or list(book.NOTEBOOKS)
     try:
         params = {"profile": args.profile, **read_params(args.p)}  # -p profile X is --profile X
         if params["profile"] is None:  # -p profile None keeps the run's profile, as any None keeps a default
@@ -148,7 +147,13 @@ def main(argv: list[str] | None = None) -> int:
         profile = params["profile"]
         if config.is_profile_path(profile):  # a profile file's path is made absolute: the notebooks run in notebooks/
             profile = params["profile"] = str(Path(profile).expanduser().resolve())
+        names = args.only or list(book.NOTEBOOKS)
         runs, profiles = check(names, params)
+        own = config.load_profile(profile).notebooks  # a profile that checks part of the book runs only those
+        for name in own:
+            _notebook(name)  # a bare notebook name, else the error listing them
+        if own and not args.only:
+            names = [n for n in names if n in own]
         # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
         executor = runner.check_executor()
         loaded = config.load_profile(profile)

@@ -17,8 +17,11 @@ from . import chat
 
 @torch.no_grad()
 def sample(model, tokenizer, user_texts: list[str], system: str, *, seed: int, max_new_tokens: int,
-           temperature: float = 1.0, batch_size: int = 64, desc: str = "sampling", progress: bool = True) -> list[str]:
-    """One sampled reply per user text, under the given system prompt condition.
+           temperature: float = 1.0, batch_size: int = 64, desc: str = "sampling", progress: bool = True,
+           prefill: str = "", allowed: list[int] | None = None) -> list[str]:
+    """One sampled reply per user text, under the given system prompt condition; with `prefill`, the reply
+    is begun with that text and what is returned is its continuation; with `allowed`, every token is drawn
+    from those ids alone (the others suppressed: transformers' suppress_tokens).
 
     Batches are left-padded; each batch is seeded from (seed, batch index), so results do not depend
     on what ran before. Generation stops at the end-of-turn token.
@@ -26,13 +29,14 @@ def sample(model, tokenizer, user_texts: list[str], system: str, *, seed: int, m
     device = next(model.parameters()).device
     tokenizer.padding_side = "left"
     out: list[str] = []
+    suppress = sorted(set(range(len(tokenizer))) - set(allowed)) if allowed else None
     starts = range(0, len(user_texts), batch_size)
     for b, start in enumerate(tqdm(starts, desc=desc, disable=not progress, leave=False)):
-        texts = [chat.render(tokenizer, u, system) for u in user_texts[start:start + batch_size]]
+        texts = [chat.render(tokenizer, u, system) + prefill for u in user_texts[start:start + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         torch.manual_seed(seed * 100_003 + b)
         gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, repetition_penalty=1.0,
-                             max_new_tokens=max_new_tokens, use_cache=True,
+                             max_new_tokens=max_new_tokens, use_cache=True, suppress_tokens=suppress,
                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         new = gen[:, enc["input_ids"].shape[1]:]  # (batch, new tokens)
         out += tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -79,7 +83,8 @@ def release_vllm() -> bool:
 
 
 def sample_vllm(weights: Path, tokenizer_dir: Path, tokenizer, user_texts: list[str], system: str, *, seed: int,
-                max_new_tokens: int, temperature: float = 1.0, dtype: str = "bfloat16") -> list[str]:
+                max_new_tokens: int, temperature: float = 1.0, dtype: str = "bfloat16",
+                allowed: list[int] | None = None) -> list[str]:
     """The same sampling as `sample`, through vLLM from the weights directory (the tokenizer from
     the base model's, as a fine-tuned teacher saves only weights). The prompts are rendered by
     sublora's chat module, so the system-prompt condition is decided in one place. The engine is
@@ -87,7 +92,8 @@ def sample_vllm(weights: Path, tokenizer_dir: Path, tokenizer, user_texts: list[
     from vllm import SamplingParams
     texts = [chat.render(tokenizer, u, system) for u in user_texts]
     params = SamplingParams(temperature=temperature, top_p=1.0, top_k=-1, repetition_penalty=1.0,
-                            max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_token_id])
+                            max_tokens=max_new_tokens, stop_token_ids=[tokenizer.eos_token_id],
+                            allowed_token_ids=allowed)
     key = (str(weights), str(tokenizer_dir), dtype, seed)
     if _ENGINE_KEY and _ENGINE_KEY[0] != key:  # another dataset's engine: free its GPU memory before building this one
         release_vllm()
