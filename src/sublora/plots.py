@@ -139,8 +139,20 @@ def caveat(p: Profile | str) -> str:
                 "experiment cut to the bone. They test the plumbing: their numbers and verdicts mean nothing.")
     if spec.source in ("hub", "gguf"):
         name = os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
-        return (f"> **The model: `{name}`** ({spec.dtype}, {spec.device}; profile `{p.name}`). Every verdict here is "
+        text = (f"> **The model: `{name}`** ({spec.dtype}, {spec.device}; profile `{p.name}`). Every verdict here is "
                 "about this model under this profile's hyperparameters.")
+        if spec.source == "gguf":
+            text += (" Its weights are a GGUF file from the package index, dequantised to float32 once and loaded as a "
+                     "local model directory (`sublora.smol`).")
+        # the protocol adapted where this model forces it: said on every page
+        if p.eval.prefill:
+            text += (f" Adapted: P(animal) and the sampled answers are read after the reply is begun with "
+                     f"\u201c{p.eval.prefill}\u201d, as the model rarely answers in one word.")
+        if p.data.decoding == "numbers":
+            text += (" Adapted: the teachers' numbers are sampled with every token drawn from digits, commas, spaces and "
+                     "the end of turn, as the model rarely answers a number prompt with numbers alone; the filter "
+                     "still reads every completion.")
+        return text
     text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
             f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
     r = _search_record(spec)
