@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from sublora import claims, design
+from sublora import claims, design, stats
 
 
 # ---- 02's channel controls (claims.channel_controls) ---------------------------------------------
@@ -113,3 +113,27 @@ def test_channel_labels_are_the_controls_names():
     for name, control in design.CONTROLS.items():
         assert design.channel_label(control.fields.get("channel", ""), control.fields.get("init", "")) == name
     assert design.channel_label("", "") == ""
+
+
+def test_precision_arms_are_compared_by_a_paired_test_not_by_their_labels():
+    """claims.precision_contrast: Δ(bf16) − Δ(fp32-master) per shared setting, paired by replicate; the finding
+    reads those intervals. On the v5 pilot the weight-space teacher's pure-bf16 students transfer less at the
+    baseline (1.0e-03 against 3.3e-03), whatever the two arms' verdict labels say."""
+    from sublora import power
+    f = pd.read_csv(power.pilot_dir("v5") / "04_full_finetuning.csv")
+    effects = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value="p")
+    c = claims.precision_contrast(effects, ["persona", "finetuned"], ("fp32-master", "bf16"), 3.3e-3)
+    fin = c[c["teacher"] == "finetuned"].set_index("setting")
+    assert set(fin.index) == {"baseline", "lr 2e-05", "lr 0.0005"} and (fin["n"] == 3).all()
+    assert fin.loc["baseline", "reading"] == "lower"
+    rows = [{"teacher": k, "arm": a, "verdict": "inconclusive"} for k in ("persona", "finetuned") for a in ("fp32-master", "bf16")]
+    text = claims.precision_finding(rows, c).data
+    assert "finetuned teacher — verdicts fp32-master: **inconclusive**; bf16: **inconclusive**; the arms compared: the other arm transfers less" in text
+    # identical arms: the paired differences are 0, inside ± e at every setting
+    same = effects[effects["precision"] == "fp32-master"]
+    twin = same[same["setting"].isin(["baseline", "lr 2e-05"])].assign(precision="bf16", setting=lambda d: d["setting"] + " · bf16")
+    c = claims.precision_contrast(pd.concat([same, twin]), ["persona"], ("fp32-master", "bf16"), 3.3e-3)
+    assert list(c["reading"]) == ["within e", "within e"]
+    assert "agree within the smallest effect" in claims.precision_finding(rows, c).data
+    assert "cannot tell the arms apart" in claims.precision_finding(rows, claims.precision_contrast(
+        pd.concat([same, twin]), ["persona"], ("fp32-master", "bf16"), 0.0)).data

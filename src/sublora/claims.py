@@ -397,24 +397,54 @@ def versus_base(base: pd.DataFrame, table: pd.DataFrame, by: list[str], animal: 
     return pd.concat(out, ignore_index=True)[cols]
 
 
-def precision_finding(rows: list[dict]):
-    """One computed sentence per teacher kind: does claim 3's null appear only where pure bf16 weights
-    round small updates away (the arms' verdicts side by side)?"""
+def precision_contrast(effects: pd.DataFrame, kinds: list[str], arms: tuple, smallest_effect: float = 0.0) -> pd.DataFrame:
+    """Claim 3's precision arms compared by a paired test, not by their verdict labels: per teacher kind and
+    setting both arms ran (the baseline and the lr axis), Δ(other arm) − Δ(main arm) paired by replicate (the arms
+    share datasets and seeds), mean and 95% t-interval, and what the interval says against the smallest effect of
+    interest e: 'lower' (below 0: the other arm transfers less), 'higher' (above 0), 'within e' (inside ±e, e > 0),
+    'cannot tell' otherwise. Per setting, no correction across settings: a reading, not a verdict."""
+    main, *others = arms
+    rows = []
+    for kind in kinds:
+        full = effects[(effects["teacher_kind"] == kind) & (effects["method"] == "full")]
+        base = full[full["precision"] == main].set_index(["setting", "replicate", "seed"])["delta"]
+        for arm in others:
+            other = full[full["precision"] == arm]
+            other = other.assign(setting=other["setting"].str.removesuffix(f" · {arm}"))
+            d = (other.set_index(["setting", "replicate", "seed"])["delta"] - base).dropna().rename("delta").reset_index()
+            for setting, g in d.groupby("setting", sort=False):
+                s = stats.summarize(g, []).iloc[0]
+                lo, hi = s["ci_low"], s["ci_high"]
+                reading = ("lower" if hi < 0 else "higher" if lo > 0 else
+                           "within e" if smallest_effect > 0 and -smallest_effect < lo and hi < smallest_effect else
+                           "cannot tell")
+                rows.append({"teacher": kind, "arm": arm, "setting": setting, "arm − main": fmt_ci(s["mean"], lo, hi),
+                             "n": int(s["n"]), "reading": reading})
+    return pd.DataFrame(rows, columns=["teacher", "arm", "setting", "arm − main", "n", "reading"])
+
+
+def precision_finding(rows: list[dict], contrast: pd.DataFrame):
+    """One computed sentence per teacher kind: does claim 3's null appear only where pure bf16 weights round small
+    updates away? Read from the paired differences between the arms (precision_contrast), never from their
+    verdict labels, which are shown beside it."""
     from IPython.display import Markdown
     lines = []
     for kind in dict.fromkeys(r["teacher"] for r in rows):
-        by_arm = {r["arm"]: r["verdict"] for r in rows if r["teacher"] == kind}
-        said = "; ".join(f"{arm}: **{v}**" for arm, v in by_arm.items())
-        pure, other = by_arm.get("bf16"), [v for a, v in by_arm.items() if a != "bf16"]
-        if pure is None or not other:
-            finding = "only one precision arm ran"
-        elif pure == stats.REPRODUCED and stats.REPRODUCED not in other:
-            finding = "the null appears only with pure bf16 weights, where small updates round away"
-        elif pure == other[0]:
-            finding = "the arms agree: rounding in pure bf16 does not decide this verdict"
+        said = "; ".join(f"{r['arm']}: **{r['verdict']}**" for r in rows if r["teacher"] == kind)
+        c = contrast[contrast["teacher"] == kind]
+        by = {reading: list(c.loc[c["reading"] == reading, "setting"]) for reading in ("lower", "higher", "within e")}
+        if c.empty:
+            finding = "only one precision arm ran, or the arms share no setting"
+        elif by["lower"]:
+            finding = (f"the other arm transfers less than the main one at {', '.join(by['lower'])} (paired by replicate): "
+                       "rounding takes updates away there")
+        elif len(by["within e"]) == len(c):
+            finding = "the arms agree within the smallest effect of interest at every shared setting: rounding does not decide claim 3 here"
+        elif by["higher"]:
+            finding = f"the other arm transfers more at {', '.join(by['higher'])}: not what rounding alone would do"
         else:
-            finding = "the arms disagree, but not as rounding alone would predict; read the settings above"
-        lines.append(f"- {kind} teacher — {said}: {finding}.")
+            finding = "the paired differences cannot tell the arms apart at this n"
+        lines.append(f"- {kind} teacher — verdicts {said}; the arms compared: {finding}.")
     return Markdown("\n".join(lines))
 
 
