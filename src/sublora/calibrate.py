@@ -34,12 +34,13 @@ def _design_units(replicates: int, seeds: int) -> int:
     return replicates if replicates >= MIN_N else seeds
 
 
-def _sim_units(rng, sims: int, n: int, mu) -> np.ndarray:
-    """(sims, n, C) unit Δ for conditions with means mu (C,): unit sd 1, correlation RHO within a unit."""
-    mu = np.asarray(mu, dtype=float)
+def _sim_units(rng, sims: int, n: int, mu, sd=1.0, rho: float = RHO) -> np.ndarray:
+    """(sims, n, C) unit Δ for conditions with means mu (C,) and sds sd (C,) or one for all (here 1: effects in
+    sd units), one correlation rho between a unit's conditions (RHO here; sublora.power passes a pilot's)."""
+    mu, sd = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float)
     shared = rng.standard_normal((sims, n, 1))
     own = rng.standard_normal((sims, n, mu.size))
-    return mu + np.sqrt(RHO) * shared + np.sqrt(1 - RHO) * own
+    return mu + sd * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
 
 
 def _sim_row(rule, n, scenario, effect, codes, expect, wrong, coverage=np.nan):

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .calibrate import _rank_shapes, _sim_units
 from .claims import DECISIVE, main_arm, rank_sweep_arm
 from .stats import INC, NOT, REP
 
@@ -123,14 +124,6 @@ def load_pilot(name: str, animal: str = "owl") -> dict[tuple[str, str, str], Cel
 
 
 # ---- simulation ------------------------------------------------------------------------------------
-def _draw(rng, sims: int, n: int, mu, sd, rho: float) -> np.ndarray:
-    """(sims, n, C) unit Δ: condition means mu, sds sd, one correlation rho between a unit's conditions."""
-    mu, sd = np.asarray(mu, float), np.asarray(sd, float)
-    shared = rng.standard_normal((sims, n, 1))
-    own = rng.standard_normal((sims, n, mu.size))
-    return mu + sd * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
-
-
 def _two(rng, sims: int, n: int, mu, sd, rho: float) -> np.ndarray:
     """(sims, n, 2) for two conditions of correlation rho (any sign)."""
     z1, z2 = rng.standard_normal((2, sims, n))
@@ -143,14 +136,12 @@ def _rates(codes: np.ndarray, want: int) -> tuple[float, float]:
 
 
 def _rank_worlds(mean: pd.Series, ranks, e: float) -> tuple[np.ndarray, np.ndarray]:
-    """Claim 2's worlds over `ranks`: at 0 a rise to the curve's level h that stays there (no fall);
-    at 2e an inverted U whose peak h lies 2e above both ends. h: the pilot's largest mean Δ, at least 2e."""
-    K = len(ranks)
+    """Claim 2's worlds over `ranks`, the calibration's curve shapes (calibrate._rank_shapes): at 0 a rise to the
+    curve's level h that stays there (no fall); at 2e an inverted U whose peak h lies 2e above both ends.
+    h: the pilot's largest mean Δ, at least 2e."""
     h = max(float(mean.max()), 2 * e)
-    x = np.arange(K)
-    plateau = h * np.minimum(x / max(K // 2, 1), 1.0)
-    bump = np.exp(-0.5 * ((x - (K - 1) / 2) / (K / 5)) ** 2)
-    peak = (h - 2 * e) + 2 * e * (bump - bump[0]) / (bump.max() - bump[0])
+    plateau = _rank_shapes(len(ranks), h)["plateau: rise to h, flat to the end"]
+    peak = (h - 2 * e) + _rank_shapes(len(ranks), 2 * e)["inverted U, ends 0"]
     return plateau, peak
 
 
@@ -172,7 +163,7 @@ def simulate(cell: Cell, n: int, e: float, sims: int = SIMS, seed: int = 0, rank
             raise PilotError(f"claim 2 needs ≥ 3 ranks of the pilot's {list(mean.index)}; got {ranks}")
         sds = sd[ranks].to_numpy()
         for world, mu, want in zip(("0", "2e"), _rank_worlds(mean[ranks], ranks, e), (NOT, REP)):
-            X = _draw(rng, sims, n, mu, sds, rho)
+            X = _sim_units(rng, sims, n, mu, sds, rho)
             out[world] = _rates(stats._inverted_u_core(X, margin=e)["codes"], want)
     elif cell.claim == CLAIM_KEYS[2]:
         full = [c for c in mean.index if c != "lora"]
@@ -184,7 +175,7 @@ def simulate(cell: Cell, n: int, e: float, sims: int = SIMS, seed: int = 0, rank
         for world, at, want in (("0", 0.0, REP), ("2e", 2 * e, NOT)):
             mu = np.zeros(len(settings))
             mu[loud] = at
-            U = _draw(rng, sims, n, np.r_[mu, mean["lora"]], sd_all, rho)
+            U = _sim_units(rng, sims, n, np.r_[mu, mean["lora"]], sd_all, rho)
             out[world] = _rates(stats._full_ft_core(U[..., :-1], U[..., -1], floor=e)["codes"], want)
     elif cell.claim == CLAIM_KEYS[3]:
         r = float(np.clip(cell.units.corr().iloc[0, 1], -MAX_RHO, MAX_RHO))

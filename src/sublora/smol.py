@@ -68,7 +68,10 @@ def source(spec: ModelSpec) -> dict:
     """What the prepared model is made from: the GGUF's file name, size and sha256, and the distribution and
     version that shipped it (None for a path). The cache key of the prepared directory, and of every artifact
     built on it (pipeline.model_key)."""
-    path, version = locate(spec.name)
+    return _record(spec, *locate(spec.name))
+
+
+def _record(spec: ModelSpec, path: Path, version: str | None) -> dict:
     st = path.stat()
     return {"file": path.name, "bytes": st.st_size, "sha256": _sha256(str(path), st.st_size, st.st_mtime),
             "distribution": None if spec.name.endswith(".gguf") else spec.name, "version": version}
@@ -96,8 +99,8 @@ def convert(gguf: Path, out: Path) -> None:
 def ensure(spec: ModelSpec) -> Path:
     """The prepared directory of the GGUF model `spec` names: from the cache, else converted now (seconds for
     SmolLM2-135M on a CPU)."""
-    record = source(spec)
-    path, _ = locate(spec.name)
+    path, version = locate(spec.name)
+    record = _record(spec, path, version)
 
     def build(d: Path) -> None:
         convert(path, d)
