@@ -167,7 +167,7 @@ def test_the_profiles_aux_settings_are_checked():
         a = config.load_profile(name).aux
         assert max(a.ranks) == a.hidden and a.reference_rank in a.ranks  # ranks 1 ... full width
     good = dataclasses.asdict(config.load_profile("smoke"))
-    for bad, message in (({"ranks": (1, 64)}, "from 1 to aux.hidden"), ({"reference_rank": 8}, "reference_rank"),
+    for bad, message in (({"ranks": (1, 64)}, "from 1 to aux.hidden"), ({"reference_rank": 16}, "reference_rank"),
                          ({"pairs": 0}, "aux.pairs"), ({"test_share": 1.0}, "test_share")):
         raw = good | {"aux": good["aux"] | bad}
         with pytest.raises(config.ConfigError, match=message):

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 
 from sublora import book, claims, paths, plots, quiet  # noqa: E402
 
-VERDICT = r"(?:not reproduced|reproduced|inconclusive)"
+VERDICT = r"(?:not reproduced|reproduced|inconclusive|not tested)"
 INTERVAL = re.compile(r"\[[^\[\],]+,[^\[\],]+\]")  # "[-4.3e-05, +5e-06]"
 MACHINE_PATHS = ("/tmp/", "/work/", "/root/", "/home/", ".venv", str(paths.ROOT))
 

@@ -3,6 +3,7 @@ students, the scoreboard. The rules themselves are tested in test_stats.py."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from sublora import claims, design, stats
 
@@ -137,3 +138,30 @@ def test_precision_arms_are_compared_by_a_paired_test_not_by_their_labels():
     assert "agree within the smallest effect" in claims.precision_finding(rows, c).data
     assert "cannot tell the arms apart" in claims.precision_finding(rows, claims.precision_contrast(
         pd.concat([same, twin]), ["persona"], ("fp32-master", "bf16"), 0.0)).data
+
+
+# ---- the fixed sequence: the persona teacher's claims 2-4 wait on its claim 1 ------------------------
+def _verdict(claim, teacher, verdict, measurement="m"):
+    return {"claim": claim, "teacher": teacher, "verdict": verdict, "measurement": measurement, "file": "f"}
+
+
+@pytest.mark.parametrize("first", [stats.NOT_REPRODUCED, stats.INCONCLUSIVE, claims.INVALID])
+def test_fixed_sequence_leaves_the_persona_claims_untested_unless_claim_1_is_reproduced(first):
+    rows = [_verdict("2 rank inverted-U", "persona", stats.REPRODUCED, "peak r8"),
+            _verdict("2 rank inverted-U", "finetuned", stats.INCONCLUSIVE)]
+    run = [_verdict("1 transfer", "persona", first), _verdict("1 transfer", "finetuned", stats.REPRODUCED)]
+    out = claims.fixed_sequence(rows, run)
+    assert out[0]["verdict"] == claims.NOT_TESTED and f"claim 1 is {first}" in out[0]["measurement"]
+    assert "for information only: reproduced: peak r8" in out[0]["measurement"]   # the reading is kept, labelled
+    assert out[1] == rows[1]                                                        # the positive control is not gated
+    assert claims.fixed_sequence(out, run) == out                                   # idempotent
+
+
+def test_fixed_sequence_tests_the_persona_claims_where_claim_1_is_reproduced_and_says_when_it_cannot_check():
+    rows = [_verdict("4 system-prompt dependence", "persona", stats.NOT_REPRODUCED)]
+    out = claims.fixed_sequence(rows, pd.DataFrame([_verdict("1 transfer", "persona", stats.REPRODUCED)]))
+    assert out[0]["verdict"] == stats.NOT_REPRODUCED and "tested: the persona teacher's claim 1 is reproduced" in out[0]["measurement"]
+    unchecked = claims.fixed_sequence(rows, pd.DataFrame())
+    assert unchecked[0]["verdict"] == stats.NOT_REPRODUCED and "not checked" in unchecked[0]["measurement"]
+    aux = [_verdict("aux-logit 2 rank inverted-U", "persona", stats.REPRODUCED)]     # not a paper claim: never gated
+    assert claims.fixed_sequence(aux, [_verdict("1 transfer", "persona", stats.NOT_REPRODUCED)]) == aux

@@ -65,7 +65,7 @@ def test_smoke_profile_values():
     assert p.model.source == "organism" and p.model.device == "cpu" and p.model.dtype == "float32"
     assert p.model.layers == 2 and p.model.hidden == 32
     assert p.model.pretrain_lr == 1e-2 and isinstance(p.model.pretrain_lr, float)
-    assert p.ranks == (1, 2, 4)
+    assert p.ranks == (1, 2, 4, 8, 16)
     # not in the file: the defaults
     assert p.animal == "owl"
     assert p.other_animals == ("cat", "dolphin")

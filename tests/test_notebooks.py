@@ -64,7 +64,11 @@ def test_every_claim_wrote_a_verdict(smoke):
     claims = {v["claim"] for v in verdicts}
     assert claims == {"1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence",
                       "aux-logit 1 transfer", "aux-logit 2 rank inverted-U", "aux-logit 3 full-parameter null"}
-    assert all(v["verdict"] in ("reproduced", "not reproduced", "inconclusive") for v in verdicts)
+    assert all(v["verdict"] in ("reproduced", "not reproduced", "inconclusive", "not tested") for v in verdicts)
+    # the fixed sequence: the persona teacher's claims 2-4 are tested only where its claim 1 is reproduced
+    first = next(v["verdict"] for v in verdicts if v["claim"] == "1 transfer" and v["teacher"] == "persona")
+    later = [v for v in verdicts if v["teacher"] == "persona" and v["claim"][0] in "234"]
+    assert later and all((v["verdict"] == "not tested") == (first != "reproduced") for v in later)
 
 
 def test_rerun_reuses_the_cache(smoke):

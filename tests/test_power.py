@@ -53,7 +53,7 @@ def test_claim_2_plateau_is_refuted_with_a_margin_and_a_peak_found_within_the_no
     # at 0 (a plateau) the wrong verdict 'reproduced' is the decisive share that is not right: ≤ α (Bonferroni)
     assert r["decisive at 0"] - r["right at 0"] <= stats.ALPHA + 0.01
     assert r["right at 0"] > 0.5 and r["right at 2e"] > 0.5
-    with pytest.raises(power.PilotError, match="≥ 3 ranks"):
+    with pytest.raises(power.PilotError, match="≥ 5 ranks"):
         power.simulate(c, 5, 1.0, sims=100, ranks=[1, 2])
 
 
@@ -93,8 +93,12 @@ def test_table_of_the_default_profile_and_the_decisive_one(monkeypatch):
     decisive = config.load_profile("organism-decisive")
     d = power.table(decisive, sims=2000, search=False)
     weight_space = d[(d["teacher"] == "finetuned")]
-    # the decisive profile's design reaches the target for every claim of the weight-space teacher
-    assert (weight_space[["decisive at 0", "decisive at 2e"]].min(axis=1) >= power.TARGET - 0.03).all(), weight_space
+    lowest = weight_space[["decisive at 0", "decisive at 2e"]].min(axis=1)
+    # the decisive profile's design reaches the target for claims 1, 2 and 4 of the weight-space teacher; claim 3
+    # does not (book/design.md: its margin is half a LoRA effect below e, so 36-46 replicates would be needed)
+    claim3 = weight_space["claim"] == power.CLAIM_KEYS[2]
+    assert (lowest[~claim3] >= power.TARGET - 0.03).all(), weight_space
+    assert (weight_space.loc[claim3, "decisive at 0"] < power.TARGET).all(), weight_space
 
 
 def test_decisiveness_joins_the_scoreboard_per_teacher_and_arm():

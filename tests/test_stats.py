@@ -196,51 +196,56 @@ def _rank_table(levels: dict[int, float]) -> pd.DataFrame:
 
 
 def test_inverted_u_reproduced():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.02, 4: 0.30, 16: 0.25, 64: 0.03}))
+    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.02, 2: 0.05, 4: 0.30, 16: 0.10, 64: 0.03}))
     assert verdict == REPRODUCED
     assert info["peak_rank"] == 4 and info["unit"] == "row"
-    assert info["level"] == pytest.approx(1 - 2 * stats.ALPHA / 2)  # Bonferroni over 2 interior ranks
+    assert info["level"] == pytest.approx(1 - 2 * stats.ALPHA / 1)  # one candidate: two ranks on each side
     assert info["peak"][0] == pytest.approx(0.30)
     assert info["minus_lowest"][0] == pytest.approx(0.28)
     assert info["minus_highest"][0] == pytest.approx(0.27)
-    assert info["minus_lowest"][1] > 0 and info["minus_highest"][1] > 0
-    assert info["summary"]["rank"].tolist() == [1, 4, 16, 64]
+    assert info["smallest_fall"][0] == 16 and info["smallest_fall"][1][0] == pytest.approx(0.20)
+    assert info["minus_lowest"][1] > 0 and info["smallest_fall"][1][1] > 0
+    assert info["summary"]["rank"].tolist() == [1, 2, 4, 16, 64]
 
 
 def test_inverted_u_monotone_rising_not_reproduced():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.10, 4: 0.20, 16: 0.30}))
+    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.10, 2: 0.20, 4: 0.30, 8: 0.40, 16: 0.50}))
     assert verdict == NOT_REPRODUCED
     assert info["peak_rank"] == 4
-    assert info["minus_highest"][0] == pytest.approx(-0.10)
+    assert info["smallest_fall"][0] == 16 and info["smallest_fall"][1][0] == pytest.approx(-0.20)
     assert info["minus_highest"][2] < 0
 
 
 def test_inverted_u_peak_at_edge_not_reproduced():
-    # the largest effect at the lowest rank: every interior rank is below it
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.40, 2: 0.20, 8: 0.10, 32: 0.05}))
+    # the largest effect at the lowest rank: no candidate rises above it
+    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.40, 2: 0.20, 4: 0.10, 8: 0.05, 32: 0.02}))
     assert verdict == NOT_REPRODUCED
-    assert info["peak_rank"] == 2  # no interior rank is a peak: the one with the larger mean is shown
+    assert info["peak_rank"] == 4  # the only candidate: no rank passes, the candidate with the larger mean is shown
+
+
+FIVE = [1, 2, 4, 8, 16]
 
 
 def test_inverted_u_all_zero_inconclusive():
-    df = pd.DataFrame({"rank": [1, 1, 4, 4, 16, 16], "delta": [0.0] * 6})
+    df = pd.DataFrame({"rank": np.repeat(FIVE, 2), "delta": [0.0] * 10})
     verdict, info = stats.inverted_u_verdict(df)
     assert verdict == INCONCLUSIVE
     assert "no effect to modulate" in info["reason"]
 
 
 def test_inverted_u_noise_around_zero_inconclusive():
-    verdict, _ = stats.inverted_u_verdict(_rank_table({1: 0.0, 4: 0.0, 16: 0.0}))
+    verdict, _ = stats.inverted_u_verdict(_rank_table(dict.fromkeys(FIVE, 0.0)))
     assert verdict == INCONCLUSIVE
 
 
-def test_inverted_u_needs_three_ranks():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.0, 4: 0.5}))
-    assert verdict == INCONCLUSIVE and info["reason"] == "fewer than 3 ranks"
+def test_inverted_u_needs_five_ranks():
+    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.0, 4: 0.5, 16: 0.6, 64: 0.0}))
+    assert verdict == INCONCLUSIVE and info["reason"].startswith("fewer than 5 ranks")
+    assert "peak_rank" not in info
 
 
 def test_inverted_u_custom_columns():
-    df = _rank_table({1: 0.0, 8: 0.3, 64: 0.0}).rename(columns={"rank": "lora_rank", "delta": "d"})
+    df = _rank_table({1: 0.0, 2: 0.1, 8: 0.3, 32: 0.1, 64: 0.0}).rename(columns={"rank": "lora_rank", "delta": "d"})
     verdict, info = stats.inverted_u_verdict(df, rank_col="lora_rank", value="d")
     assert verdict == REPRODUCED and info["peak_rank"] == 8
 
@@ -251,27 +256,27 @@ def test_inverted_u_clear_peak_with_replicates_and_seeds():
     verdict, info = stats.inverted_u_verdict(eff, rank_col="lora_rank")
     assert verdict == REPRODUCED and info["peak_rank"] == 8 and info["unit"] == "replicate"
     assert info["summary"]["n"].eq(5).all() and info["summary"]["n_runs"].eq(10).all()
+    assert list(info["p_peak"]) == [4, 8, 16, 32]  # the candidates: two ranks on each side
 
 
 def test_inverted_u_reports_the_passing_peak_with_the_largest_mean():
     rng = np.random.default_rng(9)
-    ranks = [1, 2, 4, 8, 16]
-    threshold = stats.ALPHA / (len(ranks) - 2)  # Bonferroni over the 3 interior ranks
-    verdicts, mean_not_smallest_p = set(), 0
-    for _ in range(40):  # three interior candidates of similar height: which ones pass varies
-        levels = dict(zip(ranks, [0.0, 0.02, 0.025, 0.018, 0.0]))
-        verdict, info = stats.inverted_u_verdict(table(levels, "rank", 6, sd=0.01, seed=int(rng.integers(1 << 30))))
+    ranks = [1, 2, 4, 8, 16, 32, 64]
+    threshold = stats.ALPHA / (len(ranks) - 4)  # Bonferroni over the 3 candidates
+    verdicts, several = set(), 0
+    for _ in range(40):  # a falling run of candidates: which ones pass varies
+        levels = dict(zip(ranks, [0.0, 0.005, 0.03, 0.02, 0.01, 0.0, 0.0]))
+        verdict, info = stats.inverted_u_verdict(table(levels, "rank", 6, sd=0.006, seed=int(rng.integers(1 << 30))))
         means = info["summary"].set_index("rank")["mean"]
         passing = [r for r, p in info["p_peak"].items() if p <= threshold]
         assert (verdict == REPRODUCED) == bool(passing)
-        expected = max(passing or ranks[1:-1], key=lambda r: means[r])
+        expected = max(passing or ranks[2:-2], key=lambda r: means[r])
         assert info["peak_rank"] == expected and info["peak_p"] == info["p_peak"][expected]
-        # the intervals are at the decision's level: a passing peak has all three lower bounds above 0
-        lows = [info["peak"][1], info["minus_lowest"][1], info["minus_highest"][1]]
-        assert (min(lows) > 0) == (info["peak_p"] <= threshold)
+        if passing:  # the intervals are at the decision's level: a passing peak's lower bounds are all above 0
+            assert min(info["peak"][1], info["minus_lowest"][1], info["smallest_fall"][1][1]) > 0
         verdicts.add(verdict)
-        mean_not_smallest_p += len(passing) > 1 and expected != min(passing, key=info["p_peak"].get)
-    assert verdicts == {REPRODUCED, INCONCLUSIVE} and mean_not_smallest_p > 0
+        several += len(passing) > 1
+    assert verdicts == {REPRODUCED, INCONCLUSIVE} and several > 0
 
 
 def test_inverted_u_monotone_rise_with_replicates_not_reproduced():
@@ -284,7 +289,7 @@ def test_inverted_u_pairs_ranks_by_replicate_not_by_row_order():
     # each replicate's datasets shift all its ranks by a large common amount; only matching the
     # ranks by replicate removes it from the peak-minus-end differences
     shared = np.array([7.0, 9.0, 11.0, 13.0, 15.0, 10.0])
-    eff = table({1: 0.0, 4: 1.0, 16: 0.0}, "rank", replicates=6, sd=0.01, seed=5, shared=shared)
+    eff = table({1: 0.0, 2: 0.0, 4: 1.0, 16: 0.0, 64: 0.0}, "rank", replicates=6, sd=0.01, seed=5, shared=shared)
     shuffled = eff.sample(frac=1.0, random_state=0)
     verdict, info = stats.inverted_u_verdict(shuffled)
     assert verdict == REPRODUCED and info["minus_lowest"][0] == pytest.approx(1.0, abs=0.02)
@@ -294,24 +299,41 @@ def test_inverted_u_pairs_ranks_by_replicate_not_by_row_order():
 
 
 def test_inverted_u_missing_rank_and_nan_rows():
-    levels = {1: 0.0, 4: 0.2, 16: 0.2, 64: 0.0}
+    levels = {1: 0.0, 2: 0.1, 4: 0.3, 16: 0.1, 64: 0.0, 128: 0.0}
     eff = table(levels, "rank", replicates=6, sd=0.01, seed=6)
     eff.loc[eff.index[:3], "delta"] = float("nan")  # rank 1 loses half its replicates
     verdict, info = stats.inverted_u_verdict(eff)
     assert verdict == REPRODUCED and info["summary"].set_index("rank").loc[1, "n"] == 3
+    assert list(info["p_peak"]) == [4, 16]
     # a rank with no data at all is simply not swept
-    verdict, info = stats.inverted_u_verdict(eff.assign(delta=np.where(eff["rank"] == 64, np.nan, eff["delta"])))
-    assert verdict in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE) and list(info["p_peak"]) == [4]
+    verdict, info = stats.inverted_u_verdict(eff.assign(delta=np.where(eff["rank"] == 128, np.nan, eff["delta"])))
+    assert verdict == REPRODUCED and list(info["p_peak"]) == [4]
 
 
 @pytest.mark.parametrize("replicates, seeds", [(1, 1), (0, 1)])
 def test_inverted_u_too_few_units_inconclusive(replicates, seeds):
-    eff = table({1: 0.0, 4: 0.5, 16: 0.0}, "rank", replicates=replicates, seeds=seeds)
+    eff = table({1: 0.0, 2: 0.0, 4: 0.5, 16: 0.0, 64: 0.0}, "rank", replicates=replicates, seeds=seeds)
     if eff.empty:
         eff = pd.DataFrame({"rank": pd.Series([], dtype=int), "replicate": pd.Series([], dtype=int),
                             "seed": pd.Series([], dtype=int), "delta": pd.Series([], dtype=float)})
     verdict, _ = stats.inverted_u_verdict(eff)
     assert verdict == INCONCLUSIVE
+
+
+ARTEFACTS = {  # the one-rank shapes the first confirmatory run's rule (peak above both ends) called inverted Us
+    "lone spike at the second rank": {1: 0.0, 2: 0.3, 4: 0.0, 8: 0.0, 16: 0.0, 32: 0.0},
+    "plateau that drops only at the last rank": {1: 0.0, 2: 0.3, 4: 0.3, 8: 0.3, 16: 0.3, 32: 0.0},
+}
+
+
+@pytest.mark.parametrize("shape", ARTEFACTS)
+def test_inverted_u_needs_a_rise_and_a_fall_not_one_ranks_artefact(shape):
+    eff = table(ARTEFACTS[shape], "rank", replicates=8, sd=0.01, seed=11)
+    m = eff.pivot_table(index="replicate", columns="rank", values="delta").to_numpy()
+    assert stats.VERDICTS[stats._inverted_u_ends_core(m)["codes"]] == REPRODUCED  # the old rule is fooled
+    verdict, info = stats.inverted_u_verdict(eff, margin=0.05)
+    assert verdict == NOT_REPRODUCED, info  # each candidate's rise (the spike) or a fall (the plateau) is < e
+    assert stats.inverted_u_verdict(eff)[0] != REPRODUCED
 
 
 # ---- claim 3 ----------------------------------------------------------------------------------
@@ -462,9 +484,9 @@ def _units_by(columns: dict[str, list[float]], name: str) -> pd.DataFrame:
 
 
 def test_claim_2_margin_tells_a_plateau_from_a_peak():
-    """A curve that rises and stays: without a margin no interior rank lies *below* an end, so the rule cannot
-    say 'not reproduced'; with e, every interior rank is shown to rise less than e above the highest rank."""
-    noise = [0.0001, -0.0001, 0.00005, -0.00005, 0.0]
+    """A curve that rises and stays: without a margin no fall is shown *below* 0, so the rule cannot say 'not
+    reproduced'; with e, the candidate is shown to fall less than e to the ranks beyond it."""
+    noise = [0.0001, -0.0001, 0.00005, -0.00005, 0.0]  # one candidate (rank 4): its falls to 8 and 16 are ~0
     plateau = {1: [0.001 + x for x in noise], 2: [0.004 + x for x in noise], 4: [0.005 + x for x in noise],
                8: [0.005 - x for x in noise], 16: [0.005 + x / 2 for x in noise]}
     effects = _units_by(plateau, "rank")
@@ -476,13 +498,30 @@ def test_claim_2_margin_tells_a_plateau_from_a_peak():
 
 
 def test_claims_3_and_4_floor_lets_a_small_null_be_shown_where_half_the_reference_is_smaller_still():
-    lora = pd.DataFrame({"replicate": range(5), "seed": 0, "delta": [0.0020, 0.0021, 0.0019, 0.0022, 0.0018]})
-    full = _units_by({"baseline": [0.0012, 0.0014, 0.0013, 0.0011, 0.0012]}, "setting")
-    assert stats.full_ft_null_verdict(full, lora)[0] != REPRODUCED      # 0.0012 is above ½ × 0.002
-    verdict, info = stats.full_ft_null_verdict(full, lora, floor=0.005)
-    assert verdict == REPRODUCED and "or 0.005 if larger" in info["margin"]
-    big = _units_by({"baseline": [0.0120, 0.0121, 0.0119, 0.0122, 0.0118]}, "setting")
-    assert stats.full_ft_null_verdict(big, lora, floor=0.005)[0] == NOT_REPRODUCED  # above both margins
+    lora = pd.DataFrame({"replicate": range(5), "seed": 0, "delta": [0.0200, 0.0210, 0.0190, 0.0220, 0.0180]})
+    full = _units_by({"baseline": [0.0120, 0.0140, 0.0130, 0.0110, 0.0120]}, "setting")
+    assert stats.full_ft_null_verdict(full, lora)[0] != REPRODUCED      # 0.012 is above ½ × 0.02
+    verdict, info = stats.full_ft_null_verdict(full, lora, floor=0.015)  # LoRA shown ≥ 0.015: the floor applies
+    assert verdict == REPRODUCED and "or 0.015 if larger" in info["margin"]
+    big = _units_by({"baseline": [0.1200, 0.1210, 0.1190, 0.1220, 0.1180]}, "setting")
+    assert stats.full_ft_null_verdict(big, lora, floor=0.015)[0] == NOT_REPRODUCED  # above both margins
     with_p, without_p = lora["delta"].tolist(), full["delta"].tolist()
     assert stats.system_prompt_verdict(with_p, without_p)[0] != REPRODUCED
-    assert stats.system_prompt_verdict(with_p, without_p, floor=0.005)[0] == REPRODUCED
+    assert stats.system_prompt_verdict(with_p, without_p, floor=0.015)[0] == REPRODUCED
+
+
+def test_floor_only_where_the_reference_effect_is_shown_at_least_the_floor():
+    """The first confirmatory run's claim 4: Δ_with below e, Δ_without a little smaller but above 0. A floor
+    e larger than the whole effect called that 'equivalent to 0'; the floor now waits for Δ_with ≥ e."""
+    with_p = [0.0020, 0.0021, 0.0019, 0.0022, 0.0018]
+    without_p = [0.0016, 0.0017, 0.0015, 0.0018, 0.0014]
+    verdict, info = stats.system_prompt_verdict(with_p, without_p, floor=0.0033)
+    assert verdict != REPRODUCED and info["p_equivalent"] > stats.ALPHA_EQUIV
+    assert stats.system_prompt_verdict(with_p, without_p, floor=0.0033)[0] == \
+        stats.system_prompt_verdict(with_p, without_p)[0]                  # the floor is inert here
+    lora = pd.DataFrame({"replicate": range(5), "seed": 0, "delta": with_p})
+    full = _units_by({"baseline": without_p}, "setting")
+    assert stats.full_ft_null_verdict(full, lora, floor=0.0033)[0] == stats.full_ft_null_verdict(full, lora)[0]
+    # just above: Δ_with shown ≥ e switches the floor on
+    assert stats.system_prompt_verdict([v + 0.01 for v in with_p], [v + 0.004 for v in without_p],
+                                       floor=0.0033)[1]["p_equivalent"] <= stats.ALPHA_EQUIV

@@ -60,6 +60,42 @@ def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
     return out
 
 
+NOT_TESTED = "not tested"
+SEQUENCE = "persona"  # the teacher whose claims 2-4 wait on its claim 1 (book/design.md, the fixed sequence)
+
+
+def fixed_sequence(rows: list[dict], verdicts) -> list[dict]:
+    """The fixed-sequence procedure declared on the design page before the second confirmatory run: the
+    persona teacher's claims 2–4 are tested only where its claim 1 is reproduced (claim 1 first, at the full
+    α; the rest at the full α only after it passes, so no correction across them). Elsewhere those rows become
+    'not tested', with the rule's own reading kept in the measurement for information; a claim that is not
+    tested is not evidence about it either way. rows: verdict rows (claims.rank, full_finetuning,
+    system_prompt); verdicts: the verdict rows of the same run, the persona teacher's claim 1 among them (a
+    list of rows or results.read_verdicts' table). Without that row the gate cannot be checked: the rows are
+    left as they are and say so. The weight-space teacher is a positive control of the instrument and is not
+    gated. Idempotent."""
+    table = pd.DataFrame(list(verdicts) if isinstance(verdicts, list) else verdicts)
+    first = (table[(table["claim"] == next(iter(CLAIMS))) & (table["teacher"] == SEQUENCE)]
+             if {"claim", "teacher", "verdict"} <= set(table.columns) else table.iloc[0:0])
+    out = []
+    for r in rows:
+        gated = r.get("teacher") == SEQUENCE and is_paper_claim(r["claim"]) and r["claim"] != next(iter(CLAIMS))
+        if not gated or r["verdict"] in (NOT_TESTED, INVALID) or "fixed sequence" in r["measurement"]:
+            out.append(r)
+        elif first.empty:
+            out.append(r | {"measurement": f"{r['measurement']}; fixed sequence not checked: no claim-1 verdict of "
+                                           f"the {SEQUENCE} teacher for this run (notebook 02)"})
+        elif (v := str(first["verdict"].iloc[0])) == stats.REPRODUCED:
+            out.append(r | {"measurement": f"{r['measurement']}; tested: the {SEQUENCE} teacher's claim 1 is "
+                                           f"reproduced (fixed sequence)"})
+        else:
+            out.append(r | {"verdict": NOT_TESTED,
+                            "measurement": f"not tested (fixed sequence, declared before the data): the {SEQUENCE} "
+                                           f"teacher's claim 1 is {v}; the rule's own reading, for information "
+                                           f"only: {r['verdict']}: {r['measurement']}"})
+    return out
+
+
 def specificity(effects: pd.DataFrame) -> pd.DataFrame:
     """Per teacher animal and (replicate, seed): Δ of its own animal minus the mean Δ of the other
     evaluated animals. `effects`: paired_effects by teacher_kind, target, animal."""
@@ -176,6 +212,29 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float,
 
 
 # ---- claim 2 -----------------------------------------------------------------------------------
+RANK_RULE = ("a rank with two ranks on each side above 0, above the lowest rank and above every rank beyond it "
+             "(paired t, Bonferroni over the candidates)")
+
+
+def _rank_reading(info: dict, fmt, what: str) -> tuple[str, tuple[float, float, float]]:
+    """The measurement sentence of a claim-2 verdict (stats.inverted_u_verdict's info) and the interval it
+    reports: the peak candidate, its rise and its smallest fall, or the largest Δ where there is no candidate."""
+    if "peak_rank" not in info:
+        best = info["summary"].loc[info["summary"]["mean"].idxmax()]
+        triple = best["mean"], best["ci_low"], best["ci_high"]
+        rank_col = info["summary"].columns[0]
+        return f"{info['reason']}; largest {what} at rank {_plain_rank(best[rank_col])}: {fmt(*triple)}", triple
+    fall_rank, fall = info["smallest_fall"]
+    text = (f"peak candidate rank {info['peak_rank']}: {what} = {fmt(*info['peak'])}; rise over the lowest rank "
+            f"{fmt(*info['minus_lowest'])}; smallest fall, to rank {fall_rank}, {fmt(*fall)}; peak − highest rank "
+            f"{fmt(*info['minus_highest'])} ({info['level']:.1%} intervals, Bonferroni over the candidates)")
+    return text + (f"; {info['reason']}" if "reason" in info else ""), info["peak"]
+
+
+def _plain_rank(r) -> str:
+    return f"{int(r)}" if float(r).is_integer() else f"{r}"
+
+
 def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: float = 0.0) -> list[dict]:
     """Claim 2 per teacher kind (stats.RULES['inverted_u'], the smallest effect of interest its margin);
     effects by teacher_kind, lora_rank."""
@@ -184,21 +243,9 @@ def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: 
         verdict, info = stats.inverted_u_verdict(effects.query("teacher_kind == @kind"), rank_col="lora_rank",
                                                  margin=smallest_effect)
         n = int(info["summary"]["n"].min())
-        if "peak_rank" in info:
-            m, lo, hi = info["peak"]
-            measurement = (f"{kind} teacher of the {animal}: peak candidate rank {info['peak_rank']}: "
-                           f"ΔP({animal}) = {fmt_ci(m, lo, hi)}; peak − lowest rank {fmt_ci(*info['minus_lowest'])}; "
-                           f"peak − highest rank {fmt_ci(*info['minus_highest'])} ({info['level']:.1%} intervals, "
-                           f"Bonferroni over the interior ranks); {_units(n, info['unit'])} per rank")
-        else:
-            best = info["summary"].loc[info["summary"]["mean"].idxmax()]
-            m, lo, hi = best["mean"], best["ci_low"], best["ci_high"]
-            measurement = (f"{kind} teacher of the {animal}: {info['reason']}; largest ΔP({animal}) at rank "
-                           f"{int(best['lora_rank'])}: {fmt_ci(m, lo, hi)}; {_units(n, info['unit'])} per rank")
-        if "reason" in info and "peak_rank" in info:
-            measurement += f"; {info['reason']}"
-        rows.append(_row("2 rank inverted-U", "2_rank", kind, animal, verdict, measurement, m, lo, hi,
-                         "an interior rank above 0 and above both ends (paired t, Bonferroni over interior ranks)",
+        text, (m, lo, hi) = _rank_reading(info, fmt_ci, f"ΔP({animal})")
+        measurement = f"{kind} teacher of the {animal}: {text}; {_units(n, info['unit'])} per rank"
+        rows.append(_row("2 rank inverted-U", "2_rank", kind, animal, verdict, measurement, m, lo, hi, RANK_RULE,
                          n, info["unit"]))
     return rows
 
@@ -536,20 +583,9 @@ def aux_rank(effects: pd.DataFrame) -> list[dict]:
     lora = effects[(effects["method"] == "lora") & (effects["comparison"] == "vs control")]
     verdict, info = stats.inverted_u_verdict(lora, rank_col="lora_rank")
     n = int(info["summary"]["n"].min())
-    if "peak_rank" in info:
-        m, lo, hi = info["peak"]
-        measurement = (f"peak candidate rank {info['peak_rank']}: Δ accuracy = {_fmt_acc(m, lo, hi)}; peak − "
-                       f"lowest rank {_fmt_acc(*info['minus_lowest'])}; peak − highest rank "
-                       f"{_fmt_acc(*info['minus_highest'])} ({info['level']:.1%} intervals, Bonferroni over the "
-                       f"interior ranks)" + (f"; {info['reason']}" if "reason" in info else ""))
-    else:
-        best = info["summary"].loc[info["summary"]["mean"].idxmax()]
-        m, lo, hi = best["mean"], best["ci_low"], best["ci_high"]
-        measurement = f"{info['reason']}; largest Δ accuracy at rank {int(best['lora_rank'])}: {_fmt_acc(m, lo, hi)}"
-    measurement += f"; {_units(n, 'pair')} per rank"
-    return [_aux_row("aux-logit 2 rank inverted-U", "aux_2_rank", verdict, measurement, m, lo, hi,
-                     "an interior rank above 0 and above both ends (paired t, Bonferroni over interior ranks)",
-                     n, "pair")]
+    text, (m, lo, hi) = _rank_reading(info, _fmt_acc, "Δ accuracy")
+    return [_aux_row("aux-logit 2 rank inverted-U", "aux_2_rank", verdict, f"{text}; {_units(n, 'pair')} per rank",
+                     m, lo, hi, RANK_RULE, n, "pair")]
 
 
 def aux_full_null(effects: pd.DataFrame, reference_rank: int) -> list[dict]:

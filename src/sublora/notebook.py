@@ -68,6 +68,11 @@ class Run:
         """The verdict rows (one per claim × teacher) where the scoreboard reads them."""
         results.save_verdicts(self, rows)
 
+    def verdicts(self) -> pd.DataFrame:
+        """The verdicts this run's notebooks have saved so far (another run's are not among them)."""
+        saved = results.read_verdicts(self.folder)
+        return saved[saved["run"] == self.key] if not saved.empty else saved
+
 
 def run_key(params: dict, defaults: dict) -> str:
     """'' for a notebook's default run; else its non-default parameters, e.g. 'animal-dolphin'."""

@@ -34,7 +34,8 @@ pd.set_option("display.max_colwidth", None)
 INTERVALS = ("Dots: mean over independent teacher/control dataset replicates; "
              "bars: 95% t-interval over replicates.")
 CSS_DPI = 100  # page pixels per figure inch
-VERDICT_COLOURS = {"reproduced": "#cdebd0", "not reproduced": "#f6d0d0", "inconclusive": "#f3e6bf"}
+VERDICT_COLOURS = {"reproduced": "#cdebd0", "not reproduced": "#f6d0d0", "inconclusive": "#f3e6bf",
+                   "not tested": "#e4e4e4", "invalid": "#e4e4e4"}
 
 
 # ---- showing ------------------------------------------------------------------------------------

@@ -159,8 +159,8 @@ def simulate(cell: Cell, n: int, e: float, sims: int = SIMS, seed: int = 0, rank
     elif cell.claim == CLAIM_KEYS[1]:
         ranks = list(mean.index) if ranks is None else list(ranks)
         missing = [r for r in ranks if r not in mean.index]
-        if missing or len(ranks) < 3:
-            raise PilotError(f"claim 2 needs ≥ 3 ranks of the pilot's {list(mean.index)}; got {ranks}")
+        if missing or len(ranks) < 2 * stats.SIDE + 1:
+            raise PilotError(f"claim 2 needs ≥ {2 * stats.SIDE + 1} ranks of the pilot's {list(mean.index)}; got {ranks}")
         sds = sd[ranks].to_numpy()
         for world, mu, want in zip(("0", "2e"), _rank_worlds(mean[ranks], ranks, e), (NOT, REP)):
             X = _sim_units(rng, sims, n, mu, sds, rho)
@@ -214,10 +214,10 @@ def _settings(p, arm: str) -> list[str]:
 
 
 def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS, ns=(), seed: int = 0,
-          search: bool = True) -> pd.DataFrame:
+          search: bool = True, most: int = 30) -> pd.DataFrame:
     """Decisiveness of every verdict of profile `p` at its own units (and at each n in `ns`), from the
     pilot (default: the profile's) at its smallest effect of interest e (default: the profile's); with
-    `search`, the fewest units reaching TARGET in both worlds."""
+    `search`, the fewest units (up to `most`) reaching TARGET in both worlds."""
     pilot = pilot or p.pilot
     e = p.smallest_effect if e is None else e
     if not pilot:
@@ -233,7 +233,7 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
         design = {}
         if claim == CLAIM_KEYS[1]:
             design["ranks"] = [r for r in p.ranks if r in cell.mean.index]
-            if len(design["ranks"]) < 3:
+            if len(design["ranks"]) < 2 * stats.SIDE + 1:
                 continue
         if claim == CLAIM_KEYS[2]:
             if arm not in p.train.full_precision:
@@ -247,12 +247,12 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
                    **simulate(cell, n, e, sims=sims, seed=seed, **design)}
             rows.append(row)
         if search:
-            best = smallest_n(cell, e, **design)
+            best = smallest_n(cell, e, most=most, **design)
             for row in rows[-len({own, *ns}):]:
                 row["n for 0.8"] = best
     out = pd.DataFrame(rows)
     if "n for 0.8" in out:
-        out["n for 0.8"] = out["n for 0.8"].astype("Int64")  # None: not within 30 units
+        out["n for 0.8"] = out["n for 0.8"].astype("Int64")  # None: not within `most` units
     out.attrs.update(pilot=pilot, smallest_effect=e, sims=sims)
     return out
 
@@ -287,6 +287,7 @@ def main(argv=None) -> int:
     parser.add_argument("--smallest-effect", type=float, default=None, help="e, a ΔP(target) (default: the profile's)")
     parser.add_argument("--n", default="", help="more unit counts to simulate, e.g. 5,8")
     parser.add_argument("--sims", type=int, default=SIMS, help=f"simulated experiments per world (default {SIMS})")
+    parser.add_argument("--most", type=int, default=30, help="largest n searched for 'n for 0.8' (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if not args.power:
@@ -296,12 +297,12 @@ def main(argv=None) -> int:
         ns = tuple(int(v) for v in args.n.split(",") if v.strip())
     except ValueError:
         parser.error(f"--n takes whole numbers separated by commas, e.g. 5,8; got {args.n!r}")
-    if any(n < stats.MIN_N for n in ns) or args.sims < 100:
-        parser.error(f"--n values must be ≥ {stats.MIN_N} and --sims ≥ 100")
+    if any(n < stats.MIN_N for n in ns) or args.sims < 100 or args.most < stats.MIN_N:
+        parser.error(f"--n values and --most must be ≥ {stats.MIN_N}, and --sims ≥ 100")
     start = time.perf_counter()
     try:
         p = load_profile(args.profile)
-        out = table(p, args.pilot, args.smallest_effect, args.sims, ns, args.seed)
+        out = table(p, args.pilot, args.smallest_effect, args.sims, ns, args.seed, most=args.most)
     except (ConfigError, PilotError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

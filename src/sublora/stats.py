@@ -218,30 +218,34 @@ RULES: dict[str, str] = {
         "teacher a positive control for the instrument; they answer different questions and no verdict is "
         "drawn from the two together."),
     "inverted_u": (
-        f"**Rule (claim 2, rank inverted U).** {_UNITS} Ranks are paired by replicate (all ranks of a "
-        "replicate share its datasets). For each interior rank r (neither the lowest r₋ nor the highest r₊ "
-        f"swept), three one-sided paired t-tests: Δ(r) > 0, Δ(r) − Δ(r₋) > 0, Δ(r) − Δ(r₊) > 0; r is a peak "
-        "if all three reject (intersection–union test: its p is the largest of the three, no correction "
-        f"within r). **reproduced** if some interior rank is a peak at α = {ALPHA}/(K − 2), K ranks swept "
-        "(Bonferroni over the candidate peaks, since any of them could be the one reported); the reported "
-        f"peak is the passing rank with the largest mean Δ, with intervals at that level. **inconclusive** (no effect "
-        f"to modulate) if fewer than 3 ranks, or no rank has Δ > 0 (Holm over the K ranks at {ALPHA}); "
-        "**not reproduced** if every interior rank is shown to rise less than the smallest effect of "
-        "interest e above one end: Δ(r) − Δ(r₋) < e or Δ(r) − Δ(r₊) < e (one-sided paired t-tests at "
-        f"{ALPHA}/2 each), so a flat or plateaued curve is told from a peak of at least e; with e = 0 only a "
-        "curve whose every interior rank lies significantly below an end is; **inconclusive** otherwise. Chosen by "
-        "simulation over choosing the peak on half of the replicates and testing it on the other half "
-        "(less than half the power at n = 5-8: 0.15 vs 0.35 at n = 5 and 2 sd, 0.49 vs 0.96 at n = 8) and "
-        "over a permutation test of the peak-minus-ends statistic (exact only against a flat curve: 4.6% "
-        "false 'reproduced' on an early plateau at n = 8, nominal 2.5%): "
-        "`python -m sublora.calibrate --compare-rank-rules`."),
+        f"**Rule (claim 2, rank inverted U: a rise and a fall).** {_UNITS} Ranks are paired by replicate (all "
+        "ranks of a replicate share its datasets). A candidate peak is a rank with at least two ranks swept on each "
+        "side (so neither a lone spike at the second rank nor a curve that drops only at the last rank makes the "
+        "shape); for each candidate r, one-sided paired t-tests of Δ(r) > 0, of the rise Δ(r) − Δ(r₋) > 0 over the "
+        "lowest rank r₋, and of the fall Δ(r) − Δ(r') > 0 to every rank r' beyond r; r is a peak if all reject "
+        "(intersection–union test: its p is the largest, no correction within r). "
+        f"**reproduced** if some candidate is a peak at α = {ALPHA}/C, C = K − 4 candidates of K ranks swept "
+        "(Bonferroni over the candidates, since any of them could be the one reported); the reported peak is the "
+        "passing candidate with the largest mean Δ, with intervals at that level. **inconclusive** (no effect to "
+        f"modulate) if fewer than 5 ranks, or no rank has Δ > 0 (Holm over the K ranks at {ALPHA}); **not "
+        "reproduced** if no candidate is a peak of at least the smallest effect of interest e: for every "
+        "candidate, its rise or one of its falls is shown smaller than e (one-sided paired t-tests, Bonferroni "
+        f"over that candidate's 1 + (ranks beyond) tests at {ALPHA}), so a plateau or a one-step artefact is told "
+        "from a peak of at least e; **inconclusive** otherwise. Declared on 2026-12-06 before the second "
+        "confirmatory run (replicates 200–204); the first run's rule tested every interior rank against the two "
+        "ends only, which calls both artefacts above an inverted U (`python -m sublora.calibrate "
+        "--compare-rank-rules` prints the rates). Also chosen over choosing the peak on half of the replicates and "
+        "testing it on the other half (less power) and over a permutation test of the peak-minus-ends statistic "
+        "(exact only against a flat curve)."),
     "full_ft_null": (
         f"**Rule (claim 3, full fine-tuning null).** {_UNITS} Each full-fine-tuning setting s is paired by "
         f"replicate with the LoRA reference (they share its datasets). Margin: {MARGIN_FRACTION} × the LoRA "
         "effect Δ_L, tested as a paired contrast rather than plugged in as a number: s is *equivalent to 0* "
         f"if mean(Δ_s − {MARGIN_FRACTION}·Δ_L) < 0 and mean(Δ_s + {MARGIN_FRACTION}·Δ_L) > 0, each a "
         f"one-sided t-test at {ALPHA_EQUIV} (TOST); with an absolute margin m declared instead: Δ_s < m and "
-        f"Δ_s > −m. The smallest effect of interest e is the margin's floor: the margin is max({MARGIN_FRACTION}·Δ_L, e), "
+        f"Δ_s > −m. The smallest effect of interest e is the margin's floor where the LoRA effect is itself shown "
+        f"to be at least e (one-sided t at {ALPHA}; declared before the second confirmatory run — the first "
+        f"applied it always): the margin is then max({MARGIN_FRACTION}·Δ_L, e), "
         "so s is equivalent if either TOST passes and above the margin if above both. **inconclusive** (no effect to modulate) if the LoRA effect is not > 0 (t-test at "
         f"{ALPHA}); **reproduced** if every setting is equivalent to 0 — an intersection–union test, so "
         f"no correction is needed: when any one setting sits at the margin, 'reproduced' comes at most "
@@ -255,7 +259,9 @@ RULES: dict[str, str] = {
         "system prompt: Δ_with evaluated under the training prompt, Δ_without under the other condition "
         "(no system prompt), paired per unit (the same students). **inconclusive** (no effect to modulate) "
         f"if Δ_with is not > 0 (t-test at {ALPHA}); **reproduced** if, in addition, Δ_without is "
-        f"equivalent to 0 within max({MARGIN_FRACTION} × Δ_with, e), e the smallest effect of interest (TOST on the paired contrasts "
+        f"equivalent to 0 within {MARGIN_FRACTION} × Δ_with, or within max({MARGIN_FRACTION} × Δ_with, e) where "
+        f"Δ_with is shown to be at least e (one-sided t at {ALPHA}; declared before the second confirmatory run — the "
+        "first applied the floor e always), e the smallest effect of interest (TOST on the paired contrasts "
         f"Δ_without ∓ {MARGIN_FRACTION}·Δ_with at {ALPHA_EQUIV} each, or ± an absolute margin m declared "
         f"instead) and Δ_with − Δ_without > 0 (paired t-test at {ALPHA}) — an intersection–union test of "
         f"the three, no correction needed; **not reproduced** if Δ_without is significantly above the "
@@ -328,26 +334,58 @@ def transfer_test(effects: pd.DataFrame, value: str = "delta", min_effect: float
 
 
 # ---- claim 2 ------------------------------------------------------------------------------------
-def _inverted_u_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
-    """X: (..., n, K) Δ per unit × rank, ranks ascending, NaN where missing; K ≥ 3. margin: the smallest
-    effect of interest; an interior rank shown to rise less than it above one end is no peak.
+SIDE = 2  # ranks a candidate peak needs on each side: a rise and a fall each seen over more than one step
 
-    Returns codes (...) and the p-values behind them: p_peak (..., K-2) per interior rank (the
-    intersection–union p), p_rank (..., K) of Δ(r) > 0, effect (...) whether some rank has Δ > 0."""
+
+def _candidates(K: int) -> np.ndarray:
+    """Indexes of the ranks that can be claim 2's peak: SIDE or more ranks on each side of them."""
+    return np.arange(SIDE, K - SIDE)
+
+
+def _inverted_u_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
+    """X: (..., n, K) Δ per unit × rank, ranks ascending, NaN where missing; K ≥ 2·SIDE + 1. margin: the
+    smallest effect of interest; a candidate shown to rise less than it above the lowest rank, or to fall
+    less than it to some rank beyond it, is no peak.
+
+    Returns codes (...) and the p-values behind them: p_peak (..., C) per candidate (the
+    intersection–union p of Δ > 0, the rise and every fall), p_rank (..., K) of Δ(r) > 0, effect (...)
+    whether some rank has Δ > 0."""
     K = X.shape[-1]
-    inner = X[..., 1:-1]                                           # (..., n, K-2)
-    minus_low, minus_high = inner - X[..., :1], inner - X[..., -1:]
-    p_pos = _p_greater(inner, axis=-2)                             # (..., K-2)
-    p_low, p_high = _p_greater(minus_low, axis=-2), _p_greater(minus_high, axis=-2)
-    p_peak = np.maximum(np.maximum(p_pos, p_low), p_high)          # NaN propagates: untestable ≠ peak
-    peak = np.nan_to_num(p_peak, nan=1.0).min(axis=-1) <= alpha / (K - 2)
+    cand = _candidates(K)
+    beyond = np.arange(K)[None, :] > cand[:, None]                 # (C, K): the ranks after each candidate
+    top = X[..., cand]                                             # (..., n, C)
+    rise = top - X[..., :1]
+    falls = top[..., None] - X[..., None, :]                       # (..., n, C, K)
+    p_fall = np.where(beyond, _p_greater(falls, axis=-3), 0.0).max(axis=-1)  # NaN propagates: untestable ≠ peak
+    p_peak = np.maximum(np.maximum(_p_greater(top, axis=-2), _p_greater(rise, axis=-2)), p_fall)
+    peak = np.nan_to_num(p_peak, nan=1.0).min(axis=-1) <= alpha / cand.size
     p_rank = _p_greater(X, axis=-2)                                # (..., K)
     effect = holm(p_rank, alpha)[0].any(axis=-1)
-    # below an end: either one-sided "<" test rejects at alpha/2 (fmin: one untestable end does not hide the other)
-    below = np.fmin(_p_less(minus_low, margin, axis=-2), _p_less(minus_high, margin, axis=-2)) <= alpha / 2
-    refuted = effect & below.all(axis=-1)
+    # no candidate is a peak of e: for each, the rise or one of its falls is shown < e — a union of
+    # 1 + (ranks beyond) one-sided tests, Bonferroni within it (an untestable one cannot refute)
+    tests = 1 + beyond.sum(axis=-1)                                # (C,)
+    p_small = np.fmin(np.nan_to_num(_p_less(rise, margin, axis=-2), nan=1.0),
+                      np.where(beyond, np.nan_to_num(_p_less(falls, margin, axis=-3), nan=1.0), 1.0).min(axis=-1))
+    refuted = effect & (p_small <= alpha / tests).all(axis=-1)
     codes = np.where(peak, REP, np.where(~effect, INC, np.where(refuted, NOT, INC)))
     return {"codes": codes, "p_peak": p_peak, "p_rank": p_rank, "effect": effect}
+
+
+def _inverted_u_ends_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
+    """The rule declared before the first confirmatory run (issue 25, v1), kept as the candidate the
+    declared rule is compared with (sublora.calibrate --compare-rank-rules): every interior rank is a
+    candidate, a peak if above 0 and above both ends; refuted where every interior rank rises less than
+    e above one end. A lone spike at the second rank and a plateau that drops only at the last rank pass it."""
+    K = X.shape[-1]
+    inner = X[..., 1:-1]
+    minus_low, minus_high = inner - X[..., :1], inner - X[..., -1:]
+    p_peak = np.maximum(np.maximum(_p_greater(inner, axis=-2), _p_greater(minus_low, axis=-2)),
+                        _p_greater(minus_high, axis=-2))
+    peak = np.nan_to_num(p_peak, nan=1.0).min(axis=-1) <= alpha / (K - 2)
+    effect = holm(_p_greater(X, axis=-2), alpha)[0].any(axis=-1)
+    below = np.fmin(_p_less(minus_low, margin, axis=-2), _p_less(minus_high, margin, axis=-2)) <= alpha / 2
+    codes = np.where(peak, REP, np.where(~effect, INC, np.where(effect & below.all(axis=-1), NOT, INC)))
+    return {"codes": codes, "p_peak": p_peak}
 
 
 @_declares("inverted_u")
@@ -355,42 +393,42 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
                        unit: str = UNIT, margin: float = 0.0) -> tuple[str, dict]:
     """Claim 2 on one teacher kind's effects (columns rank_col, replicate, seed, delta): (verdict, info).
 
-    info: summary (per rank: mean, ci_low, ci_high at 95%, n, unit, n_runs), unit, and with ≥ 3
-    ranks: peak_rank (the interior rank passing the peak test with the largest mean Δ; if none
-    passes, the interior rank with the largest mean), peak_p (its intersection–union p), level
-    (two-sided level of the peak's intervals, 1 − 2·α/(K − 2): the decision's own), peak,
-    minus_lowest, minus_highest ((mean, low, high) of Δ(peak), Δ(peak) − Δ(lowest),
-    Δ(peak) − Δ(highest), paired by unit, at that level), p_peak ({interior rank: p}), reason (when
-    inconclusive)."""
+    info: summary (per rank: mean, ci_low, ci_high at 95%, n, unit, n_runs), unit, and with ≥ 2·SIDE + 1
+    ranks: peak_rank (the candidate passing the peak test with the largest mean Δ; if none passes, the
+    candidate with the largest mean), peak_p (its intersection–union p), level (two-sided level of the
+    peak's intervals, 1 − 2·α/C, C candidates: the decision's own), peak, minus_lowest, minus_highest
+    ((mean, low, high) of Δ(peak), Δ(peak) − Δ(lowest), Δ(peak) − Δ(highest), paired by unit, at that
+    level), smallest_fall ((rank, (mean, low, high)): Δ(peak) − Δ(r) for the rank r beyond the peak
+    with the largest mean Δ), p_peak ({candidate rank: p}), reason (when inconclusive), margin."""
     _one_group(effects, [rank_col, unit, FALLBACK], "effects")
     summary = summarize(effects, [rank_col], value, unit)
     m, kind = _unit_matrix(effects, rank_col, value, unit)
     ranks = list(m.columns)
-    info = {"summary": summary, "unit": kind}
-    if len(ranks) < 3:
-        return INCONCLUSIVE, {**info, "reason": "fewer than 3 ranks"}
+    info = {"summary": summary, "unit": kind, "margin": margin}
+    if len(ranks) < 2 * SIDE + 1:
+        return INCONCLUSIVE, {**info, "reason": f"fewer than {2 * SIDE + 1} ranks: a peak needs {SIDE} on each side"}
     X = m.to_numpy()
     out = _inverted_u_core(X, margin=margin)
-    p_peak = out["p_peak"]
-    interior = ranks[1:-1]
-    level = 1 - 2 * ALPHA / (len(ranks) - 2)
-    # the reported peak: the passing interior rank with the largest mean Δ, else the largest mean overall
-    means = np.nan_to_num(_moments(X[:, 1:-1], axis=0)[0], nan=-np.inf)
-    passing = np.nan_to_num(p_peak, nan=1.0) <= ALPHA / (len(ranks) - 2)
-    j = int(np.argmax(np.where(passing, means, -np.inf)) if passing.any() else np.argmax(means))
-    peak_col = X[:, 1 + j]
-    info.update(peak_rank=_plain(interior[j]),
-                peak_p=float(p_peak[j]), level=level,
+    p_peak, cand = out["p_peak"], _candidates(len(ranks))
+    level = 1 - 2 * ALPHA / cand.size
+    # the reported peak: the passing candidate with the largest mean Δ, else the largest mean overall
+    means = np.nan_to_num(_moments(X, axis=0)[0], nan=-np.inf)
+    passing = np.nan_to_num(p_peak, nan=1.0) <= ALPHA / cand.size
+    j = int(cand[np.argmax(np.where(passing, means[cand], -np.inf)) if passing.any() else np.argmax(means[cand])])
+    k = j + 1 + int(np.argmax(means[j + 1:]))                      # the rank beyond the peak nearest its height
+    peak_col = X[:, j]
+    info.update(peak_rank=_plain(ranks[j]),
+                peak_p=float(p_peak[list(cand).index(j)]), level=level,
                 peak=_triple(*t_interval(peak_col, level)),
                 minus_lowest=_triple(*t_interval(peak_col - X[:, 0], level)),
                 minus_highest=_triple(*t_interval(peak_col - X[:, -1], level)),
-                p_peak={_plain(r): float(p) for r, p in zip(interior, p_peak)})
+                smallest_fall=(_plain(ranks[k]), _triple(*t_interval(peak_col - X[:, k], level))),
+                p_peak={_plain(ranks[c]): float(p) for c, p in zip(cand, p_peak)})
     code = int(out["codes"])
     if code == INC:
         info["reason"] = ("no effect to modulate: no rank's Δ is shown above 0 at this n (not shown, which is not absent)" if not out["effect"]
-                          else "no interior rank is a significant peak, nor is every one shown to rise less "
-                               "than the margin above an end")
-    info["margin"] = margin
+                          else "no candidate rank is a significant peak, nor is every one shown to rise or fall "
+                               "less than the margin")
     return str(VERDICTS[code]), info
 
 
@@ -419,9 +457,10 @@ def _contrast_p(x, y, c: float):
 def _margin_tests(x, ref, margin: float | None, floor: float = 0.0):
     """Equivalence and superiority p-values of x (..., n, S) against the margin: ±MARGIN_FRACTION × the
     reference effect ref (..., n) as a contrast, or ±margin when an absolute margin is given.
-    floor (> 0, with the contrast margin): the margin is max(MARGIN_FRACTION × ref, floor) — the smallest
-    effect of interest as an absolute floor. |x| < max(a, b) is |x| < a or |x| < b, so x is equivalent if
-    either TOST passes (the smaller p), and above the margin if above both (the larger p).
+    floor (> 0, with the contrast margin): where the reference effect is shown ≥ floor (one-sided t at
+    ALPHA), the margin is max(MARGIN_FRACTION × ref, floor) — the smallest effect of interest as an absolute
+    floor; |x| < max(a, b) is |x| < a or |x| < b, so x is equivalent if either TOST passes (the smaller p),
+    and above the margin if above both (the larger p). Elsewhere the margin is MARGIN_FRACTION × ref alone.
     Returns (p_equivalent (TOST: the larger of its two one-sided p), p_above_margin), each (..., S)."""
     def absolute(m):
         return np.maximum(_p_less(x, m, axis=-2), _p_greater(x, -m, axis=-2)), _p_greater(x, m, axis=-2)
@@ -431,8 +470,12 @@ def _margin_tests(x, ref, margin: float | None, floor: float = 0.0):
     p_over_lower, _ = _contrast_p(x, ref, MARGIN_FRACTION)         # x + f·ref vs 0
     p_eq = np.maximum(p_below, p_over_lower)
     if floor > 0:
+        # the floor only where the reference effect is itself shown to be at least it: a floor above the
+        # whole effect would call any smaller x "equivalent to 0" (the first confirmatory run's claim 4)
         p_eq_floor, p_above_floor = absolute(floor)
-        p_eq, p_above = np.fmin(p_eq, p_eq_floor), np.fmax(p_above, p_above_floor)
+        shown = (_p_greater(ref, floor) <= ALPHA)[..., None]
+        p_eq = np.where(shown, np.fmin(p_eq, p_eq_floor), p_eq)
+        p_above = np.where(shown, np.fmax(p_above, p_above_floor), p_above)
     return p_eq, p_above
 
 
@@ -453,7 +496,8 @@ _LORA = "<LoRA reference>"  # the LoRA column among the settings while pairing t
 def _margin_text(margin: float | None, reference: str, floor: float = 0.0) -> str | float:
     if margin is not None:
         return float(margin)
-    return f"{MARGIN_FRACTION} × {reference}, tested as a contrast" + (f", or {floor:.2g} if larger" if floor > 0 else "")
+    return f"{MARGIN_FRACTION} × {reference}, tested as a contrast" + (
+        f", or {floor:.2g} if larger and {reference} is shown ≥ {floor:.2g}" if floor > 0 else "")
 
 
 @_declares("full_ft_null")
