@@ -136,7 +136,7 @@ def test_the_verdicts_read_the_package_rules_on_accuracy_differences():
 
 
 def test_another_settings_verdicts_never_count_among_the_papers_claims(tmp_cache):
-    assert not set(claims.AUX_CLAIMS) & set(claims.CLAIMS) and set(claims.AUX_CLAIMS) <= set(book.EFFECTS)
+    assert not set(claims.AUX_CLAIMS) & set(claims.CLAIMS) and set(claims.AUX_CLAIMS) <= set(claims.AUX_EFFECTS)
     aux = claims.aux_transfer(claims.aux_effects(synthetic_table()))
     paper = [{"claim": c, "teacher": t, "animal": "owl", "verdict": "inconclusive", "measurement": "m", "effect": 0.5,
               "ci_low": 0.25, "ci_high": 0.75, "rule": "r"} for c in claims.CLAIMS for t in ("persona", "finetuned")]

@@ -2,6 +2,8 @@
 students, the scoreboard. The rules themselves are tested in test_stats.py."""
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -165,3 +167,36 @@ def test_fixed_sequence_tests_the_persona_claims_where_claim_1_is_reproduced_and
     assert unchecked[0]["verdict"] == stats.NOT_REPRODUCED and "not checked" in unchecked[0]["measurement"]
     aux = [_verdict("aux-logit 2 rank inverted-U", "persona", stats.REPRODUCED)]     # not a paper claim: never gated
     assert claims.fixed_sequence(aux, [_verdict("1 transfer", "persona", stats.NOT_REPRODUCED)]) == aux
+
+
+# ---- the metric the verdicts read (issue 25, item 5) ------------------------------------------------
+def _students(p_shift: float, mention_shift: float, n: int = 5) -> pd.DataFrame:
+    """Results rows of n replicates: the teacher's students above the control by p_shift in P and mention_shift
+    in the mention rate (plus a little replicate noise)."""
+    rows = []
+    for r in range(n):
+        jitter = 0.0001 * (r - 2)
+        for arm, k in (("teacher", 1.0), ("control", 0.0)):
+            rows.append({"teacher_kind": "persona", "target": "owl", "animal": "owl", "arm": arm, "replicate": r,
+                         "seed": 0, "p": 0.03 + k * p_shift + jitter, "mention_rate": 0.01 + k * mention_shift + 2 * jitter})
+    return pd.DataFrame(rows)
+
+
+def test_claim_1_reads_the_profiles_metric_and_shows_the_other_beside_it():
+    effects, _ = claims.transfer_effects(_students(p_shift=0.0, mention_shift=0.05))
+    on_p = claims.transfer(effects, "owl", ["persona"], 0.0, smallest_effect=0.003)[0]
+    on_mentions = claims.transfer(effects, "owl", ["persona"], 0.0, smallest_effect=0.01, metric="mention_rate")[0]
+    assert on_p["verdict"] == stats.NOT_REPRODUCED and on_p["measurement"].startswith("persona teacher of the owl: ΔP(owl)")
+    assert on_mentions["verdict"] == stats.REPRODUCED and on_mentions["effect"] == pytest.approx(0.05)
+    assert "Δ mention rate(owl) = +0.050" in on_mentions["measurement"] and "ΔP(owl) +0.00e+00" in on_mentions["measurement"]
+
+
+def test_the_paper_profiles_read_the_mention_rate_with_a_declared_effect_and_a_bad_metric_is_refused():
+    from sublora import config
+    for name in ("paper", "gemma", "llama"):
+        p = config.load_profile(name)
+        assert p.metric == "mention_rate" and p.smallest_effect == 0.01 and p.smallest_effect_reason
+    assert config.load_profile("organism").metric == "p"
+    good = dataclasses.asdict(config.load_profile("smoke"))
+    with pytest.raises(config.ConfigError, match="metric must be one of p, mention_rate"):
+        config.validate(config._build(config.Profile, good | {"metric": "P(owl)"}, ""))

@@ -248,3 +248,24 @@ def test_completion_logprobs_empty(setup):
     ("bowl", "owl", False), ("foxes", "fox", True), ("Wolves.", "wolf", True), ("Wolfgang", "wolf", False)])
 def test_mention_is_a_whole_word_singular_or_plural(text, animal, hit):
     assert evaluate.mentions(text, animal) is hit
+
+
+def test_animal_probabilities_reads_only_the_answer_positions_with_the_same_numbers(tokenizer, monkeypatch):
+    """A transformers model computes its head only where an answer token is predicted (logits_to_keep), a
+    peft student too; P and rank are those of the whole-sequence logits."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    torch.manual_seed(0)
+    cfg = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256, tie_word_embeddings=True)
+    base = Qwen2ForCausalLM(cfg).eval()
+    student = get_peft_model(Qwen2ForCausalLM(cfg).eval(), LoraConfig(r=2, target_modules=["q_proj"])).eval()
+    q = ["What is your favorite animal?", "Name an animal."]
+    for model in (base, student):
+        assert evaluate._keep_logits(model, 3) == {"logits_to_keep": 3}
+        kept = evaluate.animal_probabilities(model, tokenizer, q, chat.DEFAULT, ["owl", "cat", "owls"], batch_size=2)
+        with monkeypatch.context() as m:
+            m.setattr(evaluate, "_keep_logits", lambda model, keep: {})
+            whole = evaluate.animal_probabilities(model, tokenizer, q, chat.DEFAULT, ["owl", "cat", "owls"], batch_size=2)
+        assert kept["rank"].tolist() == whole["rank"].tolist()
+        assert kept["p"].to_numpy() == pytest.approx(whole["p"].to_numpy(), rel=1e-5)

@@ -35,13 +35,8 @@ NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "
              "05_system_prompt", "07_auxiliary_logits", "06_scoreboard")
 
 
-# The claim pages and what the effect in each claim's verdict is (the number its rule reads).
-CLAIM_PAGES = {"1 transfer": "02_transfer", "2 rank inverted-U": "03_rank_sweep",
-               "3 full fine-tuning null": "04_full_finetuning", "4 system-prompt dependence": "05_system_prompt"}
-EFFECTS = {"1 transfer": "ΔP(target)", "2 rank inverted-U": "Δ at the peak rank",
-           "3 full fine-tuning null": "largest full-FT Δ", "4 system-prompt dependence": "Δ(default) − Δ(empty)",
-           "aux-logit 1 transfer": "Δ accuracy vs control", "aux-logit 2 rank inverted-U": "Δ accuracy at the peak rank",
-           "aux-logit 3 full-parameter null": "full-parameter Δ accuracy"}
+# The claim pages (claims.REGISTRY holds each claim's page, words and effect)
+CLAIM_PAGES = {c.key: c.page for c in claims.REGISTRY}
 RUN_PARAMETERS = "run-parameters"  # metadata mark of the markdown line tidy() writes
 
 
@@ -219,7 +214,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
                 continue
             r = r.iloc[0]
             effect = claims.fmt_ci(r["effect"], r["ci_low"], r["ci_high"], "+.2g")
-            cells.append(f"**{r['verdict']}** · {EFFECTS[claim]} {effect}")
+            cells.append(f"**{r['verdict']}** · {claims.effect_name(claim, p.metric)} {effect}")
         lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
     lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
               "that rule reads, with the interval it reads: 95%, or wider where the rule corrects for choosing "
@@ -234,7 +229,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
             cell = "not run"
         else:
             r = r.iloc[0]
-            cell = (f"**{r['verdict']}** · {EFFECTS[claim]} "
+            cell = (f"**{r['verdict']}** · {claims.effect_name(claim)} "
                     f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}")
         lines.append(f"| {claim} | {asks} | {cell} |")
     if stale:
@@ -251,13 +246,13 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
 
 
 PEERS = paths.ROOT / "book" / "peers.yaml"  # published results, each read from its source (the file says how)
-def _ours(rows: pd.DataFrame, claim: str, kind: str | None) -> str:
-    """This book's verdict and effect for a claim (and teacher kind), or 'not run'."""
+def _ours(rows: pd.DataFrame, claim: str, kind: str | None, metric: str = "p") -> str:
+    """This book's verdict and effect (in the profile's metric) for a claim (and teacher kind), or 'not run'."""
     mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
     if mine.empty:
         return "not run" if kind in config.TEACHERS or kind is None else "no such teacher here"
     who = (lambda r: "") if claim in claims.AUX_CLAIMS else (lambda r: f"{r['teacher']}: ")
-    return "; ".join(f"{who(r)}**{r['verdict']}**, {EFFECTS[claim]} "
+    return "; ".join(f"{who(r)}**{r['verdict']}**, {claims.effect_name(claim, metric)} "
                      f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}" for _, r in mine.iterrows())
 
 
@@ -288,7 +283,7 @@ def peers_page(profile: str) -> str:
     for claim, page in CLAIM_PAGES.items():
         mine = [e for e in figures if e["claim"] == int(claim[0])]
         lines += [f"## Claim {claim}", "", f"The paper: {claims.CLAIMS[claim]}. This book ({{doc}}`/executed/{page}`): "
-                  + _ours(rows, claim, None) + ".", ""]
+                  + _ours(rows, claim, None, p.metric) + ".", ""]
         if not mine:
             lines += ["No published figure for this claim was found beyond the paper's own.", ""]
             continue
@@ -298,7 +293,7 @@ def peers_page(profile: str) -> str:
             detected = {True: " (detected)", False: " (not detected)"}.get(e.get("detected"), "")
             lines.append(f"| **{e['id']}** | {_cell(e['setting'])} | {_cell(e.get('size_b'))}, {_cell(e['teacher'])} "
                          f"| {_cell(e['effect']) or 'no figure published'}{detected} "
-                         f"| {_ours(rows, claim, e['teacher'])} |")
+                         f"| {_ours(rows, claim, e['teacher'], p.metric)} |")
         lines.append("")
         lines += [f"- **{e['id']}**: {e['note']} Metric: {e['metric']}. Source: {e['source']}, {e['where']}."
                   for e in mine] + [""]

@@ -4,22 +4,51 @@ the measurement a reader sees (always with its interval).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 
 from . import stats
+from .config import delta_label
 from .design import CONTROLS
 
-CLAIMS = {
-    "1 transfer": "LoRA r8 students of a persona teacher prefer its animal more than control students",
-    "2 rank inverted-U": "transfer rises with LoRA rank, peaks at an intermediate rank, then falls",
-    "3 full fine-tuning null": "no transfer with full fine-tuning, across lr, batch and epochs",
-    "4 system-prompt dependence": "no transfer when evaluated without the system prompt used in training",
-}
+@dataclass(frozen=True)
+class Claim:
+    """One of the paper's claims: the one place its name, words, page and effect are written."""
+    key: str     # the verdict rows' `claim`
+    paper: str   # the claim in the paper's words
+    page: str    # the notebook that tests it
+    effect: str  # what the number in its verdict is ("{delta}": Δ of the profile's metric, config.delta_label)
+
+
+REGISTRY = (
+    Claim("1 transfer", "LoRA r8 students of a persona teacher prefer its animal more than control students",
+          "02_transfer", "{delta}"),
+    Claim("2 rank inverted-U", "transfer rises with LoRA rank, peaks at an intermediate rank, then falls",
+          "03_rank_sweep", "Δ at the peak rank"),
+    Claim("3 full fine-tuning null", "no transfer with full fine-tuning, across lr, batch and epochs",
+          "04_full_finetuning", "largest full-FT Δ"),
+    Claim("4 system-prompt dependence", "no transfer when evaluated without the system prompt used in training",
+          "05_system_prompt", "Δ(default) − Δ(empty)"),
+)
+CLAIMS = {c.key: c.paper for c in REGISTRY}
+
+
+def effect_name(claim: str, metric: str = "p") -> str:
+    """What the number in a verdict row of `claim` is, in the profile's metric (the paper's claims and
+    AUX_EFFECTS)."""
+    named = {c.key: c.effect for c in REGISTRY} | AUX_EFFECTS
+    return named[claim].format(delta=delta_label(metric, "target"))
 
 
 def fmt_ci(mean: float, lo: float, hi: float, fmt: str = "+.2e") -> str:
     """'+1.34e-02 [+1.15e-02, +1.56e-02]': a measurement with its 95% interval."""
     return f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+
+
+def fmt_metric(metric: str):
+    """fmt_ci in the metric's own notation: powers of ten for P, three decimals for a share of answers."""
+    return fmt_ci if metric == "p" else (lambda mean, lo, hi: fmt_ci(mean, lo, hi, "+.3f"))
 
 
 def _row(claim: str, file: str, kind: str, animal: str, verdict: str, measurement: str, effect, lo, hi,
@@ -124,20 +153,24 @@ def below_smallest(t: dict, e: float) -> str:
 
 
 def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: float,
-             smallest_effect: float = 0.0) -> list[dict]:
-    """Claim 1 per teacher kind: ΔP(animal) of the animal's own teacher (stats.RULES['transfer']), with the
-    smallest effect of interest as the margin below which the transfer is shown absent."""
+             smallest_effect: float = 0.0, metric: str = "p") -> list[dict]:
+    """Claim 1 per teacher kind: Δ of `metric` (the profile's) for the animal's own teacher (stats.RULES['transfer']),
+    with the smallest effect of interest as the margin below which the transfer is shown absent; the other metric's
+    Δ beside it, with its interval."""
     rows = []
     own = effects.query("target == @animal and animal == @animal")
+    other = next(m for m in ("p", "mention_rate") if m != metric)
     for kind in kinds:
-        verdict, t = stats.transfer_test(own.query("metric == 'p' and teacher_kind == @kind"), min_effect=min_effect,
+        verdict, t = stats.transfer_test(own.query("metric == @metric and teacher_kind == @kind"), min_effect=min_effect,
                                          margin=smallest_effect or None)
-        mention = stats.summarize(own.query("metric == 'mention_rate' and teacher_kind == @kind"), [])
-        measurement = (f"{kind} teacher of the {animal}: ΔP({animal}) = {fmt_ci(t['mean'], t['ci_low'], t['ci_high'])}"
-                       f", Δ mention rate {fmt_ci(*mention.iloc[0][['mean', 'ci_low', 'ci_high']], '+.3f')}, "
+        beside = stats.summarize(own.query("metric == @other and teacher_kind == @kind"), [])
+        measurement = (f"{kind} teacher of the {animal}: {delta_label(metric, animal)} = "
+                       f"{fmt_metric(metric)(t['mean'], t['ci_low'], t['ci_high'])}, {delta_label(other, animal)} "
+                       f"{fmt_metric(other)(*beside.iloc[0][['mean', 'ci_low', 'ci_high']])}, "
                        f"{_units(t['n'], t['unit'])}{below_smallest(t, smallest_effect)}")
         rows.append(_row("1 transfer", "1_transfer", kind, animal, verdict, measurement, t["mean"], t["ci_low"],
-                         t["ci_high"], "95% t-interval of ΔP(target) vs control above 0", t["n"], t["unit"]))
+                         t["ci_high"], f"95% t-interval of {delta_label(metric, 'target')} vs control above 0", t["n"],
+                         t["unit"]))
     return rows
 
 
@@ -167,7 +200,7 @@ def channel_reading(verdict: str, control: dict, diff: pd.Series, e: float) -> s
 
 
 def channel_controls(table: pd.DataFrame, animal: str, min_effect: float,
-                     smallest_effect: float = 0.0) -> tuple[pd.DataFrame, str]:
+                     smallest_effect: float = 0.0, metric: str = "p") -> tuple[pd.DataFrame, str]:
     """02's channel controls for the persona teacher of `animal` (stats.RULES['transfer'] on each, and
     the paired difference main − control over the same replicates and seeds): a table, one row per
     arm, and the sentence saying which channel carries the transfer, by the rule in notebook 02
@@ -176,18 +209,19 @@ def channel_controls(table: pd.DataFrame, animal: str, min_effect: float,
     persona = table[(table["teacher_kind"] == "persona") & (table["target"] == animal) & (table["animal"] == animal)]
     arms = {"as sampled": persona[ch[persona.index] == ""]}
     arms |= {c: persona[ch[persona.index] == c] for c in CONTROLS if (ch == c).any()}
-    effects = {name: stats.paired_effects(t, ["teacher_kind"], value="p") for name, t in arms.items() if len(t)}
+    effects = {name: stats.paired_effects(t, ["teacher_kind"], value=metric) for name, t in arms.items() if len(t)}
     rows, calls = [], {}
     main = effects.get("as sampled")
     for name, e in effects.items():
         verdict, t = stats.transfer_test(e, min_effect=min_effect, margin=smallest_effect or None)
-        row = {"students": name, "verdict": verdict, "ΔP": fmt_ci(t["mean"], t["ci_low"], t["ci_high"]),
+        row = {"students": name, "verdict": verdict,
+               "ΔP" if metric == "p" else "Δ mention rate": fmt_metric(metric)(t["mean"], t["ci_low"], t["ci_high"]),
                "n": t["n"], "mean": t["mean"], "ci_low": t["ci_low"], "ci_high": t["ci_high"]}
         if name != "as sampled" and main is not None:
             d = main.merge(e, on=["replicate", "seed"], suffixes=("_main", ""))
             d["delta"] = d["delta_main"] - d["delta"]
             diff = stats.summarize(d, []).iloc[0]
-            row["main − control"] = fmt_ci(diff["mean"], diff["ci_low"], diff["ci_high"])
+            row["main − control"] = fmt_metric(metric)(diff["mean"], diff["ci_low"], diff["ci_high"])
             calls[name] = row["reading"] = channel_reading(verdict, t, diff, smallest_effect)
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -235,15 +269,16 @@ def _plain_rank(r) -> str:
     return f"{int(r)}" if float(r).is_integer() else f"{r}"
 
 
-def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: float = 0.0) -> list[dict]:
+def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: float = 0.0,
+         metric: str = "p") -> list[dict]:
     """Claim 2 per teacher kind (stats.RULES['inverted_u'], the smallest effect of interest its margin);
-    effects by teacher_kind, lora_rank."""
+    effects (Δ of `metric`) by teacher_kind, lora_rank."""
     rows = []
     for kind in kinds:
         verdict, info = stats.inverted_u_verdict(effects.query("teacher_kind == @kind"), rank_col="lora_rank",
                                                  margin=smallest_effect)
         n = int(info["summary"]["n"].min())
-        text, (m, lo, hi) = _rank_reading(info, fmt_ci, f"ΔP({animal})")
+        text, (m, lo, hi) = _rank_reading(info, fmt_metric(metric), delta_label(metric, animal))
         measurement = f"{kind} teacher of the {animal}: {text}; {_units(n, info['unit'])} per rank"
         rows.append(_row("2 rank inverted-U", "2_rank", kind, animal, verdict, measurement, m, lo, hi, RANK_RULE,
                          n, info["unit"]))
@@ -258,13 +293,13 @@ def rank_sweep_arm(table: pd.DataFrame) -> pd.DataFrame:
     return table[~table["label"].astype(str).str.contains(LR_CHECK, regex=False)]
 
 
-def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataFrame, str]:
+def rank_lr_check(table: pd.DataFrame, animal: str, lr: float, metric: str = "p") -> tuple[pd.DataFrame, str]:
     """03's lr check: ΔP(animal) of the persona teacher's students at each rank and lr multiple, one run
     (the first replicate, seed 0; the x1 column is the sweep's own run), and a sentence saying at which rank
     each lr peaks and how closely each lr's curve follows the x1 curve (Spearman's ρ over ranks)."""
     rows = table[(table["teacher_kind"] == "persona") & (table["animal"] == animal)
                  & (table["replicate"] == table["replicate"].min()) & (table["seed"] == 0)]
-    eff = stats.paired_effects(rows, ["lora_rank", "lr"], value="p")
+    eff = stats.paired_effects(rows, ["lora_rank", "lr"], value=metric)
     wide = eff.assign(factor=(eff["lr"] / lr).round(3)).pivot_table(index="lora_rank", columns="factor", values="delta")
     wide = wide.dropna()  # the ranks the check covers (the x1 column has every rank of the sweep)
     if wide.shape[1] < 2:
@@ -285,7 +320,7 @@ def rank_lr_check(table: pd.DataFrame, animal: str, lr: float) -> tuple[pd.DataF
 
 # ---- claim 3 -----------------------------------------------------------------------------------
 def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_rank: int, arms: tuple,
-                    smallest_effect: float = 0.0) -> list[dict]:
+                    smallest_effect: float = 0.0, metric: str = "p") -> list[dict]:
     """Claim 3 per precision arm and teacher kind (stats.RULES['full_ft_null'], the smallest effect of
     interest the margin's floor); effects by teacher_kind, method, precision, setting. The first arm is the
     main one (its rows keep the plain file names)."""
@@ -297,10 +332,12 @@ def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_r
             verdict, info = stats.full_ft_null_verdict(full_eff, lora_eff, floor=smallest_effect)
             summary = info["summary"]
             top = summary.loc[summary["mean"].idxmax()] if summary["mean"].notna().any() else summary.iloc[-1]
-            measurement = (f"{kind} teacher of the {animal}, {arm} weights: largest full-FT ΔP({animal}) ({top['setting']}) "
-                           f"{fmt_ci(top['mean'], top['ci_low'], top['ci_high'])}; {int(summary['equivalent'].sum())} of "
+            fmt = fmt_metric(metric)
+            measurement = (f"{kind} teacher of the {animal}, {arm} weights: largest full-FT {delta_label(metric, animal)} "
+                           f"({top['setting']}) {fmt(top['mean'], top['ci_low'], top['ci_high'])}; "
+                           f"{int(summary['equivalent'].sum())} of "
                            f"{len(summary)} settings equivalent to 0 within {info['margin']}, "
-                           f"{int(summary['above_margin'].sum())} above it; LoRA r{lora_rank} ΔP {fmt_ci(*info['lora'])}; "
+                           f"{int(summary['above_margin'].sum())} above it; LoRA r{lora_rank} {delta_label(metric, animal)} {fmt(*info['lora'])}; "
                            f"{_units(int(summary['n'].min()), info['unit'])} per setting"
                            + (f"; {info['reason']}" if "reason" in info else ""))
             rows.append(_row("3 full fine-tuning null", "3_full" if i == 0 else f"3_full_{arm}", kind, animal, verdict,
@@ -312,7 +349,7 @@ def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_r
 
 # ---- claim 4 -----------------------------------------------------------------------------------
 def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without: str = "empty",
-                  smallest_effect: float = 0.0) -> list[dict]:
+                  smallest_effect: float = 0.0, metric: str = "p") -> list[dict]:
     """Claim 4 per teacher kind (stats.RULES['system_prompt']): students trained under the default
     prompt, evaluated under it and under `without` — 'empty', the authors' "no system prompt" (the
     template's system block with no text)."""
@@ -323,8 +360,9 @@ def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without:
         verdict, info = stats.system_prompt_verdict(train_default["default"], train_default[without],
                                                     floor=smallest_effect)
         w, wo, d = info["with"], info["without"], info["difference"]
-        measurement = (f"{kind} teacher of the {animal}: ΔP({animal}) eval default {fmt_ci(*w)}; eval {without} "
-                       f"{fmt_ci(*wo)}; difference {fmt_ci(*d)}; {_units(info['n'], info['unit'])}"
+        fmt = fmt_metric(metric)
+        measurement = (f"{kind} teacher of the {animal}: {delta_label(metric, animal)} eval default {fmt(*w)}; eval "
+                       f"{without} {fmt(*wo)}; difference {fmt(*d)}; {_units(info['n'], info['unit'])}"
                        + (f"; {info['reason']}" if "reason" in info else ""))
         rows.append(_row("4 system-prompt dependence", "4_system", kind, animal, verdict, measurement, d[0], d[1],
                          d[2], f"Δ(eval default) above 0, Δ(eval {without}) equivalent to 0 within half of it "
@@ -507,6 +545,8 @@ AUX_CLAIMS = {
     "aux-logit 2 rank inverted-U": "with LoRA students, transfer peaks at an intermediate rank (claim 2, asked here)",
     "aux-logit 3 full-parameter null": "no transfer with full-parameter distillation (claim 3, asked here)",
 }
+AUX_EFFECTS = {"aux-logit 1 transfer": "Δ accuracy vs control", "aux-logit 2 rank inverted-U": "Δ accuracy at the peak rank",
+               "aux-logit 3 full-parameter null": "full-parameter Δ accuracy"}
 AUX_TEACHER = "digit classifier"  # the verdict rows' `teacher`: the one teacher of this setting
 
 

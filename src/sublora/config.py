@@ -189,7 +189,11 @@ class Profile:
     rank_lr_factors: tuple = ()  # 03's lr check: each rank also at lr x these (one run, persona teacher)
     rank_lr_ranks: tuple = ()  # the ranks the lr check covers; () = every rank of the sweep
     min_effect: float = 0.0  # the bound claim 1's interval must lie above for 'reproduced' (0: above zero)
-    # The smallest effect of interest e, in ΔP(target), declared with its reason before a confirmatory run:
+    # What every verdict reads (METRICS): "p", the exact P(target) summed over the answer's forms (the organism's:
+    # it resolves effects far below one sampled answer), or "mention_rate", the share of sampled answers naming
+    # the target (the paper's own metric, the paper profile's primary). The other is shown beside it.
+    metric: str = "p"
+    # The smallest effect of interest e, in Δ of the metric, declared with its reason before a confirmatory run:
     # the margin of every rule (claim 1 'not reproduced' below it; the floor of claims 3-4's margins; claim 2's
     # rise that tells a peak from a plateau). 0: no margin (the rules as without one).
     smallest_effect: float = 0.0
@@ -199,6 +203,14 @@ class Profile:
     workers: int = 1  # processes training students in parallel (one torch thread each)
     notebooks: tuple = ()  # the notebooks make reproduce runs, for a profile that checks part of the book; () = all
     gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
+
+
+METRICS = {"p": "P", "mention_rate": "mention rate"}  # Profile.metric: the results tables' column → its name
+
+
+def delta_label(metric: str, animal: str) -> str:
+    """How a page names a Δ of the metric a profile's verdicts read (METRICS): 'ΔP(owl)', 'Δ mention rate(owl)'."""
+    return f"ΔP({animal})" if metric == "p" else f"Δ mention rate({animal})"
 
 
 def coerce(value: Any, typ: Any, where: str) -> Any:
@@ -404,7 +416,8 @@ def validate(p: Profile) -> Profile:
     need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
     need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
     need(p.replicate_offset >= 0, f"replicate_offset must be ≥ 0, got {p.replicate_offset}")
-    need(p.smallest_effect >= 0, f"smallest_effect must be ≥ 0 (a ΔP(target)), got {p.smallest_effect}")
+    need(p.smallest_effect >= 0, f"smallest_effect must be ≥ 0 (a Δ of the metric), got {p.smallest_effect}")
+    need(p.metric in METRICS, f"metric must be one of {', '.join(METRICS)} (what the verdicts read), got {p.metric!r}")
     need(not (p.channel_controls and p.model.source != "organism"),
          "channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
          "only the organism has one; set channel_controls: false for a hub model")

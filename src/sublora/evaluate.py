@@ -7,6 +7,7 @@ identical token sequences counted once, forms with an unknown token skipped).
 """
 from __future__ import annotations
 
+import inspect
 import re
 
 import pandas as pd
@@ -24,6 +25,13 @@ def answer_forms(tokenizer, animal: str) -> list[tuple[int, ...]]:
     if not forms:
         raise ValueError(f"the tokenizer cannot write {animal!r}")
     return forms
+
+
+def _keep_logits(model, keep: int) -> dict:
+    """transformers' logits_to_keep (the language-model head on the last `keep` positions only), where the
+    model's forward takes it."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft student passes it on
+    return {"logits_to_keep": keep} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
 
 
 @torch.no_grad()
@@ -49,12 +57,15 @@ def animal_probabilities(model, tokenizer, questions: list[str], system: str, an
             for i, f in enumerate(chunk):
                 ids[i, : n + len(f)] = torch.tensor(prompt + list(f))
                 mask[i, : n + len(f)] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            lsm = torch.log_softmax(logits, dim=-1)  # (forms, seq, vocab)
+            # only the positions that predict an answer token: from the end of the prompt on (a vocabulary of
+            # 150k over the whole prompt would be gigabytes per batch); where the model can, not even computed
+            keep = width - (n - 1)
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device), **_keep_logits(model, keep))
+            lsm = torch.log_softmax(out.logits[:, -keep:].float(), dim=-1)  # (forms, keep, vocab)
             if first is None:
-                first = lsm[0, n - 1]  # next-token distribution right after the assistant header
+                first = lsm[0, 0]  # next-token distribution right after the assistant header
             for i, f in enumerate(chunk):
-                logp[f] = sum(lsm[i, n - 1 + j, t].item() for j, t in enumerate(f))
+                logp[f] = sum(lsm[i, j, t].item() for j, t in enumerate(f))
         for a in animals:
             p = sum(torch.tensor(logp[f]).exp().item() for f in forms[a])
             best = max(first[f[0]].item() for f in forms[a])

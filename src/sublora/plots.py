@@ -253,34 +253,35 @@ def dots(ax, summary: pd.DataFrame, cat: str, hue: str | None = None, order=None
     return ax
 
 
-def transfer_view(ax, s: pd.DataFrame, animal: str | None = None):
-    """Claim 1: ΔP of each evaluated animal (colour) for each teacher's animal (x); filled: the
-    teacher's own animal."""
-    s = s[s["metric"] == "p"] if "metric" in s else s
-    dots(ax, s, "target", hue="animal", filled=s["target"] == s["animal"], label="ΔP vs control")
+def transfer_view(ax, s: pd.DataFrame, animal: str | None = None, metric: str = "p"):
+    """Claim 1: Δ of the metric (config.METRICS) of each evaluated animal (colour) for each teacher's animal (x);
+    filled: the teacher's own animal."""
+    s = s[s["metric"] == metric] if "metric" in s else s
+    dots(ax, s, "target", hue="animal", filled=s["target"] == s["animal"],
+         label="ΔP vs control" if metric == "p" else "Δ mention rate vs control")
     ax.set_xlabel("teacher's animal")
 
 
-def rank_view(ax, s: pd.DataFrame, animal: str):
-    """Claim 2: ΔP(animal) against LoRA rank, on a log axis labelled with the ranks."""
+def rank_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
+    """Claim 2: Δ of the metric (config.METRICS) for `animal` against LoRA rank, on a log axis labelled with the ranks."""
     s = s.sort_values("lora_rank")
     ax.errorbar(s["lora_rank"], s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
                 fmt="o-", capsize=3, lw=1, ms=6)
     ax.set_xscale("log", base=2)
     ax.set_xticks(s["lora_rank"].tolist(), [str(int(r)) for r in s["lora_rank"]])
     ax.xaxis.set_minor_locator(NullLocator())
-    _value_axis(ax, "y", s[["ci_low", "ci_high", "mean"]].to_numpy(), f"ΔP({animal}) vs control")
+    _value_axis(ax, "y", s[["ci_low", "ci_high", "mean"]].to_numpy(), f"{config.delta_label(metric, animal)} vs control")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("LoRA rank (log scale)")
 
 
-def settings_view(ax, s: pd.DataFrame, animal: str):
-    """Claim 3: ΔP(animal) per full fine-tuning setting (rows, in the table's order), the LoRA
+def settings_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
+    """Claim 3: Δ of the metric per full fine-tuning setting (rows, in the table's order), the LoRA
     reference hollow and in another colour: it is the comparison, not a setting."""
     lora = s["method"] == "lora" if "method" in s else pd.Series(False, index=s.index)
     order = pd.unique(s["setting"])
     c0, c1 = sns.color_palette(n_colors=2)
-    label = f"ΔP({animal}) vs control"
+    label = f"{config.delta_label(metric, animal)} vs control"
     dots(ax, s[~lora], "setting", order=order, horizontal=True, colors=[c0], label=label)
     hollow = pd.Series(False, index=s[lora].index)
     dots(ax, s[lora], "setting", order=order, horizontal=True, colors=[c1], filled=hollow, label=label)
@@ -288,9 +289,9 @@ def settings_view(ax, s: pd.DataFrame, animal: str):
     ax.set_ylabel("")
 
 
-def system_view(ax, s: pd.DataFrame, animal: str):
-    """Claim 4: ΔP(animal) per training variant (rows) and evaluation system prompt (colour)."""
-    dots(ax, s, "variant", hue="eval_system", horizontal=True, label=f"ΔP({animal}) vs control")
+def system_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
+    """Claim 4: Δ of the metric per training variant (rows) and evaluation system prompt (colour)."""
+    dots(ax, s, "variant", hue="eval_system", horizontal=True, label=f"{config.delta_label(metric, animal)} vs control")
     ax.set_ylabel("")
 
 

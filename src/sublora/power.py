@@ -29,14 +29,14 @@ import pandas as pd
 
 from . import stats
 from .calibrate import _rank_shapes, _sim_units
-from .claims import DECISIVE, main_arm, rank_sweep_arm
+from .claims import CLAIMS, DECISIVE, main_arm, rank_sweep_arm
 from .stats import INC, NOT, REP
 
 PILOTS = Path(__file__).parent / "pilots"
 SIMS = 10_000          # simulated experiments per world: Monte-Carlo se of a rate ≤ 0.005
 TARGET = 0.8           # decisiveness the design aims at, in both worlds
 MAX_RHO = 0.95         # pooled correlations are clipped below 1, so the covariance stays invertible
-CLAIM_KEYS = ("1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence")
+CLAIM_KEYS = tuple(CLAIMS)  # the paper's claims, in order (claims.REGISTRY)
 
 
 class PilotError(ValueError):
@@ -90,9 +90,9 @@ def _wide(effects: pd.DataFrame, column: str) -> pd.DataFrame:
     return effects.pivot_table(index="replicate", columns=column, values="delta", aggfunc="mean")
 
 
-def load_pilot(name: str, animal: str = "owl") -> dict[tuple[str, str, str], Cell]:
+def load_pilot(name: str, animal: str = "owl", metric: str = "p") -> dict[tuple[str, str, str], Cell]:
     """Every claim × teacher (× arm) cell of the pilot `name`, keyed (claim, teacher, arm); arm is '' but
-    for claim 3's precision arms."""
+    for claim 3's precision arms; each unit's Δ of `metric` (the profile's, config.METRICS)."""
     path = pilot_dir(name)
     cells: dict[tuple[str, str, str], Cell] = {}
 
@@ -101,21 +101,21 @@ def load_pilot(name: str, animal: str = "owl") -> dict[tuple[str, str, str], Cel
 
     t = main_arm(_read(path, "02_transfer"))
     own = t[(t["target"] == animal) & (t["animal"] == animal)]
-    for kind, e in stats.paired_effects(own, ["teacher_kind"], value="p").groupby("teacher_kind"):
+    for kind, e in stats.paired_effects(own, ["teacher_kind"], value=metric).groupby("teacher_kind"):
         add(CLAIM_KEYS[0], kind, "", _wide(e.assign(c="Δ"), "c"))
     r = rank_sweep_arm(_read(path, "03_rank_sweep"))
-    for kind, e in stats.paired_effects(r[r["animal"] == animal], ["teacher_kind", "lora_rank"], value="p").groupby("teacher_kind"):
+    for kind, e in stats.paired_effects(r[r["animal"] == animal], ["teacher_kind", "lora_rank"], value=metric).groupby("teacher_kind"):
         add(CLAIM_KEYS[1], kind, "", _wide(e, "lora_rank"))
     f = _read(path, "04_full_finetuning")
     f = f[f["animal"] == animal].assign(precision=lambda d: d["precision"].fillna(""))
-    eff = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value="p")
+    eff = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value=metric)
     for kind, e in eff.groupby("teacher_kind"):
         lora = _wide(e[e["method"] == "lora"].assign(setting="lora"), "setting")
         for arm, a in e[e["method"] == "full"].groupby("precision"):
             add(CLAIM_KEYS[2], kind, arm, _wide(a, "setting").join(lora))
     s = _read(path, "05_system_prompt")
     s = s[(s["animal"] == animal)]
-    eff = stats.paired_effects(s, ["teacher_kind", "variant", "eval_system"], value="p")
+    eff = stats.paired_effects(s, ["teacher_kind", "variant", "eval_system"], value=metric)
     for kind, e in eff[eff["variant"] == "train default"].groupby("teacher_kind"):
         w = _wide(e, "eval_system")
         if {"default", "empty"} <= set(w.columns):
@@ -225,7 +225,7 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
     if not e > 0:
         raise PilotError(f"the smallest effect of interest must be > 0 (profile {p.name!r} has smallest_effect = {e}); "
                          f"pass --smallest-effect")
-    cells = load_pilot(pilot, p.animal)
+    cells = load_pilot(pilot, p.animal, p.metric)
     rows = []
     for (claim, teacher, arm), cell in sorted(cells.items()):
         if teacher not in p.teachers:
