@@ -87,7 +87,8 @@ def test_intro_opens_with_a_row_per_claim(html):
         assert claim in text(row) and paper in text(row)
         assert f'href="executed/{page}.html"' in row
         cells = re.findall(r"<td.*?</td>", row, re.S)[2:]  # one per teacher
-        assert cells and all(re.search(VERDICT, text(c)) and INTERVAL.search(text(c)) for c in cells), text(row)
+        assert cells and all(re.search(VERDICT, text(c)) and (INTERVAL.search(text(c)) or "not tested" in text(c))
+                             for c in cells), text(row)  # a claim not tested has no result to show
     assert "The model: the smoke profile" in text(intro)
 
 
