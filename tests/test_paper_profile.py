@@ -84,7 +84,7 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path, smoke_organism
     p = dataclasses.replace(
         paper, replicates=1, seeds=1,
         model=dataclasses.replace(paper.model, name=str(local), device="cpu", gradient_checkpointing=True),
-        data=dataclasses.replace(smoke.data),
+        data=dataclasses.replace(smoke.data, prompts=192),  # enough kept lists that a seed can reorder them (below)
         train=dataclasses.replace(smoke.train, lora=paper.train.lora),
         eval=dataclasses.replace(smoke.eval, question_set="all"))
     models.preflight(p)
@@ -96,9 +96,11 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path, smoke_organism
     full = design.Pair("persona", p.animal, 0, 0, dataclasses.replace(design.full_spec(p), precision="bf16-kahan"))
     assert len(pipeline.pair_rows(p, full)) == len(rows)
     # another training seed, the same data: another student (the authors' seeds gave identical full fine-tuning).
-    # One example per step: this dataset has 7, and in batches of 4 (2 steps, each batch fixed by length
-    # grouping) a seed could only choose which batch comes first
+    # One example per step: in batches of 4 (each batch fixed by length grouping) a seed could only choose which
+    # batch comes first, and length grouping puts the longest example first, so a seed needs ≥ 3 examples to act
     from safetensors.torch import load_file
+    kept, _ = pipeline.dataset(p, None, 0, progress=False)
+    assert len(kept) >= 3, f"the control dataset kept {len(kept)} lists: too few for two seeds to differ"
     spec = dataclasses.replace(full.spec, batch_size=1)
     a, b = (load_file(pipeline.student(p, pipeline.DataId(None, 0), spec, seed, progress=False) / "model.safetensors")
             for seed in (0, 1))
