@@ -216,7 +216,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
             if r["verdict"] == claims.NOT_TESTED:  # its number is no result: the page keeps it, for information
                 first = rows[(rows["claim"] == next(iter(claims.CLAIMS))) & (rows["teacher"] == t)]["verdict"]
                 said = first.iloc[0] if len(first) else "missing"
-                cells.append(f"**{r['verdict']}** · its claim 1 is {said} (a fixed sequence, {{doc}}`/design`)")
+                cells.append(f"**{r['verdict']}** · its claim 1 is {said} ({{doc}}`a fixed sequence </design>`)")
                 continue
             effect = claims.fmt_ci(r["effect"], r["ci_low"], r["ci_high"], "+.2g")
             cells.append(f"**{r['verdict']}** · {claims.effect_name(claim, p.metric)} {effect}")
