@@ -91,6 +91,7 @@ def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
 
 NOT_TESTED = "not tested"
 SEQUENCE = "persona"  # the teacher whose claims 2-4 wait on its claim 1 (book/design.md, the fixed sequence)
+GATE = "fixed_sequence"  # the key a gated row carries: what the gate did ("tested", "not tested", "not checked")
 
 
 def fixed_sequence(rows: list[dict], verdicts) -> list[dict]:
@@ -109,16 +110,18 @@ def fixed_sequence(rows: list[dict], verdicts) -> list[dict]:
     out = []
     for r in rows:
         gated = r.get("teacher") == SEQUENCE and is_paper_claim(r["claim"]) and r["claim"] != next(iter(CLAIMS))
-        if not gated or r["verdict"] in (NOT_TESTED, INVALID) or "fixed sequence" in r["measurement"]:
+        if not gated or r["verdict"] == INVALID or isinstance(r.get(GATE), str):  # the gate has already been applied
             out.append(r)
         elif first.empty:
-            out.append(r | {"measurement": f"{r['measurement']}; fixed sequence not checked: no claim-1 verdict of "
+            out.append(r | {GATE: "not checked",
+                            "measurement": f"{r['measurement']}; fixed sequence not checked: no claim-1 verdict of "
                                            f"the {SEQUENCE} teacher for this run (notebook 02)"})
         elif (v := str(first["verdict"].iloc[0])) == stats.REPRODUCED:
-            out.append(r | {"measurement": f"{r['measurement']}; tested: the {SEQUENCE} teacher's claim 1 is "
+            out.append(r | {GATE: "tested",
+                            "measurement": f"{r['measurement']}; tested: the {SEQUENCE} teacher's claim 1 is "
                                            f"reproduced (fixed sequence)"})
         else:
-            out.append(r | {"verdict": NOT_TESTED,
+            out.append(r | {GATE: "not tested", "verdict": NOT_TESTED,
                             "measurement": f"not tested (fixed sequence, declared before the data): the {SEQUENCE} "
                                            f"teacher's claim 1 is {v}; the rule's own reading, for information "
                                            f"only: {r['verdict']}: {r['measurement']}"})
