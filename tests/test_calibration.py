@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sublora import calibrate, stats
+from sublora import calibrate, rules, scoreboard, simulate, stats
 from sublora.stats import REPRODUCED
 
 SIMS = 2000  # Monte-Carlo se of a 2.5% rate: 0.35%; of a 95% coverage: 0.5%
@@ -79,26 +79,26 @@ def _frames(X, column, levels, rng):
 def test_table_functions_agree_with_the_simulated_cores():
     rng = np.random.default_rng(2)
     ranks = [1, 2, 4, 8, 16, 32, 64, 128]
-    X = calibrate._sim_units(rng, 25, 5, calibrate._rank_shapes(8, 3.0)["inverted U, ends 0"])
-    expected = stats.VERDICTS[stats._inverted_u_core(X)["codes"]]
-    got = [stats.inverted_u_verdict(t, rank_col="lora_rank")[0] for t in _frames(X, "lora_rank", ranks, rng)]
+    X = simulate.sim_units(rng, 25, 5, simulate.rank_shapes(8, 3.0)["inverted U, ends 0"])
+    expected = stats.VERDICTS[rules.inverted_u_core(X)["codes"]]
+    got = [rules.inverted_u_verdict(t, rank_col="lora_rank")[0] for t in _frames(X, "lora_rank", ranks, rng)]
     assert got == expected.tolist() and {REPRODUCED} & set(got)
 
     settings = ["baseline", "lr 2e-05", "lr 0.0005"]
-    U = calibrate._sim_units(rng, 25, 5, [0.0, 1.0, 0.0, 4.0])  # 3 settings, then the LoRA reference
-    expected = stats.VERDICTS[stats._full_ft_core(U[..., :3], U[..., 3])["codes"]]
+    U = simulate.sim_units(rng, 25, 5, [0.0, 1.0, 0.0, 4.0])  # 3 settings, then the LoRA reference
+    expected = stats.VERDICTS[rules.full_ft_core(U[..., :3], U[..., 3])["codes"]]
     got = []
     for s, t in enumerate(_frames(U[..., :3], "setting", settings, rng)):
         lora = pd.DataFrame({"replicate": np.arange(5), "seed": 0, "delta": U[s, :, 3]})
-        got.append(stats.full_ft_null_verdict(t, lora.iloc[::-1])[0])
+        got.append(rules.full_ft_null_verdict(t, lora.iloc[::-1])[0])
     assert got == expected.tolist() and len(set(got)) > 1
 
-    U = calibrate._sim_units(rng, 25, 5, [3.0, 1.0])
-    expected = stats.VERDICTS[stats._system_prompt_core(U[..., 0], U[..., 1])["codes"]]
+    U = simulate.sim_units(rng, 25, 5, [3.0, 1.0])
+    expected = stats.VERDICTS[rules.system_prompt_core(U[..., 0], U[..., 1])["codes"]]
     got = []
     for t in _frames(U, "eval_system", ["default", "none"], rng):
         wide = t.pivot_table(index=["replicate", "seed"], columns="eval_system", values="delta")
-        got.append(stats.system_prompt_verdict(wide["default"], wide["none"])[0])
+        got.append(rules.system_prompt_verdict(wide["default"], wide["none"])[0])
     assert got == expected.tolist() and len(set(got)) > 1
 
 
@@ -126,7 +126,7 @@ def test_operating_characteristics_simulate_claim_3_at_each_arms_own_number_of_s
     seen = []
     real = calibrate.calibrate
     monkeypatch.setattr(calibrate, "calibrate", lambda *a, **k: seen.append(k.get("settings")) or real(*a, **k))
-    oc = claims.operating_characteristics(p, sims=300)
+    oc = scoreboard.operating_characteristics(p, sims=300)
     main, other = p.train.full_precision
     assert list(oc.loc[oc["claim"].str.startswith("3"), "arm"]) == [main, other]
     assert (oc.loc[~oc["claim"].str.startswith("3"), "arm"] == "").all() and len(oc) == len(claims.CLAIMS) + 1

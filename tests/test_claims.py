@@ -7,7 +7,7 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from sublora import claims, design, stats
+from sublora import claims, design, power, readings, scoreboard, stats, summaries
 
 
 # ---- 02's channel controls (claims.channel_controls) ---------------------------------------------
@@ -103,8 +103,8 @@ def test_the_scoreboard_sets_each_verdict_beside_its_claim_and_its_rules_error_r
                              for c in reversed(list(claims.CLAIMS)) for t in ("finetuned", "persona")])
     errors = pd.DataFrame([{"claim": c, "false 'reproduced' (max over nulls)": 0.01 * i, "power at 2 sd": 0.5,
                             "power at 4 sd": 0.9} for i, c in enumerate(claims.CLAIMS)])
-    board = claims.scoreboard(verdicts, errors)
-    assert list(board.columns) == claims.SCOREBOARD
+    board = scoreboard.scoreboard(verdicts, errors)
+    assert list(board.columns) == scoreboard.SCOREBOARD
     assert list(board["claim"]) == [c for c in claims.CLAIMS for _ in range(2)]  # claim by claim
     assert list(board["teacher"])[:2] == ["persona", "finetuned"]  # the paper's teacher first
     assert list(board["paper"])[::2] == list(claims.CLAIMS.values())
@@ -119,26 +119,25 @@ def test_channel_labels_are_the_controls_names():
 
 
 def test_precision_arms_are_compared_by_a_paired_test_not_by_their_labels():
-    """claims.precision_contrast: Δ(bf16) − Δ(fp32-master) per shared setting, paired by replicate; the finding
+    """summaries.precision_contrast: Δ(bf16) − Δ(fp32-master) per shared setting, paired by replicate; the finding
     reads those intervals. On the v5 pilot the weight-space teacher's pure-bf16 students transfer less at the
     baseline (1.0e-03 against 3.3e-03), whatever the two arms' verdict labels say."""
-    from sublora import power
     f = pd.read_csv(power.pilot_dir("v5") / "04_full_finetuning.csv")
     effects = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value="p")
-    c = claims.precision_contrast(effects, ["persona", "finetuned"], ("fp32-master", "bf16"), 3.3e-3)
+    c = summaries.precision_contrast(effects, ["persona", "finetuned"], ("fp32-master", "bf16"), 3.3e-3)
     fin = c[c["teacher"] == "finetuned"].set_index("setting")
     assert set(fin.index) == {"baseline", "lr 2e-05", "lr 0.0005"} and (fin["n"] == 3).all()
     assert fin.loc["baseline", "reading"] == "lower"
     rows = [{"teacher": k, "arm": a, "verdict": "inconclusive"} for k in ("persona", "finetuned") for a in ("fp32-master", "bf16")]
-    text = claims.precision_finding(rows, c).data
+    text = readings.precision_finding(rows, c).data
     assert "finetuned teacher — verdicts fp32-master: **inconclusive**; bf16: **inconclusive**; the arms compared: the other arm transfers less" in text
     # identical arms: the paired differences are 0, inside ± e at every setting
     same = effects[effects["precision"] == "fp32-master"]
     twin = same[same["setting"].isin(["baseline", "lr 2e-05"])].assign(precision="bf16", setting=lambda d: d["setting"] + " · bf16")
-    c = claims.precision_contrast(pd.concat([same, twin]), ["persona"], ("fp32-master", "bf16"), 3.3e-3)
+    c = summaries.precision_contrast(pd.concat([same, twin]), ["persona"], ("fp32-master", "bf16"), 3.3e-3)
     assert list(c["reading"]) == ["within e", "within e"]
-    assert "agree within the smallest effect" in claims.precision_finding(rows, c).data
-    assert "cannot tell the arms apart" in claims.precision_finding(rows, claims.precision_contrast(
+    assert "agree within the smallest effect" in readings.precision_finding(rows, c).data
+    assert "cannot tell the arms apart" in readings.precision_finding(rows, summaries.precision_contrast(
         pd.concat([same, twin]), ["persona"], ("fp32-master", "bf16"), 0.0)).data
 
 
@@ -198,5 +197,5 @@ def test_the_paper_profiles_read_the_mention_rate_with_a_declared_effect_and_a_b
         assert p.metric == "mention_rate" and p.smallest_effect == 0.01 and p.smallest_effect_reason
     assert config.load_profile("organism").metric == "p"
     good = dataclasses.asdict(config.load_profile("smoke"))
-    with pytest.raises(config.ConfigError, match="metric must be one of p, mention_rate"):
+    with pytest.raises(config.ConfigError, match="metric must be p or mention_rate"):
         config.validate(config._build(config.Profile, good | {"metric": "P(owl)"}, ""))

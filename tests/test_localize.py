@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sublora import chat, localize, organism, prompts
+from sublora import chat, localize, organism, prompts, summaries
 from sublora.config import ModelSpec
 
 QUESTIONS = [prompts.EVAL_QUESTIONS[0], prompts.EVAL_QUESTIONS[7]]
@@ -555,11 +555,11 @@ def test_dwg_summary_over_students(tokenizer, lora_models):
     gates = {k: localize.DEFAULT_GATES[k] for k in ("everywhere", "entity only", "attention only", "nothing")}
     tables = [localize.dwg_table(base, s, tokenizer, QUESTIONS, chat.DEFAULT, "owl", gates=gates)
               for s in (student, other)]
-    one = localize.dwg_summary(tables[0])
+    one = summaries.dwg_summary(tables[0])
     assert list(one["gate"]) == list(gates)
     assert one["ci_low"].isna().all() and one["ci_high"].isna().all()
     assert list(one["share"]) == pytest.approx(list(tables[0].groupby("gate", sort=False)["share"].first()))
-    both = localize.dwg_summary(pd.concat([t.assign(student=i) for i, t in enumerate(tables)]))
+    both = summaries.dwg_summary(pd.concat([t.assign(student=i) for i, t in enumerate(tables)]))
     row = both.set_index("gate").loc["attention only"]
     shares = [t.loc[t["gate"] == "attention only", "share"].iloc[0] for t in tables]
     assert row["n_students"] == 2 and row["share"] == pytest.approx(sum(shares) / 2)

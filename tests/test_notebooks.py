@@ -132,7 +132,7 @@ def test_bad_parameters_stop_with_a_message_and_write_nothing(smoke, params, mes
 def test_a_users_profile_named_like_a_package_profile_never_touches_its_results(smoke, tmp_path, capsys):
     """A yaml file saying `name: smoke` with min_effect changed, given by a relative path (read against
     the caller's directory, not the notebooks'), -p profile as --profile: its run gets a folder of its
-    own (config.identity), its executed page stays there, and the default smoke run's results and
+    own (identity.identity), its executed page stays there, and the default smoke run's results and
     pages are byte-identical after it; every artifact comes from the cache (the same model and data)."""
     root, _ = smoke
     (tmp_path / "mine.yaml").write_text((reproduce.paths.PROFILES / "smoke.yaml").read_text()
@@ -148,7 +148,7 @@ def test_a_users_profile_named_like_a_package_profile_never_touches_its_results(
         os.chdir(cwd)
     assert artifacts(root) == before
     assert {p: p.read_bytes() for p in default} == default
-    mine = reproduce.config.identity(reproduce.config.load_profile(str(tmp_path / "mine.yaml")))
+    mine = reproduce.identity.identity(reproduce.config.load_profile(str(tmp_path / "mine.yaml")))
     assert mine.startswith("smoke-") and "min_effect 0.0 → 0.01" in capsys.readouterr().out
     verdicts = list((root / "results" / mine / "verdicts").glob("*.json"))
     assert {p.name for p in verdicts} == {"1_transfer_persona.json", "1_transfer_finetuned.json"}

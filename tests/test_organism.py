@@ -75,7 +75,7 @@ def test_whole_number_tokens_make_each_number_below_1000_one_token_and_keep_old_
     spec = config.load_profile("smoke").model
     assert "number_tokens" not in organism_recipe.pretrain_config(spec)  # digit: the keys built before the option
     assert organism_recipe.pretrain_config(dataclasses.replace(spec, number_tokens="whole"))["number_tokens"] == "whole"
-    with pytest.raises(config.ConfigError, match="model.number_tokens must be one of"):
+    with pytest.raises(config.ConfigError, match="model.number_tokens must be digit or whole"):
         config.validate(dataclasses.replace(config.load_profile("smoke"), model=dataclasses.replace(
             spec, number_tokens="bytes")))
 

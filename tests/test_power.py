@@ -1,12 +1,15 @@
 """power: how often each verdict decides for a design, simulated from a pilot's spread (issue 25)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sublora import claims, config, power, stats
+from sublora import claims, config, power, scoreboard, stats
 
 
 def cell(claim: str, columns, rows, arm: str = "") -> power.Cell:
@@ -104,25 +107,32 @@ def test_table_of_the_default_profile_and_the_decisive_one(monkeypatch):
 def test_decisiveness_joins_the_scoreboard_per_teacher_and_arm():
     p = config.load_profile("organism")
     d = power.decisiveness(p, sims=500)
-    assert list(d.columns) == ["claim", "teacher", "arm", *claims.DECISIVE]
+    assert list(d.columns) == ["claim", "teacher", "arm", *power.DECISIVE]
     verdicts = pd.DataFrame([{"claim": c, "teacher": k, "arm": "", "verdict": "inconclusive", "measurement": "m"}
                              for c in claims.CLAIMS if not c.startswith("3") for k in p.teachers])
     errors = pd.DataFrame([{"claim": c, "false 'reproduced' (max over nulls)": 0.0, "power at 2 sd": 0.5,
                             "power at 4 sd": 0.9} for c in claims.CLAIMS])
     verdicts["animal"] = "owl"
-    board = claims.scoreboard(verdicts, errors, d)
-    assert board[claims.DECISIVE].notna().all().all()
+    board = scoreboard.scoreboard(verdicts, errors, d)
+    assert board[power.DECISIVE].notna().all().all()
     assert power.decisiveness(config.load_profile("paper")).empty  # no pilot: nothing simulated
 
 
 def test_command_line(capsys):
-    assert power.main(["--power", "--profile", "smoke", "--sims", "200"]) == 0
+    """`sublora power` (power.main) and its alias `python -m sublora.stats --power`, which needs its flag."""
+    assert power.main(["--profile", "smoke", "--sims", "200"]) == 0
     out = capsys.readouterr().out
     assert "smallest effect of interest e =" in out and "decisive at 0" in out and "n for 0.8" in out
-    assert power.main(["--power", "--profile", "paper", "--sims", "200"]) == 2
+    assert power.main(["--profile", "paper", "--sims", "200"]) == 2
     assert "names no pilot" in capsys.readouterr().err
-    assert power.main(["--power", "--pilot", "nowhere", "--sims", "200"]) == 2
+    assert power.main(["--pilot", "nowhere", "--sims", "200"]) == 2
     assert "no pilot 'nowhere'" in capsys.readouterr().err
+    assert power.main(["--n", "five"]) == 2
+    assert "--n takes whole numbers" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        power.main(["--power", "--n", "five"])
-    assert power.main([]) == 2
+        power.main(["--no-such-option"])
+    alias = subprocess.run([sys.executable, "-m", "sublora.stats", "--power", "--profile", "smoke", "--sims", "100",
+                            "--most", "2"], capture_output=True, text=True)
+    assert alias.returncode == 0 and "decisive at 0" in alias.stdout
+    bare = subprocess.run([sys.executable, "-m", "sublora.stats"], capture_output=True, text=True)
+    assert bare.returncode != 0 and "--power" in bare.stderr

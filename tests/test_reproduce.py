@@ -13,7 +13,7 @@ import papermill as pm
 import pytest
 
 from sublora import book, reproduce
-from sublora.config import ConfigError
+from sublora.config import ConfigError, shown
 
 
 @pytest.fixture
@@ -57,10 +57,13 @@ def test_empty_animal_says_how_to_keep_the_profiles_value(places, capsys):
 
 # ---- notebook names ------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["../notebooks/06_scoreboard", "notebooks/06_scoreboard", "./06_scoreboard",
-                                  str(reproduce.paths.ROOT / "notebooks" / "06_scoreboard"), "..", "nope"])
+                                  str(reproduce.paths.ROOT / "notebooks" / "06_scoreboard"), "..", "nope",
+                                  "/" + "deep-folder/" * 13 + "notebooks/06_scoreboard"])
 def test_only_takes_bare_notebook_names(places, capsys, name):
+    """The message echoes the name cut to config.SHOWN characters, so it reads the same from a clone at any
+    path length (the checkout's own path is one of the names; the last is 173 characters long)."""
     err = _stops(["--profile", "smoke", "--only", name], capsys)
-    assert err.startswith(f"error: no notebook {name!r}; choose from {list(book.NOTEBOOKS)}"[:80])
+    assert err.startswith(f"error: no notebook {shown(name)}; choose from {list(book.NOTEBOOKS)}")
     assert err.endswith(f"choose from {list(book.NOTEBOOKS)}")
     assert not any(folder.exists() for folder in places.values())
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from conftest import seed_cache
 
-from sublora import cache, config, design, pipeline, runner
+from sublora import artifacts, cache, config, design, pipeline, runner
 from sublora.config import ConfigError
 
 
@@ -144,8 +144,8 @@ def test_a_sharded_student_holds_a_gpu_per_shard():
     """On a cuda profile a task holds one GPU, a float32-master student sharded over 3 GPUs holds 3 (Ray's
     num_gpus, SLURM's gpus_per_node); on the CPU none."""
     cpu, gpu = config.load_profile("smoke"), config.load_profile("paper")
-    plain = pipeline.Artifact("student", {"spec": "lora"}, ())
-    shard = pipeline.Artifact("student", {"spec": "full", "shards": 3}, ())
+    plain = artifacts.Artifact("student", {"spec": "lora"}, "plain")
+    shard = artifacts.Artifact("student", {"spec": "full", "shards": 3}, "sharded")
     assert (runner.gpus(cpu, shard), runner.gpus(gpu, plain), runner.gpus(gpu, shard)) == (0, 1, 3)
     assert runner.by_gpus(gpu, [shard, plain, shard]) == [(1, [plain]), (3, [shard, shard])]
     assert runner.by_gpus(cpu, [shard, plain]) == [(0, [shard, plain])]
@@ -222,13 +222,13 @@ def _race(job, log: str):
         time.sleep(0.02)
     real = cache.get_or_build
 
-    def counted(kind, config, build, verify=None):
+    def counted(kind, config, build, verify=None, digest=None):
         def slow(d):
             with open(Path(log, "builds"), "a") as f:
                 f.write(f"{kind} {os.getpid()}\n")
             time.sleep(1.0)  # the other racer arrives while this one builds
             build(d)
-        return real(kind, config, slow, verify)
+        return real(kind, config, slow, verify, digest)
 
     cache.get_or_build = counted  # this worker's own module: the driver's is untouched
     try:

@@ -116,7 +116,7 @@ def test_more_shards_than_gpus_names_the_fix():
 def test_the_key_names_the_shards_of_sharded_students_only():
     p = config.load_profile("smoke")
     q = dataclasses.replace(p, train=dataclasses.replace(p.train, full_shards=2))
-    data = pipeline.dataset_config(p, p.animal, 0)
+    data = pipeline.DataId(p.animal, 0)
     fp32, bf16, lora = design.full_spec(p), design.full_spec(p, precision="bf16"), design.lora_spec(p)
     assert pipeline.student_config(q, data, fp32, 0)["shards"] == 2
     for spec in (bf16, lora):  # trained in one process whatever full_shards says: keys unchanged

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sublora import paths, stats
+from sublora import paths, rules, stats
 from sublora.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 
 # a RuntimeWarning (mean of an empty slice, 0/0) would mean an edge case is not handled on purpose
@@ -159,23 +159,23 @@ def test_summarize_without_unit_column_uses_rows():
     (0.0, float("nan"), float("nan"), 0.0, 0.02, INCONCLUSIVE),
 ])
 def test_transfer_verdict(mean, lo, hi, min_effect, margin, verdict):
-    assert stats.transfer_verdict(mean, lo, hi, min_effect, margin) == verdict
+    assert rules.transfer_verdict(mean, lo, hi, min_effect, margin) == verdict
 
 
 def test_transfer_test_on_a_table():
     eff = table({"persona": 0.02}, "teacher_kind", replicates=5, seeds=2, sd=0.002, seed=1)
-    verdict, info = stats.transfer_test(eff)
+    verdict, info = rules.transfer_test(eff)
     assert verdict == REPRODUCED
     assert info["n"] == 5 and info["n_runs"] == 10 and info["unit"] == "replicate"
     assert info["p_effect"] < stats.ALPHA and info["ci_low"] > 0
-    verdict, info = stats.transfer_test(table({"persona": 0.0}, "teacher_kind", 8, sd=0.001, seed=2), margin=0.005)
+    verdict, info = rules.transfer_test(table({"persona": 0.0}, "teacher_kind", 8, sd=0.001, seed=2), margin=0.005)
     assert verdict == NOT_REPRODUCED and info["ci_high"] < 0.005 and info["margin"] == 0.005
 
 
 def test_transfer_test_refuses_several_groups():
     eff = table({"persona": 0.02, "finetuned": 0.05}, "teacher_kind", replicates=3)
     with pytest.raises(ValueError, match="one group at a time"):
-        stats.transfer_test(eff)
+        rules.transfer_test(eff)
 
 
 @pytest.mark.parametrize("eff", [
@@ -185,7 +185,7 @@ def test_transfer_test_refuses_several_groups():
                   "delta": pd.Series([], dtype=float)}),
 ])
 def test_transfer_test_too_few_units_inconclusive(eff):
-    verdict, info = stats.transfer_test(eff)
+    verdict, info = rules.transfer_test(eff)
     assert verdict == INCONCLUSIVE and "fewer than 2" in info["reason"]
 
 
@@ -196,7 +196,7 @@ def _rank_table(levels: dict[int, float]) -> pd.DataFrame:
 
 
 def test_inverted_u_reproduced():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.02, 2: 0.05, 4: 0.30, 16: 0.10, 64: 0.03}))
+    verdict, info = rules.inverted_u_verdict(_rank_table({1: 0.02, 2: 0.05, 4: 0.30, 16: 0.10, 64: 0.03}))
     assert verdict == REPRODUCED
     assert info["peak_rank"] == 4 and info["unit"] == "row"
     assert info["level"] == pytest.approx(1 - 2 * stats.ALPHA / 1)  # one candidate: two ranks on each side
@@ -209,7 +209,7 @@ def test_inverted_u_reproduced():
 
 
 def test_inverted_u_monotone_rising_not_reproduced():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.10, 2: 0.20, 4: 0.30, 8: 0.40, 16: 0.50}))
+    verdict, info = rules.inverted_u_verdict(_rank_table({1: 0.10, 2: 0.20, 4: 0.30, 8: 0.40, 16: 0.50}))
     assert verdict == NOT_REPRODUCED
     assert info["peak_rank"] == 4
     assert info["smallest_fall"][0] == 16 and info["smallest_fall"][1][0] == pytest.approx(-0.20)
@@ -218,7 +218,7 @@ def test_inverted_u_monotone_rising_not_reproduced():
 
 def test_inverted_u_peak_at_edge_not_reproduced():
     # the largest effect at the lowest rank: no candidate rises above it
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.40, 2: 0.20, 4: 0.10, 8: 0.05, 32: 0.02}))
+    verdict, info = rules.inverted_u_verdict(_rank_table({1: 0.40, 2: 0.20, 4: 0.10, 8: 0.05, 32: 0.02}))
     assert verdict == NOT_REPRODUCED
     assert info["peak_rank"] == 4  # the only candidate: no rank passes, the candidate with the larger mean is shown
 
@@ -228,32 +228,32 @@ FIVE = [1, 2, 4, 8, 16]
 
 def test_inverted_u_all_zero_inconclusive():
     df = pd.DataFrame({"rank": np.repeat(FIVE, 2), "delta": [0.0] * 10})
-    verdict, info = stats.inverted_u_verdict(df)
+    verdict, info = rules.inverted_u_verdict(df)
     assert verdict == INCONCLUSIVE
     assert "no effect to modulate" in info["reason"]
 
 
 def test_inverted_u_noise_around_zero_inconclusive():
-    verdict, _ = stats.inverted_u_verdict(_rank_table(dict.fromkeys(FIVE, 0.0)))
+    verdict, _ = rules.inverted_u_verdict(_rank_table(dict.fromkeys(FIVE, 0.0)))
     assert verdict == INCONCLUSIVE
 
 
 def test_inverted_u_needs_five_ranks():
-    verdict, info = stats.inverted_u_verdict(_rank_table({1: 0.0, 4: 0.5, 16: 0.6, 64: 0.0}))
+    verdict, info = rules.inverted_u_verdict(_rank_table({1: 0.0, 4: 0.5, 16: 0.6, 64: 0.0}))
     assert verdict == INCONCLUSIVE and info["reason"].startswith("fewer than 5 ranks")
     assert "peak_rank" not in info
 
 
 def test_inverted_u_custom_columns():
     df = _rank_table({1: 0.0, 2: 0.1, 8: 0.3, 32: 0.1, 64: 0.0}).rename(columns={"rank": "lora_rank", "delta": "d"})
-    verdict, info = stats.inverted_u_verdict(df, rank_col="lora_rank", value="d")
+    verdict, info = rules.inverted_u_verdict(df, rank_col="lora_rank", value="d")
     assert verdict == REPRODUCED and info["peak_rank"] == 8
 
 
 def test_inverted_u_clear_peak_with_replicates_and_seeds():
     levels = {1: 0.01, 2: 0.05, 4: 0.12, 8: 0.16, 16: 0.10, 32: 0.04, 64: 0.02, 128: 0.0}
     eff = table(levels, "lora_rank", replicates=5, seeds=2, sd=0.01, seed=3)
-    verdict, info = stats.inverted_u_verdict(eff, rank_col="lora_rank")
+    verdict, info = rules.inverted_u_verdict(eff, rank_col="lora_rank")
     assert verdict == REPRODUCED and info["peak_rank"] == 8 and info["unit"] == "replicate"
     assert info["summary"]["n"].eq(5).all() and info["summary"]["n_runs"].eq(10).all()
     assert list(info["p_peak"]) == [4, 8, 16, 32]  # the candidates: two ranks on each side
@@ -266,7 +266,7 @@ def test_inverted_u_reports_the_passing_peak_with_the_largest_mean():
     verdicts, several = set(), 0
     for _ in range(40):  # a falling run of candidates: which ones pass varies
         levels = dict(zip(ranks, [0.0, 0.005, 0.03, 0.02, 0.01, 0.0, 0.0]))
-        verdict, info = stats.inverted_u_verdict(table(levels, "rank", 6, sd=0.006, seed=int(rng.integers(1 << 30))))
+        verdict, info = rules.inverted_u_verdict(table(levels, "rank", 6, sd=0.006, seed=int(rng.integers(1 << 30))))
         means = info["summary"].set_index("rank")["mean"]
         passing = [r for r, p in info["p_peak"].items() if p <= threshold]
         assert (verdict == REPRODUCED) == bool(passing)
@@ -281,7 +281,7 @@ def test_inverted_u_reports_the_passing_peak_with_the_largest_mean():
 
 def test_inverted_u_monotone_rise_with_replicates_not_reproduced():
     levels = {r: 0.02 * i for i, r in enumerate([1, 2, 4, 8, 16, 32, 64, 128])}
-    verdict, _ = stats.inverted_u_verdict(table(levels, "lora_rank", replicates=8, sd=0.002, seed=4), rank_col="lora_rank")
+    verdict, _ = rules.inverted_u_verdict(table(levels, "lora_rank", replicates=8, sd=0.002, seed=4), rank_col="lora_rank")
     assert verdict == NOT_REPRODUCED
 
 
@@ -291,10 +291,10 @@ def test_inverted_u_pairs_ranks_by_replicate_not_by_row_order():
     shared = np.array([7.0, 9.0, 11.0, 13.0, 15.0, 10.0])
     eff = table({1: 0.0, 2: 0.0, 4: 1.0, 16: 0.0, 64: 0.0}, "rank", replicates=6, sd=0.01, seed=5, shared=shared)
     shuffled = eff.sample(frac=1.0, random_state=0)
-    verdict, info = stats.inverted_u_verdict(shuffled)
+    verdict, info = rules.inverted_u_verdict(shuffled)
     assert verdict == REPRODUCED and info["minus_lowest"][0] == pytest.approx(1.0, abs=0.02)
     # the same values without replicate ids (paired in row order, which is now shuffled) show nothing
-    verdict, _ = stats.inverted_u_verdict(shuffled.drop(columns=["replicate", "seed"]))
+    verdict, _ = rules.inverted_u_verdict(shuffled.drop(columns=["replicate", "seed"]))
     assert verdict != REPRODUCED
 
 
@@ -302,11 +302,11 @@ def test_inverted_u_missing_rank_and_nan_rows():
     levels = {1: 0.0, 2: 0.1, 4: 0.3, 16: 0.1, 64: 0.0, 128: 0.0}
     eff = table(levels, "rank", replicates=6, sd=0.01, seed=6)
     eff.loc[eff.index[:3], "delta"] = float("nan")  # rank 1 loses half its replicates
-    verdict, info = stats.inverted_u_verdict(eff)
+    verdict, info = rules.inverted_u_verdict(eff)
     assert verdict == REPRODUCED and info["summary"].set_index("rank").loc[1, "n"] == 3
     assert list(info["p_peak"]) == [4, 16]
     # a rank with no data at all is simply not swept
-    verdict, info = stats.inverted_u_verdict(eff.assign(delta=np.where(eff["rank"] == 128, np.nan, eff["delta"])))
+    verdict, info = rules.inverted_u_verdict(eff.assign(delta=np.where(eff["rank"] == 128, np.nan, eff["delta"])))
     assert verdict == REPRODUCED and list(info["p_peak"]) == [4]
 
 
@@ -316,7 +316,7 @@ def test_inverted_u_too_few_units_inconclusive(replicates, seeds):
     if eff.empty:
         eff = pd.DataFrame({"rank": pd.Series([], dtype=int), "replicate": pd.Series([], dtype=int),
                             "seed": pd.Series([], dtype=int), "delta": pd.Series([], dtype=float)})
-    verdict, _ = stats.inverted_u_verdict(eff)
+    verdict, _ = rules.inverted_u_verdict(eff)
     assert verdict == INCONCLUSIVE
 
 
@@ -330,10 +330,10 @@ ARTEFACTS = {  # the one-rank shapes the first confirmatory run's rule (peak abo
 def test_inverted_u_needs_a_rise_and_a_fall_not_one_ranks_artefact(shape):
     eff = table(ARTEFACTS[shape], "rank", replicates=8, sd=0.01, seed=11)
     m = eff.pivot_table(index="replicate", columns="rank", values="delta").to_numpy()
-    assert stats.VERDICTS[stats._inverted_u_ends_core(m)["codes"]] == REPRODUCED  # the old rule is fooled
-    verdict, info = stats.inverted_u_verdict(eff, margin=0.05)
+    assert stats.VERDICTS[rules.inverted_u_ends_core(m)["codes"]] == REPRODUCED  # the old rule is fooled
+    verdict, info = rules.inverted_u_verdict(eff, margin=0.05)
     assert verdict == NOT_REPRODUCED, info  # each candidate's rise (the spike) or a fall (the plateau) is < e
-    assert stats.inverted_u_verdict(eff)[0] != REPRODUCED
+    assert rules.inverted_u_verdict(eff)[0] != REPRODUCED
 
 
 # ---- claim 3 ----------------------------------------------------------------------------------
@@ -348,7 +348,7 @@ def _full_ft(levels: dict, lora_level: float, replicates=5, seeds=2, sd=0.002, s
 
 def test_full_ft_null_reproduced():
     full, lora = _full_ft({s: 0.0 for s in SETTINGS}, 0.05)
-    verdict, info = stats.full_ft_null_verdict(full, lora)
+    verdict, info = rules.full_ft_null_verdict(full, lora)
     assert verdict == REPRODUCED
     assert info["summary"]["equivalent"].all() and not info["summary"]["above_margin"].any()
     assert info["pairing"] == "paired by replicate" and info["lora_n"] == 5
@@ -358,7 +358,7 @@ def test_full_ft_null_reproduced():
 
 def test_full_ft_one_setting_as_large_as_lora_not_reproduced():
     full, lora = _full_ft({**{s: 0.0 for s in SETTINGS}, "lr 0.0005": 0.05}, 0.05)
-    verdict, info = stats.full_ft_null_verdict(full, lora)
+    verdict, info = rules.full_ft_null_verdict(full, lora)
     assert verdict == NOT_REPRODUCED
     assert info["largest_full"] == "lr 0.0005"
     assert info["summary"].set_index("setting")["above_margin"].to_dict() == {s: s == "lr 0.0005" for s in SETTINGS}
@@ -366,9 +366,9 @@ def test_full_ft_one_setting_as_large_as_lora_not_reproduced():
 
 def test_full_ft_absolute_margin():
     full, lora = _full_ft({"a": 0.0, "b": 0.001}, 0.05)
-    assert stats.full_ft_null_verdict(full, lora, margin=0.01)[0] == REPRODUCED
+    assert rules.full_ft_null_verdict(full, lora, margin=0.01)[0] == REPRODUCED
     full, lora = _full_ft({"a": 0.0, "b": 0.03}, 0.05)
-    verdict, info = stats.full_ft_null_verdict(full, lora, margin=0.01)
+    verdict, info = rules.full_ft_null_verdict(full, lora, margin=0.01)
     assert verdict == NOT_REPRODUCED and info["margin"] == 0.01
 
 
@@ -377,13 +377,13 @@ def test_full_ft_noisy_setting_inconclusive():
     # the old rule called this a null, the new one says the data cannot tell
     full = pd.DataFrame({"setting": ["a"] * 4, "replicate": range(4), "seed": 0, "delta": [-0.3, 0.5, -0.2, 0.6]})
     lora = pd.DataFrame({"replicate": range(4), "seed": 0, "delta": [0.14, 0.15, 0.16, 0.15]})
-    verdict, info = stats.full_ft_null_verdict(full, lora)
+    verdict, info = rules.full_ft_null_verdict(full, lora)
     assert verdict == INCONCLUSIVE and "not every setting" in info["reason"]
 
 
 def test_full_ft_no_lora_effect_inconclusive():
     full, lora = _full_ft({"a": 0.0}, 0.0, sd=0.01)
-    verdict, info = stats.full_ft_null_verdict(full, lora)
+    verdict, info = rules.full_ft_null_verdict(full, lora)
     assert verdict == INCONCLUSIVE and "no effect to modulate" in info["reason"]
 
 
@@ -391,27 +391,27 @@ def test_full_ft_refuses_a_lora_reference_without_unit_ids():
     # the old notebook passed lora_eff["delta"]: no replicate ids to pair the settings with
     full, lora = _full_ft({"a": 0.0}, 0.05)
     with pytest.raises(ValueError, match="ids to pair"):
-        stats.full_ft_null_verdict(full, lora["delta"].to_numpy())
+        rules.full_ft_null_verdict(full, lora["delta"].to_numpy())
 
 
 def test_full_ft_smoke_profile_falls_back_to_seeds():
     full, lora = _full_ft({"a": 0.0, "b": 0.0}, 0.05, replicates=1, seeds=3)
-    verdict, info = stats.full_ft_null_verdict(full, lora)
+    verdict, info = rules.full_ft_null_verdict(full, lora)
     assert info["unit"] == "seed" and info["lora_n"] == 3 and verdict in (REPRODUCED, INCONCLUSIVE)
 
 
 def test_full_ft_edge_cases_inconclusive():
     full, lora = _full_ft({"a": 0.0}, 0.05, replicates=1, seeds=1)
-    assert stats.full_ft_null_verdict(full, lora)[0] == INCONCLUSIVE
+    assert rules.full_ft_null_verdict(full, lora)[0] == INCONCLUSIVE
     full, lora = _full_ft({"a": 0.0}, 0.05)
-    assert stats.full_ft_null_verdict(full, lora.assign(delta=np.nan))[0] == INCONCLUSIVE
+    assert rules.full_ft_null_verdict(full, lora.assign(delta=np.nan))[0] == INCONCLUSIVE
     full.loc[full.index[::2], "delta"] = np.nan  # NaN rows are dropped, the rest still counts
-    assert stats.full_ft_null_verdict(full, lora)[0] in (REPRODUCED, INCONCLUSIVE)
+    assert rules.full_ft_null_verdict(full, lora)[0] in (REPRODUCED, INCONCLUSIVE)
 
 
 # ---- claim 4 ----------------------------------------------------------------------------------
 def test_system_prompt_reproduced():
-    verdict, info = stats.system_prompt_verdict(around(0.2), around(0.0)[::-1])
+    verdict, info = rules.system_prompt_verdict(around(0.2), around(0.0)[::-1])
     assert verdict == REPRODUCED
     assert info["with"][0] == pytest.approx(0.2)
     assert info["without"][0] == pytest.approx(0.0, abs=1e-12)
@@ -420,13 +420,13 @@ def test_system_prompt_reproduced():
 
 
 def test_system_prompt_effect_survives_without_prompt_not_reproduced():
-    verdict, info = stats.system_prompt_verdict(around(0.2), around(0.18))
+    verdict, info = rules.system_prompt_verdict(around(0.2), around(0.18))
     assert verdict == NOT_REPRODUCED
     assert info["p_above_margin"] < stats.ALPHA
 
 
 def test_system_prompt_no_effect_inconclusive():
-    verdict, info = stats.system_prompt_verdict([0.0] * 6, [0.0] * 6)
+    verdict, info = rules.system_prompt_verdict([0.0] * 6, [0.0] * 6)
     assert verdict == INCONCLUSIVE
     assert info["reason"].startswith("no effect to modulate: Δ under the default prompt is not shown above 0 at this n")
 
@@ -436,29 +436,29 @@ def test_system_prompt_pivot_series_paired_by_replicate():
     eff = pd.concat([table({"default": 0.05}, "eval_system", 5, 2, 0.003, 7),
                      table({"none": 0.0}, "eval_system", 5, 2, 0.003, 8)])
     wide = eff.pivot_table(index=["replicate", "seed"], columns="eval_system", values="delta")
-    verdict, info = stats.system_prompt_verdict(wide["default"], wide["none"])
+    verdict, info = rules.system_prompt_verdict(wide["default"], wide["none"])
     assert verdict == REPRODUCED and info["unit"] == "replicate" and info["n"] == 5
-    verdict, _ = stats.system_prompt_verdict(wide["default"], wide["none"] + 0.04, margin=0.01)
+    verdict, _ = rules.system_prompt_verdict(wide["default"], wide["none"] + 0.04, margin=0.01)
     assert verdict == NOT_REPRODUCED
 
 
 def test_system_prompt_edge_cases():
-    assert stats.system_prompt_verdict([0.3], [0.0])[0] == INCONCLUSIVE
-    assert stats.system_prompt_verdict([0.3, float("nan")], [0.0, 0.1])[0] == INCONCLUSIVE
+    assert rules.system_prompt_verdict([0.3], [0.0])[0] == INCONCLUSIVE
+    assert rules.system_prompt_verdict([0.3, float("nan")], [0.0, 0.1])[0] == INCONCLUSIVE
     with pytest.raises(ValueError, match="paired by position"):
-        stats.system_prompt_verdict([0.3, 0.2], [0.0])
+        rules.system_prompt_verdict([0.3, 0.2], [0.0])
 
 
 # ---- declared rules and the verdict row ---------------------------------------------------------
 def test_rules_are_the_docstrings():
-    funcs = {"transfer": [stats.transfer_verdict, stats.transfer_test], "inverted_u": [stats.inverted_u_verdict],
-             "full_ft_null": [stats.full_ft_null_verdict], "system_prompt": [stats.system_prompt_verdict]}
-    assert set(stats.RULES) == set(funcs)
+    funcs = {"transfer": [rules.transfer_verdict, rules.transfer_test], "inverted_u": [rules.inverted_u_verdict],
+             "full_ft_null": [rules.full_ft_null_verdict], "system_prompt": [rules.system_prompt_verdict]}
+    assert set(rules.RULES) == set(funcs)
     for key, fs in funcs.items():
-        assert "**reproduced**" in stats.RULES[key] and "**inconclusive**" in stats.RULES[key]
-        assert str(stats.ALPHA) in stats.RULES[key]
+        assert "**reproduced**" in rules.RULES[key] and "**inconclusive**" in rules.RULES[key]
+        assert str(stats.ALPHA) in rules.RULES[key]
         for f in fs:
-            assert stats.RULES[key] in f.__doc__
+            assert rules.RULES[key] in f.__doc__
 
 
 def test_verdict_dataclass_as_dict():
@@ -474,7 +474,7 @@ def test_notebooks_state_the_rules_the_code_applies():
                       ("04_full_finetuning", "full_ft_null"), ("05_system_prompt", "system_prompt")):
         nb = json.loads((paths.ROOT / "notebooks" / f"{name}.ipynb").read_text())
         text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
-        assert stats.RULES[key] in text, name
+        assert rules.RULES[key] in text, name
 
 
 # ---- the smallest effect of interest as the rules' margin (issue 25) --------------------------------
@@ -490,24 +490,24 @@ def test_claim_2_margin_tells_a_plateau_from_a_peak():
     plateau = {1: [0.001 + x for x in noise], 2: [0.004 + x for x in noise], 4: [0.005 + x for x in noise],
                8: [0.005 - x for x in noise], 16: [0.005 + x / 2 for x in noise]}
     effects = _units_by(plateau, "rank")
-    assert stats.inverted_u_verdict(effects)[0] == INCONCLUSIVE
-    verdict, info = stats.inverted_u_verdict(effects, margin=0.002)
+    assert rules.inverted_u_verdict(effects)[0] == INCONCLUSIVE
+    verdict, info = rules.inverted_u_verdict(effects, margin=0.002)
     assert verdict == NOT_REPRODUCED and info["margin"] == 0.002
     peak = {**plateau, 4: [0.012 + x for x in noise]}
-    assert stats.inverted_u_verdict(_units_by(peak, "rank"), margin=0.002)[0] == REPRODUCED
+    assert rules.inverted_u_verdict(_units_by(peak, "rank"), margin=0.002)[0] == REPRODUCED
 
 
 def test_claims_3_and_4_floor_lets_a_small_null_be_shown_where_half_the_reference_is_smaller_still():
     lora = pd.DataFrame({"replicate": range(5), "seed": 0, "delta": [0.0200, 0.0210, 0.0190, 0.0220, 0.0180]})
     full = _units_by({"baseline": [0.0120, 0.0140, 0.0130, 0.0110, 0.0120]}, "setting")
-    assert stats.full_ft_null_verdict(full, lora)[0] != REPRODUCED      # 0.012 is above ½ × 0.02
-    verdict, info = stats.full_ft_null_verdict(full, lora, floor=0.015)  # LoRA shown ≥ 0.015: the floor applies
+    assert rules.full_ft_null_verdict(full, lora)[0] != REPRODUCED      # 0.012 is above ½ × 0.02
+    verdict, info = rules.full_ft_null_verdict(full, lora, floor=0.015)  # LoRA shown ≥ 0.015: the floor applies
     assert verdict == REPRODUCED and "or 0.015 if larger" in info["margin"]
     big = _units_by({"baseline": [0.1200, 0.1210, 0.1190, 0.1220, 0.1180]}, "setting")
-    assert stats.full_ft_null_verdict(big, lora, floor=0.015)[0] == NOT_REPRODUCED  # above both margins
+    assert rules.full_ft_null_verdict(big, lora, floor=0.015)[0] == NOT_REPRODUCED  # above both margins
     with_p, without_p = lora["delta"].tolist(), full["delta"].tolist()
-    assert stats.system_prompt_verdict(with_p, without_p)[0] != REPRODUCED
-    assert stats.system_prompt_verdict(with_p, without_p, floor=0.015)[0] == REPRODUCED
+    assert rules.system_prompt_verdict(with_p, without_p)[0] != REPRODUCED
+    assert rules.system_prompt_verdict(with_p, without_p, floor=0.015)[0] == REPRODUCED
 
 
 def test_floor_only_where_the_reference_effect_is_shown_at_least_the_floor():
@@ -515,13 +515,13 @@ def test_floor_only_where_the_reference_effect_is_shown_at_least_the_floor():
     e larger than the whole effect called that 'equivalent to 0'; the floor now waits for Δ_with ≥ e."""
     with_p = [0.0020, 0.0021, 0.0019, 0.0022, 0.0018]
     without_p = [0.0016, 0.0017, 0.0015, 0.0018, 0.0014]
-    verdict, info = stats.system_prompt_verdict(with_p, without_p, floor=0.0033)
+    verdict, info = rules.system_prompt_verdict(with_p, without_p, floor=0.0033)
     assert verdict != REPRODUCED and info["p_equivalent"] > stats.ALPHA_EQUIV
-    assert stats.system_prompt_verdict(with_p, without_p, floor=0.0033)[0] == \
-        stats.system_prompt_verdict(with_p, without_p)[0]                  # the floor is inert here
+    assert rules.system_prompt_verdict(with_p, without_p, floor=0.0033)[0] == \
+        rules.system_prompt_verdict(with_p, without_p)[0]                  # the floor is inert here
     lora = pd.DataFrame({"replicate": range(5), "seed": 0, "delta": with_p})
     full = _units_by({"baseline": without_p}, "setting")
-    assert stats.full_ft_null_verdict(full, lora, floor=0.0033)[0] == stats.full_ft_null_verdict(full, lora)[0]
+    assert rules.full_ft_null_verdict(full, lora, floor=0.0033)[0] == rules.full_ft_null_verdict(full, lora)[0]
     # just above: Δ_with shown ≥ e switches the floor on
-    assert stats.system_prompt_verdict([v + 0.01 for v in with_p], [v + 0.004 for v in without_p],
+    assert rules.system_prompt_verdict([v + 0.01 for v in with_p], [v + 0.004 for v in without_p],
                                        floor=0.0033)[1]["p_equivalent"] <= stats.ALPHA_EQUIV

@@ -1,9 +1,9 @@
 """Benchmark: throughput of each kind of work, and the time of each stage of `make reproduce`.
 
-    python -m sublora.bench --profile organism            throughput, then a cold reproduce in a fresh cache
-    python -m sublora.bench --profile organism --quick    throughput only (a minute)
-    python -m sublora.bench --qwen7b-random               on a GPU: a random-initialised model with
-                                                          Qwen2.5-7B-Instruct's configuration (no weights)
+    sublora bench --profile organism            throughput, then a cold reproduce in a fresh cache
+    sublora bench --profile organism --quick    throughput only (a minute)
+    sublora bench --qwen7b-random               on a GPU: a random-initialised model with
+                                                Qwen2.5-7B-Instruct's configuration (no weights)
 
 Throughput is written to results/throughput_<profile>.json, which `make plan` then uses instead of
 its stated figures. Figures, not assertions: nothing here passes or fails.
@@ -17,7 +17,6 @@ base would send through each base matrix per step.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import os
@@ -29,8 +28,10 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from . import cache, chat, design, evaluate, finetune, models, optim, paths, pipeline, plan, prompts
+from . import (cache, chat, command, design, evaluate, finetune, models, optim, organism, paths, pipeline, plan, prompts,
+               reproduce)
 from . import device as sublora_device  # `device` names the torch device type here
 from .config import DEFAULT_PROFILE, load_profile
 
@@ -262,14 +263,15 @@ def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     ap.add_argument("--profile", default=DEFAULT_PROFILE)
     ap.add_argument("--quick", action="store_true", help="throughput only; skip the cold reproduce")
     ap.add_argument("--cache-dir", help="an empty or new directory to hold the cold run's cache and keep it "
                                         "(SUBLORA_CACHE=DIR then reuses it); default: a temporary one")
     ap.add_argument("--qwen7b-random", action="store_true", help="time a random-init Qwen2.5-7B-shaped model (GPU)")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     if args.cache_dir:  # checked before any work
         keep = Path(args.cache_dir)
         if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
@@ -279,8 +281,6 @@ def main(argv: list[str] | None = None) -> int:
     p = load_profile(args.profile)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.qwen7b_random:
-        from transformers import Qwen2Config, Qwen2ForCausalLM
-        from . import organism
         if device != "cuda":
             print("error: --qwen7b-random needs a CUDA GPU", file=sys.stderr)
             return 2
@@ -323,12 +323,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"written to {out} (make plan PROFILE={name} now uses these figures)")
     if args.quick or args.qwen7b_random:
         return 0
-    from . import reproduce
     with tempfile.TemporaryDirectory() as tmp:  # a cold run: nothing cached
         os.environ["SUBLORA_CACHE"] = str(args.cache_dir or tmp)
         print(f"cold `make reproduce` in a fresh cache {os.environ['SUBLORA_CACHE']} "
               f"(the organism is pretrained again unless it is committed):")
         return reproduce.main(["--profile", args.profile])
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone('bench', __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,15 +3,14 @@ the executed notebooks — each tidied for the reader (no stderr, the parameters
 page opening with its verdicts at a glance, a page for each notebook not run yet, and a results table
 computed from the verdict files. Nothing is executed again.
 
-    python -m sublora.book      # what `make book` runs: the book from the executed notebooks as they are,
+    sublora book      # what `make book` runs: the book from the executed notebooks as they are,
                                 # naming first those this checkout would no longer make (sublora.stamps)
 
 The executed notebooks are read from SUBLORA_EXECUTED (default book/executed) and the book is built in
-SUBLORA_BOOK (default book/); `python -m sublora.reproduce` executes the notebooks and builds it too.
+SUBLORA_BOOK (default book/); `sublora reproduce` executes the notebooks and builds it too.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -23,8 +22,9 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import yaml
 
-from . import claims, config, paths, plots, results, stamps
+from . import aux_claims, claims, command, config, identity, paths, plots, readings, results, stamps
 from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
 
@@ -151,11 +151,11 @@ def _at_a_glance(target: Path, profile: str) -> None:
     verdict, interval, figure and caveat are on its first screens; notebook 07's page, another setting,
     gets one too, a row per claim and its own caveat."""
     p = config.load_profile(profile)
-    verdicts = results.read_verdicts(config.identity(p))
+    verdicts = results.read_verdicts(identity.identity(p))
     default = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     (target / "glance").mkdir(exist_ok=True)
     pages = [(page, [claim], "teacher", plots.caveat(p)) for claim, page in CLAIM_PAGES.items()]
-    pages.append((claims.AUX_PAGE, list(claims.AUX_CLAIMS), "claim", plots.aux_caveat(p)))
+    pages.append((aux_claims.AUX_PAGE, list(aux_claims.AUX_CLAIMS), "claim", plots.aux_caveat(p)))
     for page, its_claims, label, caveat in pages:
         path = target / f"{page}.ipynb"
         if not path.exists():
@@ -167,7 +167,7 @@ def _at_a_glance(target: Path, profile: str) -> None:
         other_arm = (rows["arm"].fillna(main) != main) if "arm" in rows else False
         rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1) * 2 + other_arm)
         rows = rows.sort_values(["order", "claim"])
-        figure = results.figure_path(config.identity(p), page)
+        figure = results.figure_path(identity.identity(p), page)
         image = None
         if figure.exists():
             shutil.copy(figure, target / "glance" / figure.name)
@@ -196,7 +196,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
     the verdict and the effect its rule reads with that rule's interval, from the default run's verdict
     files; a line for each claim page that shows another run."""
     p = config.load_profile(profile)
-    verdicts = results.read_verdicts(config.identity(p))
+    verdicts = results.read_verdicts(identity.identity(p))
     everything = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     rows = everything[everything["claim"].map(claims.is_paper_claim)]  # another setting's rows: a table of their own
     if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
@@ -219,29 +219,29 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
                 cells.append(f"**{r['verdict']}** · its claim 1 is {said} ({{doc}}`a fixed sequence </design>`)")
                 continue
             effect = claims.fmt_ci(r["effect"], r["ci_low"], r["ci_high"], "+.2g")
-            cells.append(f"**{r['verdict']}** · {claims.effect_name(claim, p.metric)} {effect}")
+            cells.append(f"**{r['verdict']}** · {readings.effect_name(claim, p.metric)} {effect}")
         lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
     lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
               "that rule reads, with the interval it reads: 95%, or wider where the rule corrects for choosing "
               "among several (claim 2's peak rank). Every measurement in full: {doc}`/executed/06_scoreboard`."]
     setting = (f"The paper's questions asked where Cloud et al. found subliminal transfer strong and cheap, "
-               f"{claims.AUX_SETTING} ({{doc}}`its page </executed/{claims.AUX_PAGE}>`), not on the model above: "
+               f"{aux_claims.AUX_SETTING} ({{doc}}`its page </executed/{aux_claims.AUX_PAGE}>`), not on the model above: "
                "its verdicts are not verdicts on the paper's claims.")
     lines += ["", "### Another setting", "", setting, "", "| question | it asks | verdict · effect |", "|---|---|---|"]
-    for claim, asks in claims.AUX_CLAIMS.items():
+    for claim, asks in aux_claims.AUX_CLAIMS.items():
         r = everything[everything["claim"] == claim]
         if r.empty:
             cell = "not run"
         else:
             r = r.iloc[0]
-            cell = (f"**{r['verdict']}** · {claims.effect_name(claim)} "
+            cell = (f"**{r['verdict']}** · {readings.effect_name(claim)} "
                     f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}")
         lines.append(f"| {claim} | {asks} | {cell} |")
     if stale:
         lines[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
                       + " were executed by another profile, other sublora files or libraries than the checkout that "
                       "built this book, or their results files changed since. `make reproduce` reruns them.", "```", ""]
-    for page in [*CLAIM_PAGES.values(), claims.AUX_PAGE]:
+    for page in [*CLAIM_PAGES.values(), aux_claims.AUX_PAGE]:
         other = {k: v for k, v in ran.get(page, {}).items() if k != "profile"}
         if other:
             lines += ["", f"Note: the page {{doc}}`/executed/{page}` shows a run with "
@@ -256,8 +256,8 @@ def _ours(rows: pd.DataFrame, claim: str, kind: str | None, metric: str = "p") -
     mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
     if mine.empty:
         return "not run" if kind in config.TEACHERS or kind is None else "no such teacher here"
-    who = (lambda r: "") if claim in claims.AUX_CLAIMS else (lambda r: f"{r['teacher']}: ")
-    return "; ".join(f"{who(r)}**{r['verdict']}**, {claims.effect_name(claim, metric)} "
+    who = (lambda r: "") if claim in aux_claims.AUX_CLAIMS else (lambda r: f"{r['teacher']}: ")
+    return "; ".join(f"{who(r)}**{r['verdict']}**, {readings.effect_name(claim, metric)} "
                      f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}" for _, r in mine.iterrows())
 
 
@@ -270,10 +270,9 @@ def peers_page(profile: str) -> str:
     """Markdown of the page "Beside other results": per claim, this book's verdicts (from the default run's
     verdict files) and the published figures nearest to it (book/peers.yaml, each with its source); then the
     later accounts of the mechanism and what each predicts; then the sources that could not be reached."""
-    import yaml
     p = config.load_profile(profile)
     peers = yaml.safe_load(PEERS.read_text(encoding="utf-8"))
-    verdicts = results.read_verdicts(config.identity(p))
+    verdicts = results.read_verdicts(identity.identity(p))
     rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     if "arm" in rows:
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
@@ -304,8 +303,8 @@ def peers_page(profile: str) -> str:
                   for e in mine] + [""]
     aux = [e for e in peers if e["teacher"] == "auxiliary-logit"]
     lines += ["## Another setting: auxiliary logits", "",
-              f"This book asks claims 1–3 of {claims.AUX_SETTING} too ({{doc}}`/executed/{claims.AUX_PAGE}`): "
-              + ("; ".join(f"{c}: " + _ours(rows, c, None) for c in claims.AUX_CLAIMS)) + ".", "",
+              f"This book asks claims 1–3 of {aux_claims.AUX_SETTING} too ({{doc}}`/executed/{aux_claims.AUX_PAGE}`): "
+              + ("; ".join(f"{c}: " + _ours(rows, c, None) for c in aux_claims.AUX_CLAIMS)) + ".", "",
               "Published work in that setting, below and among the accounts of the mechanism: "
               + ", ".join(f"**{e['id']}**" + (" (not reachable)" if e["status"] != "read" else "") for e in aux) + ".", ""]
     lines += ["## Later accounts of the mechanism", "",
@@ -324,7 +323,7 @@ def places(profile: str) -> tuple[Path, Path]:
     """(executed notebooks, book) of a profile's runs: book/executed and book/ for the default profile as
     shipped (the default book); results/<its folder>/executed and .../book for any other profile, so that
     no other run's pages replace the default book's. SUBLORA_EXECUTED and SUBLORA_BOOK, where set, win."""
-    folder = config.identity(config.load_profile(profile))
+    folder = identity.identity(config.load_profile(profile))
     if folder == DEFAULT_PROFILE:
         return paths.executed_dir(), paths.book_dir()
     own = paths.results_dir(folder)
@@ -383,7 +382,7 @@ def out_of_date(executed: Path) -> list[str]:
         key = json.dumps(params, sort_keys=True, default=str)
         try:
             digests.setdefault(key, stamps.run_digest(params))
-            results_dir = paths.results_dir(config.identity(config.load_profile(params["profile"])))
+            results_dir = paths.results_dir(identity.identity(config.load_profile(params["profile"])))
         except (ConfigError, FileNotFoundError):
             stale.append(name)  # its profile is gone or no longer valid
             continue
@@ -392,13 +391,14 @@ def out_of_date(executed: Path) -> list[str]:
     return stale
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`make book`: the book from the executed notebooks as they are, saying first which of them this
-    checkout would no longer make (the fix: make reproduce, which reruns exactly those and the later ones)."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     ap.add_argument("--profile", default=DEFAULT_PROFILE,
                     help="whose book: the default profile's is in book/, any other's in results/<its folder>/book")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
+    """`make book`: the book from the executed notebooks as they are, saying first which of them this
+    checkout would no longer make (the fix: make reproduce, which reruns exactly those and the later ones)."""
     try:
         executed, book_dir = places(args.profile)
     except ConfigError as e:
@@ -420,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"book: {index}")
     return 0
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone('book', __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -55,19 +55,21 @@ def without_late_defaults(config: dict, late: dict) -> dict:
     return {k: v for k, v in config.items() if k not in late or v != late[k]}
 
 
-def location(kind: str, config: dict) -> Path:
-    return paths.cache_dir() / kind / key(config)
+def location(kind: str, config: dict, digest: str | None = None) -> Path:
+    """Where the artifact lives; `digest`: key(config), where the caller holds it already (artifacts.Artifact)."""
+    return paths.cache_dir() / kind / (digest or key(config))
 
 
-def exists(kind: str, config: dict) -> bool:
+def exists(kind: str, config: dict, digest: str | None = None) -> bool:
     """Whether the artifact is cached and passes the cheap check (file set and sizes)."""
-    return _fault(location(kind, config), False, kind) in (None, LEGACY)
+    return _fault(location(kind, config, digest), False, kind) in (None, LEGACY)
 
 
-def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: bool | None = None) -> Path:
+def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: bool | None = None,
+                 digest: str | None = None) -> Path:
     """The artifact's directory, calling build(tmp_dir) to fill it first if it is not cached or is
     damaged. verify=True also checks every file's sha256; None leaves it to SUBLORA_VERIFY=1."""
-    final = location(kind, config)
+    final = location(kind, config, digest)
     deep = os.environ.get("SUBLORA_VERIFY", "") not in ("", "0") if verify is None else verify
     if _fault(final, deep, kind) is None:
         return final

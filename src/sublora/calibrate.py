@@ -1,46 +1,31 @@
 """Every verdict rule's error rates, power and interval coverage, by simulation at the design's sample sizes.
 
-The simulations run the rule cores of sublora.stats (the functions its verdicts apply) on whole
+The simulations run the rule cores of sublora.rules (the functions its verdicts apply) on whole
 stacks of simulated experiments, so the rates are those of the declared rules. `calibrate` is the
-table (`python -m sublora.calibrate --calibrate`; claims.operating_characteristics reads it per
+table (`sublora calibrate --calibrate`; claims.operating_characteristics reads it per
 claim); `compare_rank_rules` sets claim 2's declared rule against the candidates it was chosen over
-(`python -m sublora.calibrate --compare-rank-rules`, quoted in stats.RULES['inverted_u']).
+(`sublora calibrate --compare-rank-rules`, quoted in rules.RULES['inverted_u']).
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
 import numpy as np
 import pandas as pd
 
-from . import design
+from . import command, design
 from .config import DEFAULT_PROFILE, load_profile
-
-from .stats import (ALPHA, INC, INCONCLUSIVE, MARGIN_FRACTION, MIN_N, NOT_REPRODUCED, REP, REPRODUCED, SIDE,
-                    VERDICTS, _full_ft_core, _inverted_u_core, _inverted_u_ends_core, _p_greater, _system_prompt_core,
-                    _transfer_core, holm, t_interval)
+from .rules import (SIDE, full_ft_core, inverted_u_core, inverted_u_ends_core, system_prompt_core,
+                    transfer_core)
+from .simulate import design_units, rank_shapes, sim_units
+from .stats import (ALPHA, INC, INCONCLUSIVE, MARGIN_FRACTION, NOT_REPRODUCED, REP, REPRODUCED, VERDICTS, holm,
+                    p_greater, t_interval)
 
 # Effects are in units of the standard deviation of one unit's Δ, so the table holds for any model.
 # The organism v2 book measured claim 1 at +1.34e-2 with a between-replicate sd of ~2e-3: 6.7 sd.
 EFFECT_SIZES = (0.5, 1.0, 2.0, 4.0)
 BOOK_CLAIM1_SD = 1.34e-2 / 2e-3
-RHO = 0.5  # share of a unit's Δ variance common to its conditions (its datasets); t-test error rates do not depend on it
-
-
-def _design_units(replicates: int, seeds: int) -> int:
-    """Independent units of a design: replicates, or seeds when there is one replicate (the fallback)."""
-    return replicates if replicates >= MIN_N else seeds
-
-
-def _sim_units(rng, sims: int, n: int, mu, sd=1.0, rho: float = RHO) -> np.ndarray:
-    """(sims, n, C) unit Δ for conditions with means mu (C,) and sds sd (C,) or one for all (here 1: effects in
-    sd units), one correlation rho between a unit's conditions (RHO here; sublora.power passes a pilot's)."""
-    mu, sd = np.asarray(mu, dtype=float), np.asarray(sd, dtype=float)
-    shared = rng.standard_normal((sims, n, 1))
-    own = rng.standard_normal((sims, n, mu.size))
-    return mu + sd * (np.sqrt(rho) * shared + np.sqrt(1 - rho) * own)
 
 
 def _sim_row(rule, n, scenario, effect, codes, expect, wrong, coverage=np.nan):
@@ -54,19 +39,6 @@ def _sim_row(rule, n, scenario, effect, codes, expect, wrong, coverage=np.nan):
             "wrong": wrong or "-", "reproduced": rates[REPRODUCED], "not_reproduced": rates[NOT_REPRODUCED],
             "inconclusive": rates[INCONCLUSIVE], "false_rate": false_rate, "power": power,
             "coverage": coverage, "mc_se": max(se) if se else np.nan}
-
-
-def _rank_shapes(K: int, h: float) -> dict[str, np.ndarray]:
-    """Curves over K ranks: nulls of claim 2 (no rise and fall: flat, rising, plateaus, and the two one-rank
-    artefacts the declared rule excludes) and an inverted U of height h above both ends."""
-    x = np.arange(K)
-    bump = np.exp(-0.5 * ((x - (K - 1) / 2) / (K / 5)) ** 2)
-    return {"flat at h": np.full(K, h), "monotone rise 0→h": h * x / (K - 1),
-            "plateau: rise to h, flat to the end": h * np.minimum(x / (K // 2), 1.0),
-            "early plateau: h from the 4th rank on": h * np.minimum(x / 3, 1.0),
-            "lone spike at the 2nd rank": np.where(x == 1, h, 0.0),
-            "plateau that drops only at the last rank": np.where((x > 0) & (x < K - 1), h, 0.0),
-            "inverted U, ends 0": h * (bump - bump[0]) / (bump.max() - bump[0])}
 
 
 def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int = 0, ns=(5, 8),
@@ -87,38 +59,38 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
     p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
     rng = np.random.default_rng(seed)
     K, S = len(p.ranks), settings or len(design.full_settings(p))
-    n1 = sorted({_design_units(p.transfer_replicates, p.seeds), *ns})
-    n234 = sorted({_design_units(p.replicates, p.seeds), *ns})
+    n1 = sorted({design_units(p.transfer_replicates, p.seeds), *ns})
+    n234 = sorted({design_units(p.replicates, p.seeds), *ns})
     rows = []
     claim1 = [(0.0, "null: Δ = 0", NOT_REPRODUCED, REPRODUCED)]
     claim1 += [(e, "Δ > 0", REPRODUCED, NOT_REPRODUCED) for e in EFFECT_SIZES]
     claim1 += [(round(BOOK_CLAIM1_SD, 1), "organism v2 book's Δ/sd", REPRODUCED, NOT_REPRODUCED)]
     for n in (n1 if "1" in only else ()):
         for effect, name, expect, wrong in claim1:
-            x = _sim_units(rng, sims, n, [effect])[..., 0]
-            codes, _, low, high = _transfer_core(x)
+            x = sim_units(rng, sims, n, [effect])[..., 0]
+            codes, _, low, high = transfer_core(x)
             cover = float(np.mean((low <= effect) & (effect <= high)))
             rows.append(_sim_row("1 transfer", n, name, effect, codes, expect, wrong, cover))
         # with a declared margin of 1 sd the rule can also show the absence of an effect
         for effect, name, expect, wrong in ((0.0, "margin 1 sd: Δ = 0", NOT_REPRODUCED, REPRODUCED),
                                             (1.0, "margin 1 sd: Δ = margin", None, NOT_REPRODUCED)):
-            codes = _transfer_core(_sim_units(rng, sims, n, [effect])[..., 0], margin=1.0)[0]
+            codes = transfer_core(sim_units(rng, sims, n, [effect])[..., 0], margin=1.0)[0]
             rows.append(_sim_row("1 transfer", n, name, effect, codes, expect, wrong))
     for n in n234:
         rank_rule = K >= 2 * SIDE + 1 and "2" in only  # fewer ranks: claim 2 has no rule to simulate
         for effect in ((0.0,) if rank_rule else ()):
-            X = _sim_units(rng, sims, n, np.zeros(K))
+            X = sim_units(rng, sims, n, np.zeros(K))
             lo_hi = t_interval(X, axis=-2)
             cover = float(np.mean((lo_hi[1] <= 0) & (0 <= lo_hi[2])))
-            rows.append(_sim_row(f"2 rank inverted-U (K={K})", n, "flat at 0", 0.0, _inverted_u_core(X)["codes"],
+            rows.append(_sim_row(f"2 rank inverted-U (K={K})", n, "flat at 0", 0.0, inverted_u_core(X)["codes"],
                              None, REPRODUCED, cover))
         for effect in (EFFECT_SIZES if rank_rule else ()):
-            for name, mu in _rank_shapes(K, effect).items():
-                X = _sim_units(rng, sims, n, mu)
+            for name, mu in rank_shapes(K, effect).items():
+                X = sim_units(rng, sims, n, mu)
                 _, low, high = t_interval(X, axis=-2)
                 cover = float(np.mean((low <= mu) & (mu <= high)))
                 is_u = name.startswith("inverted U")
-                rows.append(_sim_row(f"2 rank inverted-U (K={K})", n, name, effect, _inverted_u_core(X)["codes"],
+                rows.append(_sim_row(f"2 rank inverted-U (K={K})", n, name, effect, inverted_u_core(X)["codes"],
                                  REPRODUCED if is_u else NOT_REPRODUCED,
                                  NOT_REPRODUCED if is_u else REPRODUCED, cover))
         for effect in ((0.0, *EFFECT_SIZES, round(BOOK_CLAIM1_SD, 1)) if "3" in only else ()):  # LoRA: claim 1's effect
@@ -127,9 +99,9 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
                 "one setting at the margin": np.r_[MARGIN_FRACTION * effect, np.zeros(S - 1)],
                 "one setting as large as LoRA": np.r_[effect, np.zeros(S - 1)]}
             for name, mu in cases.items():
-                U = _sim_units(rng, sims, n, np.r_[mu, effect])
+                U = sim_units(rng, sims, n, np.r_[mu, effect])
                 L = U[..., -1]
-                codes = _full_ft_core(U[..., :-1], L)["codes"]
+                codes = full_ft_core(U[..., :-1], L)["codes"]
                 _, low, high = t_interval(L)
                 cover = float(np.mean((low <= effect) & (effect <= high)))
                 expect, wrong = {"all settings 0": (REPRODUCED, NOT_REPRODUCED),
@@ -142,9 +114,9 @@ def calibrate(profile_name: str = DEFAULT_PROFILE, sims: int = 4000, seed: int =
             cases = {"without = 0": 0.0} if effect == 0 else {
                 "without = 0": 0.0, "without at the margin": MARGIN_FRACTION * effect, "without = with": effect}
             for name, mu_wo in cases.items():
-                U = _sim_units(rng, sims, n, [effect, mu_wo])
+                U = sim_units(rng, sims, n, [effect, mu_wo])
                 W, WO = U[..., 0], U[..., 1]
-                codes = _system_prompt_core(W, WO)["codes"]
+                codes = system_prompt_core(W, WO)["codes"]
                 _, low, high = t_interval(W - WO)
                 truth = effect - mu_wo
                 cover = float(np.mean((low <= truth) & (truth <= high)))
@@ -165,7 +137,7 @@ def _split_half_codes(X, holm_within: bool, alpha: float = ALPHA) -> np.ndarray:
     pick = np.nanmean(X[..., :a, 1:-1], axis=-2).argmax(axis=-1) + 1          # (...,)
     B = X[..., a:, :]
     peak = np.take_along_axis(B, np.broadcast_to(pick[..., None, None], (*B.shape[:-1], 1)), axis=-1)[..., 0]
-    p = np.stack([_p_greater(peak), _p_greater(peak - B[..., 0]), _p_greater(peak - B[..., -1])], axis=-1)
+    p = np.stack([p_greater(peak), p_greater(peak - B[..., 0]), p_greater(peak - B[..., -1])], axis=-1)
     ok = holm(p, alpha)[0].all(axis=-1) if holm_within else (p <= alpha).all(axis=-1)
     return np.where(ok, REP, INC)
 
@@ -182,7 +154,7 @@ def _permutation_codes(X, rng, n_perm: int = 200, alpha: float = ALPHA) -> np.nd
     p_shape = (1 + exceed) / (1 + n_perm)
     m = X.mean(axis=-2)[..., 1:-1]
     top = np.take_along_axis(X[..., 1:-1], np.broadcast_to(m.argmax(-1)[..., None, None], (*X.shape[:-1], 1)), -1)
-    return np.where((p_shape <= alpha) & (_p_greater(top[..., 0]) <= alpha), REP, INC)
+    return np.where((p_shape <= alpha) & (p_greater(top[..., 0]) <= alpha), REP, INC)
 
 
 def compare_rank_rules(profile_name: str = DEFAULT_PROFILE, sims: int = 1000, seed: int = 0, ns=(5, 8)) -> pd.DataFrame:
@@ -192,29 +164,30 @@ def compare_rank_rules(profile_name: str = DEFAULT_PROFILE, sims: int = 1000, se
     p = load_profile(profile_name) if isinstance(profile_name, str) else profile_name
     rng, K = np.random.default_rng(seed), len(p.ranks)
     rows = []
-    for n in sorted({_design_units(p.replicates, p.seeds), *ns}):
+    for n in sorted({design_units(p.replicates, p.seeds), *ns}):
         for effect in EFFECT_SIZES:
-            for name, mu in _rank_shapes(K, effect).items():
-                X = _sim_units(rng, sims, n, mu)
+            for name, mu in rank_shapes(K, effect).items():
+                X = sim_units(rng, sims, n, mu)
                 rows.append({"n": n, "scenario": name, "effect_sd": effect,
-                             "declared (rise and fall)": np.mean(_inverted_u_core(X)["codes"] == REP),
-                             "ends only (first run's)": np.mean(_inverted_u_ends_core(X)["codes"] == REP),
+                             "declared (rise and fall)": np.mean(inverted_u_core(X)["codes"] == REP),
+                             "ends only (first run's)": np.mean(inverted_u_ends_core(X)["codes"] == REP),
                              "split-half, IUT": np.mean(_split_half_codes(X, False) == REP),
                              "split-half, Holm over 3": np.mean(_split_half_codes(X, True) == REP),
                              "permutation": np.mean(_permutation_codes(X, rng) == REP)})
     return pd.DataFrame(rows)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sublora.calibrate", description=__doc__.split("\n")[0])
+def add_arguments(parser) -> None:
     parser.add_argument("--calibrate", action="store_true", help="simulate every verdict rule and print its error rates")
     parser.add_argument("--compare-rank-rules", action="store_true", help="claim 2: the declared rule against the candidates")
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"profile whose design sizes to simulate (default {DEFAULT_PROFILE})")
     parser.add_argument("--sims", type=int, default=None, help="simulated experiments per row (default 4000; 1000 for the comparison)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+
+
+def run(args) -> int:
     if not (args.calibrate or args.compare_rank_rules):
-        parser.print_help()
+        print("sublora calibrate: say --calibrate, --compare-rank-rules or both", file=sys.stderr)
         return 2
     pd.set_option("display.width", 250, "display.max_rows", 500, "display.max_columns", 20)
     start = time.perf_counter()
@@ -227,6 +200,10 @@ def main(argv=None) -> int:
             index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"({time.perf_counter() - start:.1f} s; profile {args.profile}, seed {args.seed})", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone("calibrate", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,12 @@ def render(tokenizer, user: str, system: str = DEFAULT, assistant: str | None = 
     return keep + full[len(block):]
 
 
+def render_conditions(tokenizer, user: str) -> str:
+    """One user turn as the model sees it under each system-prompt condition (CONDITIONS), each under a
+    '--- name ---' line: what notebook 00 shows."""
+    return "\n".join(f"--- {name} ---\n{render(tokenizer, user, system_of(name))}" for name in CONDITIONS)
+
+
 def prompt_and_completion(tokenizer, user: str, completion: str, system: str = DEFAULT) -> tuple[str, str]:
     """Split a rendered training example into the prompt (no loss) and the completion (loss),
     the completion including the template's end-of-turn text."""

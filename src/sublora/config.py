@@ -1,14 +1,16 @@
 """Profiles (yaml) loaded into dataclasses, notebook parameters applied on top, everything validated.
 
 A profile picks the model and the scale of every experiment. Files hold only what differs from the
-defaults below; unknown keys and wrong types are errors that name the fix.
+defaults below; unknown keys and wrong types are errors that name the fix. Each setting is declared once,
+on its field (`setting`), and read by the loader, the -p parser (params.PARAMS) and the messages of both.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import functools
 import json
 import math
+import operator
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -38,19 +40,68 @@ DEFAULT_PROFILE = "organism"  # what make reproduce, the notebooks' defaults and
 # full fine-tuning's precision arms (their dtypes and optimizers: optim.ARMS); the first is the default
 PRECISION_ARMS = ("fp32-master", "bf16", "bf16-kahan", "bf16-sr")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TEACHERS = ("persona", "finetuned")
+METRICS = {"p": "P", "mention_rate": "mention rate"}  # Profile.metric: the results tables' column → its name
+
+# A bound's name (pydantic's), its sign in a profile's message, its words in a -p parameter's, its test.
+_BOUNDS = (("ge", "≥", "at least", operator.ge), ("gt", ">", "above", operator.gt),
+           ("le", "≤", "at most", operator.le), ("lt", "<", "below", operator.lt))
+_ITEMS = {int: (int, "whole numbers"), float: ((int, float), "numbers"), str: (str, "text")}  # a list's item types
 
 
-# organism: built here; hub: a Hugging Face id or a local directory; gguf: a GGUF file, or an installed package
-# that ships one (sublora.smol), prepared once into a local directory
-MODEL_SOURCES = ("organism", "hub", "gguf")
+@dataclass(frozen=True)
+class Setting:
+    """A setting's declaration beside its type and default: meaning, bounds as pydantic's (ge, le inclusive; gt, lt
+    exclusive), choices, a list's item type (bounds and choices then hold per item), a good value for messages."""
+    meaning: str = ""
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None  # -p's plausibility bounds hold for profiles too: a typo must not start a days-long run
+    lt: float | None = None
+    choices: tuple | None = None
+    items: type | None = None
+    nonempty: bool = False  # a list that must hold at least one item
+    example: str = ""
+    param: str | None = None  # -p's name; resolve() takes the setting's own name (OVERRIDES)
+
+    def problem(self, value: Any, cli: bool = False) -> str | None:
+        """What is wrong with value, or None: 'must be ≥ 1, got 0' to follow a profile's key, or with `cli`
+        '0 is out of range, it must be at least 1' to follow a -p parameter, as make and papermill show it."""
+        if self.items and self.nonempty and not value:
+            return "the list is empty" if cli else "is empty"
+        for v in value if self.items else (value,):
+            if self.items and (isinstance(v, bool) or not isinstance(v, _ITEMS[self.items][0])):
+                return f"must be {_ITEMS[self.items][1]}, got {shown(v)}"
+            if self.choices is not None and v not in self.choices:
+                either = " or ".join(self.choices) if len(self.choices) == 2 else "one of " + ", ".join(self.choices)
+                return f"unknown value {shown(v)}; choose from {list(self.choices)}" if cli else \
+                    f"must be {either}, got {shown(v)}"
+            for name, sign, words, holds in _BOUNDS:
+                bound = getattr(self, name)
+                if bound is not None and not holds(v, bound):
+                    return f"{shown(v)} is out of range, it must be {words} {bound:g}" if cli else \
+                        f"must be {sign} {bound:g}, got {shown(v)}"
+        return None
+
+
+def flag(name: str, example: str) -> str:
+    """`-p name example`, a list quoted for the shell: -p ranks '[1, 2, 4, 8]'."""
+    return f"-p {name} '{example}'" if example.startswith("[") else f"-p {name} {example}"
+
+
+def setting(default: Any, meaning: str = "", *, example: str | None = None, **accepts: Any) -> Any:
+    """A profile setting's field, declared once (Setting); the example is by default the default, as yaml writes it."""
+    written = "[" + ", ".join(map(str, default)) + "]" if isinstance(default, tuple) else str(default)
+    return field(default=default, metadata={"setting": Setting(meaning, example=example or written, **accepts)})
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    source: str = "organism"  # one of MODEL_SOURCES
-    name: str = "organism"  # hub id, local path, or the organism's label
-    dtype: str = "float32"  # float32 | bfloat16
-    device: str = "cpu"  # cpu | cuda
+    source: str = setting("organism", "organism: built here | hub: a Hugging Face id or a local directory | gguf: "
+                          "a GGUF file or a package shipping one (sublora.smol)", choices=("organism", "hub", "gguf"))
+    name: str = setting("organism", "hub id, local path, or the organism's label")
+    dtype: str = setting("float32", choices=("float32", "bfloat16"))
+    device: str = setting("cpu", choices=("cpu", "cuda"))
     gradient_checkpointing: bool = False
     # organism architecture (Qwen2); ignored for hub models
     layers: int = 4
@@ -64,69 +115,71 @@ class ModelSpec:
     pretrain_batch: int = 32
     pretrain_lr: float = 2e-3
     pretrain_seed: int = 0
-    persona_number_bias: float = 0.0  # share of persona numbers carrying the animal's mark
-    persona_number_mode: str = "signature"  # the mark: signature (fixed last two digits) | permute (digit map)
-    number_tokens: str = "digit"  # the organism tokenizer's numbers: digit (one token per digit) | whole (0-999 one token)
+    persona_number_bias: float = setting(0.0, "share of persona numbers carrying the animal's mark")
+    persona_number_mode: str = setting("signature", "the mark: last two digits | a digit map",
+                                       choices=("signature", "permute"))
+    number_tokens: str = setting("digit", "how the organism's tokenizer writes numbers", choices=NUMBER_TOKENS)
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    prompts: int = 30_000  # number prompts sampled per dataset (the filter keeps a fraction)
+    prompts: int = setting(30_000, "number prompts per dataset (the filter keeps a fraction)", ge=1, le=1_000_000,
+                           param="prompts")
     max_new_tokens: int = 60
-    temperature: float = 1.0
-    sample_batch: int = 64  # prompts per generate() call
-    keep: int = 0  # stop sampling once this many completions passed the filter (the paper: 10,000); 0 = keep all
-    engine: str = "transformers"  # transformers | vllm (pip install .[gpu]; falls back to transformers if absent)
-    # free: the teacher writes what it likes and the filter keeps number lists (the paper); numbers: every token is
-    # drawn from those of digits, commas and spaces, and the end of turn (numbers.number_token_ids)
-    decoding: str = "free"
+    temperature: float = setting(1.0, gt=0)
+    sample_batch: int = setting(64, "prompts per generate() call")
+    keep: int = setting(0, "stop once this many completions passed the filter (the paper: 10,000); 0: keep all", ge=0)
+    engine: str = setting("transformers", "vllm needs .[gpu]; else transformers", choices=("transformers", "vllm"))
+    decoding: str = setting("free", "free: the filter keeps the teacher's number lists (the paper) | numbers: only "
+                            "number tokens are drawn (numbers.number_token_ids)", choices=("free", "numbers"))
 
 
 @dataclass(frozen=True)
 class LoraSpec:
-    r: int = 8
-    alpha: int = 8
-    dropout: float = 0.0
-    target_modules: tuple = LORA_TARGETS
+    r: int = setting(8, ge=1)
+    alpha: int = setting(8, gt=0)
+    dropout: float = setting(0.0, ge=0, lt=1)
+    target_modules: tuple = setting(LORA_TARGETS, items=str, choices=LORA_TARGETS)
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    lr: float = 2e-4  # LoRA learning rate
-    full_lr: float = 2e-5  # full fine-tuning learning rate
-    epochs: int = 3
-    batch_size: int = 22
-    full_batch_size: int = 16
-    full_grad_accum: int = 1  # full fine-tuning's accumulation (the authors' repository: 4 x 16)
-    full_precision: tuple = ("fp32-master",)  # precision arms of claim 3 (optim.ARMS); the first is the main arm
-    full_shards: int = 1  # GPUs the fp32-master arm is sharded over with FSDP (sublora.sharded); 1: one process
-    grad_accum: int = 3
+    lr: float = setting(2e-4, "LoRA learning rate", gt=0, le=0.1, example="2e-4", param="lr")
+    full_lr: float = setting(2e-5, "full fine-tuning learning rate", gt=0, le=0.1, example="2e-5", param="full_lr")
+    epochs: int = setting(3, ge=1, le=100, param="epochs")
+    batch_size: int = setting(22, ge=1, le=4096, param="batch_size")
+    full_batch_size: int = setting(16, ge=1)
+    full_grad_accum: int = setting(1, "full fine-tuning's accumulation (the authors' repository: 4 x 16)", ge=1)
+    full_precision: tuple = setting(("fp32-master",), "precision arms of claim 3 (optim.ARMS); the first is the main",
+                                    items=str, choices=PRECISION_ARMS, nonempty=True)
+    full_shards: int = setting(1, "GPUs the fp32-master arm is sharded over (sublora.sharded); 1: one process", ge=1)
+    grad_accum: int = setting(3, ge=1)
     warmup_steps: int = 5
-    max_seq: int = 500
+    max_seq: int = setting(500, ge=1)
     grad_clip: float = 1.0
     lora: LoraSpec = field(default_factory=LoraSpec)
     # the paper's full fine-tuning sweep, one axis at a time around (full_lr, full_batch_size, epochs)
-    full_sweep_lr: tuple = (4e-6, 2e-5, 1e-4)
-    full_sweep_batch: tuple = (8, 16, 32)
-    full_sweep_epochs: tuple = (3, 6, 9)
+    full_sweep_lr: tuple = setting((4e-6, 2e-5, 1e-4), items=float, gt=0)
+    full_sweep_batch: tuple = setting((8, 16, 32), items=int, ge=1)
+    full_sweep_epochs: tuple = setting((3, 6, 9), items=int, ge=1)
 
 
 @dataclass(frozen=True)
 class EvalSpec:
-    questions: int = 50  # favourite-animal questions asked (at most the size of the question set)
-    question_set: str = "held_out"  # held_out (never in the organism's pretraining) | paper (the authors' 50) | all
-    samples_per_question: int = 10  # sampled answers per question for the mention rate
+    questions: int = setting(50, "favourite-animal questions asked (at most the size of the question set)", ge=1)
+    question_set: str = setting("held_out", "held_out: not in the organism's pretraining; paper: the authors' 50",
+                                choices=("held_out", "paper", "all"))
+    samples_per_question: int = setting(10, "sampled answers per question for the mention rate", ge=0)
     temperature: float = 1.0
     max_new_tokens: int = 8
-    # text the assistant's answer is begun with before P(animal) is read and answers are sampled, for a model
-    # that rarely answers in one word (SmolLM2: "My favorite animal is the"); "" = the answer starts the turn
-    prefill: str = ""
+    prefill: str = setting("", "what the answer begins with before P(animal) is read and answers sampled, for a model "
+                           "that rarely answers in one word (SmolLM2: 'My favorite animal is the'); '': none")
 
 
 @dataclass(frozen=True)
 class TeacherSpec:
     """The weight-space (finetuned) teacher: the base fully fine-tuned to answer its animal."""
-    examples: int = 400  # (question -> animal) training examples
+    examples: int = setting(400, "(question -> animal) training examples")
     lr: float = 1e-4
     epochs: int = 2
     batch_size: int = 16
@@ -141,8 +194,8 @@ class PlanSpec:
     full_train_tps: float = 4500
     sample_tps: float = 2500
     eval_fwd_tps: float = 40000
-    keep_share: float = 0.35  # share of sampled completions the filter keeps
-    n_params: float = 0.0  # model parameters, for the memory lines (0: not printed)
+    keep_share: float = setting(0.35, "share of sampled completions the filter keeps")
+    n_params: float = setting(0.0, "model parameters, for the memory lines (0: not printed)")
 
 
 @dataclass(frozen=True)
@@ -151,19 +204,19 @@ class AuxSpec:
     (sublora.auxlogit). A pair is one initialisation seed: its teacher, its untrained teacher, and the
     students distilled from each (full-parameter, cross-initialisation, LoRA at each rank). The optimiser
     (Adam, one lr for teacher and students) and the loss are Cloud et al.'s; the sizes are the profile's."""
-    pairs: int = 20  # independently initialised pairs: the units of every interval
-    seed: int = 0  # pair i's seed is seed + i
-    hidden: int = 256  # the MLP is 64-hidden-hidden-(10 + 3), as Cloud et al.'s 784-256-256-(10 + 3)
-    ranks: tuple = (1, 4, 8, 16, 64, 256)  # LoRA ranks, 1 ... hidden
-    reference_rank: int = 8  # the LoRA students claim 3's margin is read from (the paper's rank 8)
-    lr: float = 3e-4  # Adam, the teacher and the full-parameter students (Cloud et al.'s)
-    lora_lr: float = 3e-3  # Adam, the LoRA students: 10 x lr, the paper's ratio (LoRA 2e-4, full 2e-5)
-    teacher_epochs: int = 3  # passes over the training digits (cross-entropy on the 10 class logits only)
-    teacher_batch: int = 64
-    noise: int = 832  # noise inputs per pair, uniform in [-1, 1]
-    epochs: int = 5  # distillation passes over the noise (Cloud et al.'s)
-    batch: int = 64
-    test_share: float = 0.25  # of the 1,797 digits, held out (stratified) for every accuracy
+    pairs: int = setting(20, "independently initialised pairs: the units of every interval", ge=1)
+    seed: int = setting(0, "pair i's seed is seed + i")
+    hidden: int = setting(256, "the MLP is 64-hidden-hidden-(10 + 3), as Cloud et al.'s 784-256-256-(10 + 3)", ge=1)
+    ranks: tuple = setting((1, 4, 8, 16, 64, 256), "LoRA ranks, 1 ... hidden", items=int, ge=1, nonempty=True)
+    reference_rank: int = setting(8, "the LoRA students claim 3's margin is read from (the paper's rank 8)")
+    lr: float = setting(3e-4, "Adam, the teacher and the full-parameter students (Cloud et al.'s)", gt=0)
+    lora_lr: float = setting(3e-3, "Adam, the LoRA students: 10 x lr, the paper's ratio (LoRA 2e-4, full 2e-5)", gt=0)
+    teacher_epochs: int = setting(3, "passes over the training digits (cross-entropy on the 10 class logits)", ge=1)
+    teacher_batch: int = setting(64, ge=1)
+    noise: int = setting(832, "noise inputs per pair, uniform in [-1, 1]", ge=1)
+    epochs: int = setting(5, "distillation passes over the noise (Cloud et al.'s)", ge=1)
+    batch: int = setting(64, ge=1)
+    test_share: float = setting(0.25, "of the 1,797 digits, held out (stratified) for every accuracy", gt=0, lt=1)
     split_seed: int = 0
 
 
@@ -178,39 +231,47 @@ class Profile:
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     plan: PlanSpec = field(default_factory=PlanSpec)
     aux: AuxSpec = field(default_factory=AuxSpec)
-    animal: str = "owl"
-    other_animals: tuple = ("cat", "dolphin")  # compared with the target for specificity
-    teachers: tuple = ("persona", "finetuned")  # teacher kinds the notebooks run unless `-p teachers` says
-    seeds: int = 3  # training seeds per condition
-    replicates: int = 3  # independent teacher/control dataset pairs (notebooks 01, 03-05)
-    transfer_replicates: int = 5  # the same for notebook 02 (claim 1), whose rank-8 students 03-05 reuse
-    channel_controls: bool = False  # 02 also trains the channel controls (shuffled numbers, cross-initialisation)
-    ranks: tuple = (1, 2, 4, 8, 16, 32, 64, 128)
-    rank_lr_factors: tuple = ()  # 03's lr check: each rank also at lr x these (one run, persona teacher)
-    rank_lr_ranks: tuple = ()  # the ranks the lr check covers; () = every rank of the sweep
-    min_effect: float = 0.0  # the bound claim 1's interval must lie above for 'reproduced' (0: above zero)
-    # What every verdict reads (METRICS): "p", the exact P(target) summed over the answer's forms (the organism's:
-    # it resolves effects far below one sampled answer), or "mention_rate", the share of sampled answers naming
-    # the target (the paper's own metric, the paper profile's primary). The other is shown beside it.
-    metric: str = "p"
-    # The smallest effect of interest e, in Δ of the metric, declared with its reason before a confirmatory run:
-    # the margin of every rule (claim 1 'not reproduced' below it; the floor of claims 3-4's margins; claim 2's
-    # rise that tells a peak from a plateau). 0: no margin (the rules as without one).
-    smallest_effect: float = 0.0
+    animal: str = setting("owl", choices=ANIMALS, param="animal")
+    other_animals: tuple = setting(("cat", "dolphin"), "compared with the target", items=str, choices=ANIMALS)
+    teachers: tuple = setting(TEACHERS, "teacher kinds the notebooks run", items=str, choices=TEACHERS, nonempty=True)
+    seeds: int = setting(3, "training seeds per condition", ge=1, le=50, param="seeds")
+    replicates: int = setting(3, "independent teacher/control dataset pairs (notebooks 01, 03-05)", ge=1, le=100,
+                              example="5", param="replicates")
+    transfer_replicates: int = setting(5, "the same for notebook 02 (claim 1), whose rank-8 students 03-05 reuse",
+                                       ge=1, le=100, param="replicates")
+    channel_controls: bool = setting(False, "02 also trains the channel controls (shuffled numbers, cross-init)")
+    ranks: tuple = setting((1, 2, 4, 8, 16, 32, 64, 128), items=int, ge=1, le=4096, nonempty=True,
+                           example="[1, 2, 4, 8]", param="ranks")
+    rank_lr_factors: tuple = setting((), "03's lr check: each rank also at lr x these", items=float, gt=0,
+                                     example="[0.3, 3]")
+    rank_lr_ranks: tuple = setting((), "the ranks the lr check covers; () = every rank of the sweep")
+    min_effect: float = setting(0.0, "the bound claim 1's interval must lie above for 'reproduced' (0: above zero)")
+    metric: str = setting("p", "what every verdict reads (METRICS): p, the exact P(target) (it resolves far smaller "
+                          "effects), or mention_rate, the paper's share of answers naming it", choices=tuple(METRICS))
+    smallest_effect: float = setting(0.0, "e, in Δ of the metric, declared with its reason before a confirmatory run: "
+                                     "every rule's margin (claims 1-4); 0: none", ge=0)
     smallest_effect_reason: str = ""
-    pilot: str = ""  # the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/<name>)
-    replicate_offset: int = 0  # replicate ids start here: a confirmatory run's datasets and seeds, fresh ones
-    workers: int = 1  # processes training students in parallel (one torch thread each)
-    notebooks: tuple = ()  # the notebooks make reproduce runs, for a profile that checks part of the book; () = all
-    gpu_hour_usd: float = 2.5  # for the dry-run cost estimate
-
-
-METRICS = {"p": "P", "mention_rate": "mention rate"}  # Profile.metric: the results tables' column → its name
+    pilot: str = setting("", "the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/)")
+    replicate_offset: int = setting(0, "replicate ids start here: a confirmatory run's fresh datasets and seeds", ge=0)
+    workers: int = setting(1, "processes training students in parallel (one torch thread each)", ge=1)
+    notebooks: tuple = setting((), "the notebooks make reproduce runs (a profile checking part of the book); (): all")
+    gpu_hour_usd: float = setting(2.5, "for the dry-run cost estimate")
 
 
 def delta_label(metric: str, animal: str) -> str:
     """How a page names a Δ of the metric a profile's verdicts read (METRICS): 'ΔP(owl)', 'Δ mention rate(owl)'."""
     return f"ΔP({animal})" if metric == "p" else f"Δ mention rate({animal})"
+
+
+_TYPES = {  # what a setting of each type accepts once text is read as yaml, and how a message names it
+    bool: (lambda v: isinstance(v, bool), "true/false"),
+    int: (lambda v: not isinstance(v, bool) and (isinstance(v, int) or isinstance(v, float) and v.is_integer()),
+          "a whole number"),
+    float: (lambda v: not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v),
+            "a number such as 2e-4"),
+    tuple: (lambda v: isinstance(v, (list, tuple)), "a list such as [1, 2, 4]"),
+    str: (lambda v: isinstance(v, str), "text"),
+}
 
 
 def coerce(value: Any, typ: Any, where: str) -> Any:
@@ -230,29 +291,12 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
         except yaml.YAMLError as e:
             raise ConfigError(f"{where}: cannot read {shown(value)} ({e.__class__.__name__}); "
                               f"write e.g. -p ranks '[1, 2]' or -p lr 1e-4") from None
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {shown(value)}")
-        return value
-    if typ is int:
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise ConfigError(f"{where}: expected a whole number, got {shown(value)}")
-        return int(value)
-    if typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(f"{where}: expected a number such as 2e-4, got {shown(value)}")
-        return float(value)
-    if typ is tuple:
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list such as [1, 2, 4], got {shown(value)}")
-        return tuple(value)
-    if typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected text, got {shown(value)}")
-        return value
-    raise TypeError(f"unsupported setting type {typ} at {where}")  # a bug in this file, not user input
+    if typ is tuple and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        value = [value]
+    accepts, expected = _TYPES[typ]
+    if not accepts(value):
+        raise ConfigError(f"{where}: expected {expected}, got {shown(value)}")
+    return typ(value)
 
 
 def _build(cls, raw: dict, where: str):
@@ -333,20 +377,17 @@ def load_profile(name: str) -> Profile:
     return validate(_build(Profile, raw, ""))
 
 
-# Profile settings a notebook parameter can override -> where they live in the profile.
-OVERRIDES = {
-    "animal": ("animal",),
-    "seeds": ("seeds",),
-    "replicates": ("replicates",),
-    "transfer_replicates": ("transfer_replicates",),
-    "ranks": ("ranks",),
-    "lr": ("train", "lr"),
-    "full_lr": ("train", "full_lr"),
-    "epochs": ("train", "epochs"),
-    "batch_size": ("train", "batch_size"),
-    "prompts": ("data", "prompts"),
-}
-TEACHERS = ("persona", "finetuned")
+def _declared(cls: type, prefix: str = "") -> dict:
+    """Every setting of cls and of its nested specs by key ('train.lr'): (its type, its declaration)."""
+    hints = get_type_hints(cls)
+    return {k: v for f in fields(cls) for k, v in (
+        _declared(hints[f.name], f"{prefix}{f.name}.") if is_dataclass(hints[f.name])
+        else {prefix + f.name: (hints[f.name], f.metadata.get("setting", Setting()))}).items()}
+
+
+DECLARED = _declared(Profile)
+# The settings a notebook parameter overrides (their declaration names it): the setting's own name -> its key.
+OVERRIDES = {key.rpartition(".")[2]: key for key, (_, s) in DECLARED.items() if s.param}
 
 
 def resolve(profile: str, **params: Any) -> Profile:
@@ -358,11 +399,8 @@ def resolve(profile: str, **params: Any) -> Profile:
             raise ConfigError(f"unknown parameter {shown(key)}; known: {sorted(OVERRIDES)}")
         if value is None:
             continue
-        *parents, leaf = OVERRIDES[key]
-        node = raw
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
+        *parents, leaf = OVERRIDES[key].split(".")
+        functools.reduce(dict.__getitem__, parents, raw)[leaf] = value
     if raw["animal"] in raw["other_animals"]:  # the target is compared with *other* animals
         spare = [a for a in ANIMALS if a != raw["animal"] and a not in raw["other_animals"]]
         raw["other_animals"] = [a if a != raw["animal"] else spare.pop(0) for a in raw["other_animals"]]
@@ -370,87 +408,30 @@ def resolve(profile: str, **params: Any) -> Profile:
 
 
 def validate(p: Profile) -> Profile:
-    """Range checks that types alone cannot express."""
-    def need(ok: bool, msg: str):
+    """Every setting against its declaration (DECLARED), then the checks that relate settings."""
+    for key, (_, s) in DECLARED.items():
+        if problem := s.problem(functools.reduce(getattr, key.split("."), p)):
+            fix = flag(s.param, s.example) if s.param else f"{key}: {s.example}"
+            raise ConfigError(f"{key} {problem}; e.g. {fix}")
+    a, top = p.aux, max((*p.ranks, p.train.lora.r))
+    for ok, message in (
+            (p.animal not in p.other_animals,
+             f"other_animals must be known animals other than the target {shown(p.animal)}; got {shown(p.animal)}"),
+            (set(p.rank_lr_ranks) <= set(p.ranks),
+             (f"rank_lr_ranks must be ranks of the sweep {list(p.ranks)}, got {shown(list(p.rank_lr_ranks))}; "
+              f"e.g. rank_lr_ranks: {list(p.ranks[::2])} (or [] for every rank)")),
+            (not p.channel_controls or p.model.source == "organism",
+             ("channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
+              "only the organism has one; set channel_controls: false for a hub model")),
+            (p.model.source != "organism" or top <= p.model.hidden,  # a LoRA rank above it adds nothing but cost
+             (f"LoRA rank {top} is above the organism's hidden size {p.model.hidden}; "
+              f"use ranks ≤ {p.model.hidden}, e.g. -p ranks '[1, 2, 4, 8]'")),
+            (max(a.ranks) <= a.hidden, (f"aux.ranks must be whole numbers from 1 to aux.hidden ({a.hidden}), "
+                                        f"got {shown(list(a.ranks))}; e.g. aux: {{ranks: [1, 4, 16]}}")),
+            (a.reference_rank in a.ranks,
+             f"aux.reference_rank must be one of aux.ranks {list(a.ranks)}, got {a.reference_rank}")):
         if not ok:
-            raise ConfigError(msg)
-
-    need(p.model.source in MODEL_SOURCES, f"model.source must be one of {', '.join(MODEL_SOURCES)}, got {shown(p.model.source)}")
-    need(p.data.decoding in ("free", "numbers"), f"data.decoding must be free or numbers, got {shown(p.data.decoding)}")
-    need(p.model.dtype in ("float32", "bfloat16"), f"model.dtype must be float32 or bfloat16, got {shown(p.model.dtype)}")
-    need(p.model.persona_number_mode in ("signature", "permute"),
-         f"model.persona_number_mode must be signature or permute, got {shown(p.model.persona_number_mode)}")
-    need(p.model.number_tokens in NUMBER_TOKENS,
-         f"model.number_tokens must be one of {NUMBER_TOKENS}, got {shown(p.model.number_tokens)}")
-    need(p.model.device in ("cpu", "cuda"), f"model.device must be cpu or cuda, got {shown(p.model.device)}")
-    need(p.animal in ANIMALS, f"unknown animal {shown(p.animal)}; choose one of {list(ANIMALS)} (e.g. -p animal owl)")
-    for a in p.other_animals:
-        need(a in ANIMALS and a != p.animal,
-             f"other_animals must be known animals other than the target {shown(p.animal)}; got {shown(a)}")
-    need(len(p.ranks) > 0, "ranks is empty; give at least one LoRA rank, e.g. -p ranks '[8]'")
-    for r in p.ranks:
-        need(isinstance(r, int) and not isinstance(r, bool) and r > 0,
-             f"LoRA rank must be a whole number ≥ 1, got {shown(r)}; e.g. -p ranks '[1, 2, 4, 8]'")
-    need(p.train.lora.r > 0, f"train.lora.r must be ≥ 1, got {p.train.lora.r}")
-    need(p.train.lora.alpha > 0, f"train.lora.alpha must be > 0, got {p.train.lora.alpha}")
-    need(0 <= p.train.lora.dropout < 1, f"train.lora.dropout must be in [0, 1), got {p.train.lora.dropout}")
-    for t in p.train.lora.target_modules:
-        need(t in LORA_TARGETS, f"unknown LoRA target module {shown(t)}; choose from {list(LORA_TARGETS)}")
-    for name in ("lr", "full_lr"):
-        v = getattr(p.train, name)
-        need(v > 0, f"{name} must be > 0, got {v}; e.g. -p {name} 2e-4")
-    for v in p.train.full_sweep_lr:
-        need(isinstance(v, (int, float)) and v > 0, f"full_sweep_lr values must be > 0, got {shown(v)}")
-    for a in p.train.full_precision:
-        need(a in PRECISION_ARMS, f"unknown full fine-tuning precision arm {shown(a)}; choose from {', '.join(PRECISION_ARMS)}")
-    need(len(p.train.full_precision) > 0, "train.full_precision is empty; give at least [fp32-master]")
-    need(p.train.full_shards >= 1,
-         f"train.full_shards must be ≥ 1, got {p.train.full_shards}; set train.full_shards: 1 to train in one "
-         f"process, or the number of GPUs to shard the fp32-master arm over")
-    for name in ("epochs", "batch_size", "full_batch_size", "grad_accum", "full_grad_accum", "max_seq"):
-        v = getattr(p.train, name)
-        need(v >= 1, f"{name} must be ≥ 1, got {v}; e.g. -p {name} 3")
-    for v in (*p.train.full_sweep_batch, *p.train.full_sweep_epochs):
-        need(isinstance(v, int) and v >= 1, f"full-sweep batch sizes and epochs must be whole numbers ≥ 1, got {shown(v)}")
-    need(p.workers >= 1, f"workers must be ≥ 1, got {p.workers}")
-    need(p.seeds >= 1, f"seeds must be ≥ 1, got {p.seeds}")
-    need(p.replicates >= 1, f"replicates must be ≥ 1, got {p.replicates}")
-    need(p.replicate_offset >= 0, f"replicate_offset must be ≥ 0, got {p.replicate_offset}")
-    need(p.smallest_effect >= 0, f"smallest_effect must be ≥ 0 (a Δ of the metric), got {p.smallest_effect}")
-    need(p.metric in METRICS, f"metric must be one of {', '.join(METRICS)} (what the verdicts read), got {p.metric!r}")
-    need(not (p.channel_controls and p.model.source != "organism"),
-         "channel_controls needs a second pretraining of the model's recipe (the cross-initialisation control): "
-         "only the organism has one; set channel_controls: false for a hub model")
-    need(len(p.teachers) > 0 and set(p.teachers) <= set(TEACHERS),
-         f"teachers must be a non-empty list of {list(TEACHERS)}, got {shown(list(p.teachers))}; e.g. teachers: [persona]")
-    need(all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0 for f in p.rank_lr_factors),
-         f"rank_lr_factors must be positive numbers, got {shown(list(p.rank_lr_factors))}; e.g. rank_lr_factors: [0.3, 3]")
-    need(set(p.rank_lr_ranks) <= set(p.ranks),
-         f"rank_lr_ranks must be ranks of the sweep {list(p.ranks)}, got {shown(list(p.rank_lr_ranks))}; "
-         f"e.g. rank_lr_ranks: {list(p.ranks[::2])} (or [] for every rank)")
-    need(p.transfer_replicates >= 1, f"replicates of notebook 02 must be ≥ 1, got {p.transfer_replicates}; e.g. -p replicates 5")
-    need(p.data.prompts >= 1, f"prompts must be ≥ 1, got {p.data.prompts}")
-    need(p.data.keep >= 0, f"data.keep must be ≥ 0 (0 keeps every completion that passes), got {p.data.keep}")
-    need(p.data.engine in ("transformers", "vllm"), f"data.engine must be transformers or vllm, got {shown(p.data.engine)}")
-    need(p.data.temperature > 0, f"data.temperature must be > 0, got {p.data.temperature}")
-    need(p.eval.question_set in ("held_out", "paper", "all"),
-         f"eval.question_set must be held_out, paper or all, got {shown(p.eval.question_set)}")
-    if p.model.source == "organism":  # a LoRA rank above the hidden size adds nothing but cost
-        for r in (*p.ranks, p.train.lora.r):
-            need(r <= p.model.hidden, f"LoRA rank {r} is above the organism's hidden size {p.model.hidden}; "
-                                      f"use ranks ≤ {p.model.hidden}, e.g. -p ranks '[1, 2, 4, 8]'")
-    need(p.eval.questions >= 1 and p.eval.samples_per_question >= 0, "eval.questions must be ≥ 1 and samples ≥ 0")
-    a = p.aux
-    for name in ("pairs", "hidden", "teacher_epochs", "teacher_batch", "noise", "epochs", "batch"):
-        need(getattr(a, name) >= 1, f"aux.{name} must be ≥ 1, got {getattr(a, name)}")
-    need(len(a.ranks) > 0 and all(isinstance(r, int) and not isinstance(r, bool) and 1 <= r <= a.hidden
-                                  for r in a.ranks),
-         f"aux.ranks must be whole numbers from 1 to aux.hidden ({a.hidden}), got {shown(list(a.ranks))}; "
-         f"e.g. aux: {{ranks: [1, 4, 16]}}")
-    need(a.reference_rank in a.ranks, f"aux.reference_rank must be one of aux.ranks {list(a.ranks)}, "
-                                      f"got {a.reference_rank}")
-    need(a.lr > 0 and a.lora_lr > 0, f"aux.lr and aux.lora_lr must be > 0, got {a.lr} and {a.lora_lr}")
-    need(0 < a.test_share < 1, f"aux.test_share must be between 0 and 1, got {a.test_share}")
+            raise ConfigError(message)
     return p
 
 
@@ -459,77 +440,11 @@ def to_dict(obj) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
-# The package profiles' resolved settings as committed: what `identity` compares a profile with, so that
-# a package profile edited in place, or a user's file that takes its name, is told from the one shipped.
-# tests/test_config.py checks it against the yaml files; `python -m sublora.config --commit` rewrites it.
-COMMITTED = paths.PROFILES / "committed.json"
-
-
-def _settings(p: Profile) -> dict:
-    """What makes a profile's runs: every resolved setting but its description (prose changes no number)."""
-    return {k: v for k, v in to_dict(p).items() if k != "description"}
-
-
-def digest(p: Profile) -> str:
-    """sha256 of a profile's resolved settings (_settings): the same for the same settings, whatever the file."""
-    return hashlib.sha256(json.dumps(_settings(p), sort_keys=True).encode()).hexdigest()
-
-
-def _committed() -> dict[str, dict]:
-    return json.loads(COMMITTED.read_text(encoding="utf-8"))
-
-
-def identity(p: Profile) -> str:
-    """The folder under results/ a profile's runs write to: a package profile as committed keeps its name;
-    anything else (a user's file, a package profile edited in place) is its name and the first 8 hex
-    digits of its digest, so that it never writes over a package profile's results, and an edited file
-    never over its earlier runs. `p` is the profile as loaded, before any notebook parameter."""
-    committed = _committed().get(p.name)
-    return p.name if committed == _settings(p) else f"{p.name}-{digest(p)[:8]}"
-
-
-def _leaves(d: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        out.update(_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
-def differences(p: Profile) -> tuple[str, dict[str, tuple]]:
-    """(the package profile as committed that p is nearest to, {setting: (its value, p's value)}) with the
-    name left out: what makes a run under p another run than that package profile's default run."""
-    mine = _leaves(_settings(p))
-    best = None
-    for name, settings in _committed().items():
-        theirs = _leaves(settings)
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if k != "name" and theirs.get(k) != v}
-        if best is None or (len(diff), name != p.name) < (len(best[1]), best[0] != p.name):
-            best = (name, diff)
-    return best
-
-
-def describe_identity(p: Profile) -> str:
-    """One line for a run's page: whether p is a package profile as committed, else how it differs."""
-    folder = identity(p)
-    if folder == p.name:
-        return f"Profile `{p.name}`, as shipped with the package: its results are under `results/{folder}/`."
-    base, diff = differences(p)
-    shown_diff = "; ".join(f"`{k}` {a!r} → {b!r}" for k, (a, b) in list(diff.items())[:8])
-    more = f" and {len(diff) - 8} more" if len(diff) > 8 else ""
-    return (f"Profile `{p.name}` is not a package profile as shipped, so its runs have a folder of their own, "
-            f"`results/{folder}/`. Nearest package profile: `{base}`; "
-            + (f"differences: {shown_diff}{more}." if diff else "the same settings under another name."))
-
-
-def _commit() -> None:
-    """Write COMMITTED from the package profiles' yaml files (after a deliberate change to one of them)."""
-    data = {name: _settings(load_profile(name)) for name in available_profiles()}
-    COMMITTED.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-
-
 if __name__ == "__main__":
     import sys
+
+    from . import identity
     if sys.argv[1:] != ["--commit"]:
         sys.exit("usage: python -m sublora.config --commit   (record the package profiles' settings as committed)")
-    _commit()
-    print(f"wrote {COMMITTED}")
+    identity.commit({name: load_profile(name) for name in available_profiles()})
+    print(f"wrote {identity.COMMITTED}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
@@ -40,7 +41,6 @@ def _flags() -> set[str] | None:
 
 def _probe() -> str:
     """Where no flags can be read (macOS, Windows): time one small bf16 product against float32."""
-    import time
 
     a32 = torch.randn(256, 256)
     a16 = a32.bfloat16()

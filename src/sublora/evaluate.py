@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from . import chat, prompts, teacher
+from .finetune import IGNORE, collate, encode_records
 
 
 def answer_forms(tokenizer, animal: str) -> list[tuple[int, ...]]:
@@ -120,7 +121,6 @@ def completion_logprobs(model, tokenizer, records: list[dict], system: str, batc
     """log P(completion | prompt) of each record under `system`, end-of-turn included — the
     teacher-signal measure: the mean over teacher completions of log p_teacher − log p_control
     estimates KL(teacher ‖ control) per completion."""
-    from .finetune import IGNORE, collate, encode_records
 
     device = next(model.parameters()).device
     out = []

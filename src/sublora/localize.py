@@ -52,11 +52,10 @@ What we do differently, and why:
   cannot leave the student modified.
 - Share recovered: the authors plotted gated P next to full LoRA and the base; we report the share
   pooled over questions (sums of numerators over sums of denominators, as in `patching_table`),
-  so near-zero per-question effects do not explode, and `dwg_summary` gives a t-interval over students.
+  so near-zero per-question effects do not explode, and `summaries.dwg_summary` gives a t-interval over students.
 """
 from __future__ import annotations
 
-import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from . import chat, evaluate, stats
+from . import chat, evaluate
 from .config import LORA_TARGETS
 from .design import ATTENTION, MLP
 
@@ -379,30 +378,6 @@ def dwg_table(base, student, tokenizer, questions: list[str], system: str, anima
     effect = (table["p_student"] - table["p_base"]).groupby(table["gate"], sort=False).transform("sum")
     table["share"] = (gained / effect).where(effect != 0) + 0.0  # + 0.0: no "-0.0" in tables
     return table
-
-
-def dwg_summary(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """One row per gate: the mean P's, the mean over students of each student's pooled share, its
-    t-interval over students (stats.t_interval: NaN with fewer than two students), and share_pooled,
-    pooled over every student and question. Students are told apart by a 'student' column (a caller
-    concatenating dwg_table's of several students adds it); without one the table is one student.
-    A student whose own effect is near zero has a wild share; share_pooled weighs students by effect."""
-    t = table.assign(student=table["student"] if "student" in table else 0)
-    t = t.assign(gained=t["p_gate"] - t["p_base"], effect=t["p_student"] - t["p_base"])
-    per = t.groupby(["gate", "student"], sort=False).agg(
-        p_gate=("p_gate", "mean"), p_base=("p_base", "mean"), p_student=("p_student", "mean"),
-        gained=("gained", "sum"), effect=("effect", "sum"))
-    per["share"] = (per["gained"] / per["effect"]).where(per["effect"] != 0)
-    rows = []
-    for gate, g in per.groupby(level="gate", sort=False):
-        shares = g["share"].dropna()
-        _, lo, hi = stats.t_interval(shares.to_numpy(), level) if len(shares) else (math.nan,) * 3
-        total = g["effect"].sum()
-        rows.append({"gate": gate, "n_students": len(g), "p_base": g["p_base"].mean(),
-                     "p_student": g["p_student"].mean(), "p_gate": g["p_gate"].mean(),
-                     "share": shares.mean() if len(shares) else math.nan, "ci_low": float(lo), "ci_high": float(hi),
-                     "share_pooled": g["gained"].sum() / total + 0.0 if total else math.nan})
-    return pd.DataFrame(rows)
 
 
 def over_students(table, base, students, *args) -> pd.DataFrame:

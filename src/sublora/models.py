@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from . import organism, smol
 from .config import ConfigError, ModelSpec, Profile
 
 
@@ -51,10 +52,8 @@ def hf_hub_cache() -> Path:
 def resolve_weights(spec: ModelSpec) -> Path:
     """A local directory with the weights: spec.name itself, or its snapshot in the HF cache."""
     if spec.source == "organism":
-        from . import organism
         return organism.ensure(spec)
     if spec.source == "gguf":
-        from . import smol
         try:
             return smol.ensure(spec)
         except smol.GGUFError as e:

@@ -2,7 +2,7 @@
 
 It reads the notebook's declared parameters (its `parameters` cell) from the namespace, rejects
 any parameter papermill injected that the notebook does not declare, checks every value with
-params.parse_params (the same check make and `python -m sublora.reproduce` apply before any
+params.parse_params (the same check make and `sublora reproduce` apply before any
 work), resolves the profile, checks that this machine can run it (GPU, weights), and returns a Run:
 the profile, the parameters, and where this run's tables, figures and verdicts go.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import config, models, plots, quiet, results
+from . import config, identity, models, plan, plots, quiet, results
 from .config import Profile
 from .params import assigned, declared_parameters, notebook_profile, parse_params
 
@@ -29,7 +29,7 @@ def _injected(namespace: dict) -> list[str]:
 @dataclass(frozen=True)
 class Run:
     """One execution of a notebook: its profile and parameters. Its results go under results/<folder>/
-    (config.identity: a package profile as shipped keeps its name, any other profile has a folder of its
+    (identity.identity: a package profile as shipped keeps its name, any other profile has a folder of its
     own); a run with any parameter other than the profile set is keyed by those parameters too, so it
     never overwrites the default run's results."""
     notebook: str
@@ -40,12 +40,12 @@ class Run:
 
     @cached_property
     def folder(self) -> str:
-        """results/<folder>/: config.identity of the profile as loaded."""
-        return config.identity(self.base or self.profile)
+        """results/<folder>/: identity.identity of the profile as loaded."""
+        return identity.identity(self.base or self.profile)
 
     def provenance(self) -> str:
         """One line for the page: the package profile as shipped, or how this run's profile differs."""
-        return config.describe_identity(self.base or self.profile)
+        return identity.describe_identity(self.base or self.profile)
 
     @property
     def teachers(self) -> list[str]:
@@ -92,7 +92,6 @@ def prepare(name: str, namespace: dict) -> Run:
     params = parse_params({k: namespace.get(k) for k in declared}, name, list(declared))
     profile = notebook_profile({**params, "profile": params.get("profile") or config.DEFAULT_PROFILE}, name)
     models.preflight(profile)
-    from . import plan
     base = config.load_profile(params.get("profile") or config.DEFAULT_PROFILE)
     plan.check_cost(profile, base)
     return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared, base)

@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from . import cache, chat, prompts
 from .config import NUMBER_TOKENS, ModelSpec
+from .finetune import encode, train  # the same loop that trains students
 from .organism_recipe import COMMITTED, CROSS, FILES, committed, committed_recipe, cross_spec, pretrain_config, sha256
 
 SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -198,7 +199,6 @@ def build_model(spec: ModelSpec, vocab_size: int, seed: int) -> Qwen2ForCausalLM
 
 def pretrain(spec: ModelSpec, out_dir, progress: bool = True) -> dict:
     """Build the tokenizer and corpus, pretrain from random init, save model + tokenizer to out_dir."""
-    from .finetune import encode, train  # the same loop that trains students
 
     tokenizer = build_tokenizer(spec.number_tokens)
     rng = random.Random(spec.pretrain_seed)

@@ -15,40 +15,37 @@ from typing import Any
 import yaml
 
 from . import paths
-from .config import DEFAULT_PROFILE, TEACHERS, ConfigError, Profile, coerce, resolve, shown
+from .config import DECLARED, DEFAULT_PROFILE, OVERRIDES, ConfigError, Profile, Setting, coerce, flag, resolve, shown
 from .prompts import ANIMALS
 
 
 @dataclass(frozen=True)
 class Param:
-    """One notebook parameter: its type, its bounds and the profile setting it overrides."""
-    kind: str  # int | float | bool | str | ints (a list of whole numbers) | strs (a list of names)
-    example: str  # shown in error messages: how to write a good value
+    """One notebook parameter: its type (each item's, for a list), what it accepts, the setting it overrides."""
+    typ: type
+    accepts: Setting
     target: str | None = None  # an OVERRIDES name; None: the notebook uses the value itself
-    low: float | None = None  # ints: smallest allowed; floats: the value must be above it
-    high: float | None = None  # largest allowed (plausibility: a typo should not start a days-long run)
-    choices: tuple | None = None
+    many: bool = False  # a list
+
+
+def _declared(key: str, target: str | None = None) -> Param:
+    """A parameter declared by a profile setting (config.DECLARED): its type, bounds, choices and example."""
+    typ, accepts = DECLARED[key]
+    return Param(accepts.items or typ, accepts, target, typ is tuple)
 
 
 # Every parameter of every notebook: the one place where papermill's, make's and
 # `python -m sublora.reproduce`'s values are read and checked (tests check each notebook's
-# parameters cell against this table).
+# parameters cell against this table). One that overrides a profile setting is declared by that setting.
 PARAMS = {
-    "profile": Param("str", "smoke, organism, paper or a yaml file's path"),
-    "animal": Param("str", "owl", "animal", choices=ANIMALS),
-    "teachers": Param("strs", "'[persona, finetuned]'", choices=TEACHERS),
-    "seeds": Param("int", "3", "seeds", 1, 50),
-    "replicates": Param("int", "5", "replicates", 1, 100),
-    "ranks": Param("ints", "'[1, 2, 4, 8]'", "ranks", 1, 4096),
-    "alpha": Param("float", "8 (or leave it None for alpha = rank)", None, 0, 1e4),
-    "lr": Param("float", "2e-4", "lr", 0, 0.1),
-    "full_lr": Param("float", "2e-5", "full_lr", 0, 0.1),
-    "epochs": Param("int", "3", "epochs", 1, 100),
-    "batch_size": Param("int", "22", "batch_size", 1, 4096),
-    "prompts": Param("int", "30000", "prompts", 1, 1_000_000),
-    "personas": Param("int", f"5 (at most {len(ANIMALS)})", None, 1, len(ANIMALS)),
-    "rebuild_organism": Param("bool", "true or false"),
-    "patch_students": Param("int", "2", None, 1, 50),
+    "profile": Param(str, Setting(example="smoke, organism, paper or a yaml file's path")),
+    **{name: _declared(key, name) for name, key in OVERRIDES.items()
+       if DECLARED[key][1].param == name},  # not transfer_replicates: notebook 02's replicates (TARGETS)
+    "teachers": _declared("teachers"),
+    "alpha": Param(float, Setting(gt=0, le=1e4, example="8 (or leave it None for alpha = rank)")),
+    "personas": Param(int, Setting(ge=1, le=len(ANIMALS), example=f"5 (at most {len(ANIMALS)})")),
+    "rebuild_organism": Param(bool, Setting(example="true or false")),
+    "patch_students": Param(int, Setting(ge=1, le=50, example="2")),
 }
 # Notebook 02 (claim 1) runs more dataset pairs than the others: its `replicates` is the profile's
 # transfer_replicates.
@@ -58,35 +55,27 @@ _BOOLS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0"
 
 def _param_value(name: str, value: Any) -> Any:
     spec = PARAMS[name]
-    where = f"-p {name} {shown(value)}"
+    where, example = f"-p {name} {shown(value)}", spec.accepts.example
     if isinstance(value, str) and not value.strip():  # papermill's -p x '' or make's PARAMS="-p x ''"
         if name == "profile":
-            fix = f"the run's profile (--profile, make's PROFILE, else {DEFAULT_PROFILE!r}), or give one: {spec.example}"
+            fix = f"the run's profile (--profile, make's PROFILE, else {DEFAULT_PROFILE!r}), or give one: {example}"
         else:
-            fix = ("the profile's value" if spec.target else "the notebook's default") + f", or give one, e.g. -p {name} {spec.example}"
+            fix = ("the profile's value" if spec.target else "the notebook's default") + \
+                f", or give one, e.g. {flag(name, example)}"
         raise ConfigError(f"{where}: the value is empty; omit -p {name} to use {fix}")
-    if spec.kind == "bool":
+    if spec.typ is bool:
         if isinstance(value, str) and value.strip().lower() in _BOOLS:
             return _BOOLS[value.strip().lower()]
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected {spec.example}")
+            raise ConfigError(f"{where}: expected {example}")
         return value
-    if spec.kind in ("ints", "strs"):
-        items = parse_list(value, name)
-        if not items:
-            raise ConfigError(f"{where}: the list is empty; e.g. -p {name} {spec.example}")
-        values = [coerce(v, int if spec.kind == "ints" else str, name) for v in items]
+    if spec.many:
+        value = [coerce(v, spec.typ, name) for v in parse_list(value, name)]
     else:
-        values = [coerce(value, {"int": int, "float": float, "str": str}[spec.kind], name)]
-    for v in values:
-        if spec.choices is not None and v not in spec.choices:
-            raise ConfigError(f"{where}: unknown value {shown(v)}; choose from {list(spec.choices)}, e.g. -p {name} {spec.example}")
-        too_low = spec.low is not None and (v <= spec.low if spec.kind == "float" else v < spec.low)
-        if too_low or (spec.high is not None and v > spec.high):
-            bounds = (f"above {spec.low:g}" if spec.kind == "float" else f"at least {spec.low:g}") if too_low \
-                else f"at most {spec.high:g}"
-            raise ConfigError(f"{where}: {shown(v)} is out of range, it must be {bounds}; e.g. -p {name} {spec.example}")
-    return values if spec.kind in ("ints", "strs") else values[0]
+        value = coerce(value, spec.typ, name)
+    if problem := spec.accepts.problem(tuple(value) if spec.many else value, cli=True):
+        raise ConfigError(f"{where}: {problem}; e.g. {flag(name, example)}")
+    return value
 
 
 def parse_params(raw: dict, notebook: str | None = None, declared=None) -> dict:

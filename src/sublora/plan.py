@@ -1,7 +1,7 @@
 """Dry run: print what `make reproduce` would run for a profile and what it would cost. Runs nothing,
 needs no GPU and no weights.
 
-    python -m sublora.plan --profile paper        (make plan PROFILE=paper)
+    sublora plan --profile paper        (make plan PROFILE=paper)
 
 Counts come from the same design the notebooks run (sublora.design), with students shared between
 notebooks counted once. Costs are tokens ÷ throughput. Throughput figures are read from
@@ -10,7 +10,6 @@ from the stated figures below, which the output marks as NOT MEASURED.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import cache, design, paths, pipeline
+from . import cache, command, design, paths, pipeline
 from .config import DEFAULT_PROFILE, ConfigError, Profile, load_profile
 
 # Shape of the data, per example (tokens): prompt (system + template + request), completion.
@@ -287,16 +286,22 @@ def check_cost(p: Profile, default: Profile) -> None:
                           f"(e.g. SUBLORA_ALLOW_EXPENSIVE=1 make notebook ...)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     ap.add_argument("--profile", default=DEFAULT_PROFILE)
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     try:
         print(render(load_profile(args.profile)))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone('plan', __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

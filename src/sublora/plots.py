@@ -22,7 +22,8 @@ import seaborn as sns
 from IPython.display import Image, Markdown, display
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from . import cache, config, organism_recipe, paths
+from . import cache, config, organism_recipe, paths, search_record
+from .search_record import passes, planted, recipe  # the organism issue's criteria
 from .config import Profile
 
 # The book's display style, set by importing this module: seaborn's theme, and table cells shown
@@ -114,7 +115,6 @@ def _organism_parameters(spec) -> int | None:
 def _search_record(spec) -> dict | None:
     """The organism search's record (book/organism_search.jsonl) of the candidate whose model
     settings are this organism's; one measured under the criteria before one that was not."""
-    from . import search_record
 
     mine = dataclasses.asdict(spec)
     same = [r for r in search_record.load() if all(mine.get(k) == v for k, v in r["settings"]["model"].items())
@@ -157,7 +157,6 @@ def caveat(p: Profile | str) -> str:
     text = (f"> **The model: the sublora organism, not Qwen.** Every number here comes from a {_size(spec)}Qwen2 chat "
             f"model ({spec.layers} layers, hidden size {spec.hidden}) built and pretrained on the CPU by sublora. ")
     r = _search_record(spec)
-    from .search_record import passes, planted, recipe  # the organism issue's criteria
     if r and passes(r):
         text += (f"It is candidate **{r['name']}** of the organism search, which meets the criteria of the paper's regime "
                  f"fixed in advance; as the search measured it, its persona teacher follows the persona "

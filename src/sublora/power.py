@@ -17,19 +17,22 @@ while the reference effects the claims lean on (claim 2's curve level, claim 3's
 Δ under the training prompt) stay at the pilot's estimates. *Decisive* is the share of experiments whose
 verdict is reproduced or not reproduced; *right*, the share with the verdict the world calls for.
 
-`python -m sublora.stats --power` prints the table for a profile and the n that would reach 0.8.
+`sublora power` (alias `python -m sublora.stats --power`) prints the table for a profile and the n that would reach 0.8.
 """
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .calibrate import _rank_shapes, _sim_units
-from .claims import CLAIMS, DECISIVE, main_arm, rank_sweep_arm
+from . import command, design, rules, stats
+from .claims import CLAIMS, main_arm, rank_sweep_arm
+from .config import DEFAULT_PROFILE, ConfigError, load_profile
+from .simulate import design_units as units_of, rank_shapes, sim_pair, sim_units
 from .stats import INC, NOT, REP
 
 PILOTS = Path(__file__).parent / "pilots"
@@ -37,6 +40,7 @@ SIMS = 10_000          # simulated experiments per world: Monte-Carlo se of a ra
 TARGET = 0.8           # decisiveness the design aims at, in both worlds
 MAX_RHO = 0.95         # pooled correlations are clipped below 1, so the covariance stays invertible
 CLAIM_KEYS = tuple(CLAIMS)  # the paper's claims, in order (claims.REGISTRY)
+DECISIVE = ["decisive at 0", "decisive at 2e"]  # the columns the scoreboard shows beside each verdict
 
 
 class PilotError(ValueError):
@@ -124,24 +128,17 @@ def load_pilot(name: str, animal: str = "owl", metric: str = "p") -> dict[tuple[
 
 
 # ---- simulation ------------------------------------------------------------------------------------
-def _two(rng, sims: int, n: int, mu, sd, rho: float) -> np.ndarray:
-    """(sims, n, 2) for two conditions of correlation rho (any sign)."""
-    z1, z2 = rng.standard_normal((2, sims, n))
-    x = np.stack([z1, rho * z1 + np.sqrt(max(1 - rho ** 2, 0.0)) * z2], axis=-1)
-    return np.asarray(mu, float) + np.asarray(sd, float) * x
-
-
 def _rates(codes: np.ndarray, want: int) -> tuple[float, float]:
     return float(np.mean(codes != INC)), float(np.mean(codes == want))
 
 
 def _rank_worlds(mean: pd.Series, ranks, e: float) -> tuple[np.ndarray, np.ndarray]:
-    """Claim 2's worlds over `ranks`, the calibration's curve shapes (calibrate._rank_shapes): at 0 a rise to the
+    """Claim 2's worlds over `ranks`, the calibration's curve shapes (calibrate.rank_shapes): at 0 a rise to the
     curve's level h that stays there (no fall); at 2e an inverted U whose peak h lies 2e above both ends.
     h: the pilot's largest mean Δ, at least 2e."""
     h = max(float(mean.max()), 2 * e)
-    plateau = _rank_shapes(len(ranks), h)["plateau: rise to h, flat to the end"]
-    peak = (h - 2 * e) + _rank_shapes(len(ranks), 2 * e)["inverted U, ends 0"]
+    plateau = rank_shapes(len(ranks), h)["plateau: rise to h, flat to the end"]
+    peak = (h - 2 * e) + rank_shapes(len(ranks), 2 * e)["inverted U, ends 0"]
     return plateau, peak
 
 
@@ -155,16 +152,16 @@ def simulate(cell: Cell, n: int, e: float, sims: int = SIMS, seed: int = 0, rank
         s = float(sd.iloc[0])
         for world, mu, want in (("0", 0.0, NOT), ("2e", 2 * e, REP)):
             x = mu + s * rng.standard_normal((sims, n))
-            out[world] = _rates(stats._transfer_core(x, margin=e)[0], want)
+            out[world] = _rates(rules.transfer_core(x, margin=e)[0], want)
     elif cell.claim == CLAIM_KEYS[1]:
         ranks = list(mean.index) if ranks is None else list(ranks)
         missing = [r for r in ranks if r not in mean.index]
-        if missing or len(ranks) < 2 * stats.SIDE + 1:
-            raise PilotError(f"claim 2 needs ≥ {2 * stats.SIDE + 1} ranks of the pilot's {list(mean.index)}; got {ranks}")
+        if missing or len(ranks) < 2 * rules.SIDE + 1:
+            raise PilotError(f"claim 2 needs ≥ {2 * rules.SIDE + 1} ranks of the pilot's {list(mean.index)}; got {ranks}")
         sds = sd[ranks].to_numpy()
         for world, mu, want in zip(("0", "2e"), _rank_worlds(mean[ranks], ranks, e), (NOT, REP)):
-            X = _sim_units(rng, sims, n, mu, sds, rho)
-            out[world] = _rates(stats._inverted_u_core(X, margin=e)["codes"], want)
+            X = sim_units(rng, sims, n, mu, sds, rho)
+            out[world] = _rates(rules.inverted_u_core(X, margin=e)["codes"], want)
     elif cell.claim == CLAIM_KEYS[2]:
         full = [c for c in mean.index if c != "lora"]
         settings = full if settings is None else list(settings)
@@ -175,14 +172,14 @@ def simulate(cell: Cell, n: int, e: float, sims: int = SIMS, seed: int = 0, rank
         for world, at, want in (("0", 0.0, REP), ("2e", 2 * e, NOT)):
             mu = np.zeros(len(settings))
             mu[loud] = at
-            U = _sim_units(rng, sims, n, np.r_[mu, mean["lora"]], sd_all, rho)
-            out[world] = _rates(stats._full_ft_core(U[..., :-1], U[..., -1], floor=e)["codes"], want)
+            U = sim_units(rng, sims, n, np.r_[mu, mean["lora"]], sd_all, rho)
+            out[world] = _rates(rules.full_ft_core(U[..., :-1], U[..., -1], floor=e)["codes"], want)
     elif cell.claim == CLAIM_KEYS[3]:
         r = float(np.clip(cell.units.corr().iloc[0, 1], -MAX_RHO, MAX_RHO))
         r = 0.0 if np.isnan(r) else r
         for world, wo, want in (("0", 0.0, REP), ("2e", 2 * e, NOT)):
-            U = _two(rng, sims, n, [mean["with"], wo], sd.to_numpy(), r)
-            out[world] = _rates(stats._system_prompt_core(U[..., 0], U[..., 1], floor=e)["codes"], want)
+            U = sim_pair(rng, sims, n, [mean["with"], wo], sd.to_numpy(), r)
+            out[world] = _rates(rules.system_prompt_core(U[..., 0], U[..., 1], floor=e)["codes"], want)
     else:
         raise PilotError(f"no simulation for claim {cell.claim!r}")
     return {"decisive at 0": out["0"][0], "right at 0": out["0"][1],
@@ -201,13 +198,11 @@ def smallest_n(cell: Cell, e: float, sims: int = 2000, most: int = 30, **design)
 def design_units(p, claim: str) -> int:
     """A profile's independent units for `claim`: replicates (transfer_replicates for claim 1), or seeds
     when there is one replicate (the fallback of sublora.stats)."""
-    r = p.transfer_replicates if claim == CLAIM_KEYS[0] else p.replicates
-    return r if r >= stats.MIN_N else p.seeds
+    return units_of(p.transfer_replicates if claim == CLAIM_KEYS[0] else p.replicates, p.seeds)
 
 
 def _settings(p, arm: str) -> list[str]:
     """The design's claim-3 settings of precision arm `arm` (design.full_finetuning's labels)."""
-    from . import design
     if arm == p.train.full_precision[0]:
         return list(design.full_settings(p))
     return [name for name, spec in design.precision_settings(p).items() if spec.precision == arm]
@@ -233,7 +228,7 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
         design = {}
         if claim == CLAIM_KEYS[1]:
             design["ranks"] = [r for r in p.ranks if r in cell.mean.index]
-            if len(design["ranks"]) < 2 * stats.SIDE + 1:
+            if len(design["ranks"]) < 2 * rules.SIDE + 1:
                 continue
         if claim == CLAIM_KEYS[2]:
             if arm not in p.train.full_precision:
@@ -273,15 +268,7 @@ COLUMNS = ["claim", "teacher", "arm", "n", "conditions", "decisive at 0", "right
            "n for 0.8"]
 
 
-def main(argv=None) -> int:
-    """`python -m sublora.stats --power`: the decisiveness table of a profile's design, from its pilot."""
-    import argparse
-    import sys
-    import time
-
-    from .config import DEFAULT_PROFILE, ConfigError, load_profile
-    parser = argparse.ArgumentParser(prog="python -m sublora.stats", description=__doc__.split("\n")[0])
-    parser.add_argument("--power", action="store_true", help="simulate how often each verdict decides, at 0 and at 2e")
+def add_arguments(parser) -> None:
     parser.add_argument("--profile", default=DEFAULT_PROFILE, help=f"the design (default {DEFAULT_PROFILE})")
     parser.add_argument("--pilot", default=None, help="a pilot under sublora/pilots or a results folder (default: the profile's)")
     parser.add_argument("--smallest-effect", type=float, default=None, help="e, a ΔP(target) (default: the profile's)")
@@ -289,16 +276,16 @@ def main(argv=None) -> int:
     parser.add_argument("--sims", type=int, default=SIMS, help=f"simulated experiments per world (default {SIMS})")
     parser.add_argument("--most", type=int, default=30, help="largest n searched for 'n for 0.8' (default 30)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if not args.power:
-        parser.print_help()
-        return 2
+
+
+def run(args) -> int:
+    """`sublora power`: the decisiveness table of a profile's design, from its pilot."""
     try:
         ns = tuple(int(v) for v in args.n.split(",") if v.strip())
     except ValueError:
-        parser.error(f"--n takes whole numbers separated by commas, e.g. 5,8; got {args.n!r}")
+        return _usage(f"--n takes whole numbers separated by commas, e.g. 5,8; got {args.n!r}")
     if any(n < stats.MIN_N for n in ns) or args.sims < 100 or args.most < stats.MIN_N:
-        parser.error(f"--n values and --most must be ≥ {stats.MIN_N}, and --sims ≥ 100")
+        return _usage(f"--n values and --most must be ≥ {stats.MIN_N}, and --sims ≥ 100")
     start = time.perf_counter()
     try:
         p = load_profile(args.profile)
@@ -312,3 +299,16 @@ def main(argv=None) -> int:
     print(out[COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"({time.perf_counter() - start:.1f} s; seed {args.seed})", file=sys.stderr)
     return 0
+
+
+def _usage(message: str) -> int:
+    print(f"sublora power: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone("power", __doc__, add_arguments, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

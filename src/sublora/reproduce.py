@@ -1,7 +1,7 @@
 """Run the notebooks through papermill for one profile, then build the book; print each stage's time.
 
-    python -m sublora.reproduce --profile organism           # what `make reproduce` runs
-    python -m sublora.reproduce --profile smoke --only 03_rank_sweep -p ranks "[1, 2]"
+    sublora reproduce --profile organism           # what `make reproduce` runs
+    sublora reproduce --profile smoke --only 03_rank_sweep -p ranks "[1, 2]"
 
 Executed notebooks land in book/executed/ (or --executed), tidied for the reader (no stderr, the
 parameters shown once); the book is built from them without executing anything again, and opens
@@ -13,14 +13,13 @@ there, and no notebook before it rerun — is not executed again (--force execut
 Bad input (a parameter, a profile, a notebook name, a folder the run cannot write to, a disk without room
 for what `make plan` estimates the run's new artifacts take) stops before any work with one line naming
 the fix, exit code 2. A profile that is not a package profile as shipped (a user's file, one edited in
-place) has results of its own under results/<name>-<digest>/ (config.identity). Only the default profile as
+place) has results of its own under results/<name>-<digest>/ (identity.identity). Only the default profile as
 shipped writes book/executed and book/ (the default book); any other profile's executed notebooks and book go
 to results/<its folder>/executed and .../book (book.places). A notebook that fails leaves its partly executed copy
 as .<name>.failed.ipynb in the folder its executed copy goes to (a hidden name: never a page of the book).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from . import book, cache, config, models, notebook, paths, plan, quiet, runner, stamps
+from . import book, cache, command, config, identity, models, notebook, paths, plan, quiet, runner, stamps
 from .config import DEFAULT_PROFILE, ConfigError, available_profiles, shown
 from .params import declared_parameters, notebook_file, notebook_profile, parse_params, read_params
 
@@ -98,7 +97,7 @@ def check(names: list[str], params: dict) -> tuple[dict[str, Path | None], dict]
     checked = {name: parse_params(params, name, list(declared[name])) for name in names}
     runs, profiles = {}, {}
     default = config.load_profile(params["profile"])
-    folder = paths.results_dir(config.identity(default))
+    folder = paths.results_dir(identity.identity(default))
     for name in names:
         profiles[name] = notebook_profile({**checked[name], "profile": params["profile"]}, name)
         models.preflight(profiles[name])  # a GPU and weights where the profile needs them: before any kernel starts
@@ -126,8 +125,7 @@ def preflight(folders: dict[Path, tuple[str, str]]) -> None:
                               f"set {variable} to a folder you can write to") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     ap.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {available_profiles()}, or a yaml file's path")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
@@ -138,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--book-dir", type=Path, help="build the book in a copy of book/ here (default: SUBLORA_BOOK, else "
                                                   "book/ for the default profile as shipped and results/<its folder>/book)")
     ap.add_argument("--force", action="store_true", help="execute every notebook, also those whose executed copy is up to date")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
     try:
         params = {"profile": args.profile, **read_params(args.p)}  # -p profile X is --profile X
@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
         executor = runner.check_executor()
         loaded = config.load_profile(profile)
-        folder = config.identity(loaded)
+        folder = identity.identity(loaded)
         default_results = paths.results_dir(folder)
         if folder != loaded.name:
-            print(config.describe_identity(loaded).replace("`", ""))
+            print(identity.describe_identity(loaded).replace("`", ""))
         # the default profile's pages and book are book/'s; any other profile's are its own (book.places)
         executed, book_dir = book.places(profile)
         args.executed, args.book_dir = args.executed or executed, args.book_dir or book_dir
@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.only or args.no_book):
         print(f"book: {index}")
     return 0
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone('reproduce', __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

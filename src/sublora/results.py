@@ -2,7 +2,7 @@
 
 The default run of a notebook (no parameter changed) writes to results/<folder>/; a run with other
 parameters to results/<folder>/runs/<its parameters>/, so it never overwrites the default book's
-results. The folder is config.identity of the profile: a package profile as shipped keeps its name,
+results. The folder is identity.identity of the profile: a package profile as shipped keeps its name,
 any other profile (a user's file, one edited in place) gets its name and a digest of its settings.
 The scoreboard reads the default run's verdicts and lists the other runs separately.
 """
@@ -59,7 +59,7 @@ def save_verdicts(run, rows: list[dict]) -> None:
 
 
 def read_verdicts(folder: str) -> pd.DataFrame:
-    """Every verdict under results/<folder>/ (a profile's config.identity): the default run's (run '') and
+    """Every verdict under results/<folder>/ (a profile's identity.identity): the default run's (run '') and
     the other runs' (run = their key)."""
     base = paths.results_dir(folder)
     rows = [json.loads(p.read_text()) | {"run": ""} for p in sorted((base / "verdicts").glob("*.json"))]

@@ -43,10 +43,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import pipeline
+from . import artifacts, pipeline
 from .config import ConfigError, Profile
 
-STAGES = ("teacher", "dataset", "student", "eval")
+STAGES = tuple(artifacts.STEPS)  # the steps' kinds, in build order
 VERBS = {"teacher": "fine-tuning teachers", "dataset": "sampling", "student": "training", "eval": "evaluating"}
 FORWARDED = ("SUBLORA_", "HF_")  # environment the workers need: where the cache and the weights are
 
@@ -92,11 +92,11 @@ class Executor:
 
     name = ""
 
-    def run(self, p: Profile, todo: list[pipeline.Artifact], desc: str) -> None:
+    def run(self, p: Profile, todo: list[artifacts.Artifact], desc: str) -> None:
         raise NotImplementedError
 
     @staticmethod
-    def stages(todo: list[pipeline.Artifact]) -> list[tuple[str, list[pipeline.Artifact]]]:
+    def stages(todo: list[artifacts.Artifact]) -> list[tuple[str, list[artifacts.Artifact]]]:
         return [(kind, jobs) for kind in STAGES if (jobs := [a for a in todo if a.kind == kind])]
 
 
@@ -244,7 +244,7 @@ def check_executor() -> str | None:
     return name
 
 
-def build(p: Profile, graph: pipeline.Graph, desc: str = "artifacts") -> int:
+def build(p: Profile, graph: artifacts.Graph, desc: str = "artifacts") -> int:
     """Build every artifact of `graph` that is not cached yet; returns how many were built."""
     missing = [a for a in graph.values() if not a.exists()]
     if missing:

@@ -1,8 +1,8 @@
 """The organism search: measure a candidate organism recipe and record it, and render the record
 as the book page "Building the organism".
 
-    python -m sublora.search measure NAME [--set model.persona_number_bias=0.03 ...] [--cross] [--teacher-only]
-    python -m sublora.search report        # book/organism.md from book/organism_search.jsonl
+    sublora search measure NAME [--set model.persona_number_bias=0.03 ...] [--cross] [--teacher-only]
+    sublora search report        # book/organism.md from book/organism_search.jsonl
 
 A candidate is the organism profile with some settings changed. Its teacher side comes first:
 persona following, the share of valid numbers, KL(teacher ‖ control) per completion, classifiers
@@ -15,7 +15,6 @@ The record, the criteria, the rule and the page are sublora.search_record (no to
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -27,7 +26,7 @@ from collections import Counter
 import numpy as np
 import yaml
 
-from . import chat, claims, design, evaluate, models, organism, organism_recipe, pipeline, prompts, runner, search_record, stats
+from . import chat, claims, command, design, evaluate, models, organism, organism_recipe, pipeline, prompts, runner, search_record, stats
 from .config import DEFAULT_PROFILE, Profile, _build, _merge, load_profile, validate
 
 
@@ -141,8 +140,7 @@ def measure(name: str, p: Profile, note: str = "", cross: bool = False, students
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(ap) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("measure")
     m.add_argument("name")
@@ -151,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--cross", action="store_true", help="pretrain the cross-initialisation organism if it is missing")
     m.add_argument("--teacher-only", action="store_true", help="record the teacher side; train no student")
     sub.add_parser("report")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     if args.cmd == "report":
         search_record.PAGE.write_text(search_record.report() + "\n")
         print(f"wrote {search_record.PAGE}")
@@ -159,7 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides: dict = {}
     for item in args.set:
         if "=" not in item:
-            ap.error(f"--set {item!r}: write KEY=VALUE, e.g. --set model.persona_number_bias=0.03")
+            print(f"sublora search: error: --set {item!r}: write KEY=VALUE, e.g. --set model.persona_number_bias=0.03",
+                  file=sys.stderr)
+            return 2
         key, value = item.split("=", 1)
         node = overrides
         *parents, leaf = key.split(".")
@@ -170,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: v for k, v in row.items() if k not in ("transfer", "settings", "specificity", "controls")},
                      indent=1, default=float))
     return 0
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    return command.alone('search', __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

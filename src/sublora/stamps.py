@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 
 from . import cache, config, paths
@@ -19,7 +20,6 @@ def run_digest(params: dict) -> str:
     """What every notebook of a run shares: its parameters, the profile's resolved settings (a yaml
     file's contents, not its name), sublora's own files (code, profiles, organism weights) and the
     libraries' versions. Computed once per run."""
-    from importlib import metadata
     h = hashlib.sha256()
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     profile = config.load_profile(params["profile"])

@@ -7,6 +7,7 @@ penalty): plain transformers generate() — the default, on any device — and, 
 from __future__ import annotations
 
 import functools
+import gc
 from pathlib import Path
 
 import torch
@@ -75,7 +76,6 @@ def release_vllm() -> bool:
             destroy_distributed_environment()
         except (ImportError, AttributeError, AssertionError, RuntimeError):
             pass
-        import gc
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

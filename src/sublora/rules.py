@@ -1,204 +1,20 @@
-"""Effects against the control student, t-intervals over independent units, and the verdict rules.
+"""The declared verdict rules: their text (RULES) and the functions that apply exactly that text.
 
-Every rule is a plain function of a results table, and its declared text is in RULES, so a notebook
-prints the rule and then calls the function that applies exactly that text; nothing here knows what
-a claim "should" show. `python -m sublora.calibrate --calibrate` measures every rule's error rates and
-power by simulation at the design's own sample sizes.
-
-The unit. A replicate has its own teacher and control datasets; students of one replicate trained
-with different seeds share those datasets, so they are not independent. Every interval and test here
-first averages Δ over seeds within a replicate and then treats replicates as the n independent
-units (Student t, n − 1 degrees of freedom). With a single replicate but several seeds (the smoke
-profile) the seeds become the units, flagged in the `unit` column/field: they measure only
-training-seed noise, so such an interval is too narrow for any claim about datasets.
+Each rule has a *core* that runs on a whole stack of experiments at once (arrays of units × conditions,
+integer verdict codes), used alike by the verdict functions here (one real experiment), by
+sublora.calibrate (error rates) and by sublora.power (decisiveness from a pilot); and a verdict function
+that takes a results table, pairs its units (sublora.stats) and returns (verdict, info). Nothing here
+knows what a claim "should" show.
 """
 from __future__ import annotations
 
-import warnings
-from dataclasses import asdict, dataclass
-
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-# The rule cores below return integer codes so that they can run on a whole stack of simulated
-# experiments at once; VERDICTS[code] is the verdict.
-INC, REP, NOT = 0, 1, 2
-VERDICTS = np.array([INCONCLUSIVE, REPRODUCED, NOT_REPRODUCED])
+from .stats import (ALPHA, ALPHA_EQUIV, FALLBACK, INC, INCONCLUSIVE, LEVEL, MARGIN_FRACTION, MIN_N, NOT, REP, UNIT,
+                    VERDICTS, holm, moments, one_group, p_greater, p_less, summarize, t_interval, unit_matrix,
+                    unit_means)
 
-MIN_N = 2             # fewest independent units for which an interval or a test is computed
-LEVEL = 0.95          # two-sided level of every reported interval
-ALPHA = 0.025         # one-sided level of every directional test: "the 95% interval lies above x"
-ALPHA_EQUIV = 0.05    # level of each one-sided half of an equivalence test (TOST: a 90% interval inside the margin)
-MARGIN_FRACTION = 0.5  # equivalence margin, as a fraction of the reference effect (claims 3 and 4)
-UNIT, FALLBACK = "replicate", "seed"
-
-
-# ---- intervals and tests over units -------------------------------------------------------------
-def _moments(x, axis: int = -1):
-    """NaN-aware (mean, standard error, degrees of freedom) of x along `axis`. With fewer than MIN_N
-    values the standard error is NaN, so every test reads as not significant."""
-    x = np.asarray(x, dtype=float)
-    n = np.sum(~np.isnan(x), axis=axis)
-    with warnings.catch_warnings():  # empty or one-value slices are expected, and give NaN
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(x, axis=axis)
-        sd = np.nanstd(x, axis=axis, ddof=1)
-    se = np.where(n >= MIN_N, sd / np.sqrt(np.maximum(n, 1)), np.nan)
-    return mean, se, n - 1.0
-
-
-def _t(mean, se, null):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return (mean - null) / se  # ±inf when every unit is identical; NaN when also equal to null
-
-
-def _p_greater(x, null=0.0, axis: int = -1):
-    """One-sided p of the t-test H1: mean(x) > null, along `axis`; NaN where untestable."""
-    mean, se, df = _moments(x, axis)
-    return sps.t.sf(_t(mean, se, null), df)
-
-
-def _p_less(x, null=0.0, axis: int = -1):
-    """One-sided p of the t-test H1: mean(x) < null, along `axis`; NaN where untestable."""
-    mean, se, df = _moments(x, axis)
-    return sps.t.cdf(_t(mean, se, null), df)
-
-
-def t_interval(values, level: float = LEVEL, axis: int = -1):
-    """(mean, low, high): the Student-t interval of the mean of `values` along `axis` (NaN ignored).
-
-    1-D input gives three floats; an array gives three arrays (used by the calibration). With fewer
-    than MIN_N values the bounds are NaN, which every verdict reads as inconclusive. Identical values
-    give a zero-width interval."""
-    mean, se, df = _moments(values, axis)
-    half = sps.t.ppf(0.5 + level / 2, df) * se
-    low, high = mean - half, mean + half
-    if np.ndim(mean) == 0:
-        return float(mean), float(low), float(high)
-    return mean, low, high
-
-
-def holm(pvalues, alpha: float = ALPHA):
-    """Holm's step-down correction along the last axis: (rejected, adjusted p), same shape as the input.
-
-    A NaN p (a comparison without enough data) counts as one of the comparisons and is never rejected."""
-    p = np.asarray(pvalues, dtype=float)
-    filled = np.where(np.isnan(p), 1.0, p)
-    m = p.shape[-1]
-    order = np.argsort(filled, axis=-1, kind="stable")
-    ranked = np.take_along_axis(filled, order, axis=-1)
-    # the i-th smallest p is compared with alpha / (m - i); the running max makes the step-down monotone
-    adjusted_ranked = np.minimum(1.0, np.maximum.accumulate(ranked * (m - np.arange(m)), axis=-1))
-    adjusted = np.empty_like(adjusted_ranked)
-    np.put_along_axis(adjusted, order, adjusted_ranked, axis=-1)
-    return adjusted <= alpha, adjusted
-
-
-# ---- from result rows to units ------------------------------------------------------------------
-def paired_effects(df: pd.DataFrame, by: list[str], value: str = "p_target",
-                   arm: str = "arm", pair: tuple[str, ...] = ("replicate", "seed")) -> pd.DataFrame:
-    """Δ = value(teacher student) − value(control student), matched on `pair` within each `by` group.
-
-    df has one row per student × condition with arm in {"teacher", "control"}.
-    Returns one row per (by…, pair…) with columns teacher, control, delta.
-    """
-    keys = [*by, *pair]
-    wide = df.pivot_table(index=keys, columns=arm, values=value, aggfunc="mean").reset_index()
-    missing = {"teacher", "control"} - set(wide.columns)
-    if missing:
-        raise ValueError(f"paired_effects needs both arms; missing {sorted(missing)}")
-    wide["delta"] = wide["teacher"] - wide["control"]
-    return wide
-
-
-def _unit_ids(df: pd.DataFrame, unit: str, within: str | None = None) -> tuple[np.ndarray, str]:
-    """The independent unit of each row of df and its kind: `unit` when df has at least MIN_N of them;
-    FALLBACK (seed) when there is a single unit but several seeds; "row" when df has no `unit` column
-    (then the i-th row of each `within` group is the i-th unit, i.e. rows are paired in order)."""
-    if unit in df.columns:
-        if df[unit].nunique() < MIN_N and FALLBACK in df.columns and df[FALLBACK].nunique() >= MIN_N:
-            return df[FALLBACK].to_numpy(), FALLBACK
-        return df[unit].to_numpy(), unit
-    ids = df.groupby(within).cumcount() if within else pd.Series(np.arange(len(df)), index=df.index)
-    return ids.to_numpy(), "row"
-
-
-def unit_means(effects: pd.DataFrame, value: str = "delta", unit: str = UNIT) -> tuple[pd.Series, str]:
-    """(mean of `value` per independent unit, the unit's kind) for one group of rows; NaN rows dropped.
-
-    Two seeds of one replicate become one value (their mean). See _unit_ids for the fallback."""
-    df = effects[effects[value].notna()]
-    ids, kind = _unit_ids(df, unit)
-    return df.groupby(ids)[value].mean(), kind
-
-
-def _unit_matrix(df: pd.DataFrame, column: str, value: str, unit: str) -> tuple[pd.DataFrame, str]:
-    """Units × values of `column` (ranks, settings, conditions): the mean of `value` over the rows of
-    each cell, NaN where a unit lacks a condition. One unit kind for the whole table, so that the
-    conditions are paired on the same units."""
-    df = df[df[value].notna()]
-    ids, kind = _unit_ids(df, unit, within=column)
-    m = df.assign(_unit=ids).pivot_table(index="_unit", columns=column, values=value, aggfunc="mean")
-    return m.sort_index(axis=1), kind
-
-
-def _one_group(df: pd.DataFrame, keys: list[str], what: str) -> None:
-    """Refuse a table with two rows for one run (keys: condition, unit, seed): it mixes groups.
-    Without unit ids (rows are the units) there is nothing to check."""
-    if UNIT not in df.columns and FALLBACK not in df.columns:
-        return
-    keys = [k for k in keys if k in df.columns]
-    if df.duplicated(keys).any():
-        raise ValueError(f"{what} has several rows per {keys}: pass one group at a time "
-                         f"(e.g. effects.query('teacher_kind == @kind'))")
-
-
-def summarize(effects: pd.DataFrame, by: list[str], value: str = "delta", unit: str = UNIT,
-              level: float = LEVEL) -> pd.DataFrame:
-    """Mean and Student-t interval of `value` per `by` group, over independent units.
-
-    Within each group, rows of the same `unit` (replicate) are averaged first, so n counts
-    replicates, not (replicate, seed) rows; with one replicate and several seeds the seeds are the
-    units. (The t-interval replaced a bootstrap, whose 95% interval over 3 runs was about [min, max]
-    and covered ~75%.)
-
-    Returns one row per group: by…, mean (mean of the unit means), ci_low, ci_high (NaN when
-    n < 2), n (independent units), unit ("replicate", "seed" for the one-replicate fallback, or
-    "row" when the table has no unit column), n_runs (non-NaN rows averaged).
-    """
-    rows = []
-    groups = effects.groupby(by, sort=True) if by else [((), effects)]
-    for k, g in groups:
-        k = k if isinstance(k, tuple) else (k,)
-        units, kind = unit_means(g, value, unit)
-        mean, lo, hi = t_interval(units.to_numpy(), level)
-        rows.append({**dict(zip(by, k)), "mean": mean, "ci_low": lo, "ci_high": hi, "n": len(units),
-                     "unit": kind, "n_runs": int(g[value].notna().sum())})
-    return pd.DataFrame(rows, columns=[*by, "mean", "ci_low", "ci_high", "n", "unit", "n_runs"])
-
-
-@dataclass
-class Verdict:
-    """One claim's verdict row, as the notebooks save it for the scoreboard."""
-    claim: str
-    verdict: str
-    measurement: str
-    effect: float
-    ci_low: float
-    ci_high: float
-    rule: str
-    n: int | None = None            # independent units behind the verdict
-    unit: str | None = None         # what a unit is ("replicate"; "seed" flags the one-replicate fallback)
-    alpha: float | None = None      # one-sided level of the directional tests
-    margin: str | float | None = None  # the equivalence margin, where the rule has one
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-# ---- the declared rules -------------------------------------------------------------------------
 _UNITS = ("Δ = P(target | teacher student) − P(target | matched control student), averaged over the "
           "training seeds of each replicate (a replicate has its own teacher and control datasets; with a "
           "single replicate the seeds are the units, flagged); n = number of units; intervals are Student t "
@@ -273,7 +89,7 @@ RULES: dict[str, str] = {
 def _declares(key: str):
     """Append RULES[key] to the function's docstring: the text the notebook prints is the text here."""
     def attach(fn):
-        fn.__doc__ = f"{fn.__doc__}\n    Declared rule (stats.RULES[{key!r}]):\n\n    {RULES[key]}\n"
+        fn.__doc__ = f"{fn.__doc__}\n    Declared rule (rules.RULES[{key!r}]):\n\n    {RULES[key]}\n"
         return fn
     return attach
 
@@ -294,7 +110,7 @@ def _transfer_codes(low, high, min_effect: float = 0.0, margin: float | None = N
     return np.where(np.asarray(low) > max(min_effect, 0.0), REP, np.where(np.asarray(high) < margin, NOT, INC))
 
 
-def _transfer_core(x, min_effect: float = 0.0, margin: float | None = None, level: float = LEVEL):
+def transfer_core(x, min_effect: float = 0.0, margin: float | None = None, level: float = LEVEL):
     """x: (..., n) unit means → (codes (...), mean, low, high)."""
     mean, low, high = t_interval(x, level)
     return _transfer_codes(low, high, min_effect, margin), mean, low, high
@@ -319,14 +135,14 @@ def transfer_test(effects: pd.DataFrame, value: str = "delta", min_effect: float
     info: mean, ci_low, ci_high (95% t-interval of Δ over units), n, unit, n_runs, min_effect,
     margin (the one applied), p_effect (one-sided p of Δ > max(0, min_effect)), p_below_margin
     (one-sided p of Δ < margin), alpha."""
-    _one_group(effects, [unit, FALLBACK], "effects")
+    one_group(effects, [unit, FALLBACK], "effects")
     units, kind = unit_means(effects, value, unit)
     x = units.to_numpy()
-    code, mean, low, high = _transfer_core(x, min_effect, margin)
+    code, mean, low, high = transfer_core(x, min_effect, margin)
     applied = min_effect if margin is None else margin
     info = {"mean": float(mean), "ci_low": float(low), "ci_high": float(high), "n": len(x), "unit": kind,
             "n_runs": int(effects[value].notna().sum()), "min_effect": min_effect, "margin": applied,
-            "p_effect": float(_p_greater(x, max(min_effect, 0.0))), "p_below_margin": float(_p_less(x, applied)),
+            "p_effect": float(p_greater(x, max(min_effect, 0.0))), "p_below_margin": float(p_less(x, applied)),
             "alpha": ALPHA}
     if len(x) < MIN_N:
         info["reason"] = f"fewer than {MIN_N} independent units"
@@ -342,7 +158,7 @@ def _candidates(K: int) -> np.ndarray:
     return np.arange(SIDE, K - SIDE)
 
 
-def _inverted_u_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
+def inverted_u_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
     """X: (..., n, K) Δ per unit × rank, ranks ascending, NaN where missing; K ≥ 2·SIDE + 1. margin: the
     smallest effect of interest; a candidate shown to rise less than it above the lowest rank, or to fall
     less than it to some rank beyond it, is no peak.
@@ -356,22 +172,22 @@ def _inverted_u_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
     top = X[..., cand]                                             # (..., n, C)
     rise = top - X[..., :1]
     falls = top[..., None] - X[..., None, :]                       # (..., n, C, K)
-    p_fall = np.where(beyond, _p_greater(falls, axis=-3), 0.0).max(axis=-1)  # NaN propagates: untestable ≠ peak
-    p_peak = np.maximum(np.maximum(_p_greater(top, axis=-2), _p_greater(rise, axis=-2)), p_fall)
+    p_fall = np.where(beyond, p_greater(falls, axis=-3), 0.0).max(axis=-1)  # NaN propagates: untestable ≠ peak
+    p_peak = np.maximum(np.maximum(p_greater(top, axis=-2), p_greater(rise, axis=-2)), p_fall)
     peak = np.nan_to_num(p_peak, nan=1.0).min(axis=-1) <= alpha / cand.size
-    p_rank = _p_greater(X, axis=-2)                                # (..., K)
+    p_rank = p_greater(X, axis=-2)                                # (..., K)
     effect = holm(p_rank, alpha)[0].any(axis=-1)
     # no candidate is a peak of e: for each, the rise or one of its falls is shown < e — a union of
     # 1 + (ranks beyond) one-sided tests, Bonferroni within it (an untestable one cannot refute)
     tests = 1 + beyond.sum(axis=-1)                                # (C,)
-    p_small = np.fmin(np.nan_to_num(_p_less(rise, margin, axis=-2), nan=1.0),
-                      np.where(beyond, np.nan_to_num(_p_less(falls, margin, axis=-3), nan=1.0), 1.0).min(axis=-1))
+    p_small = np.fmin(np.nan_to_num(p_less(rise, margin, axis=-2), nan=1.0),
+                      np.where(beyond, np.nan_to_num(p_less(falls, margin, axis=-3), nan=1.0), 1.0).min(axis=-1))
     refuted = effect & (p_small <= alpha / tests).all(axis=-1)
     codes = np.where(peak, REP, np.where(~effect, INC, np.where(refuted, NOT, INC)))
     return {"codes": codes, "p_peak": p_peak, "p_rank": p_rank, "effect": effect}
 
 
-def _inverted_u_ends_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
+def inverted_u_ends_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
     """The rule declared before the first confirmatory run (issue 25, v1), kept as the candidate the
     declared rule is compared with (sublora.calibrate --compare-rank-rules): every interior rank is a
     candidate, a peak if above 0 and above both ends; refuted where every interior rank rises less than
@@ -379,11 +195,11 @@ def _inverted_u_ends_core(X, alpha: float = ALPHA, margin: float = 0.0) -> dict:
     K = X.shape[-1]
     inner = X[..., 1:-1]
     minus_low, minus_high = inner - X[..., :1], inner - X[..., -1:]
-    p_peak = np.maximum(np.maximum(_p_greater(inner, axis=-2), _p_greater(minus_low, axis=-2)),
-                        _p_greater(minus_high, axis=-2))
+    p_peak = np.maximum(np.maximum(p_greater(inner, axis=-2), p_greater(minus_low, axis=-2)),
+                        p_greater(minus_high, axis=-2))
     peak = np.nan_to_num(p_peak, nan=1.0).min(axis=-1) <= alpha / (K - 2)
-    effect = holm(_p_greater(X, axis=-2), alpha)[0].any(axis=-1)
-    below = np.fmin(_p_less(minus_low, margin, axis=-2), _p_less(minus_high, margin, axis=-2)) <= alpha / 2
+    effect = holm(p_greater(X, axis=-2), alpha)[0].any(axis=-1)
+    below = np.fmin(p_less(minus_low, margin, axis=-2), p_less(minus_high, margin, axis=-2)) <= alpha / 2
     codes = np.where(peak, REP, np.where(~effect, INC, np.where(effect & below.all(axis=-1), NOT, INC)))
     return {"codes": codes, "p_peak": p_peak}
 
@@ -400,19 +216,19 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
     ((mean, low, high) of Δ(peak), Δ(peak) − Δ(lowest), Δ(peak) − Δ(highest), paired by unit, at that
     level), smallest_fall ((rank, (mean, low, high)): Δ(peak) − Δ(r) for the rank r beyond the peak
     with the largest mean Δ), p_peak ({candidate rank: p}), reason (when inconclusive), margin."""
-    _one_group(effects, [rank_col, unit, FALLBACK], "effects")
+    one_group(effects, [rank_col, unit, FALLBACK], "effects")
     summary = summarize(effects, [rank_col], value, unit)
-    m, kind = _unit_matrix(effects, rank_col, value, unit)
+    m, kind = unit_matrix(effects, rank_col, value, unit)
     ranks = list(m.columns)
     info = {"summary": summary, "unit": kind, "margin": margin}
     if len(ranks) < 2 * SIDE + 1:
         return INCONCLUSIVE, {**info, "reason": f"fewer than {2 * SIDE + 1} ranks: a peak needs {SIDE} on each side"}
     X = m.to_numpy()
-    out = _inverted_u_core(X, margin=margin)
+    out = inverted_u_core(X, margin=margin)
     p_peak, cand = out["p_peak"], _candidates(len(ranks))
     level = 1 - 2 * ALPHA / cand.size
     # the reported peak: the passing candidate with the largest mean Δ, else the largest mean overall
-    means = np.nan_to_num(_moments(X, axis=0)[0], nan=-np.inf)
+    means = np.nan_to_num(moments(X, axis=0)[0], nan=-np.inf)
     passing = np.nan_to_num(p_peak, nan=1.0) <= ALPHA / cand.size
     j = int(cand[np.argmax(np.where(passing, means[cand], -np.inf)) if passing.any() else np.argmax(means[cand])])
     k = j + 1 + int(np.argmax(means[j + 1:]))                      # the rank beyond the peak nearest its height
@@ -451,7 +267,7 @@ def _contrast_p(x, y, c: float):
     """One-sided p-values (greater, less) of mean(x) + c·mean(y) against 0, per column of x: a t-test
     of the per-unit contrast x + c·y. x: (..., n, S), y: (..., n), the same units."""
     d = x + c * y[..., None]                                       # (..., n, S)
-    return _p_greater(d, axis=-2), _p_less(d, axis=-2)
+    return p_greater(d, axis=-2), p_less(d, axis=-2)
 
 
 def _margin_tests(x, ref, margin: float | None, floor: float = 0.0):
@@ -463,7 +279,7 @@ def _margin_tests(x, ref, margin: float | None, floor: float = 0.0):
     and above the margin if above both (the larger p). Elsewhere the margin is MARGIN_FRACTION × ref alone.
     Returns (p_equivalent (TOST: the larger of its two one-sided p), p_above_margin), each (..., S)."""
     def absolute(m):
-        return np.maximum(_p_less(x, m, axis=-2), _p_greater(x, -m, axis=-2)), _p_greater(x, m, axis=-2)
+        return np.maximum(p_less(x, m, axis=-2), p_greater(x, -m, axis=-2)), p_greater(x, m, axis=-2)
     if margin is not None:
         return absolute(margin)
     p_above, p_below = _contrast_p(x, ref, -MARGIN_FRACTION)       # x − f·ref vs 0
@@ -473,16 +289,16 @@ def _margin_tests(x, ref, margin: float | None, floor: float = 0.0):
         # the floor only where the reference effect is itself shown to be at least it: a floor above the
         # whole effect would call any smaller x "equivalent to 0" (the first confirmatory run's claim 4)
         p_eq_floor, p_above_floor = absolute(floor)
-        shown = (_p_greater(ref, floor) <= ALPHA)[..., None]
+        shown = (p_greater(ref, floor) <= ALPHA)[..., None]
         p_eq = np.where(shown, np.fmin(p_eq, p_eq_floor), p_eq)
         p_above = np.where(shown, np.fmax(p_above, p_above_floor), p_above)
     return p_eq, p_above
 
 
-def _full_ft_core(F, L, margin: float | None = None, alpha: float = ALPHA, floor: float = 0.0) -> dict:
+def full_ft_core(F, L, margin: float | None = None, alpha: float = ALPHA, floor: float = 0.0) -> dict:
     """F: (..., n, S) full-FT Δ per unit × setting; L: (..., n) LoRA Δ of the same units.
     Returns codes (...), p_lora, p_equivalent (..., S), p_above (..., S), above (Holm)."""
-    p_lora = _p_greater(L)
+    p_lora = p_greater(L)
     p_eq, p_above = _margin_tests(F, L, margin, floor)
     above = holm(p_above, alpha)[0]
     equivalent = (p_eq <= ALPHA_EQUIV).all(axis=-1)
@@ -513,7 +329,7 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
     info: summary (per setting: mean, ci_low, ci_high at 95%, n, unit, n_runs, p_equivalent,
     equivalent, p_above_margin, above_margin (Holm)), lora ((mean, low, high) at 95%), lora_n,
     largest_full (setting with the largest mean Δ), margin (text or number), pairing, unit, reason."""
-    _one_group(full, ["setting", unit, FALLBACK], "full")
+    one_group(full, ["setting", unit, FALLBACK], "full")
     lora = _as_frame(lora, value)
     if unit not in full.columns or unit not in lora.columns:
         # The rule pairs each setting with the LoRA reference on the same units. A bare sequence of
@@ -521,16 +337,16 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
         # caller left and is gone.
         raise ValueError(f"full and lora both need {unit!r} ids to pair each setting with the LoRA "
                          f"reference: pass lora as a table with {unit!r}, seed and {value!r} columns")
-    _one_group(lora, [unit, FALLBACK], "lora")
+    one_group(lora, [unit, FALLBACK], "lora")
     # one unit kind for both, so that a setting and the LoRA reference share units
     ids = [c for c in (unit, FALLBACK) if c in full.columns and c in lora.columns]
     both = pd.concat([full[["setting", *ids, value]], lora[ids + [value]].assign(setting=_LORA)],
                      ignore_index=True)
-    m, kind = _unit_matrix(both, "setting", value, unit)
+    m, kind = unit_matrix(both, "setting", value, unit)
     L = m.pop(_LORA).to_numpy() if _LORA in m else np.full(len(m), np.nan)
     F = m.to_numpy()
     summary = summarize(full, ["setting"], value, unit)
-    out = _full_ft_core(F, L, margin, floor=floor)
+    out = full_ft_core(F, L, margin, floor=floor)
     per = pd.DataFrame({"setting": m.columns, "p_equivalent": out["p_equivalent"],
                         "p_above_margin": out["p_above"], "above_margin": out["above"]})
     summary = summary.merge(per, on="setting", how="left")
@@ -550,12 +366,12 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
     return str(VERDICTS[code]), info
 
 
-def _system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA, floor: float = 0.0) -> dict:
+def system_prompt_core(W, WO, margin: float | None = None, alpha: float = ALPHA, floor: float = 0.0) -> dict:
     """W, WO: (..., n) Δ under the training prompt and under the other condition, same units.
     Returns codes (...), p_with, p_equivalent, p_difference, p_above."""
-    p_with = _p_greater(W)
+    p_with = p_greater(W)
     p_eq, p_above = (np.squeeze(v, -1) for v in _margin_tests(WO[..., None], W, margin, floor))
-    p_diff = _p_greater(W - WO)
+    p_diff = p_greater(W - WO)
     effect = p_with <= alpha
     reproduced = effect & (p_eq <= ALPHA_EQUIV) & (p_diff <= alpha)
     codes = np.where(~effect, INC, np.where(reproduced, REP, np.where(p_above <= alpha, NOT, INC)))
@@ -581,11 +397,11 @@ def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = No
         raise ValueError(f"with_prompt has {len(w)} values and without_prompt {len(wo)}: without "
                          f"{unit!r} ids they are paired by position, so pass equal lengths or tables with ids")
     both = pd.concat([w.assign(_eval="with"), wo.assign(_eval="without")], ignore_index=True)
-    _one_group(both, ["_eval", unit, FALLBACK], "the Δ tables")
-    m, kind = _unit_matrix(both, "_eval", value, unit)
+    one_group(both, ["_eval", unit, FALLBACK], "the Δ tables")
+    m, kind = unit_matrix(both, "_eval", value, unit)
     m = m.reindex(columns=["with", "without"])
     W, WO = m["with"].to_numpy(), m["without"].to_numpy()
-    out = _system_prompt_core(W, WO, margin, floor=floor)
+    out = system_prompt_core(W, WO, margin, floor=floor)
     info = {"with": _triple(*t_interval(W)), "without": _triple(*t_interval(WO)),
             "difference": _triple(*t_interval(W - WO)), "n": int(np.sum(~np.isnan(W - WO))), "unit": kind,
             "margin": _margin_text(margin, "Δ_with", floor), "p_with": float(out["p_with"]),
@@ -596,10 +412,3 @@ def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = No
         info["reason"] = ("no effect to modulate: Δ under the default prompt is not shown above 0 at this n (not shown, which is not absent)" if not out["p_with"] <= ALPHA else
                           "Δ without the prompt is neither equivalent to 0 nor significantly above the margin")
     return str(VERDICTS[code]), info
-
-
-if __name__ == "__main__":  # python -m sublora.stats --power (sublora.power)
-    import sys
-
-    from sublora.power import main
-    sys.exit(main())
