@@ -10,12 +10,13 @@ PY := $(VENV)/bin/python
 # torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: reproduce notebook book test bench plan smol-weights clean help
+.PHONY: reproduce notebook book record test bench plan smol-weights clean help
 
 help:
 	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
 	@echo "make notebook NB=03_rank_sweep PARAMS=\"-p ranks '[1, 2]'\"   rerun one notebook, then rebuild the book (PROFILE applies)"
 	@echo "make book [PROFILE=…]                          rebuild a profile's book from its executed notebooks (the default's in book/)"
+	@echo "make record                                    after a confirmatory run: write it into record/ (committed)"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
 	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
@@ -42,6 +43,10 @@ notebook: $(VENV)/.installed
 # this checkout would no longer make are named
 book: $(VENV)/.installed
 	$(PY) -m sublora book --profile $(PROFILE)
+
+# the default run into record/organism/: a deliberate step after a confirmatory run (sublora.record)
+record: $(VENV)/.installed
+	$(PY) -m sublora record write
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10 tests

@@ -332,7 +332,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command.alone('bench', __doc__, add_arguments, run, argv)
+    return command.alone("bench", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import nbformat
 import pandas as pd
 import yaml
 
-from . import aux_claims, claims, command, config, identity, paths, plots, readings, results, stamps
+from . import aux_claims, claims, command, config, identity, paths, plots, readings, record, results, stamps
 from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
 
@@ -404,8 +404,13 @@ def run(args) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if identity.identity(config.load_profile(args.profile)) == DEFAULT_PROFILE and record.restore():
+        made = record.read()
+        print(f"no executed notebooks yet: the book is built from the record (record/{DEFAULT_PROFILE}/, commit "
+              f"{made['commit'][:12]}, written {made['written']}); `make reproduce` runs them again")
     stale = out_of_date(executed)
-    unknown = [name for name in _executed_names(executed) if not stamps.file(executed, name).exists()]
+    unknown = [name for name in _executed_names(executed)
+               if not stamps.file(executed, name).exists() and not record.restored(name)]
     if unknown:
         print(f"note: {', '.join(unknown)} in {executed} carry no stamp (executed outside make reproduce / make notebook): "
               "whether this checkout would make them the same is not checked", file=sys.stderr)
@@ -422,9 +427,8 @@ def run(args) -> int:
     return 0
 
 
-
 def main(argv: list[str] | None = None) -> int:
-    return command.alone('book', __doc__, add_arguments, run, argv)
+    return command.alone("book", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import sys
 
-from . import bench, book, calibrate, command, plan, power, reproduce, search
+from . import bench, book, calibrate, command, plan, power, record, reproduce, search
 
 COMMANDS = {  # name: the module whose add_arguments/run it is, in the order a user meets them
     "reproduce": reproduce,   # run a profile's notebooks, then build its book
-    "book": book,             # rebuild a profile's book from its executed notebooks
+    "book": book,             # rebuild a profile's book from its executed notebooks (a fresh clone's: the record)
+    "record": record,         # write the default run into record/, or compare a run with it
     "plan": plan,             # what a profile would run, and its cost, without running it
     "power": power,           # how often each verdict of a design decides, from a pilot
     "calibrate": calibrate,   # every rule's error rates and power by simulation

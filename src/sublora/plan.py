@@ -301,7 +301,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command.alone('plan', __doc__, add_arguments, run, argv)
+    return command.alone("plan", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

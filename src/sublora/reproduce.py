@@ -20,6 +20,7 @@ as .<name>.failed.ipynb in the folder its executed copy goes to (a hidden name: 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -31,7 +32,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from . import book, cache, command, config, identity, models, notebook, paths, plan, quiet, runner, stamps
+from . import book, cache, command, config, identity, models, notebook, paths, plan, quiet, record, runner, stamps
 from .config import DEFAULT_PROFILE, ConfigError, available_profiles, shown
 from .params import declared_parameters, notebook_file, notebook_profile, parse_params, read_params
 
@@ -216,12 +217,16 @@ def run(args) -> int:
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()) + f"; total {sum(times.values()):.1f}")
     if not (args.only or args.no_book):
         print(f"book: {index}")
+    if not (args.only or any(runs.values())) and record.read(folder) is not None:
+        record.run(argparse.Namespace(action="compare", profile=profile))  # the run against its record
     return 0
 
 
 
+
+
 def main(argv: list[str] | None = None) -> int:
-    return command.alone('reproduce', __doc__, add_arguments, run, argv)
+    return command.alone("reproduce", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -176,7 +176,7 @@ def run(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return command.alone('search', __doc__, add_arguments, run, argv)
+    return command.alone("search", __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":
