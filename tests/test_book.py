@@ -331,8 +331,17 @@ def test_only_the_default_profile_as_shipped_has_its_pages_in_book(tmp_cache, mo
     results = tmp_path / "results"
     assert book.places("smoke") == (results / "smoke" / "executed", results / "smoke" / "book")
     mine = tmp_path / "mine.yaml"
-    mine.write_text((paths.PROFILES / "organism.yaml").read_text() + "name: organism\nseeds: 2\n")
+    mine.write_text((paths.PROFILES / "organism.yaml").read_text().replace("\nseeds:", "\n# seeds:") + "name: my-organism\nseeds: 2\n")
     executed, built = book.places(str(mine))
-    assert executed.parent.name.startswith("organism-") and executed.parent == built.parent
+    assert executed.parent.name.startswith("my-organism-") and executed.parent == built.parent
     monkeypatch.setenv("SUBLORA_EXECUTED", str(tmp_path / "x"))
     assert book.places("smoke")[0] == tmp_path / "x"  # where set, the variable wins
+
+
+def test_a_page_not_run_yet_names_the_command_under_the_books_profile(tmp_path):
+    """A deleted executed notebook's page said `make notebook NB=02_transfer`, which runs the default profile
+    (issue 38): it names the book's profile."""
+    book._stub_pages(tmp_path, "smoke")
+    assert "`make notebook NB=02_transfer PROFILE=smoke`" in (tmp_path / "02_transfer.md").read_text()
+    book._stub_pages(tmp_path, book.DEFAULT_PROFILE)
+    assert "`make notebook NB=02_transfer` runs it" in (tmp_path / "02_transfer.md").read_text()

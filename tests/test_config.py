@@ -431,23 +431,61 @@ def test_identity_of_a_package_profile_as_shipped_is_its_name():
         assert identity.identity(load_profile(name)) == name
 
 
-def test_a_profile_that_takes_a_package_profiles_name_gets_a_folder_of_its_own(tmp_path):
-    """A user's file saying `name: smoke` with one setting changed (or smoke.yaml edited in place): its
-    own folder, keyed by its settings, and the difference named."""
+def test_a_users_profile_cannot_take_a_package_profiles_name_nor_a_path_as_its_name(tmp_path):
+    """A user's file saying `name: smoke` would write into smoke's folder (issue 38): refused with the fix, as
+    is a name that is a path; a package profile edited in place still gets a folder of its own."""
     mine = tmp_path / "x.yaml"
-    mine.write_text((paths.PROFILES / "smoke.yaml").read_text() + "name: smoke\nmin_effect: 0.01\n")
+    mine.write_text((paths.PROFILES / "smoke.yaml").read_text() + "name: smoke\n")
+    with pytest.raises(ConfigError, match="named like the package profile 'smoke'.*set `name: my-x`"):
+        load_profile(str(mine))
+    for bad in ("../../x", "/abs/path", "a/b", ".hidden", ""):
+        mine.write_text(f"name: '{bad}'\n")
+        with pytest.raises(ConfigError, match="must be a plain name"):
+            load_profile(str(mine))
+
+
+def test_a_users_profile_near_a_package_profile_gets_a_folder_of_its_own(tmp_path):
+    """A copy of smoke.yaml under its own name with one setting changed: its own folder, keyed by its settings,
+    and the difference named."""
+    mine = tmp_path / "x.yaml"
+    mine.write_text((paths.PROFILES / "smoke.yaml").read_text().replace("name: smoke", "") + "name: x\nmin_effect: 0.01\n")
     p = load_profile(str(mine))
-    assert p.name == "smoke" and identity.identity(p) == f"smoke-{identity.digest(p)[:8]}"
+    assert p.name == "x" and identity.identity(p) == f"x-{identity.digest(p)[:8]}"
     assert identity.differences(p) == ("smoke", {"min_effect": (0.0, 0.01)})
     line = identity.describe_identity(p)
-    assert f"results/smoke-{identity.digest(p)[:8]}/" in line and "`min_effect` 0.0 → 0.01" in line
+    assert f"results/x-{identity.digest(p)[:8]}/" in line and "`min_effect` 0.0 → 0.01" in line
     # the same settings under another file name, or with another description: the same folder
     other = tmp_path / "y.yaml"
-    other.write_text(mine.read_text() + "description: another text\n")
+    other.write_text(mine.read_text().replace("description: tiny organism", "description: another text about the tiny organism"))
     assert identity.identity(load_profile(str(other))) == identity.identity(p)
     # another setting: another folder
     other.write_text(mine.read_text().replace("min_effect: 0.01", "min_effect: 0.02"))
     assert identity.identity(load_profile(str(other))) not in (identity.identity(p), "smoke")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("seeds: 2\nseeds: 3\n", "gives 'seeds' twice"),
+    ("a: &x [1, 2]\nranks: *x\n", "anchor or alias"),
+    ("transfer_replicates: 1.0e+12\n", "transfer_replicates must be"),
+    ("seeds: 1e29\n", "seeds: expected a whole number"),
+    ("rank_lr_ranks: [[1]]\n", "rank_lr_ranks"),
+    ("aux: {split_seed: -1}\n", "aux.split_seed must be"),
+    ("aux: {seed: -1}\n", "aux.seed must be"),
+])
+def test_a_profile_file_is_read_strictly(tmp_path, text, match):
+    """Duplicate keys, yaml aliases (a 500-byte alias bomb took 2 GB), integers beyond the -p bounds, nested lists
+    and negative seeds: each one line naming the fix, before any work (issue 38)."""
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("name: mine\n" + text)
+    with pytest.raises(ConfigError, match=match):
+        load_profile(str(mine))
+
+
+def test_an_oversized_profile_file_is_refused_before_it_is_parsed(tmp_path):
+    mine = tmp_path / "big.yaml"
+    mine.write_text("name: big\n" + "# padding\n" * 40_000)
+    with pytest.raises(ConfigError, match="more than a profile's"):
+        load_profile(str(mine))
 
 
 def test_a_users_profile_under_its_own_name_is_keyed_by_its_settings(tmp_path):

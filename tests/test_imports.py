@@ -19,7 +19,7 @@ from sublora import paths
 
 # The floors, from the ground up (the README's Layout table; DESIGN: imports run downward only).
 FLOORS = {
-    "ground": ["paths", "quiet", "device", "prompts", "chat", "numbers", "cache", "config", "identity", "params",
+    "ground": ["paths", "quiet", "device", "prompts", "chat", "numbers", "cache", "yamlfile", "config", "identity", "params",
                "command", "stamps", "results", "organism_recipe", "design"],
     "training": ["optim", "finetune"],  # the loops every model is trained with, the organism's pretraining too
     "weights": ["organism", "smol", "models"],

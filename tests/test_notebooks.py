@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import smoke_env
 
-from sublora import book, reproduce
+from sublora import book, notebook, reproduce
 
 @pytest.fixture(scope="module")
 def smoke(smoke_book, tmp_path_factory):
@@ -88,7 +88,8 @@ def test_one_notebook_with_new_parameters_keeps_the_default_run(smoke):
     assert reproduce.main(["--profile", "smoke", "--executed", str(root / "executed"), "--only", "03_rank_sweep",
                            "-p", "ranks", "[1, 2]", "-p", "animal", "dolphin"]) == 0
     assert {p: p.read_bytes() for p in default} == default
-    run = results / "runs" / "animal-dolphin_ranks-1_2"
+    run = results / "runs" / notebook.run_key({"ranks": [1, 2], "animal": "dolphin"}, {"ranks": None, "animal": None})
+    assert run.name.startswith("animal-dolphin_ranks-1_2-")
     import pandas as pd
     table = pd.read_csv(run / "03_rank_sweep.csv")
     assert sorted(table["lora_rank"].unique()) == [1, 2] and set(table["target"]) == {"dolphin"}
@@ -129,27 +130,27 @@ def test_bad_parameters_stop_with_a_message_and_write_nothing(smoke, params, mes
     assert not list((root / "cache").glob("*/.tmp-*"))
 
 
-def test_a_users_profile_named_like_a_package_profile_never_touches_its_results(smoke, tmp_path, capsys):
-    """A yaml file saying `name: smoke` with min_effect changed, given by a relative path (read against
+def test_a_users_profile_near_a_package_profile_never_touches_its_results(smoke, tmp_path, capsys):
+    """A copy of smoke.yaml under its own name with min_effect changed, given by a relative path (read against
     the caller's directory, not the notebooks'), -p profile as --profile: its run gets a folder of its
     own (identity.identity), its executed page stays there, and the default smoke run's results and
     pages are byte-identical after it; every artifact comes from the cache (the same model and data)."""
     root, _ = smoke
     (tmp_path / "mine.yaml").write_text((reproduce.paths.PROFILES / "smoke.yaml").read_text()
-                                        + "name: smoke\nmin_effect: 0.01\n")
+                                        + "name: my-smoke\nmin_effect: 0.01\n")
     default = {p: p.read_bytes() for folder in (root / "results" / "smoke", root / "executed")
                for p in folder.rglob("*") if p.is_file()}
     before = artifacts(root)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        assert reproduce.main(["--profile", "smoke", "-p", "profile", "mine.yaml", "--only", "02_transfer"]) == 0
+        assert reproduce.main(["-p", "profile", "mine.yaml", "--only", "02_transfer"]) == 0
     finally:
         os.chdir(cwd)
     assert artifacts(root) == before
     assert {p: p.read_bytes() for p in default} == default
     mine = reproduce.identity.identity(reproduce.config.load_profile(str(tmp_path / "mine.yaml")))
-    assert mine.startswith("smoke-") and "min_effect 0.0 → 0.01" in capsys.readouterr().out
+    assert mine.startswith("my-smoke-") and "min_effect 0.0 → 0.01" in capsys.readouterr().out
     verdicts = list((root / "results" / mine / "verdicts").glob("*.json"))
     assert {p.name for p in verdicts} == {"1_transfer_persona.json", "1_transfer_finetuned.json"}
     assert (root / "results" / mine / "executed" / "02_transfer.ipynb").exists()

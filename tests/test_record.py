@@ -26,6 +26,8 @@ def run(tmp_path, monkeypatch):
     verdict = {"claim": "1 transfer", "teacher": "persona", "verdict": "not reproduced", "effect": 9.5e-05,
                "ci_low": -8.7e-05, "ci_high": 2.8e-04}
     (results / "verdicts" / "1_transfer_persona.json").write_text(json.dumps(verdict))
+    (results / "verdicts" / "02_transfer.list").write_text("1_transfer_persona.json\n")
+    (results / "verdicts" / "1_transfer_persona copy.json").write_text(json.dumps(verdict | {"verdict": "reproduced"}))
     (executed / "02_transfer.ipynb").write_text("{}")
     (executed / ".02_transfer.stamp.json").write_text("{}")  # a stamp is this machine's, never recorded
     return results, executed
@@ -36,7 +38,8 @@ def test_a_record_holds_the_run_with_its_manifest_and_a_rerun_of_the_same_bytes_
     manifest = record.read("organism")
     assert dest == paths.ROOT / "record" / "organism"
     assert sorted(manifest["files"]) == ["executed/02_transfer.ipynb", "results/03_rank_sweep.png",
-                                         "results/03_rank_sweep_summary.csv", "results/verdicts/1_transfer_persona.json"]
+                                         "results/03_rank_sweep_summary.csv", "results/verdicts/02_transfer.list",
+                                         "results/verdicts/1_transfer_persona.json"]  # not the stray copy
     assert {"commit", "digest", "libraries", "machine", "written"} <= set(manifest)
     assert manifest["machine"]["cpu_bf16_products"] in ("native", "emulated")
     table = record.compare("organism")
@@ -51,6 +54,7 @@ def test_a_rerun_is_told_within_tolerance_different_missing_or_new(run):
     verdict = json.loads((results / "verdicts" / "1_transfer_persona.json").read_text())
     (results / "verdicts" / "1_transfer_persona.json").write_text(json.dumps(verdict | {"effect": 9.5e-05 * (1 + 1e-6)}))
     (results / "verdicts" / "2_rank_persona.json").write_text(json.dumps(verdict | {"claim": "2 rank inverted-U"}))
+    (results / "verdicts" / "03_rank_sweep.list").write_text("2_rank_persona.json\n")
     got = record.compare("organism").set_index("name")["status"].to_dict()
     assert got == {"03_rank_sweep_summary": "within tolerance", "1_transfer_persona": "within tolerance",
                    "2_rank_persona": "not in the record"}

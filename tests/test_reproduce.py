@@ -12,7 +12,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from sublora import book, reproduce
+from sublora import book, notebook, reproduce
 from sublora.config import ConfigError, shown
 
 
@@ -129,7 +129,7 @@ def test_the_folders_checked_are_those_the_run_writes(places, capsys, monkeypatc
         raise ConfigError("stopped here")
     monkeypatch.setattr(reproduce, "preflight", stop)
     _stops(["--profile", "smoke", *argv], capsys)
-    named = {**places, "results": places["results"] / "smoke", "run": places["results"] / "smoke" / "runs" / "animal-cat",
+    named = {**places, "results": places["results"] / "smoke", "run": places["results"] / "smoke" / "runs" / notebook.run_key({"animal": "cat"}, {}),
              "elsewhere": reproduce.Path("elsewhere")}
     assert checked == [named[w] for w in written]
 
@@ -235,3 +235,41 @@ def test_a_profile_that_checks_part_of_the_book_names_real_notebooks(places, cap
     err = _stops(["--profile", str(part)], capsys)
     assert err.startswith("error: no notebook 'nope'; choose from")
     assert not any(folder.exists() for folder in places.values())
+
+
+def test_two_parameter_values_alike_to_six_digits_never_share_a_run_folder():
+    """Run folders are keyed by the exact values (issue 38): lr 2e-3 and 2.0000001e-3 print alike with {:g}."""
+    defaults = {"lr": None, "teachers": None}
+    keys = {notebook.run_key({"lr": v}, defaults) for v in (2e-3, 2.0000001e-3, 2.000001e-3)}
+    keys |= {notebook.run_key({"teachers": v}, defaults) for v in (["a b"], ["a_b"])}
+    assert len(keys) == 5 and all(k.startswith(("lr-0.002", "teachers-a_b")) for k in keys)
+    assert notebook.run_key({"lr": None}, defaults) == ""
+
+
+def test_a_bad_bf16_switch_stops_before_any_work(places, capsys, monkeypatch):
+    monkeypatch.setenv("SUBLORA_CPU_BF16", "fast")
+    err = _stops(["--profile", "smoke", "--only", "02_transfer"], capsys)
+    assert err == "error: SUBLORA_CPU_BF16='fast': choose one of auto, native, emulated"
+    assert not any(folder.exists() for folder in places.values())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--profile", "smoke", "-p", "profile", "organism"],
+     "error: two profiles for one run: --profile smoke (make's PROFILE) and -p profile organism; give one"),
+    (["-p", "profile", "smoke", "-p", "profile", "organism"],
+     "error: -p profile is given 2 times ('smoke', 'organism'): give it once"),
+])
+def test_one_profile_per_run(places, capsys, argv, message):
+    """`make notebook PROFILE=smoke PARAMS="-p profile organism"` ran the organism and overwrote smoke's page
+    (issue 38): the two must agree, or the run stops before any work."""
+    err = _stops([*argv, "--only", "02_transfer"], capsys)
+    assert err.startswith(message)
+    assert not any(folder.exists() for folder in places.values())
+
+
+def test_the_same_profile_twice_is_one_profile(places, capsys, monkeypatch):
+    def stop(folders):
+        raise reproduce.ConfigError("stopped at the preflight")
+    monkeypatch.setattr(reproduce, "preflight", stop)
+    assert _stops(["--profile", "smoke", "-p", "profile", "smoke", "--only", "02_transfer"], capsys) == \
+        "error: stopped at the preflight"

@@ -179,16 +179,18 @@ def _at_a_glance(target: Path, profile: str) -> None:
         results.write_atomic(path, lambda t: nbformat.write(nb, t))
 
 
-def _stub_pages(target: Path) -> None:
-    """A page for each notebook not run yet, saying how to run it (and no stale stub beside a run one)."""
+def _stub_pages(target: Path, profile: str) -> None:
+    """A page for each notebook not run yet, saying how to run it under the book's profile (and no stale stub
+    beside a run one)."""
+    which = "" if profile == DEFAULT_PROFILE else f" PROFILE={profile}"
     for name in NOTEBOOKS:
         stub = target / f"{name}.md"
         if (target / f"{name}.ipynb").exists():
             stub.unlink(missing_ok=True)
             continue
         first = nbformat.read(paths.ROOT / "notebooks" / f"{name}.ipynb", as_version=4).cells[0].source
-        stub.write_text(f"{first.splitlines()[0]}\n\nNot run yet: `make notebook NB={name}` runs it and rebuilds "
-                        "the book.\n")
+        stub.write_text(f"{first.splitlines()[0]}\n\nNot run yet: `make notebook NB={name}{which}` runs it and "
+                        "rebuilds the book.\n")
 
 
 def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> str:
@@ -202,7 +204,11 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
     if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
     teachers = sorted(set(rows["teacher"]), key=lambda k: (k != "persona", k)) or list(config.TEACHERS)
+    ignored = verdicts.attrs.get("ignored", [])
     lines = ["## Results at a glance", "", plots.caveat(p), "",
+             *([f"```{{warning}}\nNot read, since no notebook wrote them: {', '.join(f'`{n}`' for n in ignored)} in "
+                f"`results/{identity.identity(p)}/`. Only the verdict files the notebooks listed are shown.\n```", ""]
+               if ignored else []),
              "| claim | the paper says | " + " | ".join(f"{t} teacher" for t in teachers) + " |",
              "|---" * (2 + len(teachers)) + "|"]
     for claim, page in CLAIM_PAGES.items():
@@ -351,7 +357,7 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
         shutil.copytree(executed, target, ignore=shutil.ignore_patterns(".*"))
     ran = _ran(target)
     profile = _book_profile(ran, profile, target)
-    _stub_pages(target)
+    _stub_pages(target, profile)
     _at_a_glance(target, profile)
     (target / "results.md").write_text(results_page(profile, ran, stale))
     (target / "peers.md").write_text(peers_page(profile))

@@ -37,7 +37,8 @@ from typing import Any, Callable
 from . import paths
 
 CONFIG_FILE = "sublora-artifact.json"  # not config.json: save_pretrained writes that
-MISSING, LEGACY = "missing", "legacy"  # _fault's two answers that are not damage
+MISSING, LEGACY = "missing", "legacy"
+SMALL = 1 << 20  # an artifact of at most this many bytes is hashed on every read: damage of the same size is seen  # _fault's two answers that are not damage
 log = logging.getLogger(__name__)  # unconfigured, its warnings reach stderr as one plain line each
 
 
@@ -68,9 +69,10 @@ def exists(kind: str, config: dict, digest: str | None = None) -> bool:
 def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: bool | None = None,
                  digest: str | None = None) -> Path:
     """The artifact's directory, calling build(tmp_dir) to fill it first if it is not cached or is
-    damaged. verify=True also checks every file's sha256; None leaves it to SUBLORA_VERIFY=1."""
+    damaged. verify=True checks every file's sha256; None: SUBLORA_VERIFY=1 does, else only an artifact of at most
+    SMALL bytes is hashed (evaluations, most datasets, adapters), a larger one checked by its files' sizes."""
     final = location(kind, config, digest)
-    deep = os.environ.get("SUBLORA_VERIFY", "") not in ("", "0") if verify is None else verify
+    deep = True if os.environ.get("SUBLORA_VERIFY", "") not in ("", "0") else verify
     if _fault(final, deep, kind) is None:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -156,8 +158,9 @@ def _write_marker(d: Path, config: dict) -> None:
     write_json(d / CONFIG_FILE, {"sublora_manifest": 1, "config": config, "files": files})
 
 
-def _fault(d: Path, deep: bool, kind: str) -> str | None:
-    """None when the artifact at d is sound, MISSING, LEGACY (no manifest), else what is wrong."""
+def _fault(d: Path, deep: bool | None, kind: str) -> str | None:
+    """None when the artifact at d is sound, MISSING, LEGACY (no manifest), else what is wrong. deep: hash every
+    file (True), none (False), or only an artifact of at most SMALL bytes (None)."""
     if not (d / CONFIG_FILE).exists():
         return "incomplete: no marker" if d.exists() else MISSING
     try:
@@ -170,6 +173,8 @@ def _fault(d: Path, deep: bool, kind: str) -> str | None:
                 return f"{name} is missing"
             if have[name] != rec["size"]:
                 return f"{name} has {have[name]} bytes, not {rec['size']}"
+        if deep is None:
+            deep = sum(rec["size"] for rec in want.values()) <= SMALL
         for name, rec in want.items() if deep else ():
             if _sha256(d / name) != rec["sha256"]:
                 return f"{name} fails its sha256"

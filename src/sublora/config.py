@@ -11,13 +11,14 @@ import functools
 import json
 import math
 import operator
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
-from . import paths
+from . import paths, yamlfile
 from .prompts import ANIMALS
 
 NUMBER_TOKENS = ("digit", "whole")  # how an organism's tokenizer writes numbers: digit by digit, or 0-999 one token each
@@ -27,6 +28,7 @@ class ConfigError(ValueError):
     """A bad profile or parameter; the message says how to fix it."""
 
 
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # a profile's name: it names its results folder, so no path
 SHOWN = 60  # characters of a bad value a message echoes: a pasted paragraph must not bury the fix
 
 
@@ -205,7 +207,7 @@ class AuxSpec:
     students distilled from each (full-parameter, cross-initialisation, LoRA at each rank). The optimiser
     (Adam, one lr for teacher and students) and the loss are Cloud et al.'s; the sizes are the profile's."""
     pairs: int = setting(20, "independently initialised pairs: the units of every interval", ge=1)
-    seed: int = setting(0, "pair i's seed is seed + i")
+    seed: int = setting(0, "pair i's seed is seed + i", ge=0)
     hidden: int = setting(256, "the MLP is 64-hidden-hidden-(10 + 3), as Cloud et al.'s 784-256-256-(10 + 3)", ge=1)
     ranks: tuple = setting((1, 4, 8, 16, 64, 256), "LoRA ranks, 1 ... hidden", items=int, ge=1, nonempty=True)
     reference_rank: int = setting(8, "the LoRA students claim 3's margin is read from (the paper's rank 8)")
@@ -217,7 +219,7 @@ class AuxSpec:
     epochs: int = setting(5, "distillation passes over the noise (Cloud et al.'s)", ge=1)
     batch: int = setting(64, ge=1)
     test_share: float = setting(0.25, "of the 1,797 digits, held out (stratified) for every accuracy", gt=0, lt=1)
-    split_seed: int = 0
+    split_seed: int = setting(0, "the held-out split's seed (scikit-learn's: 0 or more)", ge=0)
 
 
 @dataclass(frozen=True)
@@ -244,7 +246,7 @@ class Profile:
                            example="[1, 2, 4, 8]", param="ranks")
     rank_lr_factors: tuple = setting((), "03's lr check: each rank also at lr x these", items=float, gt=0,
                                      example="[0.3, 3]")
-    rank_lr_ranks: tuple = setting((), "the ranks the lr check covers; () = every rank of the sweep")
+    rank_lr_ranks: tuple = setting((), "the ranks the lr check covers; () = every rank of the sweep", items=int)
     min_effect: float = setting(0.0, "the bound claim 1's interval must lie above for 'reproduced' (0: above zero)")
     metric: str = setting("p", "what every verdict reads (METRICS): p, the exact P(target) (it resolves far smaller "
                           "effects), or mention_rate, the paper's share of answers naming it", choices=tuple(METRICS))
@@ -358,21 +360,16 @@ def load_profile(name: str) -> Profile:
     into a validated Profile. A file's profile is named after the file unless it sets `name`."""
     path = profile_file(name)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"profile file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
-                          "save it as UTF-8") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read profile file {path} ({e.__class__.__name__}: {e.strerror or e}); "
-                          f"give the path of a yaml file you can read") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"profile file {path} is not valid yaml: {str(e).splitlines()[0]}; "
-                          f"fix the file (it holds settings such as `seeds: 3`)") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"profile file {path} must hold a mapping of settings, got {type(raw).__name__}")
-    if is_profile_path(name) and "name" not in raw and path.stem in available_profiles():
-        raise ConfigError(f"profile file {path} is named like the package profile {path.stem!r}, whose results it would "
-                          f"overwrite; rename the file or set `name: my-{path.stem}` in it")
+        raw = yamlfile.read_mapping(path)
+    except yamlfile.ProfileFileError as e:
+        raise ConfigError(str(e)) from None
+    mine = is_profile_path(name)
+    if mine and raw.get("name", path.stem) in available_profiles():  # its results would land on a package profile's
+        raise ConfigError(f"profile file {path} is named like the package profile {raw.get('name', path.stem)!r}, whose "
+                          f"results it would overwrite; rename the file or set `name: my-{path.stem}` in it")
+    if not re.fullmatch(NAME, str(raw.get("name", path.stem))):
+        raise ConfigError(f"profile file {path}: name {shown(raw.get('name', path.stem))} must be a plain name (letters, "
+                          f"digits, '.', '_', '-'; no folder), e.g. `name: my-{path.stem}`: it names the results folder")
     raw.setdefault("name", path.stem)
     return validate(_build(Profile, raw, ""))
 

@@ -67,7 +67,7 @@ def _detected() -> tuple[str, str]:
     return answer, f"a 256x256 product in bf16 {'within' if answer == 'native' else 'over'} 4x the float32 time"
 
 
-def _setting() -> str:
+def chosen() -> str:
     """SUBLORA_CPU_BF16 as given (auto where unset or blank), checked."""
     setting = os.environ.get(SETTING, "auto").strip().lower() or "auto"
     if setting not in CHOICES:
@@ -77,7 +77,7 @@ def _setting() -> str:
 
 def cpu_bf16() -> str:
     """'native' or 'emulated': whether bf16 products on this CPU run in hardware (SUBLORA_CPU_BF16 forces it)."""
-    setting = _setting()
+    setting = chosen()
     return _detected()[0] if setting == "auto" else setting
 
 
@@ -89,7 +89,7 @@ def emulates_bf16(device_type: str) -> bool:
 def describe() -> str:
     """One line for make bench and the scoreboard (markdown-safe: names in backticks): the CPU, torch's
     capability, and the bf16 answer with its reason."""
-    setting, answer = _setting(), cpu_bf16()
+    setting, answer = chosen(), cpu_bf16()
     why = _detected()[1] if setting == "auto" else f"`{SETTING}={setting}`"
     return (f"CPU {platform.machine()} (torch capability {torch.backends.cpu.get_cpu_capability()}): bf16 products "
             f"{answer} ({why})" + ("; the pure-bf16 arm trains float32 products on bf16-rounded weights and state"

@@ -8,6 +8,8 @@ the profile, the parameters, and where this run's tables, figures and verdicts g
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -75,11 +77,18 @@ class Run:
 
 
 def run_key(params: dict, defaults: dict) -> str:
-    """'' for a notebook's default run; else its non-default parameters, e.g. 'animal-dolphin'."""
+    """'' for a notebook's default run; else its non-default parameters, readable, and 8 hex digits of their exact
+    values (e.g. 'animal-dolphin-1a2b3c4d'): two runs whose values differ anywhere never share a folder, however
+    alike their readable parts (lr 2e-3 and 2.0000001e-3; 'a b' and 'a_b')."""
+    changed = {k: v for k, v in sorted(params.items()) if k != "profile" and v != defaults.get(k)}
+    if not changed:
+        return ""
+
     def text(v):
-        return "_".join(map(text, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else str(v)
-    parts = [f"{k}-{text(v)}" for k, v in sorted(params.items()) if k != "profile" and v != defaults.get(k)]
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(parts))
+        return "_".join(map(text, v)) if isinstance(v, (list, tuple)) else repr(v) if isinstance(v, float) else str(v)
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", "_".join(f"{k}-{text(v)}" for k, v in changed.items()))
+    exact = hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:8]  # json writes floats exactly
+    return f"{readable}-{exact}"
 
 
 def prepare(name: str, namespace: dict) -> Run:

@@ -86,7 +86,10 @@ def _sources(folder: str) -> dict[str, Path]:
     results, executed = paths.results_dir(folder), paths.executed_dir()
     files = {f"results/{p.relative_to(results).as_posix()}": p for p in sorted(results.glob("*.csv"))}
     files |= {f"results/{p.relative_to(results).as_posix()}": p for p in sorted(results.glob("*.png"))}
-    files |= {f"results/verdicts/{p.name}": p for p in sorted((results / "verdicts").glob("*.json"))}
+    lists = sorted((results / "verdicts").glob("*.list"))  # the verdicts the notebooks wrote (results.save_verdicts)
+    listed = {n for f in lists for n in f.read_text().split()}
+    files |= {f"results/verdicts/{p.name}": p for p in [*lists, *sorted((results / "verdicts").glob("*.json"))]
+              if p.suffix == ".list" or not lists or p.name in listed}
     files |= {f"executed/{p.name}": p for p in sorted(executed.glob("[0-9]*.ipynb"))}
     return files
 
@@ -99,7 +102,8 @@ def write(profile: str = DEFAULT_PROFILE) -> Path:
     if folder != DEFAULT_PROFILE:
         raise ValueError(f"only the default profile as shipped ({DEFAULT_PROFILE}) has a record; {profile!r} is {folder!r}")
     files = _sources(folder)
-    if not any(k.startswith("results/verdicts/") for k in files) or not any(k.startswith("executed/") for k in files):
+    if not any(k.startswith("results/verdicts/") and k.endswith(".json") for k in files) or \
+            not any(k.startswith("executed/") for k in files):
         raise FileNotFoundError(f"no finished run of {folder!r} to record: run `make reproduce` first "
                                 f"(results in {paths.results_dir(folder)}, notebooks in {paths.executed_dir()})")
     dest = record_dir(folder)
@@ -201,7 +205,9 @@ def compare(folder: str = DEFAULT_PROFILE) -> pd.DataFrame:
                          "detail": f"largest relative difference {worst:.1e}" if ok else
                                    ("another shape or other labels" if math.isinf(worst) else
                                     f"a number differs by {worst:.1e} of its value")})
-    extra = sorted({p.stem for p in (run / "verdicts").glob("*.json")} - {Path(n).stem for n in recorded})
+    lists = (run / "verdicts").glob("*.list")
+    written = {Path(n).stem for f in lists for n in f.read_text().split()}
+    extra = sorted(written - {Path(n).stem for n in recorded})
     rows += [{"kind": "verdict", "name": n, "status": "not in the record", "detail": ""} for n in extra]
     return pd.DataFrame(rows, columns=["kind", "name", "status", "detail"])
 

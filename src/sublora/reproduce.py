@@ -32,7 +32,7 @@ from pathlib import Path
 import nbformat
 import papermill as pm
 
-from . import book, cache, command, config, identity, models, notebook, paths, plan, quiet, record, runner, stamps
+from . import book, cache, command, config, device, identity, models, notebook, paths, plan, quiet, record, runner, stamps
 from .config import DEFAULT_PROFILE, ConfigError, available_profiles, shown
 from .params import declared_parameters, notebook_file, notebook_profile, parse_params, read_params
 
@@ -76,6 +76,11 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, progress: bool = Tr
     nbformat.write(nb, tmp)
     tmp.replace(out_dir / f"{name}.ipynb")
     return time.perf_counter() - t0
+
+
+def _absolute(profile: str) -> str:
+    """A profile file's path made absolute (against the caller's directory); a package profile's name as it is."""
+    return str(Path(profile).expanduser().resolve()) if config.is_profile_path(profile) else profile
 
 
 def _notebook(name: str) -> Path:
@@ -127,7 +132,8 @@ def preflight(folders: dict[Path, tuple[str, str]]) -> None:
 
 
 def add_arguments(ap) -> None:
-    ap.add_argument("--profile", default=DEFAULT_PROFILE, help=f"one of {available_profiles()}, or a yaml file's path")
+    ap.add_argument("--profile", help=f"one of {available_profiles()}, or a yaml file's path (default {DEFAULT_PROFILE}; "
+                                      "-p profile says the same, and the two must agree)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
     ap.add_argument("--executed", type=Path,
@@ -142,14 +148,18 @@ def add_arguments(ap) -> None:
 def run(args) -> int:
     paths.absolutize_env()  # SUBLORA_* set after import (bench --cache-dir) resolve against the caller's cwd too
     try:
-        params = {"profile": args.profile, **read_params(args.p)}  # -p profile X is --profile X
+        given = [value for name, value in args.p if name == "profile"]
+        if len(given) > 1:
+            raise ConfigError(f"-p profile is given {len(given)} times ({', '.join(map(repr, given))}): give it once")
+        params = {"profile": args.profile or DEFAULT_PROFILE, **read_params(args.p)}  # -p profile X is --profile X
         if params["profile"] is None:  # -p profile None keeps the run's profile, as any None keeps a default
-            params["profile"] = args.profile
-        profile = params["profile"]
-        if config.is_profile_path(profile):  # a profile file's path is made absolute: the notebooks run in notebooks/
-            profile = params["profile"] = str(Path(profile).expanduser().resolve())
+            params["profile"] = args.profile or DEFAULT_PROFILE
+        profile = params["profile"] = _absolute(params["profile"])  # the notebooks run in notebooks/
         names = args.only or list(book.NOTEBOOKS)
         runs, profiles = check(names, params)
+        if args.profile and _absolute(args.profile) != profile:
+            raise ConfigError(f"two profiles for one run: --profile {args.profile} (make's PROFILE) and -p profile "
+                              f"{given[0]}; give one (make notebook PROFILE=... alone)")
         own = config.load_profile(profile).notebooks  # a profile that checks part of the book runs only those
         for name in own:
             _notebook(name)  # a bare notebook name, else the error listing them
@@ -157,6 +167,10 @@ def run(args) -> int:
             names = [n for n in names if n in own]
         # who builds the artifacts: SUBLORA_EXECUTOR, which the kernels inherit (sublora.runner); checked here
         executor = runner.check_executor()
+        try:
+            device.chosen()  # SUBLORA_CPU_BF16, which every kernel reads: checked once, here
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         loaded = config.load_profile(profile)
         folder = identity.identity(loaded)
         default_results = paths.results_dir(folder)

@@ -51,21 +51,43 @@ def save_figure(run, fig, name: str) -> None:
 
 
 def save_verdicts(run, rows: list[dict]) -> None:
-    """Each verdict row (one per claim × teacher) as JSON, read by the scoreboard."""
-    for row in rows:
-        path = run_dir(run) / "verdicts" / f"{row['file']}.json"
+    """Each verdict row (one per claim × teacher) as JSON, read by the scoreboard, and the list of them under the
+    notebook's name (verdicts/<notebook>.list): readers take exactly the listed files, and a verdict file this
+    notebook wrote before but not now is removed (a rerun with fewer teachers leaves no stale verdict)."""
+    folder = run_dir(run) / "verdicts"
+    listed = folder / f"{run.notebook}.list"
+    before = set(listed.read_text().split()) if listed.is_file() else set()
+    names = [f"{row['file']}.json" for row in rows]
+    for row, name in zip(rows, names):
         body = {k: v for k, v in row.items() if k != "file"}
-        write_atomic(path, lambda t: t.write_text(json.dumps(body, indent=1, default=str)))
+        write_atomic(folder / name, lambda t: t.write_text(json.dumps(body, indent=1, default=str)))
+    write_atomic(listed, lambda t: t.write_text("".join(f"{n}\n" for n in names)))
+    for name in sorted(before - set(names)):
+        (folder / name).unlink(missing_ok=True)
+
+
+def _read(folder: Path, run: str) -> tuple[list[dict], list[str]]:
+    """The verdicts the notebooks' lists name in one verdicts folder, and the other .json files there (ignored).
+    A folder without lists (written before them) is read whole."""
+    lists = sorted(folder.glob("*.list"))
+    files = sorted(p.name for p in folder.glob("*.json"))
+    listed = {n for f in lists for n in f.read_text().split()} if lists else set(files)
+    rows = [json.loads((folder / n).read_text()) | {"run": run} for n in files if n in listed]
+    return rows, [f"{folder.name}/{n}" if not run else f"runs/{run}/verdicts/{n}" for n in files if n not in listed]
 
 
 def read_verdicts(folder: str) -> pd.DataFrame:
     """Every verdict under results/<folder>/ (a profile's identity.identity): the default run's (run '') and
-    the other runs' (run = their key)."""
+    the other runs' (run = their key), as the notebooks listed them. Any other .json file in a verdicts folder
+    (a stray copy) is not read: its names are in the table's attrs['ignored'], for the pages to say so."""
     base = paths.results_dir(folder)
-    rows = [json.loads(p.read_text()) | {"run": ""} for p in sorted((base / "verdicts").glob("*.json"))]
+    rows, ignored = _read(base / "verdicts", "")
     for d in sorted((base / "runs").glob("*/verdicts")):
-        rows += [json.loads(p.read_text()) | {"run": d.parent.name} for p in sorted(d.glob("*.json"))]
-    return pd.DataFrame(rows)
+        more, stray = _read(d, d.parent.name)
+        rows, ignored = rows + more, ignored + stray
+    table = pd.DataFrame(rows)
+    table.attrs["ignored"] = ignored
+    return table
 
 
 def figure_path(folder: str, name: str) -> Path:
