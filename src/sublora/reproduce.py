@@ -191,6 +191,8 @@ def run(args) -> int:
             folders.setdefault(args.book_dir, ("the book's folder", "SUBLORA_BOOK (or --book-dir)"))
         preflight(folders)
         plan.check_disk(profiles, paths.cache_dir())
+        if not (args.only or args.no_book or any(runs.values())):  # the book's disk too, before any notebook runs
+            book.preflight(args.book_dir, args.executed)
     except (ConfigError, models.SetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
