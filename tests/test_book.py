@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import matplotlib
 import nbformat
@@ -19,6 +20,7 @@ from conftest import smoke_env
 matplotlib.use("Agg")
 
 from sublora import book, claims, paths, plots, quiet  # noqa: E402
+from sublora.pages import PEERS, peers_page, results_page  # noqa: E402
 
 VERDICT = r"(?:not reproduced|reproduced|inconclusive|not tested)"
 INTERVAL = re.compile(r"\[[^\[\],]+,[^\[\],]+\]")  # "[-4.3e-05, +5e-06]"
@@ -192,7 +194,7 @@ def test_results_page_a_row_per_claim_with_intervals(tmp_cache, tmp_path):
     rows = [{"claim": c, "teacher": t, "verdict": "inconclusive", "measurement": "m", "effect": 0.5, "ci_low": 0.25,
              "ci_high": 0.75, "rule": "r"} for c in list(claims.CLAIMS)[:3] for t in ("finetuned", "persona")]
     write_verdicts(tmp_path / "results", rows)
-    page = book.results_page("smoke", {"03_rank_sweep": {"profile": "smoke", "ranks": [1, 2]}})
+    page = results_page("smoke", {"03_rank_sweep": {"profile": "smoke", "ranks": [1, 2]}})
     table = [line for line in page.splitlines() if line.startswith("| {doc}")]
     assert len(table) == len(claims.CLAIMS)
     assert "| claim | the paper says | persona teacher | finetuned teacher |" in page  # persona first
@@ -280,7 +282,7 @@ def test_every_published_row_names_its_source_and_where_in_it():
     """A figure is printed only from a source read (status: read) and says where in it; a source not
     reached carries no figure."""
     import yaml
-    peers = yaml.safe_load(book.PEERS.read_text())
+    peers = yaml.safe_load(PEERS.read_text())
     assert len({e["id"] for e in peers}) == len(peers) > 10
     for e in peers:
         assert e["status"] in ("read", "unreachable") and e["source"] and e["note"], e["id"]
@@ -289,14 +291,14 @@ def test_every_published_row_names_its_source_and_where_in_it():
             assert e["effect"] is None and e["detected"] is None, e["id"]
         elif e["effect"]:
             assert e["where"], e["id"]
-    assert not any(p in book.PEERS.read_text() for p in MACHINE_PATHS)
+    assert not any(p in PEERS.read_text() for p in MACHINE_PATHS)
 
 
 def test_peers_page_sets_this_books_verdicts_beside_each_claims_published_rows(tmp_cache, tmp_path):
     rows = [{"claim": "1 transfer", "teacher": t, "verdict": v, "measurement": "m", "effect": e, "ci_low": e - 1,
              "ci_high": e + 1, "rule": "r"} for t, v, e in (("persona", "inconclusive", 0.5), ("finetuned", "reproduced", 2.0))]
     write_verdicts(tmp_path / "results", rows)
-    page = book.peers_page("smoke")
+    page = peers_page("smoke")
     claim1 = page[page.index("## Claim 1 transfer"):page.index("## Claim 2")]
     assert "persona: **inconclusive**, ΔP(target) +0.5 [-0.5, +1.5]" in claim1
     assert "finetuned: **reproduced**, ΔP(target) +2 [+1, +3]" in claim1
@@ -345,3 +347,52 @@ def test_a_page_not_run_yet_names_the_command_under_the_books_profile(tmp_path):
     assert "`make notebook NB=02_transfer PROFILE=smoke`" in (tmp_path / "02_transfer.md").read_text()
     book._stub_pages(tmp_path, book.DEFAULT_PROFILE)
     assert "`make notebook NB=02_transfer` runs it" in (tmp_path / "02_transfer.md").read_text()
+
+
+# ---- make book checks before it works, and swaps the new book in whole (issue 38) ---------------------
+def test_make_book_checks_its_folders_and_disk_first(tmp_path, monkeypatch):
+    """Missing, unwritable or file-typed folders, a full disk: one line naming the fix, not a traceback."""
+    executed = tmp_path / "executed"
+    book.preflight(tmp_path / "book", executed)  # nothing run yet: a book of pages saying how to run each
+    assert executed.is_dir() and (tmp_path / "book").is_dir()
+    executed.rmdir()
+    executed.write_text("")
+    with pytest.raises(book.ConfigError, match="is a file: move it away, or set SUBLORA_EXECUTED"):
+        book.preflight(tmp_path / "book", executed)
+    executed.unlink()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(book.ConfigError, match="cannot be written.*SUBLORA_BOOK"):
+        book.preflight(tmp_path / "afile" / "book", executed)
+    monkeypatch.setattr(book.shutil, "disk_usage", lambda p: SimpleNamespace(free=2 ** 20))
+    with pytest.raises(book.ConfigError, match="1 MiB free.*SUBLORA_BOOK"):
+        book.preflight(tmp_path / "book", executed)
+
+
+def test_an_interrupted_build_keeps_the_previous_book(tmp_path, monkeypatch):
+    """Ctrl-C during a build left no book (the previous one was deleted first): the new one is built apart and
+    swapped in only when complete."""
+    src, target = tmp_path / "src", tmp_path / "book"
+    (src).mkdir()
+    (target / "_build" / "html").mkdir(parents=True)
+    (target / "_build" / "html" / "index.html").write_text("the previous book")
+    executed = target / "executed"
+    executed.mkdir()
+    for name in ("_ran", "_book_profile", "_stub_pages", "_at_a_glance", "results_page", "peers_page"):
+        monkeypatch.setattr(book, name, lambda *a, _name=name, **k: "smoke" if _name == "_book_profile" else "")
+
+    def interrupted(cmd, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(book.subprocess, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        book._build(src, target, executed, "smoke", [])
+    assert (target / "_build" / "html" / "index.html").read_text() == "the previous book"
+    assert not list(target.glob(".build-*"))
+
+    def builds(cmd, **kw):
+        out = Path(cmd[cmd.index("--path-output") + 1]) / "_build" / "html"
+        out.mkdir(parents=True)
+        (out / "index.html").write_text("the new book")
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+    monkeypatch.setattr(book.subprocess, "run", builds)
+    index = book._build(src, target, executed, "smoke", [])
+    assert index.read_text() == "the new book" and not list(target.glob(".*build-*"))

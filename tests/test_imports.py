@@ -27,7 +27,7 @@ FLOORS = {
     "running": ["artifacts", "pipeline", "runner", "plan"],
     "statistics": ["stats", "rules", "simulate", "claims", "aux_claims", "summaries", "calibrate", "power",
                    "scoreboard"],
-    "presentation": ["plots", "readings", "search_record", "record", "book"],
+    "presentation": ["plots", "readings", "search_record", "record", "pages", "book"],
     "notebooks' entry": ["notebook"],
     "tools": ["reproduce", "bench", "search", "cli", "__main__", "stats.__main__"],
 }

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import smoke_env
 
-from sublora import book, notebook, reproduce
+from sublora import book, notebook, pages, reproduce
 
 @pytest.fixture(scope="module")
 def smoke(smoke_book, tmp_path_factory):
@@ -201,6 +201,6 @@ def test_make_book_names_the_notebooks_this_checkout_would_no_longer_make(smoke)
         assert book.out_of_date(executed) == ["06_scoreboard"]
     finally:
         board.write_bytes(data)
-    page = book.results_page("smoke", {}, ["06_scoreboard"])
+    page = pages.results_page("smoke", {}, ["06_scoreboard"])
     assert "```{warning}\nOut of date: {doc}`/executed/06_scoreboard`" in page
-    assert "Out of date" not in book.results_page("smoke", {})
+    assert "Out of date" not in pages.results_page("smoke", {})

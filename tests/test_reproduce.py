@@ -273,3 +273,25 @@ def test_the_same_profile_twice_is_one_profile(places, capsys, monkeypatch):
     monkeypatch.setattr(reproduce, "preflight", stop)
     assert _stops(["--profile", "smoke", "-p", "profile", "smoke", "--only", "02_transfer"], capsys) == \
         "error: stopped at the preflight"
+
+
+@pytest.mark.parametrize("value", ["-1e-3", "-1E+2", "-0.5", "-3"])
+def test_a_negative_value_reaches_the_parameter_check(places, capsys, value):
+    """`-p lr -1e-3` through make gave argparse's "expected 2 arguments"; papermill says out of range (issue 38)."""
+    err = _stops(["--profile", "smoke", "--only", "02_transfer", "-p", "lr", value], capsys)
+    assert err.startswith("error: -p lr -") and "is out of range, it must be above 0" in err
+
+
+def test_make_minus_C_reads_relative_paths_against_the_callers_directory(tmp_path):
+    """`SUBLORA_CACHE=c make -C <checkout> …` wrote into the checkout (issue 38): a relative SUBLORA_* path is the
+    caller's, as the README says; an absolute one is kept."""
+    import subprocess
+    import sys
+    env = {**os.environ, "SUBLORA_CACHE": "rel/cache", "SUBLORA_BOOK": str(tmp_path / "abs"), "SUBLORA_RESULTS": "",
+           "PWD": str(tmp_path)}
+    out = subprocess.run(["make", "-s", "-C", str(reproduce.paths.ROOT), "where", f"PY={sys.executable}"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, check=True).stdout
+    where = dict(line.split(maxsplit=1) for line in out.splitlines())
+    assert where["SUBLORA_CACHE"] == str(tmp_path / "rel" / "cache")
+    assert where["SUBLORA_BOOK"] == str(tmp_path / "abs")
+    assert where["SUBLORA_RESULTS"] == str(reproduce.paths.ROOT / "results")

@@ -11,6 +11,7 @@ SUBLORA_BOOK (default book/); `sublora reproduce` executes the notebooks and bui
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -18,13 +19,14 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
 import pandas as pd
-import yaml
 
-from . import aux_claims, claims, command, config, identity, paths, plots, readings, record, results, stamps
+from . import aux_claims, command, config, identity, paths, plots, record, results, stamps
+from .pages import CLAIM_PAGES, peers_page, results_page
 from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
 
@@ -36,7 +38,6 @@ NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "
 
 
 # The claim pages (claims.REGISTRY holds each claim's page, words and effect)
-CLAIM_PAGES = {c.key: c.page for c in claims.REGISTRY}
 RUN_PARAMETERS = "run-parameters"  # metadata mark of the markdown line tidy() writes
 
 
@@ -193,138 +194,6 @@ def _stub_pages(target: Path, profile: str) -> None:
                         "rebuilds the book.\n")
 
 
-def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> str:
-    """Markdown of the results at a glance: a row per claim with the paper's claim and, per teacher,
-    the verdict and the effect its rule reads with that rule's interval, from the default run's verdict
-    files; a line for each claim page that shows another run."""
-    p = config.load_profile(profile)
-    verdicts = results.read_verdicts(identity.identity(p))
-    everything = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
-    rows = everything[everything["claim"].map(claims.is_paper_claim)]  # another setting's rows: a table of their own
-    if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
-        rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
-    teachers = sorted(set(rows["teacher"]), key=lambda k: (k != "persona", k)) or list(config.TEACHERS)
-    ignored = verdicts.attrs.get("ignored", [])
-    lines = ["## Results at a glance", "", plots.caveat(p), "",
-             *([f"```{{warning}}\nNot read, since no notebook wrote them: {', '.join(f'`{n}`' for n in ignored)} in "
-                f"`results/{identity.identity(p)}/`. Only the verdict files the notebooks listed are shown.\n```", ""]
-               if ignored else []),
-             "| claim | the paper says | " + " | ".join(f"{t} teacher" for t in teachers) + " |",
-             "|---" * (2 + len(teachers)) + "|"]
-    for claim, page in CLAIM_PAGES.items():
-        cells = []
-        for t in teachers:
-            r = rows[(rows["claim"] == claim) & (rows["teacher"] == t)]
-            if r.empty:
-                cells.append("not run")
-                continue
-            r = r.iloc[0]
-            if r["verdict"] == claims.NOT_TESTED:  # its number is no result: the page keeps it, for information
-                first = rows[(rows["claim"] == next(iter(claims.CLAIMS))) & (rows["teacher"] == t)]["verdict"]
-                said = first.iloc[0] if len(first) else "missing"
-                cells.append(f"**{r['verdict']}** · its claim 1 is {said} ({{doc}}`a fixed sequence </design>`)")
-                continue
-            effect = claims.fmt_ci(r["effect"], r["ci_low"], r["ci_high"], "+.2g")
-            cells.append(f"**{r['verdict']}** · {readings.effect_name(claim, p.metric)} {effect}")
-        lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
-    lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
-              "that rule reads, with the interval it reads: 95%, or wider where the rule corrects for choosing "
-              "among several (claim 2's peak rank). Every measurement in full: {doc}`/executed/06_scoreboard`."]
-    setting = (f"The paper's questions asked where Cloud et al. found subliminal transfer strong and cheap, "
-               f"{aux_claims.AUX_SETTING} ({{doc}}`its page </executed/{aux_claims.AUX_PAGE}>`), not on the model above: "
-               "its verdicts are not verdicts on the paper's claims.")
-    lines += ["", "### Another setting", "", setting, "", "| question | it asks | verdict · effect |", "|---|---|---|"]
-    for claim, asks in aux_claims.AUX_CLAIMS.items():
-        r = everything[everything["claim"] == claim]
-        if r.empty:
-            cell = "not run"
-        else:
-            r = r.iloc[0]
-            cell = (f"**{r['verdict']}** · {readings.effect_name(claim)} "
-                    f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}")
-        lines.append(f"| {claim} | {asks} | {cell} |")
-    if stale:
-        lines[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
-                      + " were executed by another profile, other sublora files or libraries than the checkout that "
-                      "built this book, or their results files changed since. `make reproduce` reruns them.", "```", ""]
-    for page in [*CLAIM_PAGES.values(), aux_claims.AUX_PAGE]:
-        other = {k: v for k, v in ran.get(page, {}).items() if k != "profile"}
-        if other:
-            lines += ["", f"Note: the page {{doc}}`/executed/{page}` shows a run with "
-                      + ", ".join(f"`{k} = {v!r}`" for k, v in other.items())
-                      + "; this table shows the default run's verdicts."]
-    return "\n".join(lines) + "\n"
-
-
-PEERS = paths.ROOT / "book" / "peers.yaml"  # published results, each read from its source (the file says how)
-def _ours(rows: pd.DataFrame, claim: str, kind: str | None, metric: str = "p") -> str:
-    """This book's verdict and effect (in the profile's metric) for a claim (and teacher kind), or 'not run'."""
-    mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
-    if mine.empty:
-        return "not run" if kind in config.TEACHERS or kind is None else "no such teacher here"
-    who = (lambda r: "") if claim in aux_claims.AUX_CLAIMS else (lambda r: f"{r['teacher']}: ")
-    return "; ".join(f"{who(r)}**{r['verdict']}**, {readings.effect_name(claim, metric)} "
-                     f"{claims.fmt_ci(r['effect'], r['ci_low'], r['ci_high'], '+.2g')}" for _, r in mine.iterrows())
-
-
-def _cell(value) -> str:
-    """A value as a markdown table cell: None empty, no column bar."""
-    return str(value if value is not None else "").replace("|", "/")
-
-
-def peers_page(profile: str) -> str:
-    """Markdown of the page "Beside other results": per claim, this book's verdicts (from the default run's
-    verdict files) and the published figures nearest to it (book/peers.yaml, each with its source); then the
-    later accounts of the mechanism and what each predicts; then the sources that could not be reached."""
-    p = config.load_profile(profile)
-    peers = yaml.safe_load(PEERS.read_text(encoding="utf-8"))
-    verdicts = results.read_verdicts(identity.identity(p))
-    rows = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
-    if "arm" in rows:
-        rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
-    accounts = [e for e in peers if e["status"] == "read" and str(e["metric"]).startswith("qualitative")]
-    figures = [e for e in peers if e["status"] == "read" and e not in accounts]  # a published null: effect None
-    lines = ["# Beside other results", "", plots.caveat(p), "",
-             f"This book's verdicts (profile `{p.name}`) set beside published results. Each "
-             "published figure was read from the source named in its row, and is given as that source states it, "
-             "in its own metric. Sources differ in metric, control and unit, so the rows are comparable in "
-             "direction, not in size. The column *this book* is computed from this book's verdict files when the "
-             "book is built. The notes are ours.", ""]
-    for claim, page in CLAIM_PAGES.items():
-        mine = [e for e in figures if e["claim"] == int(claim[0])]
-        lines += [f"## Claim {claim}", "", f"The paper: {claims.CLAIMS[claim]}. This book ({{doc}}`/executed/{page}`): "
-                  + _ours(rows, claim, None, p.metric) + ".", ""]
-        if not mine:
-            lines += ["No published figure for this claim was found beyond the paper's own.", ""]
-            continue
-        lines += ["| source | setting | size (B), teacher | published effect | this book, nearest |",
-                  "|---|---|---|---|---|"]
-        for e in mine:
-            detected = {True: " (detected)", False: " (not detected)"}.get(e.get("detected"), "")
-            lines.append(f"| **{e['id']}** | {_cell(e['setting'])} | {_cell(e.get('size_b'))}, {_cell(e['teacher'])} "
-                         f"| {_cell(e['effect']) or 'no figure published'}{detected} "
-                         f"| {_ours(rows, claim, e['teacher'], p.metric)} |")
-        lines.append("")
-        lines += [f"- **{e['id']}**: {e['note']} Metric: {e['metric']}. Source: {e['source']}, {e['where']}."
-                  for e in mine] + [""]
-    aux = [e for e in peers if e["teacher"] == "auxiliary-logit"]
-    lines += ["## Another setting: auxiliary logits", "",
-              f"This book asks claims 1–3 of {aux_claims.AUX_SETTING} too ({{doc}}`/executed/{aux_claims.AUX_PAGE}`): "
-              + ("; ".join(f"{c}: " + _ours(rows, c, None) for c in aux_claims.AUX_CLAIMS)) + ".", "",
-              "Published work in that setting, below and among the accounts of the mechanism: "
-              + ", ".join(f"**{e['id']}**" + (" (not reachable)" if e["status"] != "read" else "") for e in aux) + ".", ""]
-    lines += ["## Later accounts of the mechanism", "",
-              "Read from each paper's abstract; what each predicts for the four claims, in our words.", ""]
-    lines += [f"- **{e['id']}** ({e['source']}): {e['note']}" for e in accounts] + [""]
-    gone = [e for e in peers if e["status"] != "read"]
-    if gone:
-        lines += ["## Not reachable from here", "",
-                  "These sources could not be read with the tools this book was made with; no figure of theirs is "
-                  "printed.", ""]
-        lines += [f"- **{e['id']}** ({e['source']}): {e['note']}" for e in gone] + [""]
-    return "\n".join(lines)
-
-
 def places(profile: str) -> tuple[Path, Path]:
     """(executed notebooks, book) of a profile's runs: book/executed and book/ for the default profile as
     shipped (the default book); results/<its folder>/executed and .../book for any other profile, so that
@@ -349,6 +218,48 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     t0 = time.perf_counter()
     src = paths.ROOT / "book"
     book = book_dir or paths.book_dir()  # SUBLORA_BOOK: build outside the checkout (e.g. a read-only one)
+    preflight(book, executed)
+    with _one_build(book):
+        index = _build(src, book, executed, profile, stale)
+    return index, time.perf_counter() - t0
+
+
+BOOK_SPARE = 200 * 2 ** 20  # free bytes a build needs beside the previous book (the default book is ~20 MB)
+
+
+def preflight(book: Path, executed: Path) -> None:
+    """Before any work: the executed notebooks' folder is one (made where missing), the book's folder can be made and
+    written, and its disk has room for a second book beside the first (the build swaps in whole); else a ConfigError naming the fix."""
+    if executed.exists() and not executed.is_dir():
+        raise ConfigError(f"the executed notebooks' folder {executed} is a file: move it away, or set SUBLORA_EXECUTED "
+                          "to a folder")
+    try:
+        executed.mkdir(parents=True, exist_ok=True)  # none run yet: a book of pages saying how to run each
+        book.mkdir(parents=True, exist_ok=True)
+        probe = book / f".probe-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"the book's folder {book} or the executed notebooks' {executed} cannot be written "
+                          f"({e.__class__.__name__}: {e.strerror or e}); make it writable, or set SUBLORA_BOOK "
+                          "(SUBLORA_EXECUTED) to a folder you can write") from None
+    free = shutil.disk_usage(book).free
+    if free < BOOK_SPARE:
+        raise ConfigError(f"the book's disk has {free / 2 ** 20:.0f} MiB free, less than the {BOOK_SPARE // 2 ** 20} MiB "
+                          "a build needs beside the previous book; free some, or set SUBLORA_BOOK to another disk")
+
+
+@contextmanager
+def _one_build(book: Path):
+    """One build of a book at a time: a second `make book` waits for the first (an flock the OS drops with its holder)."""
+    with open(book / ".build.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _build(src: Path, book: Path, executed: Path, profile: str | None, stale) -> Path:
+    """The build itself, into a fresh folder swapped in whole for the previous _build: an interrupted or failed build
+    leaves the previous book as it was."""
     if book.resolve() != src.resolve():
         shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", "executed"), dirs_exist_ok=True)
     target = book / "executed"
@@ -361,12 +272,22 @@ def build_book(executed: Path, book_dir: Path | None = None, profile: str | None
     _at_a_glance(target, profile)
     (target / "results.md").write_text(results_page(profile, ran, stale))
     (target / "peers.md").write_text(peers_page(profile))
-    shutil.rmtree(book / "_build", ignore_errors=True)  # no stale page or image of an earlier build survives
-    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return book / "_build" / "html" / "index.html", time.perf_counter() - t0
+    fresh = book / f".build-{os.getpid()}"  # a new folder each time: no stale page or image of an earlier build survives
+    shutil.rmtree(fresh, ignore_errors=True)
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(book), "--warningiserror", "--keep-going",
+           "--path-output", str(fresh)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"jupyter-book build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        old = book / f".old-build-{os.getpid()}"
+        if (book / "_build").exists():
+            os.replace(book / "_build", old)
+        os.replace(fresh / "_build", book / "_build")
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return book / "_build" / "html" / "index.html"
 
 
 def _executed_names(executed: Path) -> list[str]:

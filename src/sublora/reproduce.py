@@ -136,6 +136,9 @@ def add_arguments(ap) -> None:
                                       "-p profile says the same, and the two must agree)")
     ap.add_argument("--only", nargs="*", help="run only these notebooks (names without .ipynb); no book build")
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"), help="notebook parameter")
+    # a value such as -1e-3 is a value, as papermill reads it, not an option: argparse's own pattern for negative
+    # numbers (-1, -.5) leaves out the exponent, so `-p lr -1e-3` failed with "expected 2 arguments"
+    ap._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
     ap.add_argument("--executed", type=Path,
                     help="where the executed notebooks go (default: SUBLORA_EXECUTED, else book/executed for the default "
                          "profile as shipped and results/<its folder>/executed for any other)")
@@ -188,6 +191,8 @@ def run(args) -> int:
             folders.setdefault(args.book_dir, ("the book's folder", "SUBLORA_BOOK (or --book-dir)"))
         preflight(folders)
         plan.check_disk(profiles, paths.cache_dir())
+        if not (args.only or args.no_book or any(runs.values())):  # the book's disk too, before any notebook runs
+            book.preflight(args.book_dir, args.executed)
     except (ConfigError, models.SetupError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
