@@ -2,6 +2,7 @@
 folders, and a rerun compared with it verdict by verdict and table by table."""
 from __future__ import annotations
 
+import hashlib
 import json
 from types import SimpleNamespace
 
@@ -111,3 +112,13 @@ def test_make_book_builds_from_the_record_where_nothing_was_executed(run, monkey
 def test_without_a_record_there_is_nothing_to_compare(run):
     assert record.read("organism") is None and record.compare("organism").empty
     assert "No record" in record.summary(record.compare("organism"), "organism")
+
+
+def test_the_committed_record_is_whole():
+    """Every file the committed record's manifest names is in the checkout with its sha256 (a .gitignore that
+    swallowed record/organism/results/ once left a fresh clone without them)."""
+    manifest = record.read("organism")
+    assert manifest is not None, "record/organism/ is missing: `make record` after a confirmatory run"
+    for name, meta in manifest["files"].items():
+        f = record.record_dir("organism") / name
+        assert f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == meta["sha256"], name
