@@ -396,3 +396,26 @@ def test_an_interrupted_build_keeps_the_previous_book(tmp_path, monkeypatch):
     monkeypatch.setattr(book.subprocess, "run", builds)
     index = book._build(src, target, executed, "smoke", [])
     assert index.read_text() == "the new book" and not list(target.glob(".*build-*"))
+
+
+def test_a_deleted_page_s_verdicts_say_so_on_the_results_table(tmp_path, monkeypatch):
+    """A deleted executed notebook left its verdicts in the results table as if current (issue 38): they are marked."""
+    monkeypatch.setenv("SUBLORA_RESULTS", str(tmp_path))
+    from sublora import results as saved
+    row = {"claim": "1 transfer", "teacher": "persona", "verdict": "not reproduced", "effect": 1e-4, "ci_low": -1e-4,
+           "ci_high": 3e-4, "measurement": "", "rule": "", "file": "1_transfer_persona"}
+    saved.save_verdicts(SimpleNamespace(folder="smoke", key="", notebook="02_transfer"), [row])
+    gone = results_page("smoke", {}, pages={"03_rank_sweep"})
+    here = results_page("smoke", {}, pages={"02_transfer"})
+    assert "(page not executed: an earlier run's verdict)" in gone and "page not executed" not in here
+
+
+def test_make_book_into_fresh_folders_builds_pages_saying_how_to_run_each(tmp_path, monkeypatch):
+    """`make book` (the book step of a first parameterised `make notebook`) where nothing default has run yet:
+    a book whose pages say how to run each notebook, exit 0 (it exited 2, issue 38)."""
+    monkeypatch.setenv("SUBLORA_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("SUBLORA_BOOK", str(tmp_path / "book"))
+    monkeypatch.delenv("SUBLORA_EXECUTED", raising=False)
+    assert book.main(["--profile", "smoke"]) == 0
+    assert (tmp_path / "book" / "_build" / "html" / "index.html").is_file()
+    assert "make notebook NB=02_transfer PROFILE=smoke" in (tmp_path / "book" / "executed" / "02_transfer.md").read_text()

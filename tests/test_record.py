@@ -102,7 +102,7 @@ def test_make_book_builds_from_the_record_where_nothing_was_executed(run, monkey
     for p in executed.iterdir():
         p.unlink()
     built = {}
-    monkeypatch.setattr(book, "build_book", lambda executed, book_dir, stale=(): built.update(stale=stale) or ("i", 0.0))
+    monkeypatch.setattr(book, "build_book", lambda executed, book_dir, profile=None, stale=(): built.update(stale=stale) or ("i", 0.0))
     assert book.run(SimpleNamespace(profile="organism")) == 0
     out = capsys.readouterr()
     assert "built from the record" in out.out and "carry no stamp" not in out.err

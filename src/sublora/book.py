@@ -112,10 +112,11 @@ def _ran(target: Path) -> dict[str, dict]:
 
 
 def _book_profile(ran: dict[str, dict], profile: str | None, target: Path) -> str:
-    """The one profile the executed notebooks ran under (and `profile`, if given)."""
+    """The one profile the executed notebooks ran under (and `profile`, if given): with none executed yet, `profile`,
+    whose book then has a page per notebook saying how to run it."""
     used = {name: params.get("profile") or declared_parameters(name).get("profile") or DEFAULT_PROFILE
             for name, params in ran.items() if name in NOTEBOOKS}
-    if not used:
+    if not used and not profile:
         raise ConfigError(f"no executed notebooks in {target}: run them first (make reproduce)")
     distinct = set(used.values()) | ({profile} if profile else set())
     if len(distinct) > 1:
@@ -270,7 +271,7 @@ def _build(src: Path, book: Path, executed: Path, profile: str | None, stale) ->
     profile = _book_profile(ran, profile, target)
     _stub_pages(target, profile)
     _at_a_glance(target, profile)
-    (target / "results.md").write_text(results_page(profile, ran, stale))
+    (target / "results.md").write_text(results_page(profile, ran, stale, set(_executed_names(target))))
     (target / "peers.md").write_text(peers_page(profile))
     fresh = book / f".build-{os.getpid()}"  # a new folder each time: no stale page or image of an earlier build survives
     shutil.rmtree(fresh, ignore_errors=True)
@@ -346,7 +347,7 @@ def run(args) -> int:
               "libraries than this checkout's, or their results files changed since; the book shows them as they are "
               "and says so on its results page. `make reproduce` reruns them.", file=sys.stderr)
     try:
-        index, _ = build_book(executed, book_dir, stale=stale)
+        index, _ = build_book(executed, book_dir, args.profile, stale=stale)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -12,14 +12,15 @@ from . import aux_claims, claims, config, identity, paths, plots, readings, resu
 CLAIM_PAGES = {c.key: c.page for c in claims.REGISTRY}  # claim -> the notebook (page) that tests it
 
 
-def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> str:
+def results_page(profile: str, ran: dict[str, dict], stale: list[str] = (), pages: set[str] | None = None) -> str:
     """Markdown of the results at a glance: a row per claim with the paper's claim and, per teacher,
     the verdict and the effect its rule reads with that rule's interval, from the default run's verdict
-    files; a line for each claim page that shows another run."""
+    files; a line for each claim page that shows another run. `pages`: the executed pages the book has (None: not
+    checked); a claim whose page is not among them says its verdicts come from a run whose page is gone."""
     p = config.load_profile(profile)
     verdicts = results.read_verdicts(identity.identity(p))
     everything = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
-    rows = everything[everything["claim"].map(claims.is_paper_claim)]  # another setting's rows: a table of their own
+    rows = everything[everything["claim"].map(claims.is_paper_claim).astype(bool)]  # another setting's rows: a table of their own
     if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
     teachers = sorted(set(rows["teacher"]), key=lambda k: (k != "persona", k)) or list(config.TEACHERS)
@@ -45,6 +46,8 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = ()) -> s
                 continue
             effect = claims.fmt_ci(r["effect"], r["ci_low"], r["ci_high"], "+.2g")
             cells.append(f"**{r['verdict']}** · {readings.effect_name(claim, p.metric)} {effect}")
+        if pages is not None and page not in pages and any(c != "not run" for c in cells):
+            cells = [c if c == "not run" else f"{c} (page not executed: an earlier run's verdict)" for c in cells]
         lines.append(f"| {{doc}}`{claim} </executed/{page}>` | {claims.CLAIMS[claim]} | " + " | ".join(cells) + " |")
     lines += ["", "Each verdict follows the rule its page states before the data; the effect is the number "
               "that rule reads, with the interval it reads: 95%, or wider where the rule corrects for choosing "
