@@ -419,3 +419,21 @@ def test_make_book_into_fresh_folders_builds_pages_saying_how_to_run_each(tmp_pa
     assert book.main(["--profile", "smoke"]) == 0
     assert (tmp_path / "book" / "_build" / "html" / "index.html").is_file()
     assert "make notebook NB=02_transfer PROFILE=smoke" in (tmp_path / "book" / "executed" / "02_transfer.md").read_text()
+
+
+def test_two_book_builds_at_once_take_turns(tmp_path):
+    """Two `make book` at once failed once in three tries (issue 38): the second waits for the first."""
+    import threading
+    import time
+    order = []
+
+    def second():
+        with book._one_build(tmp_path):
+            order.append("second builds")
+    with book._one_build(tmp_path):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.5)
+        order.append("first done")
+    t.join(5)
+    assert order == ["first done", "second builds"]
