@@ -171,4 +171,4 @@ def test_the_profiles_aux_settings_are_checked():
                          ({"pairs": 0}, "aux.pairs"), ({"test_share": 1.0}, "test_share")):
         raw = good | {"aux": good["aux"] | bad}
         with pytest.raises(config.ConfigError, match=message):
-            config.validate(config._build(config.Profile, raw, ""))
+            config.from_mapping(raw)

@@ -198,4 +198,4 @@ def test_the_paper_profiles_read_the_mention_rate_with_a_declared_effect_and_a_b
     assert config.load_profile("organism").metric == "p"
     good = dataclasses.asdict(config.load_profile("smoke"))
     with pytest.raises(config.ConfigError, match="metric must be p or mention_rate"):
-        config.validate(config._build(config.Profile, good | {"metric": "P(owl)"}, ""))
+        config.from_mapping(good | {"metric": "P(owl)"})

@@ -313,11 +313,9 @@ def _build(cls, raw: dict, where: str):
     return cls(**values)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def from_mapping(raw: dict) -> Profile:
+    """A validated Profile from a mapping of settings (a profile file's, or a profile's asdict with changes)."""
+    return validate(_build(Profile, raw, ""))
 
 
 def available_profiles() -> list[str]:
@@ -371,7 +369,7 @@ def load_profile(name: str) -> Profile:
         raise ConfigError(f"profile file {path}: name {shown(raw.get('name', path.stem))} must be a plain name (letters, "
                           f"digits, '.', '_', '-'; no folder), e.g. `name: my-{path.stem}`: it names the results folder")
     raw.setdefault("name", path.stem)
-    return validate(_build(Profile, raw, ""))
+    return from_mapping(raw)
 
 
 def _declared(cls: type, prefix: str = "") -> dict:
@@ -401,7 +399,7 @@ def resolve(profile: str, **params: Any) -> Profile:
     if raw["animal"] in raw["other_animals"]:  # the target is compared with *other* animals
         spare = [a for a in ANIMALS if a != raw["animal"] and a not in raw["other_animals"]]
         raw["other_animals"] = [a if a != raw["animal"] else spare.pop(0) for a in raw["other_animals"]]
-    return validate(_build(Profile, raw, ""))
+    return from_mapping(raw)
 
 
 def validate(p: Profile) -> Profile:

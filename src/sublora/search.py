@@ -27,12 +27,19 @@ import numpy as np
 import yaml
 
 from . import chat, claims, command, design, evaluate, models, organism, organism_recipe, pipeline, prompts, runner, search_record, stats
-from .config import DEFAULT_PROFILE, Profile, _build, _merge, load_profile, validate
+from .config import DEFAULT_PROFILE, Profile, from_mapping, load_profile
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`, nested mappings merged key by key."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def candidate(overrides: dict, base: str = DEFAULT_PROFILE) -> Profile:
-    raw = _merge(dataclasses.asdict(load_profile(base)), overrides)
-    return validate(_build(Profile, raw, ""))
+    return from_mapping(_merge(dataclasses.asdict(load_profile(base)), overrides))
 
 
 def _features(records: list[dict]) -> list[list[str]]:
