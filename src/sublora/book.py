@@ -332,8 +332,7 @@ def run(args) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if identity.identity(config.load_profile(args.profile)) == DEFAULT_PROFILE and record.restore():
-        made = record.read()
+    if identity.identity(config.load_profile(args.profile)) == DEFAULT_PROFILE and (made := record.restore()):
         print(f"no executed notebooks yet: the book is built from the record (record/{DEFAULT_PROFILE}/, commit "
               f"{made['commit'][:12]}, written {made['written']}); `make reproduce` runs them again")
     stale = out_of_date(executed)

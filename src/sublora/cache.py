@@ -37,8 +37,8 @@ from typing import Any, Callable
 from . import paths
 
 CONFIG_FILE = "sublora-artifact.json"  # not config.json: save_pretrained writes that
-MISSING, LEGACY = "missing", "legacy"
-SMALL = 1 << 20  # an artifact of at most this many bytes is hashed on every read: damage of the same size is seen  # _fault's two answers that are not damage
+MISSING, LEGACY = "missing", "legacy"  # _fault's two answers that are not damage
+SMALL = 1 << 20  # an artifact of at most this many bytes is hashed on every read: damage of the same size is seen
 log = logging.getLogger(__name__)  # unconfigured, its warnings reach stderr as one plain line each
 
 
@@ -143,7 +143,7 @@ def _files(d: Path) -> dict[str, int]:
             if p.is_file() and p.relative_to(d).as_posix() != CONFIG_FILE}
 
 
-def _sha256(path: Path, sync: bool = False) -> str:
+def sha256(path: Path, sync: bool = False) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -154,7 +154,7 @@ def _sha256(path: Path, sync: bool = False) -> str:
 
 
 def _write_marker(d: Path, config: dict) -> None:
-    files = {name: {"size": size, "sha256": _sha256(d / name, sync=True)} for name, size in _files(d).items()}
+    files = {name: {"size": size, "sha256": sha256(d / name, sync=True)} for name, size in _files(d).items()}
     write_json(d / CONFIG_FILE, {"sublora_manifest": 1, "config": config, "files": files})
 
 
@@ -176,7 +176,7 @@ def _fault(d: Path, deep: bool | None, kind: str) -> str | None:
         if deep is None:
             deep = sum(rec["size"] for rec in want.values()) <= SMALL
         for name, rec in want.items() if deep else ():
-            if _sha256(d / name) != rec["sha256"]:
+            if sha256(d / name) != rec["sha256"]:
                 return f"{name} fails its sha256"
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # also: moved aside while we looked
         return f"unreadable ({type(e).__name__}: {e})"

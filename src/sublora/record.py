@@ -14,7 +14,6 @@ verdict the run wrote; tables compared number by number say which number moved a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -23,12 +22,12 @@ import shutil
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
-from . import command, paths
+from . import cache, command, paths, stamps
+from . import results as results_files  # `results` names a run's folder here
 from .config import DEFAULT_PROFILE, load_profile
 from .identity import digest, identity
 
@@ -39,15 +38,10 @@ LIBRARIES = ("torch", "transformers", "peft", "numpy", "pandas", "scipy", "matpl
 # CPU may sum in another order (its thread count) or emulate bf16 products (the pure-bf16 arm), which moves the
 # last digits of a P; a number then agrees within RTOL of the record's, or within ATOL of 0.
 RTOL, ATOL = 1e-3, 1e-9
-STATUS = ("identical", "within tolerance", "different", "missing in the run", "not in the record")
 
 
 def record_dir(folder: str = DEFAULT_PROFILE) -> Path:
     return paths.ROOT / "record" / folder
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _commit() -> str:
@@ -59,16 +53,6 @@ def _commit() -> str:
         return out + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 def machine() -> dict:
@@ -86,10 +70,10 @@ def _sources(folder: str) -> dict[str, Path]:
     results, executed = paths.results_dir(folder), paths.executed_dir()
     files = {f"results/{p.relative_to(results).as_posix()}": p for p in sorted(results.glob("*.csv"))}
     files |= {f"results/{p.relative_to(results).as_posix()}": p for p in sorted(results.glob("*.png"))}
-    lists = sorted((results / "verdicts").glob("*.list"))  # the verdicts the notebooks wrote (results.save_verdicts)
-    listed = {n for f in lists for n in f.read_text().split()}
-    files |= {f"results/verdicts/{p.name}": p for p in [*lists, *sorted((results / "verdicts").glob("*.json"))]
-              if p.suffix == ".list" or not lists or p.name in listed}
+    named = results_files.listed(results / "verdicts")  # the verdicts the notebooks wrote, never a stray copy
+    files |= {f"results/verdicts/{p.name}": p for p in sorted((results / "verdicts").glob("*.list"))}
+    files |= {f"results/verdicts/{p.name}": p for p in sorted((results / "verdicts").glob("*.json"))
+              if named is None or p.name in named}
     files |= {f"executed/{p.name}": p for p in sorted(executed.glob("[0-9]*.ipynb"))}
     return files
 
@@ -113,8 +97,8 @@ def write(profile: str = DEFAULT_PROFILE) -> Path:
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, tmp / name)
     manifest = {"profile": folder, "digest": digest(p), "commit": _commit(), "written": time.strftime("%Y-%m-%d"),
-                "libraries": _versions(), "machine": machine(),
-                "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files}}
+                "libraries": {k: v or "absent" for k, v in stamps.versions(LIBRARIES).items()}, "machine": machine(),
+                "files": {name: {"bytes": (tmp / name).stat().st_size, "sha256": cache.sha256(tmp / name)} for name in files}}
     (tmp / RECORD_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     shutil.rmtree(dest, ignore_errors=True)
     os.replace(tmp, dest)
@@ -127,13 +111,13 @@ def read(folder: str = DEFAULT_PROFILE) -> dict | None:
     return json.loads(f.read_text()) if f.is_file() else None
 
 
-def restore(folder: str = DEFAULT_PROFILE) -> bool:
+def restore(folder: str = DEFAULT_PROFILE) -> dict | None:
     """Copy the record's executed notebooks and results into book/executed and results/<folder>/ where there are no
-    executed notebooks yet (a fresh clone), so that the book is built from it; True if it did. The copies carry no
-    stamp, so `make reproduce` executes every notebook again."""
+    executed notebooks yet (a fresh clone), so that the book is built from it; the manifest of what it restored, or
+    None. The copies carry no stamp, so `make reproduce` executes every notebook again."""
     manifest, executed = read(folder), paths.executed_dir()
     if manifest is None or any(executed.glob("[0-9]*.ipynb")):
-        return False
+        return None
     src = record_dir(folder)
     for name in manifest["files"]:
         to = (executed / name.removeprefix("executed/") if name.startswith("executed/")
@@ -141,7 +125,7 @@ def restore(folder: str = DEFAULT_PROFILE) -> bool:
         to.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src / name, to)
     (executed / RESTORED).write_text(json.dumps(sorted(Path(n).stem for n in manifest["files"] if n.startswith("executed/"))))
-    return True
+    return manifest
 
 
 def restored(name: str) -> bool:
@@ -171,13 +155,10 @@ def _close(a: pd.DataFrame, b: pd.DataFrame) -> tuple[bool, float]:
     return True, worst
 
 
-def _verdict(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 def compare(folder: str = DEFAULT_PROFILE) -> pd.DataFrame:
     """The run in results/<folder>/ against its record: one row per verdict and per table, with its status
-    (STATUS) and what moved. Empty where there is no record."""
+    (identical, within tolerance, different, missing in the run, not in the record) and what moved. Empty where
+    there is no record."""
     manifest = read(folder)
     if manifest is None:
         return pd.DataFrame(columns=["kind", "name", "status", "detail"])
@@ -190,10 +171,10 @@ def compare(folder: str = DEFAULT_PROFILE) -> pd.DataFrame:
         label = Path(name).stem
         if not mine.is_file():
             rows.append({"kind": kind, "name": label, "status": "missing in the run", "detail": ""})
-        elif _sha256(mine) == manifest["files"][name]["sha256"]:
+        elif cache.sha256(mine) == manifest["files"][name]["sha256"]:
             rows.append({"kind": kind, "name": label, "status": "identical", "detail": ""})
         elif kind == "verdict":
-            a, b = _verdict(mine), _verdict(theirs)
+            a, b = json.loads(mine.read_text()), json.loads(theirs.read_text())
             same = a.get("verdict") == b.get("verdict")
             ok, worst = _close(*(pd.DataFrame([{k: d.get(k) for k in ("effect", "ci_low", "ci_high")}]) for d in (a, b)))
             rows.append({"kind": kind, "name": label, "status": "within tolerance" if same and ok else "different",
@@ -205,8 +186,7 @@ def compare(folder: str = DEFAULT_PROFILE) -> pd.DataFrame:
                          "detail": f"largest relative difference {worst:.1e}" if ok else
                                    ("another shape or other labels" if math.isinf(worst) else
                                     f"a number differs by {worst:.1e} of its value")})
-    lists = (run / "verdicts").glob("*.list")
-    written = {Path(n).stem for f in lists for n in f.read_text().split()}
+    written = {Path(n).stem for n in results_files.listed(run / "verdicts") or ()}
     extra = sorted(written - {Path(n).stem for n in recorded})
     rows += [{"kind": "verdict", "name": n, "status": "not in the record", "detail": ""} for n in extra]
     return pd.DataFrame(rows, columns=["kind", "name", "status", "detail"])

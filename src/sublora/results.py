@@ -66,14 +66,21 @@ def save_verdicts(run, rows: list[dict]) -> None:
         (folder / name).unlink(missing_ok=True)
 
 
+def listed(folder: Path) -> set[str] | None:
+    """The verdict files the notebooks listed in one verdicts folder (save_verdicts); None where there is no list
+    (a folder written before them)."""
+    lists = sorted(folder.glob("*.list"))
+    return {n for f in lists for n in f.read_text().split()} if lists else None
+
+
 def _read(folder: Path, run: str) -> tuple[list[dict], list[str]]:
     """The verdicts the notebooks' lists name in one verdicts folder, and the other .json files there (ignored).
-    A folder without lists (written before them) is read whole."""
-    lists = sorted(folder.glob("*.list"))
+    A folder without lists is read whole."""
     files = sorted(p.name for p in folder.glob("*.json"))
-    listed = {n for f in lists for n in f.read_text().split()} if lists else set(files)
-    rows = [json.loads((folder / n).read_text()) | {"run": run} for n in files if n in listed]
-    return rows, [f"{folder.name}/{n}" if not run else f"runs/{run}/verdicts/{n}" for n in files if n not in listed]
+    named = listed(folder)
+    listed_here = set(files) if named is None else named
+    rows = [json.loads((folder / n).read_text()) | {"run": run} for n in files if n in listed_here]
+    return rows, [f"{folder.name}/{n}" if not run else f"runs/{run}/verdicts/{n}" for n in files if n not in listed_here]
 
 
 def read_verdicts(folder: str) -> pd.DataFrame:

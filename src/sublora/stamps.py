@@ -28,12 +28,20 @@ def run_digest(params: dict) -> str:
     for f in sorted(package.rglob("*")):
         if f.is_file() and "__pycache__" not in f.parts:
             h.update(str(f.relative_to(package)).encode() + b"\0" + f.read_bytes())
-    for lib in LIBRARIES:
-        try:
-            h.update(f"{lib} {metadata.version(lib)}".encode())
-        except metadata.PackageNotFoundError:
-            h.update(f"{lib} -".encode())
+    for lib, version in versions(LIBRARIES).items():
+        h.update(f"{lib} {version or '-'}".encode())
     return h.hexdigest()
+
+
+def versions(names) -> dict[str, str | None]:
+    """Each installed distribution's version, None where it is not installed."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def fingerprint(name: str, digest: str) -> str:
