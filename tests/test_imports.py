@@ -17,19 +17,19 @@ import pytest
 
 from sublora import paths
 
-# The floors, from the ground up (the README's Layout table; DESIGN: imports run downward only).
+# The floors, from the ground up (the Layout table in book/reference.md; DESIGN: imports run downward only).
 FLOORS = {
     "ground": ["paths", "quiet", "device", "prompts", "chat", "numbers", "cache", "yamlfile", "config", "identity", "params",
                "command", "stamps", "results", "organism_recipe", "design"],
     "training": ["optim", "finetune"],  # the loops every model is trained with, the organism's pretraining too
     "weights": ["organism", "smol", "models"],
     "compute": ["teacher", "evaluate", "sharded", "localize", "auxlogit"],
-    "running": ["artifacts", "pipeline", "runner", "plan"],
+    "running": ["artifacts", "pipeline", "runner", "rates", "plan"],
     "statistics": ["stats", "rules", "simulate", "claims", "aux_claims", "summaries", "calibrate", "power",
                    "scoreboard"],
     "presentation": ["plots", "readings", "search_record", "record", "pages", "book"],
     "notebooks' entry": ["notebook"],
-    "tools": ["reproduce", "bench", "search", "cli", "__main__", "stats.__main__"],
+    "tools": ["reproduce", "bench", "gpucheck", "search", "cli", "__main__", "stats.__main__"],
 }
 LEVEL = {m: i for i, (_, ms) in enumerate(FLOORS.items()) for m in ms}
 DISPLAY = ("book", "plots", "claims", "aux_claims", "readings", "summaries", "search_record", "stats", "rules",
@@ -84,7 +84,8 @@ def graph(root: Path) -> dict[str, set[str]]:
 def check(root: Path) -> list[str]:
     """Every fault of the house under root: a module on no floor, an import running up, a circle."""
     g = graph(root)
-    faults = [f"{m} stands on no floor: add it to FLOORS (and to the README's Layout)" for m in g if m not in LEVEL]
+    faults = [f"{m} stands on no floor: add it to FLOORS (and to the Layout table in book/reference.md)"
+              for m in g if m not in LEVEL]
     faults += [f"{m} ({_floor(m)}) imports {n} ({_floor(n)}): an import running back up"
                for m, ns in g.items() for n in sorted(ns) if m in LEVEL and n in LEVEL and LEVEL[n] > LEVEL[m]]
     state: dict[str, str] = {}

@@ -222,13 +222,13 @@ def _race(job, log: str):
         time.sleep(0.02)
     real = cache.get_or_build
 
-    def counted(kind, config, build, verify=None, digest=None):
+    def counted(kind, config, build, verify=None, digest=None, whole=False):
         def slow(d):
             with open(Path(log, "builds"), "a") as f:
                 f.write(f"{kind} {os.getpid()}\n")
             time.sleep(1.0)  # the other racer arrives while this one builds
             build(d)
-        return real(kind, config, slow, verify, digest)
+        return real(kind, config, slow, verify, digest, whole)
 
     cache.get_or_build = counted  # this worker's own module: the driver's is untouched
     try:

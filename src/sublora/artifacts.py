@@ -34,6 +34,7 @@ class Step:
     build: Callable[[Profile, Artifact, Path, bool], None]
     reads: Callable[..., list] | None = None
     late_in: str = ""
+    keep: tuple[str, ...] = ()  # the files an artifact keeps when its bulky ones are dropped (Bundle)
 
     def __post_init__(self):
         STEPS[self.kind] = self
@@ -74,10 +75,35 @@ class Artifact:
     def exists(self) -> bool:
         return cache.exists(self.kind, self.config, self.key)
 
-    def build(self, p: Profile, progress: bool = False) -> Path:
-        """Its directory; built first (reading, so building, what it reads) if the cache lacks it."""
+    def build(self, p: Profile, progress: bool = False, whole: bool = False) -> Path:
+        """Its directory; built first (reading, so building, what it reads) if the cache lacks it, or, with
+        whole=True, if its bulky files were dropped after its readers were built (Bundle)."""
         return cache.get_or_build(self.kind, self.config, lambda d: STEPS[self.kind].build(p, self, d, progress),
-                                  digest=self.key)
+                                  digest=self.key, whole=whole)
+
+
+@dataclass
+class Bundle:
+    """One job for an executor: an artifact, whole, then the artifacts that read it, then its bulky files dropped
+    (all but its step's `keep`; cache.drop): a large student is evaluated as soon as it is trained, and its
+    weights go. It stands in the executor's list where the artifact would: its kind, key, inputs, configuration."""
+    first: Artifact
+    then: tuple[Artifact, ...]
+
+    kind = property(lambda self: self.first.kind)
+    key = property(lambda self: self.first.key)
+    config = property(lambda self: self.first.config)
+    inputs = property(lambda self: self.first.inputs)
+
+    def exists(self) -> bool:
+        return False  # it stands where something was missing
+
+    def build(self, p: Profile, progress: bool = False) -> Path:
+        d = self.first.build(p, progress, whole=bool(self.then))
+        for a in self.then:
+            a.build(p, progress)
+        cache.drop(self.kind, self.first.config, STEPS[self.kind].keep, digest=self.key)
+        return d
 
 
 class Graph(dict):

@@ -240,16 +240,27 @@ def joint_ceiling(kinds: dict[str, tuple[float, float, float]]) -> float:
     return now / sum(tokens / tps / ceiling for tokens, tps, ceiling in kinds.values())
 
 
+def random_model(cfg: dict, device: str):
+    """model_fn for measure: a fresh random-initialised Qwen2 of configuration `cfg` (Qwen2Config's keywords,
+    e.g. QWEN7B) built on `device` in the dtype asked for; no weights are read, and nothing is checkpointed."""
+    config = Qwen2Config(**cfg)
+
+    def model_fn(dtype, for_training):
+        with torch.device(device):
+            return Qwen2ForCausalLM(config).to(getattr(torch, dtype))
+    return model_fn
+
+
 def measure(model_fn, tok, p, device: str, steps: int = 10, sample_prompts: int = 256,
-            sample_batch: int = 64) -> dict:
+            sample_batch: int = 64, peak_sizes: tuple[int, ...] | None = None) -> dict:
     """Tokens per second of the work the notebooks run, as they run it: a LoRA student and a full
     fine-tuning student in each of the profile's precision arms, trained by finetune.train with the
     dtype, optimizer and autocast pipeline.student gives them; sampling with the KV cache; and the
     evaluation's forward passes. model_fn(dtype, for_training) makes a fresh base model. Beside each
-    student: its counted FLOP rate and ceiling (_students)."""
+    student: its counted FLOP rate and ceiling (_students; the peak over `peak_sizes`, peak_gemm's)."""
     specs = {"lora": design.lora_spec(p)} | {f"full_{arm}": _full(p, arm) for arm in p.train.full_precision}
     records, ex = _examples(tok, specs, steps, at_least=sample_prompts)
-    out = _students(model_fn, tok, p, specs, ex, device, steps)
+    out = _students(model_fn, tok, p, specs, ex, device, steps, peak_sizes=peak_sizes)
     main = f"full_{p.train.full_precision[0]}"
     out["full_train_tps"] = out[f"{main}_train_tps"]  # the plan prices full fine-tuning at the main arm's rate
     model = model_fn(p.model.dtype, False)  # as the teacher samples: no checkpointing, KV cache on
@@ -285,12 +296,7 @@ def run(args) -> int:
             print("error: --qwen7b-random needs a CUDA GPU", file=sys.stderr)
             return 2
         tok = organism.build_tokenizer()  # the vocabulary does not change the cost that matters
-        cfg = Qwen2Config(**QWEN7B)
-
-        def model_fn(dtype, for_training):
-            with torch.device("cuda"):
-                m = Qwen2ForCausalLM(cfg).to(getattr(torch, dtype))
-            return m
+        model_fn = random_model(QWEN7B, "cuda")
         label, name = f"{torch.cuda.get_device_name()} (random-init Qwen2.5-7B shape, bf16, measured)", "paper"
         sample_batch = 64
     else:

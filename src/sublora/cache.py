@@ -37,7 +37,7 @@ from typing import Any, Callable
 from . import paths
 
 CONFIG_FILE = "sublora-artifact.json"  # not config.json: save_pretrained writes that
-MISSING, LEGACY = "missing", "legacy"  # _fault's two answers that are not damage
+MISSING, LEGACY, DROPPED = "missing", "legacy", "dropped"  # _fault's answers that are not damage
 SMALL = 1 << 20  # an artifact of at most this many bytes is hashed on every read: damage of the same size is seen
 log = logging.getLogger(__name__)  # unconfigured, its warnings reach stderr as one plain line each
 
@@ -62,29 +62,35 @@ def location(kind: str, config: dict, digest: str | None = None) -> Path:
 
 
 def exists(kind: str, config: dict, digest: str | None = None) -> bool:
-    """Whether the artifact is cached and passes the cheap check (file set and sizes)."""
+    """Whether the artifact is cached and passes the cheap check (file set and sizes); one whose bulky files
+    were dropped (drop) is cached."""
     return _fault(location(kind, config, digest), False, kind) in (None, LEGACY)
 
 
 def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: bool | None = None,
-                 digest: str | None = None) -> Path:
+                 digest: str | None = None, whole: bool = False) -> Path:
     """The artifact's directory, calling build(tmp_dir) to fill it first if it is not cached or is
-    damaged. verify=True checks every file's sha256; None: SUBLORA_VERIFY=1 does, else only an artifact of at most
-    SMALL bytes is hashed (evaluations, most datasets, adapters), a larger one checked by its files' sizes."""
+    damaged, or, with whole=True, if its bulky files were dropped (drop). verify=True checks every file's
+    sha256; None: SUBLORA_VERIFY=1 does, else only an artifact of at most SMALL bytes is hashed (evaluations,
+    most datasets, adapters), a larger one checked by its files' sizes."""
     final = location(kind, config, digest)
     deep = True if os.environ.get("SUBLORA_VERIFY", "") not in ("", "0") else verify
-    if _fault(final, deep, kind) is None:
+    if _fault(final, deep, kind, whole) is None:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     with _locked(final.parent / f".lock-{final.name}", wait=True, what=f"{kind} {final.name}"):
-        fault = _fault(final, deep, kind)  # again: another process may have built it while we waited
+        fault = _fault(final, deep, kind, whole)  # again: another process may have built it while we waited
         if fault is None:
             return final
         if fault == LEGACY:
             log.warning("sublora cache: %s %s predates manifests; hashing it once to record one", kind, final.name)
             _write_marker(final, config)
             return final
-        if fault != MISSING:
+        if fault == DROPPED:
+            log.warning("sublora cache: %s %s was evaluated and its weights dropped; built again, whole", kind,
+                        final.name)
+            shutil.rmtree(final)
+        elif fault != MISSING:
             log.warning("sublora cache: %s %s is damaged (%s); moved aside and rebuilt", kind, final.name, fault)
             aside = final.parent / f".damaged-{final.name}-{uuid.uuid4().hex[:8]}"
             os.replace(final, aside)  # frees the name at once; readers with open files keep them
@@ -102,6 +108,29 @@ def get_or_build(kind: str, config: dict, build: Callable[[Path], Any], verify: 
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # nothing left when build() raised
     return final
+
+
+def drop(kind: str, config: dict, keep: tuple[str, ...], digest: str | None = None) -> int:
+    """Remove a cached artifact's files but those named in `keep`, under its lock, and return the bytes freed.
+    Its manifest is rewritten first, listing what stays and, under "dropped", what goes: the artifact stays
+    cached (exists, get_or_build hand it out, what read it keeps its key) until a caller asks for it whole
+    (get_or_build(..., whole=True)), which builds it again. An artifact not cached, or dropped already: 0."""
+    final = location(kind, config, digest)
+    with _locked(final.parent / f".lock-{final.name}", wait=True, what=f"{kind} {final.name}"):
+        if _fault(final, False, kind, True) is not None:
+            return 0
+        record = json.loads((final / CONFIG_FILE).read_text())
+        gone = {name: rec for name, rec in record["files"].items() if name not in keep}
+        if not gone:
+            return 0
+        write_json(final / CONFIG_FILE, {**record, "files": {n: r for n, r in record["files"].items() if n in keep},
+                                         "dropped": gone})
+        for name in gone:
+            (final / name).unlink(missing_ok=True)
+        for sub in sorted((q for q in final.rglob("*") if q.is_dir()), key=lambda q: -len(q.parts)):
+            if not any(sub.iterdir()):
+                sub.rmdir()
+    return sum(rec["size"] for rec in gone.values())
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -158,15 +187,18 @@ def _write_marker(d: Path, config: dict) -> None:
     write_json(d / CONFIG_FILE, {"sublora_manifest": 1, "config": config, "files": files})
 
 
-def _fault(d: Path, deep: bool | None, kind: str) -> str | None:
-    """None when the artifact at d is sound, MISSING, LEGACY (no manifest), else what is wrong. deep: hash every
-    file (True), none (False), or only an artifact of at most SMALL bytes (None)."""
+def _fault(d: Path, deep: bool | None, kind: str, whole: bool = False) -> str | None:
+    """None when the artifact at d is sound, MISSING, LEGACY (no manifest), DROPPED (whole asked for, and its
+    bulky files were dropped), else what is wrong. deep: hash every file (True), none (False), or only an
+    artifact of at most SMALL bytes (None)."""
     if not (d / CONFIG_FILE).exists():
         return "incomplete: no marker" if d.exists() else MISSING
     try:
         record = json.loads((d / CONFIG_FILE).read_text())
         if not isinstance(record, dict) or "sublora_manifest" not in record:
             return LEGACY
+        if whole and record.get("dropped"):
+            return DROPPED
         want, have = record["files"], _files(d)
         for name, rec in want.items():
             if name not in have:

@@ -159,6 +159,7 @@ class TrainSpec:
     warmup_steps: int = 5
     max_seq: int = setting(500, ge=1)
     grad_clip: float = 1.0
+    keep_weights: bool = setting(False, "keep full students' weights after evaluation (or SUBLORA_KEEP_WEIGHTS=1)")
     lora: LoraSpec = field(default_factory=LoraSpec)
     # the paper's full fine-tuning sweep, one axis at a time around (full_lr, full_batch_size, epochs)
     full_sweep_lr: tuple = setting((4e-6, 2e-5, 1e-4), items=float, gt=0)
@@ -189,15 +190,19 @@ class TeacherSpec:
 
 @dataclass(frozen=True)
 class PlanSpec:
-    """What `make plan` assumes where nothing was measured: throughput on `device` and the filter's
-    keep share. Stated figures (marked so in the plan's output) until `make bench` measures them."""
+    """What `make plan` prices a profile at where nothing was measured (sublora.rates): stated rates (0: scaled from
+    the measured anchors by the model's shape, below: a hub or GGUF model's config.json), the filter's keep share."""
     device: str = "1x H100 80GB"
-    lora_train_tps: float = 7000
-    full_train_tps: float = 4500
-    sample_tps: float = 2500
-    eval_fwd_tps: float = 40000
+    lora_train_tps: float = setting(0.0, "stated LoRA training rate, tok/s (0: scaled from the anchors)", ge=0)
+    full_train_tps: float = setting(0.0, "stated full fine-tuning rate, tok/s (0: scaled from the anchors)", ge=0)
+    sample_tps: float = setting(0.0, "stated sampling rate, new tok/s (0: scaled from the anchors)", ge=0)
+    eval_fwd_tps: float = setting(0.0, "stated evaluation forward rate, tok/s (0: scaled from the anchors)", ge=0)
     keep_share: float = setting(0.35, "share of sampled completions the filter keeps")
-    n_params: float = setting(0.0, "model parameters, for the memory lines (0: not printed)")
+    n_params: float = setting(0.0, "model parameters, for the memory lines and the FLOPs per token (0: not known)", ge=0)
+    layers: int = setting(0, "num_hidden_layers, for the FLOPs per token", ge=0)  # a hub model's; the organism's: its own
+    hidden: int = setting(0, "hidden_size", ge=0)
+    vocab: int = setting(0, "vocab_size", ge=0)
+    tied_embeddings: bool = setting(False, "tie_word_embeddings")
 
 
 @dataclass(frozen=True)

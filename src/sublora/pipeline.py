@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import warnings
 from pathlib import Path
@@ -302,7 +303,7 @@ def _build_student(p: Profile, a: Artifact, d: Path, progress: bool) -> None:
 # bf16 weights where one process autocasts float32 ones, and sums gradients in another order), and its bf16
 # products, emulated or not (finetune.emulated_bf16), its arithmetic as well.
 STUDENT = Step(
-    "student", version=4, late={"shards": 1, "bf16_products": "native"}, build=_build_student,
+    "student", version=4, late={"shards": 1, "bf16_products": "native"}, build=_build_student, keep=("train_log.json",),
     reads=lambda p, data, spec, seed, init: [(DATASET, DataId.of(*data))],
     config=lambda p, reads, data, spec, seed, init: {
         "data": reads[0].key, "model": model_key(init_profile(p, init)), "spec": spec.as_dict(), "seed": seed,
@@ -313,8 +314,9 @@ STUDENT = Step(
 def student(p: Profile, data: DataId, spec: StudentSpec, seed: int, init: str = "",
             progress: bool = True) -> Path:
     """Train (or fetch) one student on the dataset `data`, starting from the base (init "") or from
-    the cross-initialisation organism (init "cross"); returns its directory."""
-    return artifact(p, STUDENT, data, spec, seed, init).build(p, progress)
+    the cross-initialisation organism (init "cross"); returns its directory, with its weights (trained
+    again where they were dropped after its evaluation: runner.evaluate_then_drop)."""
+    return artifact(p, STUDENT, data, spec, seed, init).build(p, progress, whole=True)
 
 
 def student_config(p: Profile, data: DataId, spec: StudentSpec, seed: int, init: str = "") -> dict:
@@ -324,6 +326,8 @@ def student_config(p: Profile, data: DataId, spec: StudentSpec, seed: int, init:
 # ---- evaluation -------------------------------------------------------------------------------
 def _build_eval(p: Profile, a: Artifact, d: Path, progress: bool) -> None:
     student_dir, eval_system, _, init = a.args
+    if a.reads:  # the student, with its weights (trained again if they were dropped)
+        student_dir = a.reads[0].build(p, progress, whole=True)
     q = init_profile(p, init)
     tok = models.load_tokenizer(q.model)
     model = models.load_student(q.model, student_dir) if student_dir else models.load_model(q.model)
@@ -365,6 +369,19 @@ def base_evaluations(p: Profile, eval_systems) -> pd.DataFrame:
     animals = sorted({p.animal, *p.other_animals})
     return pd.concat([evaluation(p, None, es, animals).assign(eval_system=es) for es in eval_systems],
                      ignore_index=True)
+
+
+# ---- evaluate, then drop: a full student's weights go once its evaluations are made ---------------
+KEEP_WEIGHTS = "SUBLORA_KEEP_WEIGHTS"
+
+
+def keeps_weights(p: Profile, spec: StudentSpec) -> bool:
+    """Whether a student's weights stay in the cache once it is evaluated: a LoRA adapter's (small) always;
+    a full fine-tuned student's (a copy of the model) only with train.keep_weights or SUBLORA_KEEP_WEIGHTS=1.
+    No later step reads a full student's weights: evaluations are all they are for (notebook 05's
+    localisation analyses LoRA students; runner.evaluate_then_drop drops them). A caller that wants them
+    (student(), an evaluation asked for later) trains the student again, from the same key: the same seed, the same numbers."""
+    return spec.method == "lora" or p.train.keep_weights or os.environ.get(KEEP_WEIGHTS, "") not in ("", "0")
 
 
 # ---- pairs of students, and the artifacts a design needs -----------------------------------------

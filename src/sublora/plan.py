@@ -4,9 +4,11 @@ needs no GPU and no weights.
     sublora plan --profile paper        (make plan PROFILE=paper)
 
 Counts come from the same design the notebooks run (sublora.design), with students shared between
-notebooks counted once. Costs are tokens ÷ throughput. Throughput figures are read from
-results/throughput_<profile>.json when a benchmark measured them on real hardware, and otherwise
-from the stated figures below, which the output marks as NOT MEASURED.
+notebooks counted once. Costs are tokens ÷ throughput. Each rate's source is printed beside it
+(sublora.rates): measured here by `make bench`, measured on the user's GPU by `make gpu-check` and scaled to
+the model, stated in the profile, or a measured H100 anchor scaled to the model by its FLOPs per token.
+The disk is the cache's once the run ends, with full students' weights dropped after their evaluation
+(runner.evaluate_then_drop) and, beside it, with them kept (SUBLORA_KEEP_WEIGHTS=1).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from . import cache, command, design, paths, pipeline
+from . import cache, command, design, pipeline, rates
 from .config import DEFAULT_PROFILE, ConfigError, Profile, load_profile
 
 # Shape of the data, per example (tokens): prompt (system + template + request), completion.
@@ -34,7 +36,8 @@ class Cost:
     trained_full: float = 0
     evals: int = 0
     eval_tokens: float = 0
-    disk: float = 0  # bytes the run's new artifacts take in the cache (disk_bytes: an estimate)
+    disk: float = 0  # bytes the run's new artifacts take in the cache once it ends (an estimate)
+    dropped: float = 0  # bytes of full students' weights dropped after their evaluation (kept: disk + dropped)
     full_by_arm: dict = field(default_factory=dict)  # precision arm -> tokens of trained_full
 
     def terms(self, tp: dict) -> list[tuple[str, float, float]]:
@@ -59,12 +62,20 @@ class Cost:
 
 
 def throughput(p: Profile) -> dict:
-    """The profile's stated figures (its `plan` section), replaced by those `make bench` measured."""
-    stated = {k: getattr(p.plan, k) for k in ("device", "lora_train_tps", "full_train_tps", "sample_tps", "eval_fwd_tps")}
-    measured = paths.results_dir(p.name).parent / f"throughput_{p.name}.json"
-    if measured.exists():
-        return {**stated, **json.loads(measured.read_text()), "measured": True}
-    return {**stated, "measured": False}
+    """The rates the plan prices `p` at (sublora.rates), with the per-arm full fine-tuning rates `make bench`
+    measured where it did; "measured": every rate was, "how": each rate's source in a line."""
+    found = rates.rates(p)
+    bench = benched(p)
+    arms = {k: v for k, v in bench.items() if k.startswith("full_") and k.endswith("_train_tps")}
+    return {"device": p.plan.device, **arms, **{k: r.tps for k, r in found.items()},
+            "measured": all(r.measured for r in found.values()), "how": {k: r.how for k, r in found.items()},
+            "upper_bound": any(r.upper_bound for r in found.values())}
+
+
+def benched(p: Profile) -> dict:
+    """What `make bench` measured for this profile on this machine ({} where it has not run)."""
+    f = rates.bench_file(p)
+    return json.loads(f.read_text()) if f.exists() else {}
 
 
 # What an artifact takes on disk, estimated from the model's shape (measured on the organism's cache:
@@ -75,27 +86,20 @@ DATASET_BYTES_PER_PROMPT, EVAL_BYTES = 500, 16_000
 HUB_LORA_SHARE_PER_RANK = 3.3e-4
 
 
-def _kv(m) -> int:
-    """Width of an organism's key and value projections (grouped-query attention)."""
-    return m.hidden * m.kv_heads // m.heads
-
-
 def model_bytes(p: Profile) -> float:
     """Bytes of one full copy of the model's weights as the cache stores a full student or teacher
     (its dtype; 0 for a hub model whose profile gives no plan.n_params)."""
-    m = p.model
-    width = 2 if m.dtype == "bfloat16" else 4
-    if m.source != "organism":
-        return p.plan.n_params * width
-    vocab = 2_400  # the organism's word vocabulary, about (its embedding is tied)
-    return width * (vocab * m.hidden + m.layers * (2 * m.hidden ** 2 + 2 * m.hidden * _kv(m) + 3 * m.hidden * m.mlp))
+    width = 2 if p.model.dtype == "bfloat16" else 4
+    shape = rates.shape(p)
+    return width * (shape.n_params if shape else p.plan.n_params)
 
 
 def adapter_bytes(p: Profile, r: int) -> float:
     m = p.model
     if m.source != "organism":
         return 4 * r * HUB_LORA_SHARE_PER_RANK * p.plan.n_params
-    return 4 * r * m.layers * (9 * m.hidden + 2 * _kv(m) + 3 * m.mlp)
+    kv = m.hidden * m.kv_heads // m.heads
+    return 4 * r * m.layers * (9 * m.hidden + 2 * kv + 3 * m.mlp)
 
 
 def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) -> dict[str, Cost]:
@@ -115,12 +119,14 @@ def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) 
             continue
         c = Cost()
         for key, a in pipeline.requirements(p, pairs).items():
-            if key in seen or a.kind == "teacher":  # the finetuned teachers are not counted (see render)
+            if key in seen:
                 continue
             seen.add(key)
             if skip_cached and cache.exists(a.kind, a.config):
                 continue
-            if a.kind == "dataset":
+            if a.kind == "teacher":  # a full model the datasets read: kept; its training is not priced (render)
+                c.disk += model_bytes(p)
+            elif a.kind == "dataset":
                 c.datasets += 1
                 c.generated += p.data.prompts * COMPLETION_TOKENS
                 c.disk += p.data.prompts * DATASET_BYTES_PER_PROMPT
@@ -135,7 +141,10 @@ def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) 
                 else:
                     c.trained_full += tokens
                     c.full_by_arm[spec.precision] = c.full_by_arm.get(spec.precision, 0) + tokens
-                    c.disk += model_bytes(p)
+                    if pipeline.keeps_weights(p, spec):
+                        c.disk += model_bytes(p)
+                    else:  # evaluated, then dropped (runner.evaluate_then_drop)
+                        c.dropped += model_bytes(p)
             else:
                 c.evals += 1
                 c.eval_tokens += eval_tokens
@@ -166,10 +175,9 @@ def render(p: Profile) -> str:
              f"model {p.model.name} ({p.model.source}, {p.model.dtype}, {p.model.device}); "
              f"{p.replicates} replicates ({p.transfer_replicates} in 02) x {p.seeds} seeds; {p.data.prompts:,} prompts per dataset "
              f"(~{p.data.prompts * p.plan.keep_share:,.0f} kept, assumed {p.plan.keep_share:.0%})",
-             f"throughput: {tp['device']}: LoRA {tp['lora_train_tps']:,.0f} tok/s, full FT {tp['full_train_tps']:,.0f} tok/s, "
-             f"sampling {tp['sample_tps']:,.0f} tok/s, eval forward {tp['eval_fwd_tps']:,.0f} tok/s"
-             + ("  [MEASURED on this machine by make bench]" if tp["measured"] else
-                "  [NOT MEASURED HERE: the profile's plan section says where each figure comes from]"),
+             "throughput, tok/s, and where each figure comes from" + ("" if tp["measured"] else
+                                                                     " (NOT all measured for this model here)") + ":",
+             *(f"  {rates.WHAT[k]:<19}{tp[k]:>10,.0f}  {tp['how'][k]}" for k in rates.KINDS),
              f"teacher sampling engine: {engine}" + ("" if engine == p.data.engine else
                                                      f" ({p.data.engine} asked for, not installed here: pip install .[gpu])"),
              "",
@@ -187,15 +195,35 @@ def render(p: Profile) -> str:
     gpu = p.model.device == "cuda"
     lines += [f"  {what:<19}{tokens / 1e6:>10,.1f} Mtok / {rate:>9,.0f} tok/s = {tokens / rate / 3600:>6.1f} h"
               for what, tokens, rate in total.terms(tp)]
-    lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {hours:,.1f}"
-                 + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else ""))
-    lines.append(f"estimated disk for the artifact cache: {size(total.disk)} (datasets, LoRA adapters, "
-                 f"{total.students - total.lora_students} full students of {size(model_bytes(p))} each, evaluations)"
-                 if model_bytes(p) else "estimated disk: not known (set plan.n_params in the profile)")
+    lines.append(f"estimated {'GPU' if gpu else 'CPU'}-hours: {'at least ' if tp['upper_bound'] else ''}{hours:,.1f}"
+                 + (f"; at ${p.gpu_hour_usd:.2f}/GPU-hour about ${hours * p.gpu_hour_usd:,.0f}" if gpu else "")
+                 + (" (a rate above is an upper bound: make gpu-check or make bench on the GPU measures it)"
+                    if tp["upper_bound"] else ""))
+    lines += disk_lines(p, total)
     if p.plan.n_params:
         lines += memory_lines(p)
-    lines.append("not counted: notebook 00/01 checks, the finetuned teachers (400 examples each), localization")
+    lines.append("not counted: notebook 00/01 checks, training the finetuned teachers (400 examples each), localization")
     return "\n".join(lines)
+
+
+def disk_lines(p: Profile, total: Cost) -> list[str]:
+    """The cache's disk once the run ends, with full students' weights dropped after their evaluation (the
+    default) and kept; and the peak while it runs: one full student per job at work holds its weights until
+    its evaluations are made."""
+    one = model_bytes(p)
+    if not one:
+        return ["estimated disk: not known (set plan.n_params in the profile)"]
+    full = total.students - total.lora_students
+    dropped = round(total.dropped / one)
+    return [f"estimated disk for the artifact cache: {size(total.disk)} (datasets, LoRA adapters, evaluations, "
+            f"finetuned teachers of {size(one)} each"
+            + (f"; {full - dropped} full students kept" if full - dropped else "") + ")",
+            f"  {dropped} full students of {size(one)} each are evaluated as soon as they are trained and their weights "
+            f"dropped (their evaluations stay cached); with SUBLORA_KEEP_WEIGHTS=1 (or train.keep_weights: true) the "
+            f"cache ends at {size(total.disk + total.dropped)}" if dropped else
+            "  no full student's weights are dropped (train.keep_weights or SUBLORA_KEEP_WEIGHTS=1, or none trained)",
+            f"  peak while running: + {size(one)} per full student training or being evaluated at once (one per GPU "
+            "or worker)" if dropped else ""][: 3 if dropped else 2]
 
 
 # Full fine-tuning memory per precision arm, GiB per billion parameters including activations,
@@ -256,7 +284,9 @@ def check_disk(profiles: dict[str, Profile], where) -> None:
     by_profile: dict[Profile, list[str]] = {}  # notebooks run under the same settings share their artifacts:
     for name, p in profiles.items():           # counted together, each artifact once, as make plan counts them
         by_profile.setdefault(p, []).append(name)
-    need = sum(c.disk for p, names in by_profile.items() for c in count(p, only=names, skip_cached=True).values())
+    costs = [(p, c) for p, names in by_profile.items() for c in count(p, only=names, skip_cached=True).values()]
+    # and the peak: a full student's weights stay until its evaluations are made, one per worker at once
+    need = sum(c.disk for _, c in costs) + max((model_bytes(p) * p.workers for p, c in costs if c.dropped), default=0)
     free = shutil.disk_usage(where).free
     if free < need * DISK_MARGIN + DISK_SPARE:
         raise ConfigError(f"the cache's disk has {size(free)} free at {where}, the run's new artifacts need about "

@@ -244,11 +244,36 @@ def check_executor() -> str | None:
     return name
 
 
+def evaluate_then_drop(p: Profile, todo: list) -> list:
+    """The artifacts `todo` (build order) with each full student whose weights are not kept (keeps_weights)
+    made one job with the evaluations of it that `todo` holds (artifacts.Bundle): trained, evaluated at once,
+    its weights dropped. A student cached already (its weights dropped) whose evaluations are missing is such a
+    job too, at the end of the students: it is trained again, evaluated, and dropped again."""
+    def dropping(a) -> bool:
+        return a.kind == "student" and not pipeline.keeps_weights(p, a.args[1])
+    readers: dict[str, list] = {}
+    for a in todo:
+        if a.kind == "eval" and a.reads and dropping(a.reads[0]):
+            readers.setdefault(a.reads[0].key, []).append(a)
+    out = []
+    for a in todo:
+        if dropping(a):
+            out.append(artifacts.Bundle(a, tuple(readers.pop(a.key, ()))))
+        elif not (a.kind == "eval" and a.reads and dropping(a.reads[0])):
+            out.append(a)
+    cached = [artifacts.Bundle(evals[0].reads[0], tuple(evals)) for evals in readers.values()]  # students not in todo
+    end = max((i + 1 for i, a in enumerate(out) if a.kind in ("dataset", "student")), default=0)
+    return out[:end] + cached + out[end:]
+    return out
+
+
 def build(p: Profile, graph: artifacts.Graph, desc: str = "artifacts") -> int:
-    """Build every artifact of `graph` that is not cached yet; returns how many were built."""
+    """Build every artifact of `graph` that is not cached yet; returns how many were built. A full student
+    whose weights are not kept is one job with its evaluations, and its weights go once they are made
+    (evaluate_then_drop)."""
     missing = [a for a in graph.values() if not a.exists()]
     if missing:
-        executor(p).run(p, missing, desc)
+        executor(p).run(p, evaluate_then_drop(p, missing), desc)
     return len(missing)
 
 
