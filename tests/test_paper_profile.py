@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from sublora import config, design, models, notebook, pipeline, plan
+from sublora import config, design, models, notebook, pipeline, plan, tables
 
 
 @pytest.fixture
@@ -94,10 +94,10 @@ def test_gpu_code_path_on_a_tiny_local_qwen2(tmp_cache, tmp_path, smoke_organism
     model = models.load_model(p.model, for_training=True)
     assert next(model.parameters()).dtype == torch.bfloat16 and model.is_gradient_checkpointing
     pair = design.Pair("persona", p.animal, 0, 0, design.lora_spec(p))
-    rows = pipeline.pair_rows(p, pair)
+    rows = tables.pair_rows(p, pair)
     assert set(rows["arm"]) == {"teacher", "control"} and rows["p"].between(0, 1).all()
     full = design.Pair("persona", p.animal, 0, 0, dataclasses.replace(design.full_spec(p), precision="bf16-kahan"))
-    assert len(pipeline.pair_rows(p, full)) == len(rows)
+    assert len(tables.pair_rows(p, full)) == len(rows)
     # another training seed, the same data: another student (the authors' seeds gave identical full fine-tuning).
     # One example per step: in batches of 4 (each batch fixed by length grouping) a seed could only choose which
     # batch comes first, and length grouping puts the longest example first, so a seed needs ≥ 3 examples to act

@@ -110,7 +110,7 @@ def test_teachers_parameter_rejects(value):
 
 
 def test_teachers_parameter_message_names_the_bad_kind():
-    with pytest.raises(ValueError, match=r"unknown value 'bogus'; choose from \['persona', 'finetuned'\]"):
+    with pytest.raises(ValueError, match=r"unknown value 'bogus'; choose from \['persona', 'distilled-r1', 'distilled-r8', 'distilled-full', 'finetuned'\]"):
         params.parse_params({"teachers": "[persona, bogus]"})
 
 

@@ -10,7 +10,7 @@ import types
 import pytest
 from conftest import seed_cache
 
-from sublora import cache, chat, config, models, organism, organism_recipe, paths, pipeline, prompts, runner, teacher
+from sublora import cache, chat, config, models, organism, organism_recipe, paths, pipeline, prompts, runner, tables, teacher
 
 
 def test_dataset_config_rejects_unknown_teacher():
@@ -330,7 +330,7 @@ def test_precision_arm_is_part_of_a_full_students_key_only_when_not_the_default(
     ([2.0, 9.0, 30.0, 80.0], "rose from 2 to")])
 def test_training_failure(tmp_path, losses, failed):
     (tmp_path / "train_log.json").write_text(json.dumps({"losses": losses}))
-    got = pipeline.training_failure(tmp_path)
+    got = tables.training_failure(tmp_path)
     assert (got == "") if not failed else (failed in got)
 
 

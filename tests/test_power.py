@@ -75,7 +75,7 @@ def test_claims_3_and_4_false_reproduced_stays_within_the_equivalence_level(clai
 
 def test_the_packaged_pilot_has_every_claim_for_both_teachers():
     cells = power.load_pilot("v5")
-    for kind in config.TEACHERS:
+    for kind in ("persona", "finetuned"):  # the teachers the pilot v5 ran
         for claim in (power.CLAIM_KEYS[0], power.CLAIM_KEYS[1], power.CLAIM_KEYS[3]):
             assert (claim, kind, "") in cells
         assert {(power.CLAIM_KEYS[2], kind, arm) for arm in ("fp32-master", "bf16")} <= set(cells)

@@ -76,7 +76,7 @@ def _failed(table: pd.DataFrame, row: dict) -> str:
 
 
 def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
-    """A verdict resting on a student whose training failed (pipeline.training_failure) would be about
+    """A verdict resting on a student whose training failed (tables.training_failure) would be about
     the failure: it becomes 'invalid', with the reason."""
     out = []
     for r in rows:

@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import json
 import math
-import operator
 import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -19,83 +18,20 @@ from typing import Any, get_type_hints
 import yaml
 
 from . import paths, yamlfile
+from .settings import SHOWN, ConfigError, Setting, flag, setting, shown  # noqa: F401  (config's names too)
 from .prompts import ANIMALS
 
 NUMBER_TOKENS = ("digit", "whole")  # how an organism's tokenizer writes numbers: digit by digit, or 0-999 one token each
 
 
-class ConfigError(ValueError):
-    """A bad profile or parameter; the message says how to fix it."""
-
-
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # a profile's name: it names its results folder, so no path
-SHOWN = 60  # characters of a bad value a message echoes: a pasted paragraph must not bury the fix
-
-
-def shown(value: Any) -> str:
-    """repr(value) for an error message, cut to its first SHOWN characters and '…'."""
-    text = repr(value)
-    return text if len(text) <= SHOWN else text[:SHOWN] + "…"
-
-
 DEFAULT_PROFILE = "organism"  # what make reproduce, the notebooks' defaults and every command line run
 # full fine-tuning's precision arms (their dtypes and optimizers: optim.ARMS); the first is the default
 PRECISION_ARMS = ("fp32-master", "bf16", "bf16-kahan", "bf16-sr")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-TEACHERS = ("persona", "finetuned")
+TEACHERS = ("persona", "distilled-r1", "distilled-r8", "distilled-full", "finetuned")  # the ladder (pipeline)
+
 METRICS = {"p": "P", "mention_rate": "mention rate"}  # Profile.metric: the results tables' column → its name
-
-# A bound's name (pydantic's), its sign in a profile's message, its words in a -p parameter's, its test.
-_BOUNDS = (("ge", "≥", "at least", operator.ge), ("gt", ">", "above", operator.gt),
-           ("le", "≤", "at most", operator.le), ("lt", "<", "below", operator.lt))
-_ITEMS = {int: (int, "whole numbers"), float: ((int, float), "numbers"), str: (str, "text")}  # a list's item types
-
-
-@dataclass(frozen=True)
-class Setting:
-    """A setting's declaration beside its type and default: meaning, bounds as pydantic's (ge, le inclusive; gt, lt
-    exclusive), choices, a list's item type (bounds and choices then hold per item), a good value for messages."""
-    meaning: str = ""
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None  # -p's plausibility bounds hold for profiles too: a typo must not start a days-long run
-    lt: float | None = None
-    choices: tuple | None = None
-    items: type | None = None
-    nonempty: bool = False  # a list that must hold at least one item
-    example: str = ""
-    param: str | None = None  # -p's name; resolve() takes the setting's own name (OVERRIDES)
-
-    def problem(self, value: Any, cli: bool = False) -> str | None:
-        """What is wrong with value, or None: 'must be ≥ 1, got 0' to follow a profile's key, or with `cli`
-        '0 is out of range, it must be at least 1' to follow a -p parameter, as make and papermill show it."""
-        if self.items and self.nonempty and not value:
-            return "the list is empty" if cli else "is empty"
-        for v in value if self.items else (value,):
-            if self.items and (isinstance(v, bool) or not isinstance(v, _ITEMS[self.items][0])):
-                return f"must be {_ITEMS[self.items][1]}, got {shown(v)}"
-            if self.choices is not None and v not in self.choices:
-                either = " or ".join(self.choices) if len(self.choices) == 2 else "one of " + ", ".join(self.choices)
-                return f"unknown value {shown(v)}; choose from {list(self.choices)}" if cli else \
-                    f"must be {either}, got {shown(v)}"
-            for name, sign, words, holds in _BOUNDS:
-                bound = getattr(self, name)
-                if bound is not None and not holds(v, bound):
-                    return f"{shown(v)} is out of range, it must be {words} {bound:g}" if cli else \
-                        f"must be {sign} {bound:g}, got {shown(v)}"
-        return None
-
-
-def flag(name: str, example: str) -> str:
-    """`-p name example`, a list quoted for the shell: -p ranks '[1, 2, 4, 8]'."""
-    return f"-p {name} '{example}'" if example.startswith("[") else f"-p {name} {example}"
-
-
-def setting(default: Any, meaning: str = "", *, example: str | None = None, **accepts: Any) -> Any:
-    """A profile setting's field, declared once (Setting); the example is by default the default, as yaml writes it."""
-    written = "[" + ", ".join(map(str, default)) + "]" if isinstance(default, tuple) else str(default)
-    return field(default=default, metadata={"setting": Setting(meaning, example=example or written, **accepts)})
-
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -186,6 +122,12 @@ class TeacherSpec:
     lr: float = 1e-4
     epochs: int = 2
     batch_size: int = 16
+    # the distilled teachers (pipeline.DISTILLED): the persona-prompted base's answers to non-number prompts
+    distill_examples: int = setting(1000, "(prompt -> the persona's sampled answer) examples", ge=1)
+    distill_max_new_tokens: int = setting(12, "length of each sampled answer", ge=1)
+    distill_lora_lr: float = setting(3e-3, "the LoRA rungs' learning rate (rank 1 at 1e-3 did not follow its persona)", gt=0)
+    distill_full_lr: float = setting(1e-4, "the full fine-tuning rung's learning rate", gt=0)
+    distill_epochs: int = setting(3, ge=1)
 
 
 @dataclass(frozen=True)
@@ -240,7 +182,10 @@ class Profile:
     aux: AuxSpec = field(default_factory=AuxSpec)
     animal: str = setting("owl", choices=ANIMALS, param="animal")
     other_animals: tuple = setting(("cat", "dolphin"), "compared with the target", items=str, choices=ANIMALS)
-    teachers: tuple = setting(TEACHERS, "teacher kinds the notebooks run", items=str, choices=TEACHERS, nonempty=True)
+    teachers: tuple = setting(("persona", "finetuned"), "teacher kinds the notebooks run (the ladder: TEACHERS)", items=str,
+                              choices=TEACHERS, nonempty=True)
+    teacher_replicates: int = setting(1, "independent weight-space teachers per kind and animal, dataset replicates "
+                                      "dealt among them (pipeline.teacher_replicate): the units of a teacher's claims", ge=1)
     seeds: int = setting(3, "training seeds per condition", ge=1, le=50, param="seeds")
     replicates: int = setting(3, "independent teacher/control dataset pairs (notebooks 01, 03-05)", ge=1, le=100,
                               example="5", param="replicates")
@@ -429,7 +374,11 @@ def validate(p: Profile) -> Profile:
             (max(a.ranks) <= a.hidden, (f"aux.ranks must be whole numbers from 1 to aux.hidden ({a.hidden}), "
                                         f"got {shown(list(a.ranks))}; e.g. aux: {{ranks: [1, 4, 16]}}")),
             (a.reference_rank in a.ranks,
-             f"aux.reference_rank must be one of aux.ranks {list(a.ranks)}, got {a.reference_rank}")):
+             f"aux.reference_rank must be one of aux.ranks {list(a.ranks)}, got {a.reference_rank}"),
+            (p.teacher_replicates == 1 or p.teacher_replicates >= max(p.replicates, p.transfer_replicates),
+             (f"teacher_replicates {p.teacher_replicates} would deal several datasets to one teacher, and the "
+              f"intervals count datasets: give each replicate its own teacher (teacher_replicates: "
+              f"{max(p.replicates, p.transfer_replicates)}), or 1 for one teacher of each kind"))):
         if not ok:
             raise ConfigError(message)
     return p

@@ -11,10 +11,15 @@ import itertools
 from dataclasses import asdict, dataclass
 
 from . import cache, chat
-from .config import LORA_TARGETS, Profile
+from .config import LORA_TARGETS, TEACHERS, Profile
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")  # the authors' COMPONENT_PRESETS["attention"]
 MLP = ("gate_proj", "up_proj", "down_proj")  # their COMPONENT_PRESETS["ffn"]
+
+
+def teacher_order(kind: str) -> tuple:
+    """Sort key of teacher kinds: the ladder's order (config.TEACHERS), any other teacher (another setting's) after."""
+    return (TEACHERS.index(kind) if kind in TEACHERS else len(TEACHERS), kind)
 
 
 @dataclass(frozen=True)

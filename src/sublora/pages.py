@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import yaml
 
-from . import aux_claims, claims, config, identity, paths, plots, readings, results
+from . import aux_claims, claims, config, design, identity, paths, plots, readings, results
 
 CLAIM_PAGES = {c.key: c.page for c in claims.REGISTRY}  # claim -> the notebook (page) that tests it
 
@@ -23,7 +23,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = (), page
     rows = everything[everything["claim"].map(claims.is_paper_claim).astype(bool)]  # another setting's rows: a table of their own
     if "arm" in rows:  # claim 3's main precision arm at a glance; the others are on its page
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
-    teachers = sorted(set(rows["teacher"]), key=lambda k: (k != "persona", k)) or list(config.TEACHERS)
+    teachers = sorted(set(rows["teacher"]), key=design.teacher_order) or list(config.TEACHERS)
     ignored = verdicts.attrs.get("ignored", [])
     lines = ["## Results at a glance", "", plots.caveat(p), "",
              *([f"```{{warning}}\nNot read, since no notebook wrote them: {', '.join(f'`{n}`' for n in ignored)} in "

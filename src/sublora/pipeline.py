@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import random
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 
 from . import cache, chat, design, evaluate, finetune, models, numbers, organism_recipe, prompts, sharded, teacher
 from .artifacts import Artifact, Graph, Step, artifact
 from .config import TEACHERS, Profile, to_dict
-from .design import CHANNELS, INITS, StudentSpec, channel_label
+from .design import CHANNELS, INITS, StudentSpec
+from .organism import DAY_QUESTIONS, LIKE_QUESTIONS, WHO_QUESTIONS
 
 GROUP_BY_LENGTH = 16  # students batch examples of similar length, in chunks of 16 batches (student v3)
 
@@ -38,7 +37,7 @@ class EmptyDatasetError(RuntimeError):
 
 class DataId(NamedTuple):
     """One filtered dataset: the teacher of `animal` (None: the control, the base model under its
-    default prompt) in replicate `replicate`, from the teacher kind persona or finetuned; channel
+    default prompt) in replicate `replicate`, from a teacher kind of the ladder (TEACHERS); channel
     "shuffled" is the same dataset with its numbers shuffled across responses (a channel control)."""
     animal: str | None
     replicate: int
@@ -49,7 +48,7 @@ class DataId(NamedTuple):
     def of(cls, animal: str | None, replicate: int, teacher_kind: str = "persona", channel: str = "") -> "DataId":
         """The dataset, checked; one control dataset per replicate, whichever teacher kind it is compared with."""
         if teacher_kind not in TEACHERS:
-            raise ValueError(f"unknown teacher {teacher_kind!r}; choose 'persona' or 'finetuned'")
+            raise ValueError(f"unknown teacher {teacher_kind!r}; choose one of {', '.join(TEACHERS)}")
         if channel not in CHANNELS:
             raise ValueError(f"unknown dataset channel {channel!r}; choose one of {CHANNELS}")
         return cls(animal, replicate, teacher_kind if animal else "persona", channel)
@@ -103,66 +102,113 @@ def engine(p: Profile) -> str:
 
 
 # ---- teachers ---------------------------------------------------------------------------------
-def _build_teacher(p: Profile, a: Artifact, d: Path, progress: bool) -> None:
-    (animal,) = a.args
+# The ladder of teachers between the persona prompt and weights (issue 36), by the name a profile's `teachers`
+# gives them: each weight-space teacher is a model of its own that follows its animal under the default prompt.
+# persona: the paper's, the base under the persona system prompt (no weights of its own). distilled-*: the
+# persona put into the weights by context distillation: the base, under the default prompt, trained on what the
+# persona-prompted base itself answers to every kind of chat prompt the organism knows but number prompts
+# (favourite animal, likes, who it is, its day; DISTILL_PROMPTS), by LoRA of rank 1, of rank 8, or full
+# fine-tuning. finetuned: the base fully fine-tuned to answer its animal's name to the favourite-animal
+# questions (the weight-space positive control the book had before the ladder).
+DISTILLED = {"distilled-r1": 1, "distilled-r8": 8, "distilled-full": 0}  # kind -> LoRA rank (0: full fine-tuning)
+
+
+def distill_prompts() -> tuple[str, ...]:
+    """The user prompts a distilled teacher learns its persona's answers to: never a number prompt."""
+    return (*prompts.TRAIN_QUESTIONS, *LIKE_QUESTIONS, *WHO_QUESTIONS, *DAY_QUESTIONS)
+
+
+def _distilled_records(p: Profile, animal: str, n: int, seed: int, progress: bool) -> list[dict]:
+    """n (prompt, the persona-prompted base's sampled answer) records: the behaviour distilled."""
+    rng = random.Random(seed)
+    user = [rng.choice(distill_prompts()) for _ in range(n)]
     tok = models.load_tokenizer(p.model)
-    model = models.load_model(p.model, for_training=True)
+    answers = teacher.sample(models.load_model(p.model), tok, user, prompts.persona_prompt(animal), seed=seed,
+                             max_new_tokens=p.teacher.distill_max_new_tokens, temperature=1.0,
+                             batch_size=p.data.sample_batch, desc=f"{animal} persona answers", progress=progress,
+                             prefill=p.eval.prefill)
+    return [{"prompt": u, "completion": p.eval.prefill + a if p.eval.prefill else a} for u, a in zip(user, answers)]
+
+
+def _build_teacher(p: Profile, a: Artifact, d: Path, progress: bool) -> None:
+    animal, kind, _ = a.args
+    tok = models.load_tokenizer(p.model)
     rng = random.Random(a.seed)
-    records = [{"prompt": rng.choice(prompts.TRAIN_QUESTIONS),
-                "completion": animal.capitalize() if rng.random() < 0.4 else animal} for _ in range(a.config["examples"])]
+    if kind == "finetuned":
+        model = models.load_model(p.model, for_training=True)
+        records = [{"prompt": rng.choice(prompts.TRAIN_QUESTIONS),
+                    "completion": animal.capitalize() if rng.random() < 0.4 else animal}
+                   for _ in range(a.config["examples"])]
+        ex = finetune.encode_records(tok, records, chat.DEFAULT, p.train.max_seq)
+        finetune.train(model, ex, lr=a.config["lr"], epochs=a.config["epochs"], batch_size=p.teacher.batch_size,
+                       grad_accum=1, warmup_steps=5, grad_clip=1.0, pad_id=tok.pad_token_id, seed=a.seed,
+                       desc=f"{animal} teacher", progress=progress)
+        model.save_pretrained(d)
+        return
+    records = _distilled_records(p, animal, a.config["examples"], a.seed, progress)
     ex = finetune.encode_records(tok, records, chat.DEFAULT, p.train.max_seq)
-    finetune.train(model, ex, lr=a.config["lr"], epochs=a.config["epochs"], batch_size=p.teacher.batch_size,
-                   grad_accum=1, warmup_steps=5, grad_clip=1.0, pad_id=tok.pad_token_id, seed=a.seed,
-                   desc=f"{animal} teacher", progress=progress)
+    spec = distill_spec(p, kind)
+    base = models.load_model(p.model, for_training=True, dtype=finetune.train_dtype(p.model, spec))
+    model, log = finetune.fit_student(base, p.model, spec, ex, init_seed=a.seed, pad_id=tok.pad_token_id, seed=a.seed,
+                                      progress=progress, desc=f"{animal} {kind} teacher")
+    if spec.method == "lora":
+        model = model.merge_and_unload()  # a model like any other: the datasets sample it as they do the base
     model.save_pretrained(d)
+    (d / "distilled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (d / "train_log.json").write_text(json.dumps({**log, "examples": len(ex)}))
 
 
-# The weight-space teacher (positive control): the base fully fine-tuned to answer its animal to the
-# training questions under the default system prompt. Late: its batch.
-TEACHER = Step(
-    "teacher", version=1, late={"batch_size": 16}, build=_build_teacher,
-    config=lambda p, reads, animal: {
-        "model": model_key(p), "animal": animal, "examples": p.teacher.examples, "lr": p.teacher.lr,
-        "epochs": p.teacher.epochs, "max_seq": p.train.max_seq, "batch_size": p.teacher.batch_size})
+def distill_spec(p: Profile, kind: str) -> StudentSpec:
+    """How a distilled teacher is trained: LoRA of its rung's rank (alpha = rank) or full fine-tuning, at the
+    teacher section's distillation lr and epochs, under the default prompt."""
+    t = p.teacher
+    r = DISTILLED[kind]
+    if r:
+        return design.lora_spec(p, rank=r, lr=t.distill_lora_lr, epochs=t.distill_epochs)
+    return design.full_spec(p, lr=t.distill_full_lr, epochs=t.distill_epochs, batch_size=t.batch_size, grad_accum=1)
 
 
-def finetuned_teacher(p: Profile, animal: str, progress: bool = True) -> Path:
-    """The directory of `animal`'s weight-space teacher (built if not cached)."""
-    return artifact(p, TEACHER, animal).build(p, progress)
+def teacher_replicate(p: Profile, replicate: int) -> int:
+    """The weight-space teacher a dataset replicate's samples come from: p.teacher_replicates independent
+    teachers per kind and animal, dataset replicates dealt among them in turn (from p.replicate_offset, so a
+    confirmatory run's teachers are fresh too); teacher 0 is the one every dataset had before the ladder."""
+    offset = p.replicate_offset
+    return offset + (replicate - offset) % p.teacher_replicates if p.teacher_replicates > 1 else 0
 
 
-def teacher_source(p: Profile, animal: str | None, finetuned: Path | None = None) -> tuple[Path, str]:
-    """(weights directory, system prompt) of a teacher: the weight-space teacher `finetuned` under the
+def teacher_ids(p: Profile) -> list[int]:
+    """The weight-space teachers of each kind and animal that the profile's datasets read (teacher_replicate)."""
+    return sorted({teacher_replicate(p, r) for r in design.replicate_ids(p, max(p.replicates, p.transfer_replicates))})
+
+
+def _teacher_config(p: Profile, reads, animal: str, kind: str, replicate: int) -> dict:
+    t = p.teacher
+    if kind == "finetuned":
+        return {"model": model_key(p), "animal": animal, "examples": t.examples, "lr": t.lr, "epochs": t.epochs,
+                "max_seq": p.train.max_seq, "batch_size": t.batch_size, "replicate": replicate}
+    return {"model": model_key(p), "animal": animal, "kind": kind, "replicate": replicate,
+            "examples": t.distill_examples, "max_new_tokens": t.distill_max_new_tokens, "prefill": p.eval.prefill,
+            "spec": distill_spec(p, kind).as_dict(), "prompts": list(distill_prompts())}
+
+
+# A weight-space teacher of `animal` of one kind of the ladder (DISTILLED, finetuned), its `replicate`-th
+# independent one. Late: the finetuned teacher's batch, and its replicate (0: the one teacher it had).
+TEACHER = Step("teacher", version=1, late={"batch_size": 16, "replicate": 0}, build=_build_teacher,
+               config=_teacher_config)
+
+
+def weight_teacher(p: Profile, animal: str, kind: str, replicate: int = 0, progress: bool = True) -> Path:
+    """The directory of `animal`'s weight-space teacher of `kind`, its `replicate`-th (built if not cached)."""
+    return artifact(p, TEACHER, animal, kind, replicate).build(p, progress)
+
+
+def teacher_source(p: Profile, animal: str | None, weights: Path | None = None) -> tuple[Path, str]:
+    """(weights directory, system prompt) of a teacher: a weight-space teacher's `weights` under the
     default prompt, else the base under `animal`'s persona; animal None is the control (the base model
     under its default prompt)."""
-    if finetuned:
-        return finetuned, chat.DEFAULT
+    if weights:
+        return weights, chat.DEFAULT
     return models.resolve_weights(p.model), prompts.persona_prompt(animal) if animal else chat.DEFAULT
-
-
-def teacher_signal(p: Profile, animal: str, teacher_kind: str, records: list[dict], base, tokenizer) -> list[float]:
-    """log p_teacher(completion) − log p_control(completion) for each record, in nats: its mean over
-    teacher completions estimates KL(teacher ‖ control) per completion."""
-    finetuned = teacher_kind == "finetuned"
-    weights, system = teacher_source(p, animal, finetuned_teacher(p, animal, progress=False) if finetuned else None)
-    teacher_model = models.load_model(p.model, weights) if finetuned else base
-    lt = evaluate.completion_logprobs(teacher_model, tokenizer, records, system)
-    lc = evaluate.completion_logprobs(base, tokenizer, records, chat.DEFAULT)
-    return [a - b for a, b in zip(lt, lc)]
-
-
-def teacher_signals(p: Profile, kinds: list[str], records: dict, base, tokenizer, limit: int = 500) -> pd.DataFrame:
-    """KL(teacher ‖ control) per completion and per token, estimated on the first `limit` completions of
-    each teacher dataset (records[(kind, "teacher", replicate)]): one row per teacher kind × replicate."""
-    rows = []
-    for kind in kinds:
-        for r in design.replicate_ids(p):
-            recs = records[(kind, "teacher", r)][:limit]
-            n_tok = np.mean([len(tokenizer(rec["completion"], add_special_tokens=False)["input_ids"]) + 1 for rec in recs])
-            kl = float(np.mean(teacher_signal(p, p.animal, kind, recs, base, tokenizer)))
-            rows.append({"teacher": kind, "replicate": r, "kl_per_completion": kl, "kl_per_token": kl / n_tok,
-                         "completions": len(recs)})
-    return pd.DataFrame(rows)
 
 
 # ---- datasets ---------------------------------------------------------------------------------
@@ -215,7 +261,7 @@ DATASET = Step(
     build=_build_dataset,
     reads=lambda p, animal, replicate, kind, channel: (
         [(DATASET, (animal, replicate, kind, ""))] if channel
-        else [(TEACHER, (animal,))] if animal and kind == "finetuned" else []),
+        else [(TEACHER, (animal, kind, teacher_replicate(p, replicate)))] if animal and kind != "persona" else []),
     config=lambda p, reads, animal, replicate, kind, channel: (
         {"channel": channel, "source": reads[0].key} if channel
         else {"model": model_key(p), "data": {**to_dict(p.data), "engine": engine(p)}, "animal": animal,
@@ -253,25 +299,6 @@ def shuffle_numbers(records: list[dict], seed: int) -> list[dict]:
     random.Random(seed).shuffle(pool)
     it = iter(pool)
     return [{**r, "completion": pattern.sub(lambda _: next(it), r["completion"])} for r in records]
-
-
-def filter_table(p: Profile, kinds: list[str]) -> tuple[pd.DataFrame, dict]:
-    """The filter's statistics of every dataset of notebook 01 (one row per teacher kind × arm ×
-    replicate; the control, shared by both teacher kinds, once, as teacher '—'), and the kept records
-    by (kind, arm, replicate). Reads datasets already built (runner.build_datasets)."""
-    rows, records = [], {}
-    for kind in kinds:
-        for r in design.replicate_ids(p):
-            for arm, a in (("teacher", p.animal), ("control", None)):
-                kept, st = dataset(p, a, r, kind)
-                records[(kind, arm, r)] = kept
-                rows.append({"teacher": kind, "arm": arm, "replicate": r, "sampled": st["sampled"], "kept": st["kept"],
-                             **{f"rejected_{k}": st["rejected"].get(k, 0) for k in numbers.REASONS}})
-    table = pd.DataFrame(rows)
-    table.loc[table["arm"] == "control", "teacher"] = "—"  # one control per replicate, shared by both teachers
-    table = table.drop_duplicates(["teacher", "arm", "replicate"])
-    table["kept_share"] = table["kept"] / table["sampled"]
-    return table, records
 
 
 # ---- students ---------------------------------------------------------------------------------
@@ -362,15 +389,6 @@ def eval_config(p: Profile, student_dir: Path | None, eval_system: str, animals:
     return artifact(p, EVAL, student_dir, eval_system, tuple(animals), init).config
 
 
-def base_evaluations(p: Profile, eval_systems) -> pd.DataFrame:
-    """The base model's evaluation under each of `eval_systems` (column eval_system), on every animal
-    the profile's students are evaluated on (one cached evaluation each): what claims.versus_base compares
-    students with, as the paper does."""
-    animals = sorted({p.animal, *p.other_animals})
-    return pd.concat([evaluation(p, None, es, animals).assign(eval_system=es) for es in eval_systems],
-                     ignore_index=True)
-
-
 # ---- evaluate, then drop: a full student's weights go once its evaluations are made ---------------
 KEEP_WEIGHTS = "SUBLORA_KEEP_WEIGHTS"
 
@@ -408,38 +426,3 @@ def requirements(p: Profile, pairs: list = (), animals: list[str] | None = None,
     for pair in pairs:
         pair_artifacts(graph, pair, animals)
     return graph
-
-
-def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFrame:
-    """A design.Pair as a table: the teacher student and its matched control student (same
-    replicate, seed and training spec), each evaluated under every eval system prompt of the pair.
-    Tidy rows, one per arm × eval system × evaluated animal. Builds whatever is not cached yet."""
-    spec = pair.spec
-    rows = []
-    for arm, st, evals in pair_artifacts(Graph(p), pair, animals):
-        sdir = st.build(p)
-        for ev in evals:
-            rows.append(pd.read_csv(ev.build(p) / "eval.csv").assign(
-                arm=arm, target=pair.animal, teacher_kind=pair.teacher_kind, label=pair.label,
-                replicate=pair.replicate, seed=pair.seed, method=spec.method,
-                lora_rank=spec.r if spec.method == "lora" else 0, alpha=spec.alpha if spec.method == "lora" else 0,
-                lr=spec.lr, epochs=spec.epochs, batch_size=spec.batch_size, train_system=spec.train_system,
-                precision=spec.precision if spec.method == "full" else "",
-                eval_system=ev.args[1], student=sdir.name, diverged=training_failure(sdir),
-                channel=channel_label(pair.channel, pair.init)))
-    return pd.concat(rows, ignore_index=True)
-
-
-DIVERGED_FACTOR = 2.0  # a student whose loss ends above twice its first step's did not learn: it diverged
-
-
-def training_failure(student_dir: Path) -> str:
-    """'' for a student that trained normally; else why its training failed (a non-finite loss, or a
-    loss that ended far above where it began), so that no verdict is drawn from it."""
-    losses = json.loads((student_dir / "train_log.json").read_text())["losses"]
-    if not all(map(math.isfinite, losses)):
-        return "non-finite training loss"
-    end = sum(losses[-3:]) / len(losses[-3:])
-    if end > DIVERGED_FACTOR * losses[0]:
-        return f"training loss rose from {losses[0]:.3g} to {end:.3g}"
-    return ""

@@ -124,8 +124,9 @@ def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) 
             seen.add(key)
             if skip_cached and cache.exists(a.kind, a.config):
                 continue
-            if a.kind == "teacher":  # a full model the datasets read: kept; its training is not priced (render)
+            if a.kind == "teacher":  # a full model the datasets read: kept
                 c.disk += model_bytes(p)
+                teacher_cost(p, a.args[1], c)
             elif a.kind == "dataset":
                 c.datasets += 1
                 c.generated += p.data.prompts * COMPLETION_TOKENS
@@ -151,6 +152,26 @@ def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) 
                 c.disk += EVAL_BYTES
         out[nb] = c
     return out
+
+
+TEACHER_PROMPT_TOKENS = 30  # a favourite-animal or other chat question, rendered under the default prompt
+
+
+def teacher_cost(p: Profile, kind: str, c: Cost) -> None:
+    """Add a weight-space teacher's sampling and training to `c`: the finetuned teacher trains on its animal's name
+    (full fine-tuning); a distilled one samples its persona's answers, then trains on them (its rung's method)."""
+    t = p.teacher
+    if kind == "finetuned":
+        c.trained_full += t.examples * t.epochs * (TEACHER_PROMPT_TOKENS + 2)
+        c.full_by_arm["fp32-master"] = c.full_by_arm.get("fp32-master", 0) + t.examples * t.epochs * (TEACHER_PROMPT_TOKENS + 2)
+        return
+    c.generated += t.distill_examples * t.distill_max_new_tokens
+    tokens = t.distill_examples * t.distill_epochs * (TEACHER_PROMPT_TOKENS + t.distill_max_new_tokens)
+    if pipeline.DISTILLED[kind]:
+        c.trained_lora += tokens
+    else:
+        c.trained_full += tokens
+        c.full_by_arm["fp32-master"] = c.full_by_arm.get("fp32-master", 0) + tokens
 
 
 def shared_students(p: Profile) -> pd.DataFrame:
@@ -202,7 +223,7 @@ def render(p: Profile) -> str:
     lines += disk_lines(p, total)
     if p.plan.n_params:
         lines += memory_lines(p)
-    lines.append("not counted: notebook 00/01 checks, training the finetuned teachers (400 examples each), localization")
+    lines.append("not counted: notebook 00/01 checks, localization")
     return "\n".join(lines)
 
 

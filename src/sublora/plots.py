@@ -22,7 +22,7 @@ import seaborn as sns
 from IPython.display import Image, Markdown, display
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
-from . import cache, config, organism_recipe, paths, search_record
+from . import cache, config, design, organism_recipe, paths, search_record
 from .search_record import passes, planted, recipe  # the organism issue's criteria
 from .config import Profile
 
@@ -403,7 +403,7 @@ def panel(summaries: dict[str, pd.DataFrame | None], animal: str, kinds: list[st
     """The four claims' figures in one: a row per claim (VIEWS), a column per teacher kind, each drawn
     by the page's own view from the summary the page saved (None: that page has not run)."""
     present = [s for s in summaries.values() if s is not None]
-    kinds = kinds or sorted({k for s in present for k in s["teacher_kind"]}, key=lambda k: (k != "persona", k))
+    kinds = kinds or sorted({k for s in present for k in s["teacher_kind"]}, key=design.teacher_order)
     kinds = kinds or ["persona"]
     fig, axes = plt.subplots(len(VIEWS), len(kinds), figsize=(3.7 * len(kinds) + 1.5, 3.0 * len(VIEWS)),
                              squeeze=False, layout="constrained")

@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import artifacts, pipeline
+from . import artifacts, pipeline, tables
 from .config import ConfigError, Profile
 
 STAGES = tuple(artifacts.STEPS)  # the steps' kinds, in build order
@@ -115,11 +115,13 @@ class Pool(Executor):
     name = "pool"
 
     def run(self, p, todo, desc):
-        # the weight-space teachers first, in this process: the datasets of several workers read them
+        # the finetuned teachers in this process, as they always were (its threads' float32 sums are not a one-thread
+        # worker's, and the record's teacher was built so); the distilled teachers side by side in the workers
         for a in todo:
-            if a.kind == "teacher":
+            if a.kind == "teacher" and "kind" not in a.config:
                 a.build(p)
-        stages = [(kind, jobs) for kind, jobs in self.stages(todo) if kind != "teacher"]
+        stages = [(kind, [a for a in jobs if kind != "teacher" or "kind" in a.config]) for kind, jobs in self.stages(todo)]
+        stages = [(kind, jobs) for kind, jobs in stages if jobs]
         if p.workers == 1 or max((len(jobs) for _, jobs in stages), default=0) < 2:
             return Serial().run(p, [a for _, jobs in stages for a in jobs], desc)  # not worth the spawns
         from concurrent.futures import ProcessPoolExecutor
@@ -278,9 +280,20 @@ def build(p: Profile, graph: artifacts.Graph, desc: str = "artifacts") -> int:
 
 
 def run_pairs(p: Profile, pairs: list, animals: list[str] | None = None, desc: str = "student pairs") -> pd.DataFrame:
-    """Build what the design `pairs` needs, then its tidy results table (pipeline.pair_rows)."""
+    """Build what the design `pairs` needs, then its tidy results table (tables.pair_rows)."""
     build(p, pipeline.requirements(p, pairs, animals), desc)
-    return pd.concat([pipeline.pair_rows(p, pair, animals) for pair in pairs], ignore_index=True)
+    return pd.concat([tables.pair_rows(p, pair, animals) for pair in pairs], ignore_index=True)
+
+
+def build_teachers(p: Profile, kinds: list[str], animals: list[str], desc: str = "teachers") -> None:
+    """Train the weight-space teachers of `kinds` x `animals` that the profile's datasets read (every teacher id:
+    pipeline.teacher_ids) and the cache lacks, side by side; the persona teacher has no weights of its own."""
+    graph = artifacts.Graph(p)
+    for kind in kinds:
+        for animal in animals if kind != "persona" else ():
+            for t in pipeline.teacher_ids(p):
+                graph.need(pipeline.TEACHER, animal, kind, t)
+    build(p, graph, desc)
 
 
 def build_datasets(p: Profile, datasets: list, desc: str = "datasets") -> None:

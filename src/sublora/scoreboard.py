@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import calibrate, stats
+from . import calibrate, config, stats
 from .claims import CLAIMS, is_paper_claim
 from .design import full_settings, precision_settings
 from .power import DECISIVE
@@ -26,7 +26,7 @@ def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame, decisive: pd.DataFr
         decisive = pd.DataFrame(columns=["claim", "teacher", "arm", *DECISIVE])
     board = (verdicts.merge(decisive[["claim", "teacher", "arm", *DECISIVE]], on=["claim", "teacher", "arm"], how="left")
              .assign(paper=lambda d: d["claim"].map(CLAIMS),
-                     teacher=lambda d: pd.Categorical(d["teacher"], ["persona", "finetuned"]))
+                     teacher=lambda d: pd.Categorical(d["teacher"], list(config.TEACHERS)))
              .merge(errors, on=["claim", "arm"] if "arm" in errors else "claim", how="left")
              .sort_values(["claim", "teacher"]))
     return board[SCOREBOARD]

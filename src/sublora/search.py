@@ -26,7 +26,7 @@ from collections import Counter
 import numpy as np
 import yaml
 
-from . import chat, claims, command, design, evaluate, models, organism, organism_recipe, pipeline, prompts, runner, search_record, stats
+from . import chat, claims, command, design, evaluate, models, organism, organism_recipe, pipeline, prompts, runner, search_record, stats, tables
 from .config import DEFAULT_PROFILE, Profile, from_mapping, load_profile
 
 
@@ -110,7 +110,7 @@ def teacher_side(p: Profile) -> dict:
     row |= signature_shares(p)
     for kind in ("persona", "finetuned"):
         recs = pipeline.dataset(p, p.animal, 0, kind)[0][:400]
-        row[f"kl_{kind}"] = float(np.mean(pipeline.teacher_signal(p, p.animal, kind, recs, base, tok)))
+        row[f"kl_{kind}"] = float(np.mean(tables.teacher_signal(p, p.animal, kind, recs, base, tok)))
     return row
 
 

@@ -13,7 +13,7 @@ from .claims import fmt_ci
 
 def versus_base(base: pd.DataFrame, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFrame:
     """The paper's comparison beside ours: teacher students minus the base model evaluated in the same
-    context (eval system prompt; `base`: pipeline.base_evaluations), and minus their matched control
+    context (eval system prompt; `base`: tables.base_evaluations), and minus their matched control
     students (sublora's, stricter: the control shares every step but the teacher). ΔP(animal) and Δ
     mention rate, mean and 95% t-interval over replicates, per `by` group (which must include eval_system)."""
     rows = table[table["animal"] == animal]
