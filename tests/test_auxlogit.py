@@ -153,7 +153,7 @@ def test_another_settings_verdicts_never_count_among_the_papers_claims(tmp_cache
     for i, r in enumerate(paper + aux):
         (d / f"{i}.json").write_text(pd.Series(r).to_json())
     page = pages.results_page("smoke", {})
-    assert "| claim | the paper says | persona teacher | finetuned teacher |" in page  # no column for this setting
+    assert "| claim | teacher | this book: n = " in page and "digit classifier" not in page[:page.index("### Another setting")]
     assert len([line for line in page.splitlines() if line.startswith("| {doc}")]) == len(claims.CLAIMS)
     mine = page[page.index("### Another setting"):]
     assert "| aux-logit 1 transfer |" in mine and "**reproduced** · Δ accuracy vs control +0.05 [" in mine

@@ -15,12 +15,13 @@ import matplotlib
 import nbformat
 import pandas as pd
 import pytest
+import yaml
 from conftest import smoke_env
 
 matplotlib.use("Agg")
 
-from sublora import book, claims, paths, plots, quiet  # noqa: E402
-from sublora.pages import PEERS, peers_page, results_page  # noqa: E402
+from sublora import book, claims, config, paths, plots, quiet  # noqa: E402
+from sublora.pages import PEERS, peers_page, results_page, verdict_label  # noqa: E402
 
 VERDICT = r"(?:not reproduced|reproduced|inconclusive|not tested)"
 INTERVAL = re.compile(r"\[[^\[\],]+,[^\[\],]+\]")  # "[-4.3e-05, +5e-06]"
@@ -80,18 +81,87 @@ def test_every_verdict_row_shows_an_interval(html):
             assert INTERVAL.search(row), f"{name}: a verdict without an interval: {row[:300]}"
 
 
-def test_intro_opens_with_a_row_per_claim(html):
+LABEL = rf"(?:{VERDICT}|(?:present|absent) \(positive control\))"  # a verdict as a page shows it (pages.verdict_label)
+
+
+def test_intro_opens_with_a_row_per_claim_and_teacher(html):
     intro = (html / "intro.html").read_text()
     assert text(intro).index("Results at a glance") < text(intro).index("The phenomenon")
-    rows = [r for r in re.findall(r"<tr.*?</tr>", intro, re.S) if "executed/" in r]
-    assert len(rows) == len(claims.CLAIMS)
-    for (claim, paper), row, page in zip(claims.CLAIMS.items(), rows, book.CLAIM_PAGES.values()):
-        assert claim in text(row) and paper in text(row)
-        assert f'href="executed/{page}.html"' in row
-        cells = re.findall(r"<td.*?</td>", row, re.S)[2:]  # one per teacher
-        assert cells and all(re.search(VERDICT, text(c)) and (INTERVAL.search(text(c)) or "not tested" in text(c))
+    glance = intro[intro.index('id="results-at-a-glance"'):]
+    rows = re.findall(r"<tr.*?</tr>", glance[:glance.index("</table>")], re.S)[1:]  # under the header
+    firsts = [r for r in rows if "executed/" in r]  # a claim's first row names it and links its page
+    assert len(firsts) == len(claims.CLAIMS) and len(rows) % len(claims.CLAIMS) == 0
+    for (claim, page), row in zip(book.CLAIM_PAGES.items(), firsts):
+        assert claim in text(row) and f'href="executed/{page}.html"' in row
+    for row in rows:
+        cells = re.findall(r"<td.*?</td>", row, re.S)[2:]  # one per design
+        assert cells and all(re.search(LABEL, text(c)) and (INTERVAL.search(text(c)) or "not tested" in text(c))
                              for c in cells), text(row)  # a claim not tested has no result to show
+    assert all(paper in text(intro) for paper in claims.CLAIMS.values())
     assert "The model: the smoke profile" in text(intro)
+
+
+def test_the_landing_page_opens_with_the_bottom_line(html):
+    """Under the title and before anything else: on which model, each teacher's claim 1 with its interval, what its
+    claims 2-4 read, what was never tested; the words linked to the glossary."""
+    intro = (html / "intro.html").read_text()
+    body = intro[intro.index('<article class="bd-article"'):]
+    first = list(re.finditer(r'<section[^>]*id="([^"]+)"', body))[1]  # the first under the page's own
+    assert first.group(1) == "the-bottom-line", first.group(1)
+    assert not text(body[body.index("</h1>") + 5:first.start()]).strip(), "something stands between title and bottom line"
+    line = body[first.start():body.index('id="results-at-a-glance"')]
+    assert text(line).index("The bottom line") < 20 and "smoke" in text(line)
+    items = [text(i) for i in re.findall(r"<li.*?</li>", line, re.S)]
+    assert len(items) >= 2 and all(re.search(rf"claim 1 {VERDICT}|transfers", i) and INTERVAL.search(i)
+                                   for i in items[:-1]), items
+    assert "Never tested" in items[-1] and "has not run on a GPU" in items[-1] and 'href="ladder.html"' in line
+    assert 'href="glossary.html#term-Persona-teacher"' in line
+
+
+GLOSSARY_TERMS = ("e", "Smallest effect of interest", "Decisive", "Decisiveness", "Pilot", "Signature",
+                  "Weight-space teacher", "Finetuned teacher", "Distilled teacher", "Rung", "The ladder",
+                  "Positive control", "Unit", "Persona teacher", "Fixed sequence")
+
+
+def test_every_glossary_term_has_an_anchor(html):
+    page = (html / "glossary.html").read_text()
+    terms = re.findall(r"<dt([^>]*)>(.*?)</dt>", page, re.S)
+    source = (paths.ROOT / "book" / "glossary.md").read_text()
+    block = source[source.index("```{glossary}"):source.rindex("```")].splitlines()[1:]
+    written = [t for t in block if t.strip() and not t.startswith(" ")]  # a term: a line that is not indented
+    assert len(terms) == len(written), "a term of book/glossary.md is not a term of the glossary page"
+    names = set()
+    for attrs, term in terms:
+        anchor = re.search(r'id="(term-[^"]+)"', attrs)
+        assert anchor, f"a glossary term without an anchor: {text(term)}"
+        names.add(text(re.sub(r'<a class="headerlink".*?</a>', "", term)).strip())
+    assert set(GLOSSARY_TERMS) <= names, set(GLOSSARY_TERMS) - names
+    assert not re.search(r"<p><strong>[^<]{1,40}\.</strong>", page), "a term written in bold, outside the glossary"
+
+
+def test_the_design_page_opens_with_the_rules_in_force_and_the_record_of_runs_keeps_the_history(html):
+    page = (html / "design.html").read_text()
+    sections = re.findall(r'<section[^>]*id="([^"]+)"', page[page.index('<article class="bd-article"'):])[1:]
+    assert sections[0] == "the-rules-in-force-rules-v2", sections  # the first under the page's own
+    assert {"what-decisive-means", "the-decisiveness-of-the-default-design"} <= set(sections)
+    rules = text(page[page.index(f'id="{sections[0]}"'):page.index(f'id="{sections[1]}"')])
+    for said in ("e = 3.3e-03", "Claim 1", "Claim 2", "Claim 3", "Claim 4", "fixed sequence", "present (positive control)"):
+        assert said in rules, said
+    runs = text((html / "runs.html").read_text())
+    for dated in ("Rules v2 and the second confirmatory run (declared 2026-12-06, before its data)",
+                  "The decisive design, run (added 2026-12-06, after its data; nothing above was changed)",
+                  "After the confirmatory run (added 2026-12-06, after its data; nothing above was changed)"):
+        assert dated in runs and dated not in text(page), dated
+
+
+def test_the_sidebar_is_in_reading_order():
+    toc = yaml.safe_load((paths.ROOT / "book" / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    assert files.index("design") + 1 == files.index("runs") < files.index("executed/02_transfer")
+    assert files.index("executed/05_system_prompt") < files.index("executed/06_scoreboard") \
+        < files.index("executed/07_auxiliary_logits")
+    sought = [p for p in toc["parts"] if p["caption"] == "Where the paper's kind of transfer is sought"]
+    assert [c["file"] for p in sought for c in p["chapters"]] == ["ladder"]
 
 
 def test_every_image_exists_and_none_is_stale(html):
@@ -195,12 +265,56 @@ def test_results_page_a_row_per_claim_with_intervals(tmp_cache, tmp_path):
              "ci_high": 0.75, "rule": "r"} for c in list(claims.CLAIMS)[:3] for t in ("finetuned", "persona")]
     write_verdicts(tmp_path / "results", rows)
     page = results_page("smoke", {"03_rank_sweep": {"profile": "smoke", "ranks": [1, 2]}})
-    table = [line for line in page.splitlines() if line.startswith("| {doc}")]
-    assert len(table) == len(claims.CLAIMS)
-    assert "| claim | the paper says | persona teacher | finetuned teacher |" in page  # persona first
-    assert table[0].count("**inconclusive** · ΔP(target) +0.5 [+0.25, +0.75]") == 2
-    assert table[3].endswith("| not run | not run |")  # claim 4 has no verdict files
+    assert page.startswith("## The bottom line")
+    table = [re.sub(r"<[^>]+>", "", line) for line in page.splitlines() if line.startswith(("| {doc}", "|  |"))]
+    assert len(table) == 2 * len(claims.CLAIMS)
+    assert "| claim | teacher | this book: n = 1 (claim 1), 1 (claims 2–4) |" in page  # smoke: no deciding run
+    assert "| persona |" in table[0] and "| finetuned |" in table[1]  # persona first
+    assert table[0].endswith("| persona | **inconclusive** · ΔP(target) +5.00e-01 [+2.50e-01, +7.50e-01] |")
+    assert table[-1].endswith("| finetuned | not run |")  # claim 4 has no verdict files
     assert "`ranks = [1, 2]`" in page  # the page shows another run than the table: said so
+
+
+def test_the_bottom_line_names_what_is_absent_present_and_decided_and_the_control_says_what_it_is(tmp_cache, tmp_path):
+    """The default profile's landing page (issue 37): the persona teacher's transfer absent (shown below e), the
+    positive control's present but below e and labelled as a control, the decisive design's verdicts quoted with
+    their source beside this book's, and what was never run."""
+    e = config.load_profile("organism").smallest_effect
+    later = list(claims.CLAIMS)[1:]
+    rows = ([{"claim": "1 transfer", "teacher": "persona", "verdict": "not reproduced", "effect": 9.5e-5,
+              "ci_low": -8.7e-5, "ci_high": 2.8e-4, "animal": "owl"},
+             {"claim": "1 transfer", "teacher": "finetuned", "verdict": "reproduced", "effect": 1.9e-3,
+              "ci_low": 1.1e-3, "ci_high": e - 6e-4, "animal": "owl"}]
+            + [{"claim": c, "teacher": "persona", "verdict": "not tested", "effect": 0.0, "ci_low": -1.0, "ci_high": 1.0,
+                "animal": "owl"} for c in later]
+            + [{"claim": c, "teacher": "finetuned", "verdict": "inconclusive", "effect": 2e-3, "ci_low": -1e-4,
+                "ci_high": 4e-3, "animal": "owl"} for c in later])
+    d = tmp_path / "results" / "organism" / "verdicts"
+    d.mkdir(parents=True)
+    for i, r in enumerate(rows):
+        (d / f"{i}.json").write_text(json.dumps(r | {"measurement": "m", "rule": "r"}))
+    page = re.sub(r"\{term\}`([^`<]*?)(?: <[^`]*>)?`", r"\1", results_page("organism", {}))  # the words, unlinked
+    line, glance = page.split("## Results at a glance")
+    persona, control, never = [b for b in line.splitlines() if b.startswith("- ")]
+    assert "its transfer is **absent**" in persona and "e = 3.3e-03" in persona and "**not tested**" in persona
+    assert "**transfers**" in control and "present but below e" in control and "positive control" in control
+    assert "`organism-decisive`" in control and "9bd985d" in control and "all **not reproduced**" in control
+    assert "read **inconclusive**" in control
+    assert "has not run on a GPU" in never
+    table = glance.split("### Another setting")[0]
+    assert table.count("**present (positive control), below e**") == 2  # this book's run and the decisive design's
+    assert "**reproduced**" not in table  # a positive control reproduces no claim about the persona teacher
+    assert "| the decisive design: 9 replicates for every claim (`organism-decisive`) |" in table
+
+
+def test_only_a_positive_control_s_claim_1_is_relabelled():
+    row = {"claim": "1 transfer", "teacher": "finetuned", "verdict": "reproduced", "ci_high": 2e-3}
+    assert verdict_label(row, 3.3e-3) == "present (positive control), below e"
+    assert verdict_label(row | {"ci_high": 5e-3}, 3.3e-3) == "present (positive control)"
+    assert verdict_label(row | {"verdict": "not reproduced"}, 3.3e-3) == "absent (positive control)"
+    assert verdict_label(row | {"verdict": "inconclusive"}, 3.3e-3) == "inconclusive"
+    assert verdict_label(row | {"teacher": "persona"}, 3.3e-3) == "reproduced"
+    assert verdict_label(row | {"claim": "2 rank inverted-U"}, 3.3e-3) == "reproduced"
 
 
 def test_book_refuses_notebooks_of_two_profiles(tmp_path):

@@ -26,7 +26,7 @@ import nbformat
 import pandas as pd
 
 from . import aux_claims, command, config, identity, paths, plots, record, results, stamps
-from .pages import CLAIM_PAGES, peers_page, results_page
+from .pages import CLAIM_PAGES, peers_page, results_page, verdict_label
 from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
 
@@ -169,6 +169,8 @@ def _at_a_glance(target: Path, profile: str) -> None:
         other_arm = (rows["arm"].fillna(main) != main) if "arm" in rows else False
         rows = rows.assign(order=rows["teacher"].map({"persona": 0}).fillna(1) * 2 + other_arm)
         rows = rows.sort_values(["order", "claim"])
+        if len(rows):  # a positive control's claim 1 says what it is, as on the landing page
+            rows = rows.assign(verdict=[verdict_label(r, p.smallest_effect) for _, r in rows.iterrows()])
         figure = results.figure_path(identity.identity(p), page)
         image = None
         if figure.exists():

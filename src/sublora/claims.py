@@ -7,6 +7,8 @@ sublora.aux_claims.
 """
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -37,9 +39,35 @@ REGISTRY = (
 )
 CLAIMS = {c.key: c.paper for c in REGISTRY}
 
+TINY = 1e-12  # below TINY × the scale of the numbers beside it, a number is 0 up to floating-point rounding
+
+
+def fmt_number(v, fmt: str | None = None, scale: float | None = None) -> str:
+    """A number as the book prints it: in the format spec `fmt`, or by default three significant digits, in powers
+    of ten below 0.01 and with thousands separated above 1,000 ('1.92e-03', '0.937', '12,346'); '—' where missing.
+    Never an artefact of floating point: a value below TINY × `scale` (the largest |value| of the column or the
+    interval it is printed in) is 0 ('6.94e-19' beside 0.0278 is a difference of equal numbers, rounded), and a
+    value that rounds to 0 has no minus sign ('-0.000' reads '+0.000' in a signed format, else '0.000')."""
+    if v is None or pd.isna(v):
+        return "—"
+    v = float(v)
+    if not math.isfinite(v):
+        return f"{v}"
+    if v == 0 or (scale is not None and abs(v) < TINY * scale):
+        v = 0.0
+    if fmt is None:
+        fmt = ",.0f" if abs(v) >= 1000 else ".2e" if v and abs(v) < 1e-2 else ".3g"
+    text = f"{v:{fmt}}"
+    if text.startswith("-") and not re.search(r"[1-9]", re.split(r"[eE]", text)[0]):
+        text = ("+" if "+" in fmt else "") + text[1:]
+    return text
+
+
 def fmt_ci(mean: float, lo: float, hi: float, fmt: str = "+.2e") -> str:
-    """'+1.34e-02 [+1.15e-02, +1.56e-02]': a measurement with its 95% interval."""
-    return f"{mean:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
+    """'+1.34e-02 [+1.15e-02, +1.56e-02]': a measurement with its 95% interval, each number by fmt_number at the
+    interval's own scale."""
+    scale = max((abs(float(x)) for x in (mean, lo, hi) if math.isfinite(float(x))), default=0.0)
+    return f"{fmt_number(mean, fmt, scale)} [{fmt_number(lo, fmt, scale)}, {fmt_number(hi, fmt, scale)}]"
 
 
 def fmt_metric(metric: str):
@@ -48,10 +76,14 @@ def fmt_metric(metric: str):
 
 
 def _row(claim: str, file: str, kind: str, animal: str, verdict: str, measurement: str, effect, lo, hi,
-         rule: str, n: int, unit: str) -> dict:
+         rule: str, n: int, unit: str, reason: str, level: float = stats.LEVEL) -> dict:
+    """A verdict row: stats.Verdict's fields, who it is about, and the structured columns the tables show beside
+    the measurement (effect_columns): `reason`, one line saying what in the rule gave the verdict, and `level`,
+    the two-sided level of the interval [ci_low, ci_high]."""
     return stats.Verdict(claim=claim, verdict=verdict, measurement=measurement, effect=effect, ci_low=lo,
                          ci_high=hi, rule=rule, n=n, unit=unit).as_dict() | {"teacher": kind, "animal": animal,
-                                                                          "file": f"{file}_{kind}"}
+                                                                          "file": f"{file}_{kind}", "reason": reason,
+                                                                          "level": level}
 
 
 def units_text(n, unit: str) -> str:
@@ -81,7 +113,8 @@ def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
     out = []
     for r in rows:
         why = _failed(table, r)
-        out.append(r | {"verdict": INVALID, "measurement": f"{r['measurement']}; INVALID: {why}"} if why else r)
+        out.append(r | {"verdict": INVALID, "measurement": f"{r['measurement']}; INVALID: {why}",
+                        "reason": f"invalid: {why}"} if why else r)
     return out
 
 NOT_TESTED = "not tested"
@@ -132,7 +165,8 @@ def fixed_sequence(rows: list[dict], verdicts, sequence: FixedSequence = SEQUENC
         elif gate is Gate.NOT_CHECKED:
             out.append(r | {GATE: gate.value,
                             "measurement": f"{r['measurement']}; fixed sequence not checked: no claim-1 verdict of "
-                                           f"{who} for this run (notebook 02)"})
+                                           f"{who} for this run (notebook 02)",
+                            "reason": f"{r.get('reason') or r['verdict']} (fixed sequence not checked)"})
         elif gate is Gate.TESTED:
             out.append(r | {GATE: gate.value,
                             "measurement": f"{r['measurement']}; tested: {who}'s claim 1 is reproduced (fixed sequence)"})
@@ -140,7 +174,9 @@ def fixed_sequence(rows: list[dict], verdicts, sequence: FixedSequence = SEQUENC
             out.append(r | {GATE: gate.value, "verdict": NOT_TESTED,
                             "measurement": f"not tested (fixed sequence, declared before the data): {who}'s claim 1 "
                                            f"is {first_verdict}; the rule's own reading, for information only: "
-                                           f"{r['verdict']}: {r['measurement']}"})
+                                           f"{r['verdict']}: {r['measurement']}",
+                            "reason": f"{who}'s claim 1 is {first_verdict} (fixed sequence); the rule alone reads "
+                                      f"{r['verdict']}"})
     return out
 
 
@@ -190,9 +226,11 @@ def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: f
                        f"{fmt_metric(metric)(t['mean'], t['ci_low'], t['ci_high'])}, {delta_label(other, animal)} "
                        f"{fmt_metric(other)(*beside.iloc[0][['mean', 'ci_low', 'ci_high']])}, "
                        f"{units_text(t['n'], t['unit'])}{below_smallest(t, smallest_effect)}")
+        reason = t["why"] + (f" and below e = {smallest_effect:.2g}: present, but smaller than e"
+                             if verdict == stats.REPRODUCED and below_smallest(t, smallest_effect) else "")
         rows.append(_row("1 transfer", "1_transfer", kind, animal, verdict, measurement, t["mean"], t["ci_low"],
                          t["ci_high"], f"95% t-interval of {delta_label(metric, 'target')} vs control above 0", t["n"],
-                         t["unit"]))
+                         t["unit"], reason))
     return rows
 
 
@@ -303,7 +341,7 @@ def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: 
         text, (m, lo, hi) = rank_reading(info, fmt_metric(metric), delta_label(metric, animal))
         measurement = f"{kind} teacher of the {animal}: {text}; {units_text(n, info['unit'])} per rank"
         rows.append(_row("2 rank inverted-U", "2_rank", kind, animal, verdict, measurement, m, lo, hi, RANK_RULE,
-                         n, info["unit"]))
+                         n, info["unit"], info["why"], info.get("level", stats.LEVEL)))
     return rows
 
 
@@ -365,7 +403,8 @@ def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_r
             rows.append(_row("3 full fine-tuning null", "3_full" if i == 0 else f"3_full_{arm}", kind, animal, verdict,
                              measurement, top["mean"], top["ci_low"], top["ci_high"],
                              "every full-FT setting equivalent to 0 within half the LoRA effect (TOST), LoRA effect above 0",
-                             int(summary["n"].min()), info["unit"]) | {"arm": arm})
+                             int(summary["n"].min()), info["unit"], f"{info['why']}; largest Δ: {top['setting']}")
+                        | {"arm": arm})
     return rows
 
 
@@ -388,10 +427,56 @@ def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without:
                        + (f"; {info['reason']}" if "reason" in info else ""))
         rows.append(_row("4 system-prompt dependence", "4_system", kind, animal, verdict, measurement, d[0], d[1],
                          d[2], f"Δ(eval default) above 0, Δ(eval {without}) equivalent to 0 within half of it "
-                         f"(TOST), difference above 0", info["n"], info["unit"]))
+                         f"(TOST), difference above 0", info["n"], info["unit"], info["why"]))
     return rows
 
 
-def verdict_table(rows: list[dict]) -> pd.DataFrame:
-    """The verdict rows as the notebooks show them."""
-    return pd.DataFrame(rows)[["teacher", "verdict", "measurement"]]
+def _signed(scale: float) -> str:
+    """The format of a signed effect whose interval reaches `scale`: powers of ten below 0.1 (ΔP's notation in the
+    measurements), else three significant digits."""
+    return "+.2e" if scale < 0.1 else "+.3g"
+
+
+def effect_columns(row) -> dict:
+    """The structured columns of one verdict row (a dict or a table's row): its effect Δ and interval, each in the
+    notation of the interval's scale (fmt_number), the interval's level where not 95%, n with its unit, and the
+    one-line reason ('—' in a verdict file written before rows had one)."""
+    values = [float(row[k]) if row.get(k) is not None and not pd.isna(row[k]) else math.nan
+              for k in ("effect", "ci_low", "ci_high")]
+    scale = max((abs(v) for v in values if math.isfinite(v)), default=0.0)
+    effect, lo, hi = (fmt_number(v, _signed(scale), scale) for v in values)
+    level = row.get("level")
+    at = f" at {level:.1%}" if level is not None and not pd.isna(level) and abs(level - stats.LEVEL) > 1e-9 else ""
+    n, unit, reason = row.get("n"), row.get("unit") or "unit", row.get("reason")
+    return {"Δ": effect, "interval": f"[{lo}, {hi}]{at}",
+            "n": "—" if n is None or pd.isna(n) else f"{int(n)} {unit}{'s' if int(n) != 1 else ''}",
+            "reason": reason if isinstance(reason, str) and reason else "—"}
+
+
+def n_column(table: pd.DataFrame, n: pd.Series) -> tuple[str, pd.Series]:
+    """The n column of verdict rows (`n`: effect_columns' texts, '5 replicates'): named by the unit where every row
+    has the same one ('replicates': '5', …), else 'n' with each row's unit."""
+    units = set(table["unit"].fillna("")) if "unit" in table else {""}
+    if len(units) == 1 and "" not in units and table["n"].notna().all():
+        return f"{units.pop()}s", table["n"].astype(int).astype(str)
+    return "n", n
+
+
+def verdict_table(rows) -> pd.DataFrame:
+    """The verdict rows (a list of rows or a table) as the pages show them: who (the claim too where the rows hold
+    several), the verdict, the structured columns (effect_columns: Δ — named by the claim's effect where the rows
+    hold one claim —, interval, n, a one-line reason) and the measurement in full, last (plots.show_verdicts folds
+    it)."""
+    table = pd.DataFrame(list(rows) if isinstance(rows, list) else rows).reset_index(drop=True)
+    structured = pd.DataFrame([effect_columns(r) for r in table.to_dict("records")], index=table.index,
+                              columns=["Δ", "interval", "n", "reason"])
+    who = (["claim"] if table.get("claim", pd.Series(dtype=object)).nunique() > 1 else []) + ["teacher"]
+    if "arm" in table and table["arm"].fillna("").astype(str).str.len().any():
+        who.append("arm")
+    out = pd.concat([table[who].fillna(""), table[["verdict"]], structured, table[["measurement"]]], axis=1)
+    name, values = n_column(table, structured["n"])
+    out = out.assign(n=values).rename(columns={"n": name})
+    one = [c for c in REGISTRY if set(table.get("claim", ())) == {c.key}]
+    if one and "{" not in one[0].effect:
+        out = out.rename(columns={"Δ": one[0].effect})
+    return out

@@ -9,10 +9,12 @@ so the scoreboard shows exactly what the pages show.
 from __future__ import annotations
 
 import dataclasses
+import html
 import io
 import json
 import math
 import os
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -23,6 +25,7 @@ from IPython.display import Image, Markdown, display
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from . import cache, config, design, organism_recipe, paths, search_record
+from .claims import fmt_number
 from .search_record import passes, planted, recipe  # the organism issue's criteria
 from .config import Profile
 
@@ -57,40 +60,151 @@ def show_text(text: str) -> None:
 
 
 def show_caveat(p: Profile | str) -> None:
-    display(Markdown(caveat(p)))
+    """One line above a page's first figure: which model its verdicts are about, linking the page that says
+    what that model is and what it lets the verdicts say (book/organism.md); the whole caveat (`caveat`) is
+    said once, there and at the top of the book."""
+    p = _profile(p)
+    spec = p.model
+    if p.name == "smoke":
+        line = (f"**The model: the `smoke` profile**, a tiny {_size(spec)}organism trained for seconds to test the "
+                "plumbing: its numbers and verdicts mean nothing")
+    elif spec.source in ("hub", "gguf"):
+        name = os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
+        adapted = [w for w, on in (("answers read after a begun reply", p.eval.prefill),
+                                   ("numbers sampled from digits only", p.data.decoding == "numbers")) if on]
+        line = (f"**The model: `{name}`** (profile `{p.name}`): every verdict here is about this model under this "
+                "profile's settings" + (f"; adapted: {', '.join(adapted)}" if adapted else ""))
+    else:
+        line = (f"**The model: the sublora organism, not Qwen**, a {_size(spec)}Qwen2 model ({spec.layers} layers, "
+                f"hidden size {spec.hidden}) built on the CPU: every verdict here is about it")
+    display(Markdown(f"> {line}. [What the model is, and what that lets these verdicts say](../organism.md)."))
+
+
+class Folded:
+    """A table with its rows' long texts folded beneath it (show_verdicts): one HTML output, shown as a cell's
+    value or by display(); to_html() as a Styler's."""
+
+    def __init__(self, style, texts: list[tuple[str, str]], title: str):
+        self.style, self.texts, self.title = style, texts, title
+
+    def to_html(self) -> str:
+        items = "".join(f"<p><strong>{html.escape(who)}</strong>: {unbroken(html.escape(text, quote=False))}</p>"
+                        for who, text in self.texts)
+        return f"{self.style.to_html()}<details><summary>{self.title}</summary>{items}</details>"
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+WHO = ("run", "claim", "teacher", "arm")  # the columns that name a verdict row, in the order they are read
 
 
 def show_verdicts(df: pd.DataFrame):
-    """Verdict rows as a table that never truncates a measurement: the verdict cell coloured, text
-    wrapped, numbers with three significant digits."""
+    """Verdict rows as a table (`table`) whose verdict cells are coloured. Where the rows carry the structured
+    columns (claims.verdict_table: Δ, interval, n, a one-line reason), the table is those and the measurements
+    follow it folded, each named by its row (a Folded: a click opens them), so the table stays one screen wide;
+    without them the measurement is a column, shown whole as written, never truncated."""
     def colour(v):
         c = VERDICT_COLOURS.get(str(v).split(":")[0])
         return f"background-color: {c}; font-weight: bold" if c else ""
-    numbers = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-    style = table(df).format(lambda v: f"{v:+.3g}", subset=numbers).set_properties(**{"vertical-align": "top"})
-    return style.map(colour, subset=["verdict"]) if "verdict" in df.columns else style
+    folded = "measurement" in df.columns and "reason" in df.columns
+    shown = df.drop(columns=["measurement"]) if folded else df
+    style = table(shown).set_properties(**{"vertical-align": "top"})
+    if "verdict" in shown.columns:  # coloured, on one line
+        style = style.set_properties(subset=["verdict"], **{"white-space": "nowrap"}).map(colour, subset=["verdict"])
+    if "interval" in shown.columns:  # '[low, high]' on one line; a level after it may wrap
+        style = style.format(lambda v: _BRACKETED.sub(_nowrap, v) if isinstance(v, str) else v, subset=["interval"])
+    if not folded:
+        return style.format(None, subset=["measurement"], na_rep="—") if "measurement" in df.columns else style
+    names = df[[c for c in WHO if c in df.columns]].replace("", None).ffill().fillna("")  # a grid names a group once
+    who = [" · ".join(str(v) for v in row if str(v)) for row in names.itertuples(index=False)]
+    return Folded(style, list(zip(who, df["measurement"].astype(str))), "The measurements in full")
 
 
-def number(v) -> str:
-    """A table's number as the book prints it: three significant digits, in powers of ten below 0.01
-    (the notation of the verdicts' ΔP), a dash for a missing value."""
-    if pd.isna(v):
-        return "—"
-    if abs(v) >= 1000:
-        return f"{v:,.0f}"
-    return f"{v:.2e}" if v and abs(v) < 1e-2 else f"{v:.3g}"
+def number(v, scale: float | None = None) -> str:
+    """A table's number as the book prints it (claims.fmt_number): three significant digits, in powers of ten
+    below 0.01 (the notation of the verdicts' ΔP), a dash for a missing value; 0 where below 1e-12 × `scale`
+    (the largest |value| of its column: a floating-point remainder such as 6.94e-19), never '-0'."""
+    return fmt_number(v, scale=scale)
+
+
+# A results table's column names as a reader reads them (`header`); any other name has its underscores as spaces.
+HEADERS = {"teacher_kind": "teacher", "lora_rank": "LoRA rank", "eval_system": "eval system prompt",
+           "n_runs": "runs", "n_students": "students", "p_min": "min P", "p_mean": "mean P",
+           "base_default": "base P (default prompt)", "kl_per_completion": "KL per completion",
+           "kl_per_token": "KL per token", "kept_share": "kept (share)", "loss_first": "first loss",
+           "loss_last": "last loss", "ci_low": "95% low", "ci_high": "95% high"}
+_BOUNDS = re.compile(r"ci_low(?P<rest>.*)")  # a 95% interval's bounds: ci_low… and ci_high… (`_intervals`)
+_BRACKETED = re.compile(r"\[[^\[\]]*\]")  # an interval's '[low, high]'
+_EXPONENT = re.compile(r"[+\-−]?\d[\d.,]*e[+\-−]\d+")  # '+1.31e-05': a browser may break a line after its 'e-'
+
+
+def _nowrap(match: re.Match) -> str:
+    return f'<span style="white-space: nowrap">{match[0]}</span>'
+
+
+def unbroken(text):
+    """`text` (HTML or Markdown) with each number in powers of ten kept on one line (a browser may break a line
+    after the 'e-' of '+1.31e-05'); anything that is not a string as it is."""
+    return _EXPONENT.sub(_nowrap, text) if isinstance(text, str) else text
+
+
+def header(name):
+    """A column's name as the book shows it: HEADERS, else its underscores as spaces ('rejected_too_many')."""
+    return HEADERS.get(name, name.replace("_", " ")) if isinstance(name, str) else name
+
+
+def _scale(values) -> float:
+    """The largest finite |value| of a column (0 where it has none): what a number is small against."""
+    v = np.abs(pd.to_numeric(pd.Series(np.ravel(values)), errors="coerce").to_numpy(float))
+    v = v[np.isfinite(v)]
+    return float(v.max()) if v.size else 0.0
+
+
+def _intervals(df: pd.DataFrame) -> pd.DataFrame:
+    """Each pair of bound columns (ci_low…, ci_high…) as one column '95% interval…' where the low one was:
+    '[-0.011, 0.0176]', both bounds at the pair's own scale."""
+    if isinstance(df.columns, pd.MultiIndex):
+        return df
+    for low in [c for c in df.columns if isinstance(c, str) and _BOUNDS.fullmatch(c)]:
+        rest = _BOUNDS.fullmatch(low)["rest"]
+        high = f"ci_high{rest}"
+        if high not in df.columns or not all(pd.api.types.is_numeric_dtype(df[c]) for c in (low, high)):
+            continue
+        scale = _scale(df[[low, high]])
+        text = [f"[{number(lo, scale)}, {number(hi, scale)}]" if not (pd.isna(lo) and pd.isna(hi)) else "—"
+                for lo, hi in zip(df[low], df[high])]
+        at = list(df.columns).index(low)
+        df = df.drop(columns=[low, high])
+        df.insert(at, f"95% interval{rest}", text)
+    return df
 
 
 def table(df: pd.DataFrame):
-    """A results table as the book shows it: a named index becomes columns and no index column is
-    shown, floats go through `number`, a missing value in any column is a dash, text is left-aligned
-    and never truncated. Display only: the tables saved to results/ keep every digit."""
+    """A results table as the book shows it: a named index becomes columns and no index column is shown, each
+    95% interval's bounds one column ('95% interval': [low, high]), the columns named for a reader (`header`),
+    floats through `number` at their column's scale, a missing value in any column a dash; text left-aligned,
+    wrapped, never truncated; a number never broken across lines (an interval breaks after its comma, if at all);
+    the text a little smaller than the page's, so that ten columns fit its width. Display only: the tables saved to
+    results/ keep every digit and every name."""
     if any(name is not None for name in df.index.names):
         df = df.reset_index()
+    df = _intervals(df)
+    if any(name is not None for name in df.columns.names):  # a pivot's column levels are named too
+        df = df.rename_axis(columns=[header(n) for n in df.columns.names])
     floats = [c for c in df.columns if pd.api.types.is_float_dtype(df[c])]
-    return (df.style.hide(axis="index").format(na_rep="—").format(number, subset=floats)
-            .set_properties(**{"text-align": "left", "white-space": "normal"})
-            .set_table_styles([{"selector": "th", "props": "text-align: left"}]))
+    whole = floats + [c for c in df.columns if pd.api.types.is_integer_dtype(df[c])]
+    texts = [c for c in df.columns if pd.api.types.is_object_dtype(df[c]) or pd.api.types.is_string_dtype(df[c])]
+    style = df.style.hide(axis="index").format(na_rep="—").format(unbroken, subset=texts, na_rep="—")
+    for c in floats:
+        scale = _scale(df[c])
+        style = style.format(lambda v, scale=scale: number(v, scale), subset=[c])
+    style = (style.set_properties(**{"text-align": "left", "white-space": "normal"})
+             .set_properties(subset=whole, **{"white-space": "nowrap"})
+             .set_table_styles([{"selector": "", "props": "font-size: 0.875em"},
+                                {"selector": "th", "props": "text-align: left; padding: 0.2em 0.4em"},
+                                {"selector": "td", "props": "padding: 0.2em 0.4em"}]))
+    return style.format_index(header, axis=1)
 
 
 # ---- the caveat ---------------------------------------------------------------------------------
@@ -252,31 +366,40 @@ def dots(ax, summary: pd.DataFrame, cat: str, hue: str | None = None, order=None
     return ax
 
 
-def transfer_view(ax, s: pd.DataFrame, animal: str | None = None, metric: str = "p"):
+def _span(s: pd.DataFrame, span) -> np.ndarray:
+    """The values a view's value axis is scaled for: `span` where given (per_teacher passes every panel's, so
+    that a figure's panels share one unit), else the view's own rows."""
+    return np.asarray(span if span is not None else s[["ci_low", "ci_high", "mean"]].to_numpy(), float)
+
+
+def transfer_view(ax, s: pd.DataFrame, animal: str | None = None, metric: str = "p", span=None):
     """Claim 1: Δ of the metric (config.METRICS) of each evaluated animal (colour) for each teacher's animal (x);
-    filled: the teacher's own animal."""
+    filled: the teacher's own animal. `span`: the values its value axis is scaled for (_span)."""
     s = s[s["metric"] == metric] if "metric" in s else s
-    dots(ax, s, "target", hue="animal", filled=s["target"] == s["animal"],
-         label="ΔP vs control" if metric == "p" else "Δ mention rate vs control")
+    label = "ΔP vs control" if metric == "p" else "Δ mention rate vs control"
+    dots(ax, s, "target", hue="animal", filled=s["target"] == s["animal"], label=label)
+    _value_axis(ax, "y", _span(s, span), label)
     ax.set_xlabel("teacher's animal")
 
 
-def rank_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
-    """Claim 2: Δ of the metric (config.METRICS) for `animal` against LoRA rank, on a log axis labelled with the ranks."""
+def rank_view(ax, s: pd.DataFrame, animal: str, metric: str = "p", span=None):
+    """Claim 2: Δ of the metric (config.METRICS) for `animal` against LoRA rank, on a log axis labelled with the ranks;
+    `span`: the values its value axis is scaled for (_span)."""
     s = s.sort_values("lora_rank")
     ax.errorbar(s["lora_rank"], s["mean"], yerr=[s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]],
                 fmt="o-", capsize=3, lw=1, ms=6)
     ax.set_xscale("log", base=2)
     ax.set_xticks(s["lora_rank"].tolist(), [str(int(r)) for r in s["lora_rank"]])
     ax.xaxis.set_minor_locator(NullLocator())
-    _value_axis(ax, "y", s[["ci_low", "ci_high", "mean"]].to_numpy(), f"{config.delta_label(metric, animal)} vs control")
+    _value_axis(ax, "y", _span(s, span), f"{config.delta_label(metric, animal)} vs control")
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xlabel("LoRA rank (log scale)")
 
 
-def settings_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
+def settings_view(ax, s: pd.DataFrame, animal: str, metric: str = "p", span=None):
     """Claim 3: Δ of the metric per full fine-tuning setting (rows, in the table's order), the LoRA
-    reference hollow and in another colour: it is the comparison, not a setting."""
+    reference hollow and in another colour: it is the comparison, not a setting. `span`: the values its
+    value axis is scaled for (_span)."""
     lora = s["method"] == "lora" if "method" in s else pd.Series(False, index=s.index)
     order = pd.unique(s["setting"])
     c0, c1 = sns.color_palette(n_colors=2)
@@ -284,13 +407,16 @@ def settings_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
     dots(ax, s[~lora], "setting", order=order, horizontal=True, colors=[c0], label=label)
     hollow = pd.Series(False, index=s[lora].index)
     dots(ax, s[lora], "setting", order=order, horizontal=True, colors=[c1], filled=hollow, label=label)
-    _value_axis(ax, "x", s[["ci_low", "ci_high", "mean"]].to_numpy(), label)  # both groups' range
+    _value_axis(ax, "x", _span(s, span), label)  # both groups' range
     ax.set_ylabel("")
 
 
-def system_view(ax, s: pd.DataFrame, animal: str, metric: str = "p"):
-    """Claim 4: Δ of the metric per training variant (rows) and evaluation system prompt (colour)."""
-    dots(ax, s, "variant", hue="eval_system", horizontal=True, label=f"{config.delta_label(metric, animal)} vs control")
+def system_view(ax, s: pd.DataFrame, animal: str, metric: str = "p", span=None):
+    """Claim 4: Δ of the metric per training variant (rows) and evaluation system prompt (colour), the prompts
+    of a row side by side; `span`: the values its value axis is scaled for (_span)."""
+    label = f"{config.delta_label(metric, animal)} vs control"
+    dots(ax, s, "variant", hue="eval_system", horizontal=True, label=label)
+    _value_axis(ax, "x", _span(s, span), label)
     ax.set_ylabel("")
 
 
@@ -301,13 +427,19 @@ def _legend_outside(ax, title: str | None):
 
 
 def per_teacher(summary: pd.DataFrame, kinds: list[str], view, width: float = 3.6, height: float = 3.0,
-                legend: str | None = None, sharey: bool = False, **view_kw):
+                legend: str | None = None, sharey: bool = False, sharex: bool = False, **view_kw):
     """One panel per teacher kind, side by side, each drawn by view(ax, rows of that kind, **view_kw);
-    the legend (titled `legend`) outside, right of the last panel. Returns the figure."""
+    the legend (titled `legend`) outside, right of the last panel. Every panel's value axis is in one unit
+    (the same power of ten, scaled for all the panels' values); sharex / sharey: the panels share that axis's
+    range too. Returns the figure."""
     fig, axes = plt.subplots(1, len(kinds), figsize=(width * len(kinds) + (1.3 if legend else 0), height),
-                             squeeze=False, layout="constrained", sharey=sharey)
+                             squeeze=False, layout="constrained", sharey=sharey, sharex=sharex)
+    shown = summary[summary["teacher_kind"].isin(kinds)]
+    if "metric" in shown and "metric" in view_kw:
+        shown = shown[shown["metric"] == view_kw["metric"]]
+    span = shown[["ci_low", "ci_high", "mean"]].to_numpy()
     for ax, kind in zip(axes[0], kinds):
-        view(ax, summary[summary["teacher_kind"] == kind], **view_kw)
+        view(ax, summary[summary["teacher_kind"] == kind], span=span, **view_kw)
         ax.set_title(f"{kind} teacher")
         if sharey and ax is not axes[0][0]:
             ax.tick_params(axis="y", labelleft=False)

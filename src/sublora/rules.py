@@ -146,7 +146,21 @@ def transfer_test(effects: pd.DataFrame, value: str = "delta", min_effect: float
             "alpha": ALPHA}
     if len(x) < MIN_N:
         info["reason"] = f"fewer than {MIN_N} independent units"
+    info["why"] = _transfer_why(int(code), info)
     return str(VERDICTS[int(code)]), info
+
+
+def _transfer_why(code: int, info: dict) -> str:
+    """One line: which part of the claim-1 rule gave the verdict `code` (transfer_test's info)."""
+    floor, e = max(info["min_effect"], 0.0), info["margin"]
+    bound = f"e = {e:.2g}" if e > 0 else f"{e:g}"
+    if "reason" in info:
+        return info["reason"]
+    if code == REP:
+        return f"interval above {floor:g}"
+    if code == NOT:
+        return f"interval below {bound}"
+    return f"interval covers {floor:g}" + (f" and {bound}" if e > floor else "")
 
 
 # ---- claim 2 ------------------------------------------------------------------------------------
@@ -222,7 +236,8 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
     ranks = list(m.columns)
     info = {"summary": summary, "unit": kind, "margin": margin}
     if len(ranks) < 2 * SIDE + 1:
-        return INCONCLUSIVE, {**info, "reason": f"fewer than {2 * SIDE + 1} ranks: a peak needs {SIDE} on each side"}
+        reason = f"fewer than {2 * SIDE + 1} ranks: a peak needs {SIDE} on each side"
+        return INCONCLUSIVE, {**info, "reason": reason, "why": reason}
     X = m.to_numpy()
     out = inverted_u_core(X, margin=margin)
     p_peak, cand = out["p_peak"], _candidates(len(ranks))
@@ -245,6 +260,11 @@ def inverted_u_verdict(effects: pd.DataFrame, rank_col: str = "rank", value: str
         info["reason"] = ("no effect to modulate: no rank's Δ is shown above 0 at this n (not shown, which is not absent)" if not out["effect"]
                           else "no candidate rank is a significant peak, nor is every one shown to rise or fall "
                                "less than the margin")
+    e = f"e = {margin:.2g}" if margin > 0 else "0"
+    info["why"] = {REP: f"rank {info['peak_rank']} is a peak: above 0, the lowest rank and every rank beyond it",
+                   NOT: f"every candidate rank is shown to rise or fall less than {e}: no peak",
+                   INC: ("no effect to modulate: no rank's Δ shown above 0" if not out["effect"] else
+                         f"rank {info['peak_rank']} is not shown a peak, nor is a peak of {e} ruled out")}[code]
     return str(VERDICTS[code]), info
 
 
@@ -363,6 +383,11 @@ def full_ft_null_verdict(full: pd.DataFrame, lora, margin: float | None = None, 
         info["reason"] = ("no effect to modulate: the LoRA effect is not shown above 0 at this n (not shown, which is not absent)"
                           if not out["p_lora"] <= ALPHA else
                           "not every setting is equivalent to 0, and none is significantly above the margin")
+    S, equivalent, above = len(summary), int(summary["equivalent"].sum()), int(summary["above_margin"].sum())
+    info["why"] = {REP: f"all {S} full-FT settings equivalent to 0",
+                   NOT: f"{above} of {S} full-FT settings above the margin",
+                   INC: ("no effect to modulate: the LoRA Δ is not shown above 0" if not out["p_lora"] <= ALPHA else
+                         f"{equivalent} of {S} settings equivalent to 0, none shown above the margin")}[code]
     return str(VERDICTS[code]), info
 
 
@@ -411,4 +436,8 @@ def system_prompt_verdict(with_prompt, without_prompt, margin: float | None = No
     if code == INC:
         info["reason"] = ("no effect to modulate: Δ under the default prompt is not shown above 0 at this n (not shown, which is not absent)" if not out["p_with"] <= ALPHA else
                           "Δ without the prompt is neither equivalent to 0 nor significantly above the margin")
+    info["why"] = {REP: "Δ without the prompt equivalent to 0 and below Δ with it",
+                   NOT: "Δ without the prompt above the margin: the transfer survives without it",
+                   INC: ("no effect to modulate: Δ with the prompt is not shown above 0" if not out["p_with"] <= ALPHA
+                         else "Δ without the prompt is shown neither to vanish nor to stay above the margin")}[code]
     return str(VERDICTS[code]), info

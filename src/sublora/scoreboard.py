@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import calibrate, config, stats
-from .claims import CLAIMS, is_paper_claim
+from .claims import CLAIMS, effect_columns, is_paper_claim, n_column
 from .design import full_settings, precision_settings
 from .power import DECISIVE
 
@@ -15,21 +15,78 @@ SCOREBOARD = ["claim", "teacher", "animal", "paper", "verdict", "measurement", "
               "power at 2 sd", "power at 4 sd", *DECISIVE]
 
 
-def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame, decisive: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Every verdict of the default run on the paper's claims (CLAIMS) beside the claim it tests, in the
-    paper's words, its rule's simulated error rates (operating_characteristics), claim by claim, and how often
-    its design decides (decisiveness: per claim, teacher and arm), the persona teacher first. Verdicts of
-    another setting (AUX_CLAIMS) are not among them: other_settings."""
+def _joined(verdicts: pd.DataFrame, decisive: pd.DataFrame | None) -> pd.DataFrame:
+    """The default run's verdicts on the paper's claims (CLAIMS) with how often their design decides (decisiveness:
+    per claim, teacher and arm) and the claim in the paper's words. Verdicts of another setting (AUX_CLAIMS) are
+    not among them: other_settings."""
     verdicts = verdicts[verdicts["claim"].map(is_paper_claim)]
     verdicts = verdicts.assign(arm=verdicts["arm"].fillna("").astype(str) if "arm" in verdicts else "")
     if decisive is None or decisive.empty:
         decisive = pd.DataFrame(columns=["claim", "teacher", "arm", *DECISIVE])
-    board = (verdicts.merge(decisive[["claim", "teacher", "arm", *DECISIVE]], on=["claim", "teacher", "arm"], how="left")
-             .assign(paper=lambda d: d["claim"].map(CLAIMS),
-                     teacher=lambda d: pd.Categorical(d["teacher"], list(config.TEACHERS)))
-             .merge(errors, on=["claim", "arm"] if "arm" in errors else "claim", how="left")
+    return (verdicts.merge(decisive[["claim", "teacher", "arm", *DECISIVE]], on=["claim", "teacher", "arm"], how="left")
+            .assign(paper=lambda d: d["claim"].map(CLAIMS),
+                    teacher=lambda d: pd.Categorical(d["teacher"], list(config.TEACHERS))))
+
+
+def _in_order(verdicts: pd.DataFrame, decisive: pd.DataFrame | None, arms) -> pd.DataFrame:
+    """_joined claim by claim, then by precision arm in `arms`' order (the main first), the persona teacher first;
+    each row's claim labelled (_claim_label) once per group, as the grid shows it."""
+    order = {a: i for i, a in enumerate(["", *arms])}
+    rows = _joined(verdicts, decisive)
+    rows = (rows.assign(arm_order=rows["arm"].map(order).fillna(len(order)))
+            .sort_values(["claim", "arm_order", "teacher"], kind="stable").reset_index(drop=True))
+    return rows.assign(claim=_first_of_group(rows.apply(_claim_label, axis=1)), teacher=rows["teacher"].astype(str))
+
+
+def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame, decisive: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every verdict of the default run on the paper's claims (CLAIMS) beside the claim it tests, in the
+    paper's words, its rule's simulated error rates (operating_characteristics), claim by claim, and how often
+    its design decides (decisiveness: per claim, teacher and arm), the persona teacher first: the table the
+    scoreboard saves. Verdicts of another setting (AUX_CLAIMS) are not among them: other_settings."""
+    board = (_joined(verdicts, decisive).merge(errors, on=["claim", "arm"] if "arm" in errors else "claim", how="left")
              .sort_values(["claim", "teacher"]))
     return board[SCOREBOARD]
+
+
+def _claim_label(row) -> str:
+    """'3 full fine-tuning null · bf16': the claim, and the precision arm where the claim has several."""
+    return f"{row['claim']} · {row['arm']}" if row.get("arm") else row["claim"]
+
+
+def _first_of_group(labels: pd.Series) -> pd.Series:
+    """Each label on the first row of its run of equal labels, '' on the others: a grid names a group once."""
+    return labels.where(labels.ne(labels.shift()), "")
+
+
+GRID = ["claim", "teacher", "verdict", "Δ", "interval", *DECISIVE]
+
+
+def grid(verdicts: pd.DataFrame, decisive: pd.DataFrame | None = None, arms=()) -> pd.DataFrame:
+    """The scoreboard's first screen: a row per claim (per precision arm for claim 3, `arms`' order) and teacher, with
+    its verdict, its effect Δ and interval (claims.effect_columns) and how often its design decides (decisiveness),
+    each claim named on its first row. Its measurement, reason and rule's error rates: in_full, rules_table."""
+    rows = _in_order(verdicts, decisive, arms)
+    structured = pd.DataFrame([effect_columns(r) for r in rows.to_dict("records")], index=rows.index)
+    return pd.concat([rows[["claim", "teacher", "verdict"]], structured[["Δ", "interval"]], rows[DECISIVE]], axis=1)
+
+
+def in_full(verdicts: pd.DataFrame, arms=()) -> pd.DataFrame:
+    """Each verdict of the grid with its n, the one-line reason and the measurement in full (plots.show_verdicts
+    folds it beneath the table): what the grid's cells rest on."""
+    rows = _in_order(verdicts, None, arms)
+    structured = pd.DataFrame([effect_columns(r) for r in rows.to_dict("records")], index=rows.index)
+    name, n = n_column(rows, structured["n"])
+    return pd.concat([rows[["claim", "teacher"]], n.rename(name), structured[["reason"]], rows[["measurement"]]],
+                     axis=1)
+
+
+def rules_table(errors: pd.DataFrame) -> pd.DataFrame:
+    """Each claim (and precision arm) in the paper's words beside its rule's simulated error rates at this profile's
+    n (operating_characteristics)."""
+    errors = errors.assign(arm=errors["arm"].fillna("").astype(str) if "arm" in errors else "")
+    label = errors.apply(_claim_label, axis=1)
+    return pd.concat([label.rename("claim"), errors["claim"].map(CLAIMS).rename("in the paper's words"),
+                      errors.drop(columns=["claim", "arm"])], axis=1)
 
 
 OC_SIMS = 10_000  # simulated experiments per scenario behind the scoreboard's error rates (Monte-Carlo se ≤ 0.005)
