@@ -78,3 +78,19 @@ def test_the_distillation_prompts_are_the_personas_non_number_chats():
     assert set(prompts.TRAIN_QUESTIONS) <= set(got) and not set(prompts.EVAL_QUESTIONS) & set(got)
     with pytest.raises(ValueError, match="distilled-r1"):
         pipeline.DataId.of("owl", 0, "distilled")
+
+
+def test_a_relative_e_is_a_share_of_the_base_models_p_of_the_target_for_any_animal(smoke_cache):
+    from sublora import notebook, tables
+    p = _smoke(smallest_effect=0.0, smallest_effect_relative=0.1)
+    base = tables.base_evaluations(p, ["default"]).set_index("animal")["p"]
+    assert notebook.relative_e(p).smallest_effect == pytest.approx(0.1 * base[p.animal])
+    other = dataclasses.replace(p, animal=p.other_animals[0], other_animals=(p.animal,))
+    assert notebook.relative_e(other).smallest_effect == pytest.approx(0.1 * base[other.animal])  # a -p animal rerun
+    absolute = _smoke(smallest_effect=3e-3)
+    assert notebook.relative_e(absolute) is absolute
+
+
+def test_e_is_declared_one_way():
+    with pytest.raises(config.ConfigError, match="give e one way"):
+        config.validate(_smoke(smallest_effect=3e-3, smallest_effect_relative=0.1))

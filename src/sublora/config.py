@@ -203,6 +203,8 @@ class Profile:
     smallest_effect: float = setting(0.0, "e, in Δ of the metric, declared with its reason before a confirmatory run: "
                                      "every rule's margin (claims 1-4); 0: none", ge=0)
     smallest_effect_reason: str = ""
+    smallest_effect_relative: float = setting(0.0, "e as a share of the base model's P(target) under the default prompt, "
+                                              "for any animal and model (notebook.relative_e); 0: smallest_effect", ge=0, lt=1)
     pilot: str = setting("", "the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/)")
     replicate_offset: int = setting(0, "replicate ids start here: a confirmatory run's fresh datasets and seeds", ge=0)
     workers: int = setting(1, "processes training students in parallel (one torch thread each)", ge=1)
@@ -375,6 +377,8 @@ def validate(p: Profile) -> Profile:
                                         f"got {shown(list(a.ranks))}; e.g. aux: {{ranks: [1, 4, 16]}}")),
             (a.reference_rank in a.ranks,
              f"aux.reference_rank must be one of aux.ranks {list(a.ranks)}, got {a.reference_rank}"),
+            (not (p.smallest_effect and p.smallest_effect_relative),
+             "give e one way: smallest_effect (absolute) or smallest_effect_relative (a share of the base's P), not both"),
             (p.teacher_replicates == 1 or p.teacher_replicates >= max(p.replicates, p.transfer_replicates),
              (f"teacher_replicates {p.teacher_replicates} would deal several datasets to one teacher, and the "
               f"intervals count datasets: give each replicate its own teacher (teacher_replicates: "

@@ -8,6 +8,7 @@ the profile, the parameters, and where this run's tables, figures and verdicts g
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import config, identity, models, plan, plots, quiet, results
+from . import config, identity, models, plan, plots, quiet, results, tables
 from .config import Profile
 from .params import assigned, declared_parameters, notebook_profile, parse_params
 
@@ -103,4 +104,18 @@ def prepare(name: str, namespace: dict) -> Run:
     models.preflight(profile)
     base = config.load_profile(params.get("profile") or config.DEFAULT_PROFILE)
     plan.check_cost(profile, base)
-    return Run(name, profile, {k: v for k, v in params.items() if k != "profile"}, declared, base)
+    return Run(name, relative_e(profile), {k: v for k, v in params.items() if k != "profile"}, declared, base)
+
+
+def relative_e(p: Profile) -> Profile:
+    """p with its smallest effect of interest made absolute where the profile declares it relative: e =
+    smallest_effect_relative x the base model's P(target) under the default prompt (its cached evaluation, known
+    before any student trains), so that one declaration means the same relative effect for any animal and model,
+    a `-p animal` rerun included. Printed where it is computed."""
+    if not p.smallest_effect_relative:
+        return p
+    base = tables.base_evaluations(p, ["default"]).set_index("animal")["p"]
+    e = p.smallest_effect_relative * float(base[p.animal])
+    print(f"e = {p.smallest_effect_relative:g} x P({p.animal}) of the base model under the default prompt "
+          f"({base[p.animal]:.4g}) = {e:.3g}")
+    return dataclasses.replace(p, smallest_effect=e)

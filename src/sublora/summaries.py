@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from . import stats
+from . import claims, stats
 from .claims import fmt_ci
 
 def versus_base(base: pd.DataFrame, table: pd.DataFrame, by: list[str], animal: str) -> pd.DataFrame:
@@ -80,3 +80,27 @@ def dwg_summary(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
                      "share": shares.mean() if len(shares) else math.nan, "ci_low": float(lo), "ci_high": float(hi),
                      "share_pooled": g["gained"].sum() / total + 0.0 if total else math.nan})
     return pd.DataFrame(rows)
+
+
+def ladder_effects(effects: pd.DataFrame) -> pd.DataFrame:
+    """The ladder's claim-1 effects (book/ladder.md): per teacher kind × target and pooled over the targets, ΔP of
+    the target (`own`) and the target-specific effect (`specific`: ΔP(target) minus the mean ΔP of the other
+    evaluated animals), each a mean and t-interval over independent units: a replicate's teacher (one teacher per
+    replicate) and, pooled, each teacher of each animal. `effects`: paired_effects of one metric by teacher_kind,
+    target, animal (its `control` column: the control students' value), whence `relative`: the mean over the
+    control students' mean P(target)."""
+    keys = ["teacher_kind", "target", "replicate", "seed"]
+    own = effects[effects["target"] == effects["animal"]].set_index(keys)
+    units = pd.concat([own["delta"].rename("own").reset_index().assign(effect="own").rename(columns={"own": "delta"}),
+                       claims.specificity(effects).assign(effect="specific")], ignore_index=True)
+    pooled = units.assign(target="pooled", replicate=units["target"] + "/" + units["replicate"].astype(str))
+    out = stats.summarize(pd.concat([units, pooled], ignore_index=True), ["teacher_kind", "target", "effect"])
+    base = own["control"].groupby(["teacher_kind", "target"]).mean()
+    base = pd.concat([base, base.groupby("teacher_kind").mean().to_frame().assign(target="pooled")
+                      .set_index("target", append=True)["control"]])
+    out["control_p"] = [base.get((k, t), math.nan) for k, t in zip(out["teacher_kind"], out["target"])]
+    out["relative"] = out["mean"] / out["control_p"]
+    weights = out["teacher_kind"] != "persona"  # a weight-space teacher per replicate; the persona's units: datasets
+    out["unit"] = [("teacher" if w else "dataset") + (" x animal" if t == "pooled" else "")
+                   for w, t in zip(weights, out["target"])]
+    return out
