@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import smoke_env
 
-from sublora import book, notebook, pages, reproduce
+from sublora import book, claims, config, notebook, pages, reproduce
 
 @pytest.fixture(scope="module")
 def smoke(smoke_book, tmp_path_factory):
@@ -50,9 +50,13 @@ def test_reproduce_builds_the_book(smoke):
         mine = [v for v in verdicts if v["claim"] == claim]
         assert mine, f"no verdict file for {claim}"
         text = text_of(html / "executed" / f"{name}.html")
-        for v in mine:
-            row = f"{v['teacher']} {v['verdict']} {' '.join(v['measurement'].split())}"
-            assert html_unescape(row) in html_unescape(text), (name, row)
+        e = config.load_profile("smoke").smallest_effect
+        for v in mine:  # its row in the box at the top (the structured columns), and its measurement in full
+            c = claims.effect_columns(v)
+            row = f"{v['teacher']} {pages.verdict_label(v, e)} {c['Δ']} {c['interval']}"
+            flat = "".join(html_unescape(text).split())  # spaces aside: a number's nowrap span may add some
+            assert "".join(row.split()) in flat, (name, row)
+            assert "".join(v["measurement"].split()) in flat, (name, v["measurement"])
     board = text_of(html / "executed" / "06_scoreboard.html")
     for claim in ("1 transfer", "2 rank inverted-U", "3 full fine-tuning null", "4 system-prompt dependence"):
         assert claim in board

@@ -20,6 +20,11 @@ E = 3.3e-3  # the organism's smallest effect of interest
 CLAIM_PAGES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_prompt")
 
 
+def _plain(markdown) -> str:
+    """A reading's text without the nowrap spans that keep its numbers on one line (plots.unbroken)."""
+    return re.sub(r"<[^>]+>", "", markdown.data)
+
+
 def verdict(claim: str, teacher: str, word: str, effect: float, lo: float, hi: float, n: int = 3, **more) -> dict:
     return {"claim": claim, "teacher": teacher, "verdict": word, "measurement": "m", "effect": effect, "ci_low": lo,
             "ci_high": hi, "n": n, "unit": "replicate", "animal": "owl", **more}
@@ -68,7 +73,7 @@ def _specificity() -> pd.DataFrame:
 
 
 def test_transfer_reading_tells_a_present_effect_from_an_absent_one():
-    text = readings.transfer_meaning(FIRST, _transfer_summary(1.78e-3), _specificity(), "owl", "p", E).data
+    text = _plain(readings.transfer_meaning(FIRST, _transfer_summary(1.78e-3), _specificity(), "owl", "p", E))
     persona, finetuned = (line for line in text.splitlines() if line.startswith("- "))
     assert "**persona teacher (the paper's: a system prompt): not reproduced.**" in persona
     assert "+9.50e-05 [-8.70e-05, +2.80e-04], n = 5 replicates" in persona
@@ -83,12 +88,12 @@ def test_transfer_reading_tells_a_present_effect_from_an_absent_one():
 
 
 def test_transfer_reading_follows_the_data_not_a_script():
-    text = readings.transfer_meaning(FIRST, _transfer_summary(1e-4, mention_hi=-0.001), _specificity(), "owl", "p",
-                                     E).data
+    text = _plain(readings.transfer_meaning(FIRST, _transfer_summary(1e-4, mention_hi=-0.001), _specificity(), "owl", "p",
+                                     E))
     assert "Not specific" not in text and "No other evaluated animal's Δ is shown above 0" in text
     assert "moves (95% interval excluding 0) for 2 of its 2 Δs" in text
     absent = [FIRST[0], verdict("1 transfer", "finetuned", stats.INCONCLUSIVE, 1e-3, -1e-3, 4e-3, n=5)]
-    text = readings.transfer_meaning(absent, _transfer_summary(1.78e-3), _specificity(), "owl", "p", E).data
+    text = _plain(readings.transfer_meaning(absent, _transfer_summary(1.78e-3), _specificity(), "owl", "p", E))
     assert "registers no transfer here" in text and "Not specific" not in text and "undecided" in text
 
 
@@ -101,7 +106,7 @@ def _rank_summary() -> pd.DataFrame:
 
 def test_rank_reading_says_not_tested_for_the_persona_teacher_and_where_the_effect_is():
     rows = [not_tested("2 rank inverted-U"), verdict("2 rank inverted-U", "finetuned", stats.INCONCLUSIVE, 2.5e-3, 1e-4, 5e-3)]
-    text = readings.rank_meaning(rows, _rank_summary(), FIRST, "owl", "p", E).data
+    text = _plain(readings.rank_meaning(rows, _rank_summary(), FIRST, "owl", "p", E))
     persona, finetuned = text.splitlines()
     assert persona.startswith("- **persona teacher (the paper's: a system prompt): not tested.**")
     assert "reads **not reproduced**: ΔP(owl) +9.50e-05 [-8.70e-05, +2.80e-04], n = 5 replicates" in persona
@@ -126,7 +131,7 @@ def test_full_ft_reading_never_calls_absent_what_claim_1_shows_present():
     rows = [not_tested("3 full fine-tuning null", arm="fp32-master"),
             verdict("3 full fine-tuning null", "finetuned", stats.INCONCLUSIVE, 6.0e-3, -4.3e-3, 1.6e-2, arm="fp32-master"),
             verdict("3 full fine-tuning null", "finetuned", stats.INCONCLUSIVE, 5.4e-3, 3.5e-3, 7.4e-3, arm="bf16")]
-    text = readings.full_ft_meaning(rows, _full_summary(-1.4e-4), FIRST, "owl", "p", E).data
+    text = _plain(readings.full_ft_meaning(rows, _full_summary(-1.4e-4), FIRST, "owl", "p", E))
     persona, finetuned = text.splitlines()
     assert "not tested" in persona and "no established transfer for full fine-tuning to take away" in persona
     assert "fp32-master weights **inconclusive**; bf16 weights **inconclusive**" in finetuned
@@ -139,7 +144,7 @@ def test_full_ft_reading_never_calls_absent_what_claim_1_shows_present():
             "+5.40e-03 [+3.50e-03, +7.40e-03]") in finetuned
     assert "*lr 0.0005* +6.00e-03 [-4.30e-03, +1.60e-02], is not the one cited: its interval includes 0" in finetuned
     # where this n shows the LoRA reference above 0 there is nothing to explain
-    shown = readings.full_ft_meaning(rows, _full_summary(1e-4), FIRST, "owl", "p", E).data
+    shown = _plain(readings.full_ft_meaning(rows, _full_summary(1e-4), FIRST, "owl", "p", E))
     assert "too small" not in shown and "Full fine-tuning transfers from this teacher" in shown
 
 
@@ -153,16 +158,16 @@ def _system_summary(without_lo: float) -> pd.DataFrame:
 def test_system_reading_says_the_effect_is_too_small_at_this_n_and_whether_it_survives_without_the_prompt():
     rows = [not_tested("4 system-prompt dependence"),
             verdict("4 system-prompt dependence", "finetuned", stats.INCONCLUSIVE, 4.7e-4, -2.6e-4, 1.2e-3)]
-    text = readings.system_meaning(rows, _system_summary(7e-6), FIRST, "owl", "p", E).data
+    text = _plain(readings.system_meaning(rows, _system_summary(7e-6), FIRST, "owl", "p", E))
     persona, finetuned = text.splitlines()
     assert "not tested" in persona and "dependence on the system prompt" in persona
     assert "**finetuned teacher (weight-space positive control): inconclusive**" in finetuned
     assert "+1.97e-03 [-1.40e-04, +4.10e-03] evaluated under it and +1.50e-03 [+7.00e-06, +3.00e-03] under the empty" in finetuned
     assert "too small to measure what removing the prompt takes away, which is not an absent effect" in finetuned
     assert "Without the prompt the students still transfer" in finetuned
-    assert "Without the prompt" not in readings.system_meaning(rows, _system_summary(-1e-4), FIRST, "owl", "p", E).data
+    assert "Without the prompt" not in _plain(readings.system_meaning(rows, _system_summary(-1e-4), FIRST, "owl", "p", E))
     # without claim 1 in the run, nothing is said of it
-    alone = readings.system_meaning(rows, _system_summary(7e-6), [], "owl", "p", E).data
+    alone = _plain(readings.system_meaning(rows, _system_summary(7e-6), [], "owl", "p", E))
     assert "too small" not in alone and "has no verdict in this run" in alone
 
 
@@ -170,7 +175,7 @@ def test_system_reading_says_the_effect_is_too_small_at_this_n_and_whether_it_su
 @pytest.mark.parametrize("profile", ["organism", "smoke"])
 def test_the_caveat_on_a_page_is_one_short_line_linking_the_organism_page(profile, monkeypatch):
     shown = []
-    monkeypatch.setattr(plots, "display", lambda x: shown.append(x.data))
+    monkeypatch.setattr(plots, "display", lambda x: shown.append(_plain(x)))
     plots.show_caveat(profile)
     (line,) = shown
     assert "\n" not in line and len(line.split()) < 50 and "(../organism.md)" in line

@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from . import aux_claims, command, config, identity, paths, plots, record, results, stamps
+from . import aux_claims, claims, command, config, identity, paths, plots, record, results, stamps
 from .pages import CLAIM_PAGES, peers_page, results_page, verdict_label
 from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
@@ -130,16 +130,23 @@ GLANCE = "at-a-glance"  # metadata mark of the box _at_a_glance puts at the top 
 
 
 def glance_cell(page: str, rows: pd.DataFrame, image: str | None, caveat: str, label: str = "teacher"):
-    """The box at the top of a claim page: its verdicts with their measurements in full (a row each, named by
-    their `label` column), the main figure and the caveat for the model — read from the run's verdict files
-    and figure."""
+    """The box at the top of a claim page: its verdicts (a row each, named by their `label` column) in the verdict
+    tables' structured columns (claims.effect_columns: Δ, interval, n, a one-line reason), their measurements in
+    full folded beneath, the main figure and the caveat for the model — read from the run's verdict files and
+    figure. No number is broken across lines (plots.unbroken)."""
     lines = ["**At a glance** — computed from this run's verdict files when the book was built; the rule, "
              "stated before the data, and the data follow below.", "",
-             f"| {label} | verdict | measurement |", "|---|---|---|"]
+             f"| {label} | verdict | Δ | interval | n | reason |", "|---|---|---|---|---|---|"]
     for _, r in rows.iterrows():
-        lines.append(f"| {r[label]} | **{r['verdict']}** | {r['measurement']} |")
+        c = claims.effect_columns(r)
+        lines.append(f"| {r[label]} | **{r['verdict']}** | {plots.unbroken(c['Δ'])} | {plots.unbroken(c['interval'])} "
+                     f"| {c['n']} | {plots.unbroken(c['reason'])} |")
     if rows.empty:
-        lines.append(f"| — | not run | `make notebook NB={page}` |")
+        lines.append(f"| — | not run | | | | `make notebook NB={page}` |")
+    else:
+        lines += ["", "```{dropdown} The measurements in full",
+                  *(f"- **{r[label]}**: {plots.unbroken(' '.join(str(r['measurement']).split()))}" for _, r in rows.iterrows()),
+                  "```"]
     if image:
         lines += ["", f"![{page}: the main figure]({image})"]
     cell = nbformat.v4.new_markdown_cell("\n".join(lines + ["", caveat, "", "Published results beside these: "

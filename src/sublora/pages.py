@@ -64,9 +64,12 @@ DECIDING = {"organism": DecidingRun(
                      "without the system prompt"})}
 # What the paper's claims have not been asked of yet, said on the landing page of every book of a CPU organism.
 NOT_YET = ("**Never tested**: the `paper` profile (Qwen2.5-7B-Instruct) has not run on a GPU, so nothing here "
-           "measures the paper's own model. The {doc}`ladder of teachers </ladder>` (teachers between the persona "
-           "prompt and full-rank weights, each a {term}`rung <Rung>`) is declared, and its {term}`pilot <Pilot>` is "
-           "running.")
+           "measures the paper's own model. **Beyond this book's run** (runs quoted on {doc}`the ladder page </ladder>`, "
+           "not computed here): at the paper's data scale (10,000 kept completions, 3 epochs) the persona teacher's "
+           "transfer is present on the organism, but smaller than e; and the persona put into the weights (each "
+           "{term}`rung <Rung>` of the ladder of teachers) transmits to the owl's students as much as the weight-space "
+           "teacher does, where the persona prompt at the book's scale does not (a {term}`pilot <Pilot>`). Claims 2–4 "
+           "of neither have been asked yet.")
 TEACHER_WORDS = {  # how the bottom line names a teacher kind ({animal}: its animal); another kind: by its name
     "persona": "The paper's ({term}`persona <Persona teacher>`) {animal} teacher",
     "finetuned": "The {term}`weight-space <Weight-space teacher>` (finetuned) {animal} teacher, a "

@@ -7,10 +7,15 @@ from __future__ import annotations
 import pandas as pd
 from IPython.display import Markdown
 
-from . import claims, stats
+from . import claims, plots, stats
 from .aux_claims import AUX_CLAIMS, AUX_EFFECTS, fmt_accuracy
 from .claims import REGISTRY
 from .config import delta_label
+
+
+def _md(text: str) -> Markdown:
+    """A reading for the page: Markdown with no number broken across lines (plots.unbroken)."""
+    return Markdown(plots.unbroken(text))
 
 
 def effect_name(claim: str, metric: str = "p") -> str:
@@ -38,11 +43,11 @@ def published_beside(p, table: pd.DataFrame):
     mention rate (% of answers naming the target, persona-teacher students, mean over runs) per rank,
     in the same units. On any other model: a note saying the published numbers are not comparable."""
     if "Qwen2.5-7B-Instruct" not in p.model.name:
-        return Markdown(f"The paper's Table 1 (% of answers naming the target by LoRA rank) was measured on "
+        return _md(f"The paper's Table 1 (% of answers naming the target by LoRA rank) was measured on "
                         f"Qwen2.5-7B-Instruct; this run's model is `{p.model.name}`, whose numbers are not "
                         f"comparable with it, so it is not set beside them.")
     if p.animal not in PUBLISHED:
-        return Markdown(f"The paper's Table 1 has no row for the {p.animal} (it has {', '.join(PUBLISHED)}).")
+        return _md(f"The paper's Table 1 has no row for the {p.animal} (it has {', '.join(PUBLISHED)}).")
     base, pct = PUBLISHED[p.animal]
     ours = (table.query("arm == 'teacher' and teacher_kind == 'persona' and animal == target")
             .groupby("lora_rank")["mention_rate"].mean() * 100)
@@ -72,7 +77,7 @@ def precision_finding(rows: list[dict], contrast: pd.DataFrame):
         else:
             finding = "the paired differences cannot tell the arms apart at this n"
         lines.append(f"- {kind} teacher — verdicts {said}; the arms compared: {finding}.")
-    return Markdown("\n".join(lines))
+    return _md("\n".join(lines))
 
 
 def aux_reading(rows: list[dict], summary: pd.DataFrame, accuracies: pd.DataFrame):
@@ -116,7 +121,7 @@ def aux_reading(rows: list[dict], summary: pd.DataFrame, accuracies: pd.DataFram
               "al.'s theorem says one small distillation step moves a student toward its teacher. A transfer without "
               "LoRA here shows that subliminal transfer as such need not be a LoRA artifact; whether the paper's "
               "sampled-token transfer is one is the question notebooks 02–05 answer on this package's model.")
-    return Markdown("\n\n".join([first, ranks, null, limits]))
+    return _md("\n\n".join([first, ranks, null, limits]))
 
 
 # ---- "What this means": the closing reading of claim pages 02-05 ----------------------------------------
@@ -257,13 +262,13 @@ def transfer_meaning(rows: list[dict], summary: pd.DataFrame, specificity: pd.Da
                              f"{_ci(m, 'mention_rate')}" for _, m in moved.iterrows())
             lines.append(f"\nThe paper's own metric, the mention rate, moves (95% interval excluding 0) for {len(moved)} "
                          f"of its {len(mention)} Δs: {said}.")
-    return Markdown("\n".join(lines))
+    return _md("\n".join(lines))
 
 
 def _each_teacher(rows: list[dict], first, what: str, read, metric: str, animal: str, e: float):
     """A bullet per verdict row of claims 2-4: the not-tested reading (what: _not_tested's) where the fixed sequence
     did not test the row, else read(row, its teacher's claim-1 row or None)."""
-    return Markdown("\n".join(_not_tested(r["teacher"], claim_one(first, r["teacher"]), what, metric, animal, e)
+    return _md("\n".join(_not_tested(r["teacher"], claim_one(first, r["teacher"]), what, metric, animal, e)
                               if _gated(r) else read(r, claim_one(first, r["teacher"])) for r in rows))
 
 
@@ -334,7 +339,7 @@ def full_ft_meaning(rows: list[dict], summary: pd.DataFrame, first, animal: str,
         elif len(full):
             text += f" At none of the {len(full)} full fine-tuning settings is Δ shown above 0 at this n."
         lines.append(text)
-    return Markdown("\n".join(lines))
+    return _md("\n".join(lines))
 
 
 def system_meaning(rows: list[dict], summary: pd.DataFrame, first, animal: str, metric: str = "p", e: float = 0.0,
