@@ -115,7 +115,8 @@ def _claim1_words(p: config.Profile, r, first: bool, e_named: bool) -> str:
     e, effect = p.smallest_effect, _effect(r, p.metric, link=first)
     e_words = "e" if e_named else f"the {{term}}`smallest effect of interest <e>` e = {e:.1e}"
     if r["verdict"] == NOT_REPRODUCED:
-        return f"its transfer is **absent** (claim 1 **not reproduced**: {effect}, shown " + \
+        return f"its transfer is **absent** at this book's data scale ({p.data.prompts:,} number prompts per dataset, " \
+            f"{p.train.epochs} epoch{'s' if p.train.epochs != 1 else ''}) (claim 1 **not reproduced**: {effect}, shown " + \
             (f"smaller than {e_words})" if e else "below 0)")
     below = f", present but below {e_words}" if e and r["ci_high"] < e else ""
     if r["verdict"] == REPRODUCED and r["teacher"] in POSITIVE_CONTROLS:
