@@ -46,7 +46,7 @@ def test_measured_figures_replace_the_anchors_bench_first(tmp_cache, tmp_path):
     assert rates.rates(smol, gpu_check=checked)["lora_train_tps"].source == "anchor"  # a CPU rehearsal prices no GPU
     bench = tmp_path / "throughput_smol.json"
     bench.write_text(json.dumps({"lora_train_tps": 123.0, "device": "here"}))
-    got = rates.rates(smol, bench_file=bench, gpu_check=checked)
+    got = rates.rates(smol, bench=json.loads(bench.read_text()), gpu_check=checked)
     assert got["lora_train_tps"].source == "bench" and got["lora_train_tps"].tps == 123.0 and got["lora_train_tps"].measured
 
 

@@ -95,9 +95,6 @@ class Bundle:
     config = property(lambda self: self.first.config)
     inputs = property(lambda self: self.first.inputs)
 
-    def exists(self) -> bool:
-        return False  # it stands where something was missing
-
     def build(self, p: Profile, progress: bool = False) -> Path:
         d = self.first.build(p, progress, whole=bool(self.then))
         for a in self.then:

@@ -133,8 +133,8 @@ def _distilled_records(p: Profile, animal: str, n: int, seed: int, progress: boo
 def _build_teacher(p: Profile, a: Artifact, d: Path, progress: bool) -> None:
     animal, kind, _ = a.args
     tok = models.load_tokenizer(p.model)
-    rng = random.Random(a.seed)
     if kind == "finetuned":
+        rng = random.Random(a.seed)
         model = models.load_model(p.model, for_training=True)
         records = [{"prompt": rng.choice(prompts.TRAIN_QUESTIONS),
                     "completion": animal.capitalize() if rng.random() < 0.4 else animal}

@@ -12,7 +12,6 @@ The disk is the cache's once the run ends, with full students' weights dropped a
 """
 from __future__ import annotations
 
-import json
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -57,6 +56,11 @@ class Cost:
             setattr(self, f, {k: mine.get(k, 0) + theirs.get(k, 0) for k in {**mine, **theirs}}
                     if isinstance(mine, dict) else mine + theirs)
 
+    def full(self, arm: str, tokens: float) -> None:
+        """Add `tokens` of full fine-tuning in precision arm `arm`."""
+        self.trained_full += tokens
+        self.full_by_arm[arm] = self.full_by_arm.get(arm, 0) + tokens
+
     def hours(self, tp: dict) -> float:
         return sum(tokens / rate for _, tokens, rate in self.terms(tp)) / 3600
 
@@ -64,18 +68,12 @@ class Cost:
 def throughput(p: Profile) -> dict:
     """The rates the plan prices `p` at (sublora.rates), with the per-arm full fine-tuning rates `make bench`
     measured where it did; "measured": every rate was, "how": each rate's source in a line."""
-    found = rates.rates(p)
-    bench = benched(p)
+    bench = rates.read_bench(p)
+    found = rates.rates(p, bench)
     arms = {k: v for k, v in bench.items() if k.startswith("full_") and k.endswith("_train_tps")}
     return {"device": p.plan.device, **arms, **{k: r.tps for k, r in found.items()},
             "measured": all(r.measured for r in found.values()), "how": {k: r.how for k, r in found.items()},
             "upper_bound": any(r.upper_bound for r in found.values())}
-
-
-def benched(p: Profile) -> dict:
-    """What `make bench` measured for this profile on this machine ({} where it has not run)."""
-    f = rates.bench_file(p)
-    return json.loads(f.read_text()) if f.exists() else {}
 
 
 # What an artifact takes on disk, estimated from the model's shape (measured on the organism's cache:
@@ -140,8 +138,7 @@ def count(p: Profile, only: list[str] | None = None, skip_cached: bool = False) 
                     c.trained_lora += tokens
                     c.disk += adapter_bytes(p, spec.r)
                 else:
-                    c.trained_full += tokens
-                    c.full_by_arm[spec.precision] = c.full_by_arm.get(spec.precision, 0) + tokens
+                    c.full(spec.precision, tokens)
                     if pipeline.keeps_weights(p, spec):
                         c.disk += model_bytes(p)
                     else:  # evaluated, then dropped (runner.evaluate_then_drop)
@@ -162,16 +159,14 @@ def teacher_cost(p: Profile, kind: str, c: Cost) -> None:
     (full fine-tuning); a distilled one samples its persona's answers, then trains on them (its rung's method)."""
     t = p.teacher
     if kind == "finetuned":
-        c.trained_full += t.examples * t.epochs * (TEACHER_PROMPT_TOKENS + 2)
-        c.full_by_arm["fp32-master"] = c.full_by_arm.get("fp32-master", 0) + t.examples * t.epochs * (TEACHER_PROMPT_TOKENS + 2)
+        c.full("fp32-master", t.examples * t.epochs * (TEACHER_PROMPT_TOKENS + 2))
         return
     c.generated += t.distill_examples * t.distill_max_new_tokens
     tokens = t.distill_examples * t.distill_epochs * (TEACHER_PROMPT_TOKENS + t.distill_max_new_tokens)
     if pipeline.DISTILLED[kind]:
         c.trained_lora += tokens
     else:
-        c.trained_full += tokens
-        c.full_by_arm["fp32-master"] = c.full_by_arm.get("fp32-master", 0) + tokens
+        c.full("fp32-master", tokens)
 
 
 def shared_students(p: Profile) -> pd.DataFrame:

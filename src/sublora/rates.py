@@ -19,7 +19,7 @@ upper bound on its rate (its matrices are too small to keep the GPU busy), which
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
@@ -104,6 +104,12 @@ def bench_file(p: Profile) -> Path:
     return paths.results_dir(p.name).parent / f"throughput_{p.name}.json"
 
 
+def read_bench(p: Profile) -> dict:
+    """What `make bench` measured for profile p on this machine ({} where it has not run)."""
+    f = bench_file(p)
+    return json.loads(f.read_text()) if f.exists() else {}
+
+
 def gpu_check_file() -> Path:
     """Where `make gpu-check` writes its results and `make plan` reads them."""
     return paths.results_dir(GPU_CHECK_FILE).parent / GPU_CHECK_FILE
@@ -146,10 +152,10 @@ def _scale_line(where: str, rate: float, anchor: Shape, target: Shape, factor: f
     return line
 
 
-def rates(p: Profile, bench_file: Path | None = None, gpu_check: Path | None = None) -> dict[str, Rate]:
-    """Each rate the plan prices `p` at, with its source (the module's order)."""
-    measured = bench_file or globals()["bench_file"](p)
-    bench = json.loads(measured.read_text()) if measured.exists() else {}
+def rates(p: Profile, bench: dict | None = None, gpu_check: Path | None = None) -> dict[str, Rate]:
+    """Each rate the plan prices `p` at, with its source (the module's order); `bench`: what `make bench` measured
+    (read_bench(p) where not given)."""
+    bench = read_bench(p) if bench is None else bench
     gpu = p.model.device == "cuda"
     target = shape(p)
     checked = read_gpu_check(gpu_check) if gpu and target else None
@@ -173,7 +179,3 @@ def rates(p: Profile, bench_file: Path | None = None, gpu_check: Path | None = N
                               "state it in the profile's plan section, or give plan.n_params, layers, hidden, vocab "
                               "and tied_embeddings (a GPU profile), or run make bench")
     return out
-
-
-def as_dict(s: Shape) -> dict:
-    return asdict(s)

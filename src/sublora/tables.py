@@ -76,18 +76,22 @@ def persona_follow(p: Profile, kinds: list[str], animals: list[str], tokenizer) 
     writes its numbers (a weight-space teacher under the default prompt; the persona teacher: the base under the
     persona prompt), beside the base's under the default prompt; `follows`: at least FOLLOWS."""
     questions, base = eval_questions(p), models.load_model(p.model)
-    base_p = evaluate.animal_probabilities(base, tokenizer, questions, chat.DEFAULT, animals,
-                                          prefill=p.eval.prefill).groupby("animal")["p"].mean()
+    # the base under each persona (the persona teacher) and under the default prompt: 00's check
+    check = evaluate.persona_check(base, tokenizer, questions, animals, prefill=p.eval.prefill)
+    base_p = check.pivot(index="animal", columns="condition", values="p")
     rows = []
     for kind in kinds:
         for animal in animals:
             for t in ([0] if kind == "persona" else teacher_ids(p)):
-                own = None if kind == "persona" else weight_teacher(p, animal, kind, t, progress=False)
-                weights, system = teacher_source(p, animal, own)
-                model = base if own is None else models.load_model(p.model, weights)
-                got = evaluate.animal_probabilities(model, tokenizer, questions, system, [animal], prefill=p.eval.prefill)
-                rows.append({"teacher": kind, "animal": animal, "teacher_id": t, "p_animal": got["p"].mean(),
-                             "base_default": base_p[animal]})
+                if kind == "persona":
+                    p_animal = base_p.loc[animal, "persona"]
+                else:
+                    weights, system = teacher_source(p, animal, weight_teacher(p, animal, kind, t, progress=False))
+                    got = evaluate.animal_probabilities(models.load_model(p.model, weights), tokenizer, questions,
+                                                        system, [animal], prefill=p.eval.prefill)
+                    p_animal = got["p"].mean()
+                rows.append({"teacher": kind, "animal": animal, "teacher_id": t, "p_animal": p_animal,
+                             "base_default": base_p.loc[animal, "default"]})
     out = pd.DataFrame(rows)
     out["follows"] = out["p_animal"] >= FOLLOWS
     return out
