@@ -98,7 +98,9 @@ def test_intro_opens_with_a_row_per_claim_and_teacher(html):
         assert cells and all(re.search(LABEL, text(c)) and (INTERVAL.search(text(c)) or "not tested" in text(c))
                              for c in cells), text(row)  # a claim not tested has no result to show
     assert all(paper in text(intro) for paper in claims.CLAIMS.values())
-    assert "The model: the smoke profile" in text(intro)
+    caveat = re.search(r"<blockquote>.*?</blockquote>", glance, re.S).group(0)  # one short line, linking its page
+    assert text(caveat).strip().startswith("The model : every verdict below is about the smoke profile's tiny organism")
+    assert len(text(caveat).split()) < 50 and 'href="organism.html"' in caveat
 
 
 def test_the_landing_page_opens_with_the_bottom_line(html):
@@ -161,7 +163,7 @@ def test_the_sidebar_is_in_reading_order():
     assert files.index("executed/05_system_prompt") < files.index("executed/06_scoreboard") \
         < files.index("executed/07_auxiliary_logits")
     sought = [p for p in toc["parts"] if p["caption"] == "Where the paper's kind of transfer is sought"]
-    assert [c["file"] for p in sought for c in p["chapters"]] == ["ladder"]
+    assert [c["file"] for p in sought for c in p["chapters"]] == ["ladder", "executed/08_ladder"]
 
 
 def test_every_image_exists_and_none_is_stale(html):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+import math
+
 import pandas as pd
 import pytest
 
-from sublora import claims, design, power, readings, scoreboard, stats, summaries
+from sublora import claims, design, power, readings, scoreboard, sequence, stats, summaries
 
 
 # ---- 02's channel controls (claims.channel_controls) ---------------------------------------------
@@ -151,21 +153,41 @@ def test_fixed_sequence_leaves_the_persona_claims_untested_unless_claim_1_is_rep
     rows = [_verdict("2 rank inverted-U", "persona", stats.REPRODUCED, "peak r8"),
             _verdict("2 rank inverted-U", "finetuned", stats.INCONCLUSIVE)]
     run = [_verdict("1 transfer", "persona", first), _verdict("1 transfer", "finetuned", stats.REPRODUCED)]
-    out = claims.fixed_sequence(rows, run)
+    out = sequence.fixed_sequence(rows, run)
     assert out[0]["verdict"] == claims.NOT_TESTED and f"claim 1 is {first}" in out[0]["measurement"]
     assert "for information only: reproduced: peak r8" in out[0]["measurement"]   # the reading is kept, labelled
     assert out[1] == rows[1]                                                        # the positive control is not gated
-    assert claims.fixed_sequence(out, run) == out                                   # idempotent
+    assert sequence.fixed_sequence(out, run) == out                                   # idempotent
 
 
 def test_fixed_sequence_tests_the_persona_claims_where_claim_1_is_reproduced_and_says_when_it_cannot_check():
     rows = [_verdict("4 system-prompt dependence", "persona", stats.NOT_REPRODUCED)]
-    out = claims.fixed_sequence(rows, pd.DataFrame([_verdict("1 transfer", "persona", stats.REPRODUCED)]))
+    out = sequence.fixed_sequence(rows, pd.DataFrame([_verdict("1 transfer", "persona", stats.REPRODUCED)]))
     assert out[0]["verdict"] == stats.NOT_REPRODUCED and "tested: the persona teacher's claim 1 is reproduced" in out[0]["measurement"]
-    unchecked = claims.fixed_sequence(rows, pd.DataFrame())
+    unchecked = sequence.fixed_sequence(rows, pd.DataFrame())
     assert unchecked[0]["verdict"] == stats.NOT_REPRODUCED and "not checked" in unchecked[0]["measurement"]
     aux = [_verdict("aux-logit 2 rank inverted-U", "persona", stats.REPRODUCED)]     # not a paper claim: never gated
-    assert claims.fixed_sequence(aux, [_verdict("1 transfer", "persona", stats.NOT_REPRODUCED)]) == aux
+    assert sequence.fixed_sequence(aux, [_verdict("1 transfer", "persona", stats.NOT_REPRODUCED)]) == aux
+
+
+def test_fixed_sequence_gates_each_distilled_teacher_on_its_own_claim_1_and_never_the_positive_control():
+    rows = [_verdict("2 rank inverted-U", k, stats.REPRODUCED) for k in ("distilled-r1", "distilled-full", "finetuned")]
+    run = [_verdict("1 transfer", "distilled-r1", stats.REPRODUCED), _verdict("1 transfer", "distilled-full",
+           stats.NOT_REPRODUCED), _verdict("1 transfer", "finetuned", stats.NOT_REPRODUCED)]
+    out = sequence.fixed_sequence(rows, run)
+    assert [r["verdict"] for r in out] == [stats.REPRODUCED, claims.NOT_TESTED, stats.REPRODUCED]
+    assert sequence.untrained(["persona", "distilled-r1", "distilled-full", "finetuned"], run) == ["distilled-full"]
+    assert sequence.untrained(["persona"], []) == []                    # no claim 1 read: nothing is left untrained
+
+
+def test_untested_rows_say_why_and_carry_no_number_one_per_arm():
+    run = [_verdict("1 transfer", "persona", stats.INCONCLUSIVE)]
+    rows = sequence.untested_rows(["persona"], "3 full fine-tuning null", "owl", run, arms=("fp32-master", "bf16"))
+    assert [r["file"] for r in rows] == ["3_full_persona", "3_full_bf16_persona"]
+    assert all(r["verdict"] == claims.NOT_TESTED and math.isnan(r["effect"]) and r[sequence.TRAINED] is False
+               and "claim 1 is inconclusive" in r["reason"] for r in rows)
+    assert claims.effect_columns(rows[0])["Δ"] == claims.effect_columns({"effect": math.nan})["Δ"]
+    assert sequence.fixed_sequence(rows, run) == rows                   # already gated: passed over
 
 
 # ---- the metric the verdicts read (issue 25, item 5) ------------------------------------------------

@@ -19,15 +19,15 @@ from sublora import paths
 
 # The floors, from the ground up (the Layout table in book/reference.md; DESIGN: imports run downward only).
 FLOORS = {
-    "ground": ["paths", "quiet", "device", "prompts", "chat", "numbers", "cache", "yamlfile", "settings", "numfmt", "config", "identity", "params",
+    "ground": ["paths", "quiet", "device", "prompts", "chat", "numbers", "cache", "yamlfile", "settings", "numfmt", "terms", "config", "identity", "params",
                "command", "stamps", "results", "organism_recipe", "design"],
     "training": ["optim", "finetune"],  # the loops every model is trained with, the organism's pretraining too
     "weights": ["organism", "smol", "models"],
     "compute": ["teacher", "evaluate", "sharded", "localize", "auxlogit"],
     "running": ["artifacts", "pipeline", "tables", "runner", "rates", "plan"],
-    "statistics": ["stats", "rules", "simulate", "claims", "aux_claims", "summaries", "calibrate", "power",
+    "statistics": ["stats", "rules", "simulate", "claims", "sequence", "aux_claims", "summaries", "calibrate", "power",
                    "scoreboard"],
-    "presentation": ["caveats", "plots", "readings", "search_record", "record", "pages", "book"],
+    "presentation": ["caveats", "plots", "readings", "ladder", "search_record", "record", "pages", "book"],
     "notebooks' entry": ["notebook"],
     "tools": ["reproduce", "bench", "gpucheck", "search", "cli", "__main__", "stats.__main__"],
 }

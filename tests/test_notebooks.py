@@ -202,9 +202,34 @@ def test_make_book_names_the_notebooks_this_checkout_would_no_longer_make(smoke)
     data = board.read_bytes()
     try:
         board.write_bytes(data + b"\n")
-        assert book.out_of_date(executed) == ["06_scoreboard"]
+        # 08 ran after the scoreboard, and a notebook's stamp covers every results file there when it ran
+        assert book.out_of_date(executed) == ["06_scoreboard", "08_ladder"]
     finally:
         board.write_bytes(data)
     page = pages.results_page("smoke", {}, ["06_scoreboard"])
     assert "```{warning}\nOut of date: {doc}`/executed/06_scoreboard`" in page
     assert "Out of date" not in pages.results_page("smoke", {})
+
+
+def test_a_teacher_whose_claim_1_is_not_reproduced_has_no_students_trained_for_claims_2_to_4(smoke_book, tmp_path):
+    """Item 6 of issue 36: notebook 03 on the smoke profile, the persona teacher's claim 1 read as not reproduced,
+    asks for none of its students (the results table, which lists every student the notebook asked for, has none of
+    its rows) and writes its claim-2 row as 'not tested', without a number; the positive control is still tested."""
+    built, rc = smoke_book
+    assert rc == 0
+    shutil.copytree(built, tmp_path, dirs_exist_ok=True, symlinks=True)
+    with smoke_env(tmp_path):
+        verdicts = tmp_path / "results" / "smoke" / "verdicts"
+        first = verdicts / "1_transfer_persona.json"
+        first.write_text(json.dumps(json.loads(first.read_text()) | {"verdict": "not reproduced"}))
+        assert reproduce.main(["--profile", "smoke", "--executed", str(tmp_path / "executed"), "--only",
+                               "03_rank_sweep", "--force"]) == 0
+        import pandas as pd
+        table = pd.read_csv(tmp_path / "results" / "smoke" / "03_rank_sweep.csv")
+        assert set(table["teacher_kind"]) == {"finetuned"}
+        row = json.loads((verdicts / "2_rank_persona.json").read_text())
+        assert row["verdict"] == "not tested" and row["trained"] is False and not row["effect"] == row["effect"]  # NaN
+        assert "claim 1 is not reproduced" in row["reason"]
+        assert json.loads((verdicts / "2_rank_finetuned.json").read_text())["verdict"] != "not tested"
+        page = (tmp_path / "executed" / "03_rank_sweep.ipynb").read_text()
+        assert "its students for them were not trained" in page

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from pathlib import Path
 from scipy import stats as sps
 
 from sublora import claims, config, power, scoreboard, stats
@@ -83,6 +84,25 @@ def test_the_packaged_pilot_has_every_claim_for_both_teachers():
     assert list(rank.mean.index) == [1, 2, 4, 8, 16, 32, 64, 128] and len(rank.units) == 3
     assert (rank.sd > 0).all() and 0 <= rank.correlation() <= power.MAX_RHO
     assert len(cells[(power.CLAIM_KEYS[0], "persona", "")].units) == 5
+
+
+def test_pilots_join_and_a_teacher_without_a_cell_takes_another_teachers_spread_said_in_spread_of():
+    ladder = power.load_pilot("ladder-v1")  # claim 1 only: the ladder's pilot ran notebooks 00-02
+    assert {c for c, _, _ in ladder} == {power.CLAIM_KEYS[0]} and ("1 transfer", "distilled-r8", "") in ladder
+    assert power.load_pilot("ladder-v1", animal="penguin")[(power.CLAIM_KEYS[0], "distilled-r8", "")].units.shape[0] == 3
+    joined = power.load_pilot("ladder-v1+v6", proxy={"distilled-r8": "finetuned"})
+    assert joined[(power.CLAIM_KEYS[0], "distilled-r8", "")].teacher == "distilled-r8"  # its own, from ladder-v1
+    assert joined[(power.CLAIM_KEYS[3], "distilled-r8", "")].teacher == "finetuned"     # the proxy's, from v6
+    assert (power.CLAIM_KEYS[3], "distilled-r1", "") not in joined                     # no proxy named: no cell
+    p = config.load_profile("ladder-confirm")
+    t = power.table(p, "ladder-v1+v6", e=3.3e-3, sims=300, search=False, proxy={"distilled-r8": "finetuned"})
+    row = t[(t["claim"] == power.CLAIM_KEYS[2]) & (t["teacher"] == "distilled-r8")].iloc[0]
+    assert row["spread of"] == "finetuned" and row["arm"] == "bf16" and row["conditions"] == 4
+    # the pilot's bf16 settings ('lr 0.0005 · bf16') match the design's by name wherever bf16 is the main arm: the
+    # noisiest setting's spread is simulated, not the median's (which decided at 0 almost always)
+    assert row["decisive at 0"] < 0.2
+    with pytest.raises(power.PilotError, match="none of"):
+        power.load_pilot(str(Path(power.__file__).parent))  # a folder without any pilot table
 
 
 def test_table_of_the_default_profile_and_the_decisive_one(monkeypatch):

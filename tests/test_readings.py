@@ -14,7 +14,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from sublora import claims, plots, readings, stats  # noqa: E402
+from sublora import claims, plots, readings, sequence, stats  # noqa: E402
 
 E = 3.3e-3  # the organism's smallest effect of interest
 CLAIM_PAGES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_prompt")
@@ -41,7 +41,7 @@ FIRST = [verdict("1 transfer", "persona", stats.NOT_REPRODUCED, 9.5e-5, -8.7e-5,
 
 
 def not_tested(claim: str, **more) -> dict:
-    return verdict(claim, "persona", claims.NOT_TESTED, 2.9e-4, -8.8e-4, 1.5e-3, **{claims.GATE: claims.NOT_TESTED},
+    return verdict(claim, "persona", claims.NOT_TESTED, 2.9e-4, -8.8e-4, 1.5e-3, **{sequence.GATE: claims.NOT_TESTED},
                    **more)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sublora import book, claims, plots, scoreboard, stats
+from sublora import book, claims, plots, scoreboard, sequence, stats
 
 WINDOW = (1400, 1000)  # the reader's window, px
 # The pages the reader reads for the verdicts: the claim pages, another setting's and the scoreboard.
@@ -122,7 +122,7 @@ def rules_why(effects, margin=None):
 def test_the_fixed_sequence_says_why_a_row_is_not_tested():
     first = verdict(v=stats.NOT_REPRODUCED)
     later = verdict("2 rank inverted-U", v=stats.INCONCLUSIVE, reason="no effect to modulate")
-    out = claims.fixed_sequence([later], [first])
+    out = sequence.fixed_sequence([later], [first])
     assert out[0]["verdict"] == claims.NOT_TESTED
     assert out[0]["reason"] == ("the persona teacher's claim 1 is not reproduced (fixed sequence); the rule alone "
                                 "reads inconclusive")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from sublora import organism_recipe, search_record
+from sublora import organism_recipe, search_record, terms
 
 
 TEACHER = {"persona_mean_p": 0.9, "persona_min_p": 0.5, "default_p_target": 0.03, "valid_share_control": 0.97,
@@ -74,8 +74,25 @@ def test_report_names_the_committed_default_and_whether_the_rule_chose_it(tmp_pa
     monkeypatch.setattr(search_record, "RECORD", record)
     page = search_record.report()
     assert "## The default organism: vD" in page and "It is the candidate the rule chooses" in page
-    assert "ΔP(owl) +1.0e-03 [+5.0e-04, +2.0e-03], claim-1 verdict **reproduced**" in page
+    assert "{term}`ΔP(owl) <ΔP(animal)>` +1.0e-03 [+5.0e-04, +2.0e-03], claim-1 verdict **reproduced**" in page
     record.write_text(json.dumps(ROW | {"name": "vE"}) + "\n" + json.dumps(mine) + "\n")
     assert "**The rule chooses vE, not the committed default**" in search_record.report()
     record.write_text(json.dumps(ROW) + "\n")
     assert "None of the recorded candidates is the committed default organism." in search_record.report()
+
+
+def test_the_committed_organism_page_is_what_the_record_renders():
+    """book/organism.md is `sublora search report`'s output, its glossary links included: a link added by hand would be
+    lost the next time the page is rendered."""
+    assert search_record.PAGE.read_text(encoding="utf-8") == search_record.report() + "\n"
+
+
+def test_a_word_is_linked_to_its_glossary_term_at_its_first_use_only():
+    page = "`signature` {term}`the signature <Signature>`, signature and signature\n```yaml\nsignature: 1\n```"
+    assert terms.link_first(page, "signature", "Signature") == page.replace(
+        ", signature and", ", {term}`signature <Signature>` and")  # not in code, nor inside a role
+    assert terms.link_first("claim 1 reproduced", "reproduced", "reproduced") == "claim 1 {term}`reproduced`"
+    assert terms.link_first("not reproduced-ish", "reproduced", "reproduced") == "not reproduced-ish"  # whole words
+    page = search_record.report()
+    for words, term in search_record.TERMS:
+        assert page.count(f"{{term}}`{words}") == 1, words

@@ -34,7 +34,7 @@ from .params import declared_parameters
 # 07 (another setting) runs before the scoreboard, which reads its verdicts; the table of contents
 # (book/_toc.yml) shows it after the claims.
 NOTEBOOKS = ("00_model", "01_teacher_numbers", "02_transfer", "03_rank_sweep", "04_full_finetuning",
-             "05_system_prompt", "07_auxiliary_logits", "06_scoreboard")
+             "05_system_prompt", "07_auxiliary_logits", "06_scoreboard", "08_ladder")
 
 
 # The claim pages (claims.REGISTRY holds each claim's page, words and effect)

@@ -1,6 +1,7 @@
 """The caveat naming the model every verdict is about: which model built the book, its size, and, for the
 organism, what its search record says about it (sublora.search_record); and notebook 07's setting. The pages
-print it (plots.show_caveat one line of it, the landing page and the glance boxes all of it).
+print it (plots.show_caveat and the landing page one line of it; the claim pages' glance boxes and the peers page
+all of it).
 """
 from __future__ import annotations
 

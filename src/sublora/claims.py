@@ -1,7 +1,7 @@
 """The paper's claims, and one function per claim: from a notebook's results table to its effects,
 summaries and verdict rows, per teacher. The rules themselves are in sublora.rules; this module applies
 them and writes the one-line measurement a reader sees (always with its interval). The fixed sequence
-that gates the persona teacher's claims 2-4 on its claim 1 is declared here as data (SEQUENCE).
+that gates a teacher's claims 2-4 on its claim 1 is in sublora.sequence.
 Prose that reads the verdicts is in sublora.readings; the auxiliary-logit setting's verdicts are in
 sublora.aux_claims.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 
 import pandas as pd
 
@@ -25,19 +24,25 @@ class Claim:
     paper: str   # the claim in the paper's words
     page: str    # the notebook that tests it
     effect: str  # what the number in its verdict is ("{delta}": Δ of the profile's metric, config.delta_label)
+    file: str    # the stem of its verdict files (its first arm's; another arm's adds _<arm>)
 
 
 REGISTRY = (
     Claim("1 transfer", "LoRA r8 students of a persona teacher prefer its animal more than control students",
-          "02_transfer", "{delta}"),
+          "02_transfer", "{delta}", "1_transfer"),
     Claim("2 rank inverted-U", "transfer rises with LoRA rank, peaks at an intermediate rank, then falls",
-          "03_rank_sweep", "Δ at the peak rank"),
+          "03_rank_sweep", "Δ at the peak rank", "2_rank"),
     Claim("3 full fine-tuning null", "no transfer with full fine-tuning, across lr, batch and epochs",
-          "04_full_finetuning", "largest full-FT Δ"),
+          "04_full_finetuning", "largest full-FT Δ", "3_full"),
     Claim("4 system-prompt dependence", "no transfer when evaluated without the system prompt used in training",
-          "05_system_prompt", "Δ(default) − Δ(empty)"),
+          "05_system_prompt", "Δ(default) − Δ(empty)", "4_system"),
 )
 CLAIMS = {c.key: c.paper for c in REGISTRY}
+
+
+def arm_file(claim: Claim, i: int, arm: str | None) -> str:
+    """The stem of the verdict file of a claim's i-th arm: the first arm's is the claim's own."""
+    return claim.file if i == 0 or not arm else f"{claim.file}_{arm}"
 
 def _row(claim: str, file: str, kind: str, animal: str, verdict: str, measurement: str, effect, lo, hi,
          rule: str, n: int, unit: str, reason: str, level: float = stats.LEVEL) -> dict:
@@ -82,66 +87,6 @@ def invalidate(rows: list[dict], table: pd.DataFrame) -> list[dict]:
     return out
 
 NOT_TESTED = "not tested"
-
-
-class Gate(str, Enum):
-    """What the fixed sequence did to a row (its GATE key): the claim was tested, not tested, or the gate
-    could not be checked (no claim-1 verdict of the teacher in the run)."""
-    TESTED = "tested"
-    NOT_TESTED = NOT_TESTED
-    NOT_CHECKED = "not checked"
-
-
-@dataclass(frozen=True)
-class FixedSequence:
-    """The fixed-sequence procedure declared on the design page before the second confirmatory run: the
-    `teacher`'s claim `first` is tested first at the full α, and its other paper claims at the full α only
-    where `first` is reproduced (so no correction across them). A claim not tested is not evidence either
-    way. The weight-space teacher is a positive control of the instrument and is not gated."""
-    teacher: str
-    first: str
-
-    def gates(self, row: dict) -> bool:
-        return row.get("teacher") == self.teacher and is_paper_claim(row["claim"]) and row["claim"] != self.first
-
-
-SEQUENCE = FixedSequence(teacher="persona", first=REGISTRY[0].key)
-GATE = "fixed_sequence"  # the key of a gated row: its Gate's value
-
-
-def fixed_sequence(rows: list[dict], verdicts, sequence: FixedSequence = SEQUENCE) -> list[dict]:
-    """`rows` (verdict rows of claims.rank, full_finetuning, system_prompt) with `sequence` applied, given the
-    verdict rows of the same run (a list of rows or results.read_verdicts' table) among which the teacher's
-    first claim. A row not tested becomes 'not tested', the rule's own reading kept in its measurement for
-    information; without the first claim's row the rows are left as they are and say so. Idempotent: a row
-    that carries a Gate is passed over."""
-    table = pd.DataFrame(list(verdicts) if isinstance(verdicts, list) else verdicts)
-    first = (table[(table["claim"] == sequence.first) & (table["teacher"] == sequence.teacher)]
-             if {"claim", "teacher", "verdict"} <= set(table.columns) else table.iloc[0:0])
-    gate = (Gate.NOT_CHECKED if first.empty else
-            Gate.TESTED if first["verdict"].iloc[0] == stats.REPRODUCED else Gate.NOT_TESTED)
-    first_verdict = "" if first.empty else str(first["verdict"].iloc[0])
-    who = f"the {sequence.teacher} teacher"
-    out = []
-    for r in rows:
-        if not sequence.gates(r) or r["verdict"] == INVALID or r.get(GATE) in {g.value for g in Gate}:
-            out.append(r)
-        elif gate is Gate.NOT_CHECKED:
-            out.append(r | {GATE: gate.value,
-                            "measurement": f"{r['measurement']}; fixed sequence not checked: no claim-1 verdict of "
-                                           f"{who} for this run (notebook 02)",
-                            "reason": f"{r.get('reason') or r['verdict']} (fixed sequence not checked)"})
-        elif gate is Gate.TESTED:
-            out.append(r | {GATE: gate.value,
-                            "measurement": f"{r['measurement']}; tested: {who}'s claim 1 is reproduced (fixed sequence)"})
-        else:
-            out.append(r | {GATE: gate.value, "verdict": NOT_TESTED,
-                            "measurement": f"not tested (fixed sequence, declared before the data): {who}'s claim 1 "
-                                           f"is {first_verdict}; the rule's own reading, for information only: "
-                                           f"{r['verdict']}: {r['measurement']}",
-                            "reason": f"{who}'s claim 1 is {first_verdict} (fixed sequence); the rule alone reads "
-                                      f"{r['verdict']}"})
-    return out
 
 
 def is_paper_claim(claim) -> bool:
@@ -192,7 +137,7 @@ def transfer(effects: pd.DataFrame, animal: str, kinds: list[str], min_effect: f
                        f"{units_text(t['n'], t['unit'])}{below_smallest(t, smallest_effect)}")
         reason = t["why"] + (f" and below e = {smallest_effect:.2g}: present, but smaller than e"
                              if verdict == stats.REPRODUCED and below_smallest(t, smallest_effect) else "")
-        rows.append(_row("1 transfer", "1_transfer", kind, animal, verdict, measurement, t["mean"], t["ci_low"],
+        rows.append(_row(REGISTRY[0].key, REGISTRY[0].file, kind, animal, verdict, measurement, t["mean"], t["ci_low"],
                          t["ci_high"], f"95% t-interval of {delta_label(metric, 'target')} vs control above 0", t["n"],
                          t["unit"], reason))
     return rows
@@ -304,7 +249,7 @@ def rank(effects: pd.DataFrame, animal: str, kinds: list[str], smallest_effect: 
         n = int(info["summary"]["n"].min())
         text, (m, lo, hi) = rank_reading(info, fmt_metric(metric), delta_label(metric, animal))
         measurement = f"{kind} teacher of the {animal}: {text}; {units_text(n, info['unit'])} per rank"
-        rows.append(_row("2 rank inverted-U", "2_rank", kind, animal, verdict, measurement, m, lo, hi, RANK_RULE,
+        rows.append(_row(REGISTRY[1].key, REGISTRY[1].file, kind, animal, verdict, measurement, m, lo, hi, RANK_RULE,
                          n, info["unit"], info["why"], info.get("level", stats.LEVEL)))
     return rows
 
@@ -323,6 +268,8 @@ def rank_lr_check(table: pd.DataFrame, animal: str, lr: float, metric: str = "p"
     each lr peaks and how closely each lr's curve follows the x1 curve (Spearman's ρ over ranks)."""
     rows = table[(table["teacher_kind"] == "persona") & (table["animal"] == animal)
                  & (table["replicate"] == table["replicate"].min()) & (table["seed"] == 0)]
+    if rows.empty:
+        return pd.DataFrame(), "No lr check was run: the persona teacher's students were not trained (fixed sequence)."
     eff = stats.paired_effects(rows, ["lora_rank", "lr"], value=metric)
     wide = eff.assign(factor=(eff["lr"] / lr).round(3)).pivot_table(index="lora_rank", columns="factor", values="delta")
     wide = wide.dropna()  # the ranks the check covers (the x1 column has every rank of the sweep)
@@ -364,7 +311,7 @@ def full_finetuning(effects: pd.DataFrame, animal: str, kinds: list[str], lora_r
                            f"{int(summary['above_margin'].sum())} above it; LoRA r{lora_rank} {delta_label(metric, animal)} {fmt(*info['lora'])}; "
                            f"{units_text(int(summary['n'].min()), info['unit'])} per setting"
                            + (f"; {info['reason']}" if "reason" in info else ""))
-            rows.append(_row("3 full fine-tuning null", "3_full" if i == 0 else f"3_full_{arm}", kind, animal, verdict,
+            rows.append(_row(REGISTRY[2].key, arm_file(REGISTRY[2], i, arm), kind, animal, verdict,
                              measurement, top["mean"], top["ci_low"], top["ci_high"],
                              "every full-FT setting equivalent to 0 within half the LoRA effect (TOST), LoRA effect above 0",
                              int(summary["n"].min()), info["unit"], f"{info['why']}; largest Δ: {top['setting']}")
@@ -389,7 +336,7 @@ def system_prompt(effects: pd.DataFrame, animal: str, kinds: list[str], without:
         measurement = (f"{kind} teacher of the {animal}: {delta_label(metric, animal)} eval default {fmt(*w)}; eval "
                        f"{without} {fmt(*wo)}; difference {fmt(*d)}; {units_text(info['n'], info['unit'])}"
                        + (f"; {info['reason']}" if "reason" in info else ""))
-        rows.append(_row("4 system-prompt dependence", "4_system", kind, animal, verdict, measurement, d[0], d[1],
+        rows.append(_row(REGISTRY[3].key, REGISTRY[3].file, kind, animal, verdict, measurement, d[0], d[1],
                          d[2], f"Δ(eval default) above 0, Δ(eval {without}) equivalent to 0 within half of it "
                          f"(TOST), difference above 0", info["n"], info["unit"], info["why"]))
     return rows

@@ -30,6 +30,9 @@ DEFAULT_PROFILE = "organism"  # what make reproduce, the notebooks' defaults and
 PRECISION_ARMS = ("fp32-master", "bf16", "bf16-kahan", "bf16-sr")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TEACHERS = ("persona", "distilled-r1", "distilled-r8", "distilled-full", "finetuned")  # the ladder (pipeline)
+# the teachers of the paper's kind: the persona's own behaviour, by the prompt or put into the weights. Their claims 2-4 wait on
+# their claim 1 (sublora.sequence); the finetuned teacher, a positive control of the instrument, is not gated
+PAPER_KIND = ("persona", "distilled-r1", "distilled-r8", "distilled-full")
 
 METRICS = {"p": "P", "mention_rate": "mention rate"}  # Profile.metric: the results tables' column → its name
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import config, identity, models, plan, plots, quiet, results, tables
+from . import claims, config, identity, models, plan, plots, quiet, results, sequence, tables
 from .config import Profile
 from .params import assigned, declared_parameters, notebook_profile, parse_params
 
@@ -51,8 +51,33 @@ class Run:
         return identity.describe_identity(self.base or self.profile)
 
     @property
-    def teachers(self) -> list[str]:
+    def asked(self) -> list[str]:
+        """The teachers the parameters (or the profile) ask this notebook for."""
         return list(self.params.get("teachers") or self.profile.teachers)
+
+    @cached_property
+    def claim(self) -> claims.Claim | None:
+        """The paper's claim this notebook tests (None for 00, 01, 06, 07)."""
+        return next((c for c in claims.REGISTRY if c.page == self.notebook), None)
+
+    @cached_property
+    def untrained(self) -> list[str]:
+        """The asked teachers whose students this notebook does not train: in a notebook of claims 2-4, those whose
+        claim 1 in this run is read and not reproduced (sequence.untrained)."""
+        if self.claim is None or self.claim == claims.REGISTRY[0]:
+            return []
+        return sequence.untrained(self.asked, self.verdicts())
+
+    @property
+    def teachers(self) -> list[str]:
+        """The teachers this notebook trains students of: the asked ones but the untrained."""
+        return [k for k in self.asked if k not in self.untrained]
+
+    def gated(self, rows: list[dict], arms=(None,)) -> list[dict]:
+        """This notebook's verdict rows with the fixed sequence applied (sequence.fixed_sequence), and a 'not tested'
+        row (one per arm) for each teacher it did not train."""
+        skipped = sequence.untested_rows(self.untrained, self.claim.key, self.profile.animal, self.verdicts(), arms)
+        return sequence.fixed_sequence(list(rows), self.verdicts()) + skipped
 
     @cached_property
     def key(self) -> str:
@@ -114,8 +139,12 @@ def relative_e(p: Profile) -> Profile:
     a `-p animal` rerun included. Printed where it is computed."""
     if not p.smallest_effect_relative:
         return p
-    base = tables.base_evaluations(p, ["default"]).set_index("animal")["p"]
-    e = p.smallest_effect_relative * float(base[p.animal])
-    print(f"e = {p.smallest_effect_relative:g} x P({p.animal}) of the base model under the default prompt "
-          f"({base[p.animal]:.4g}) = {e:.3g}")
-    return dataclasses.replace(p, smallest_effect=e)
+    return dataclasses.replace(p, smallest_effect=animal_e(p, p.animal))
+
+
+def animal_e(p: Profile, animal: str) -> float:
+    """The smallest effect of interest for target `animal` (tables.smallest_effect), printed where it is relative."""
+    e = tables.smallest_effect(p, animal)
+    if p.smallest_effect_relative:
+        print(f"e = {p.smallest_effect_relative:g} x P({animal}) of the base model under the default prompt = {e:.3g}")
+    return e

@@ -14,6 +14,7 @@ import yaml
 
 from . import aux_claims, claims, config, design, identity, paths, plots, readings, results
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from .terms import link_each, link_first
 
 CLAIM_PAGES = {c.key: c.page for c in claims.REGISTRY}  # claim -> the notebook (page) that tests it
 FIRST, RANK, FULL, PROMPT = (c.key for c in claims.REGISTRY)  # the four claims; the first: does a teacher transfer
@@ -85,6 +86,13 @@ def _model_words(p: config.Profile) -> str:
         return f"`{Path(p.model.name).name if Path(p.model.name).is_absolute() else p.model.name}` (profile `{p.name}`)"
     return (f"the CPU {{term}}`organism <The organism>` (profile `{p.name}`: a small Qwen2 chat model sublora builds "
             "and pretrains, not the paper's Qwen2.5-7B-Instruct)")
+
+
+def _caveat_line(p: config.Profile) -> str:
+    """The results' caveat in one short line, as on the claim pages (plots.show_caveat): the model every verdict is
+    about, linking the page that says what that model is and what that lets the verdicts say."""
+    return (f"> **The model**: every verdict below is about {_model_words(p)}. "
+            "{doc}`What the model is, and what that lets these verdicts say </organism>`.")
 
 
 def _effect(r, metric: str, link: bool) -> str:
@@ -171,27 +179,12 @@ def bottom_line(p: config.Profile, rows: pd.DataFrame, teachers: list[str]) -> l
                      + _later_claims_words(p, rows, t, deciding))
     if p.model.source not in ("hub", "gguf"):
         lines.append(f"- {NOT_YET}")
-    text = "\n".join(lines)
-    for words, term in LINKED_ONCE:  # the rest of the words the glossary defines, linked at their first use
-        text = link_first(text, words, term)
+    text = link_each("\n".join(lines), LINKED_ONCE)  # the rest of the words the glossary defines, at their first use
     return text.split("\n") + [""]
 
 
-ROLE = re.compile(r"\{[a-z]+\}`[^`]*`")  # a MyST role in markdown: {term}`...`, {doc}`...`
 LINKED_ONCE = (("not reproduced", "not reproduced"), ("not tested", "not tested"), ("inconclusive", "inconclusive"),
                ("replicates", "Replicate"), ("full fine-tuning", "Full fine-tuning"))  # (words, glossary term)
-
-
-def link_first(markdown: str, words: str, term: str) -> str:
-    """`markdown` with the first use of `words` (a whole word, not inside a role already) linked to the glossary's
-    `term`."""
-    parts, done = re.split(f"({ROLE.pattern})", markdown), False
-    for i, part in enumerate(parts):
-        if done or ROLE.fullmatch(part):
-            continue
-        linked = re.sub(rf"(?<![\w-]){re.escape(words)}(?![\w-])", f"{{term}}`{words} <{term}>`", part, count=1)
-        done, parts[i] = linked != part, linked
-    return "".join(parts)
 
 
 NUMBER = re.compile(r"[+\-−]?\d+(?:\.\d+)?e[+\-]\d+")  # a number in powers of ten: '+9.53e-05', '−6.4e-05'
@@ -241,7 +234,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = (), page
               *([f"```{{warning}}\nNot read, since no notebook wrote them: {', '.join(f'`{n}`' for n in ignored)} in "
                  f"`results/{identity.identity(p)}/`. Only the verdict files the notebooks listed are shown.\n```", ""]
                 if ignored else []),
-              plots.caveat(p), ""]
+              _caveat_line(p), ""]
     if stale:
         glance[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
                        + " were executed by another profile, other sublora files or libraries than the checkout that "
@@ -292,6 +285,9 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = (), page
 
 
 PEERS = paths.ROOT / "book" / "peers.yaml"  # published results, each read from its source (the file says how)
+PEERS_TERMS = (("persona teacher", "Persona teacher"), ("control students", "Control student"))  # linked at first use
+
+
 def _ours(rows: pd.DataFrame, claim: str, kind: str | None, metric: str = "p") -> str:
     """This book's verdict and effect (in the profile's metric) for a claim (and teacher kind), or 'not run'."""
     mine = rows[(rows["claim"] == claim) & ((rows["teacher"] == kind) if kind else True)] if len(rows) else rows
@@ -357,4 +353,4 @@ def peers_page(profile: str) -> str:
                   "These sources could not be read with the tools this book was made with; no figure of theirs is "
                   "printed.", ""]
         lines += [f"- **{e['id']}** ({e['source']}): {e['note']}" for e in gone] + [""]
-    return "\n".join(lines)
+    return link_each("\n".join(lines), PEERS_TERMS)

@@ -21,6 +21,7 @@ verdict is reproduced or not reproduced; *right*, the share with the verdict the
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ SIMS = 10_000          # simulated experiments per world: Monte-Carlo se of a ra
 TARGET = 0.8           # decisiveness the design aims at, in both worlds
 MAX_RHO = 0.95         # pooled correlations are clipped below 1, so the covariance stays invertible
 CLAIM_KEYS = tuple(CLAIMS)  # the paper's claims, in order (claims.REGISTRY)
-DECISIVE = ["decisive at 0", "decisive at 2e"]  # the columns the scoreboard shows beside each verdict
+DECISIVE = ["decisive at 0", "decisive at 2e"]
+PILOT_TABLES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_prompt")  # the columns the scoreboard shows beside each verdict
 
 
 class PilotError(ValueError):
@@ -82,11 +84,11 @@ def pilot_dir(name: str) -> Path:
     return path
 
 
-def _read(path: Path, name: str) -> pd.DataFrame:
+def _read(path: Path, name: str) -> pd.DataFrame | None:
+    """The pilot's table `name`, or None where the pilot did not run that notebook (a claim-1 pilot, the
+    ladder's): its claims then have no cell from it."""
     f = path / f"{name}.csv"
-    if not f.exists():
-        raise PilotError(f"the pilot {path} has no {name}.csv")
-    return pd.read_csv(f)
+    return pd.read_csv(f) if f.exists() else None
 
 
 def _wide(effects: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -94,36 +96,53 @@ def _wide(effects: pd.DataFrame, column: str) -> pd.DataFrame:
     return effects.pivot_table(index="replicate", columns=column, values="delta", aggfunc="mean")
 
 
-def load_pilot(name: str, animal: str = "owl", metric: str = "p") -> dict[tuple[str, str, str], Cell]:
+def load_pilot(name: str, animal: str = "owl", metric: str = "p", proxy: dict | None = None) -> dict[tuple[str, str, str], Cell]:
     """Every claim × teacher (× arm) cell of the pilot `name`, keyed (claim, teacher, arm); arm is '' but
-    for claim 3's precision arms; each unit's Δ of `metric` (the profile's, config.METRICS)."""
+    for claim 3's precision arms; each unit's Δ of `metric` (the profile's, config.METRICS). `name` may join
+    pilots with '+' ('ladder-v1+v6'): each cell from the first that has it. `proxy` ({teacher: another}) gives a
+    teacher without a cell of some claim the other's, a declared assumption (its Cell.teacher says whose)."""
+    if "+" in name:
+        cells = {}
+        for one in name.split("+"):
+            cells = load_pilot(one, animal, metric) | cells
+        for kind, source in (proxy or {}).items():
+            cells |= {(c, kind, a): cell for (c, t, a), cell in cells.items()
+                      if t == source and (c, kind, a) not in cells}
+        return cells
+    if proxy:
+        return load_pilot(f"{name}+{name}", animal, metric, proxy)
     path = pilot_dir(name)
     cells: dict[tuple[str, str, str], Cell] = {}
 
     def add(claim, teacher, arm, units):
         cells[(claim, teacher, arm)] = Cell(claim, teacher, arm, units.sort_index(axis=1))
 
-    t = main_arm(_read(path, "02_transfer"))
-    own = t[(t["target"] == animal) & (t["animal"] == animal)]
-    for kind, e in stats.paired_effects(own, ["teacher_kind"], value=metric).groupby("teacher_kind"):
-        add(CLAIM_KEYS[0], kind, "", _wide(e.assign(c="Δ"), "c"))
-    r = rank_sweep_arm(_read(path, "03_rank_sweep"))
-    for kind, e in stats.paired_effects(r[r["animal"] == animal], ["teacher_kind", "lora_rank"], value=metric).groupby("teacher_kind"):
-        add(CLAIM_KEYS[1], kind, "", _wide(e, "lora_rank"))
-    f = _read(path, "04_full_finetuning")
-    f = f[f["animal"] == animal].assign(precision=lambda d: d["precision"].fillna(""))
-    eff = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value=metric)
-    for kind, e in eff.groupby("teacher_kind"):
-        lora = _wide(e[e["method"] == "lora"].assign(setting="lora"), "setting")
-        for arm, a in e[e["method"] == "full"].groupby("precision"):
-            add(CLAIM_KEYS[2], kind, arm, _wide(a, "setting").join(lora))
-    s = _read(path, "05_system_prompt")
-    s = s[(s["animal"] == animal)]
-    eff = stats.paired_effects(s, ["teacher_kind", "variant", "eval_system"], value=metric)
-    for kind, e in eff[eff["variant"] == "train default"].groupby("teacher_kind"):
-        w = _wide(e, "eval_system")
-        if {"default", "empty"} <= set(w.columns):
-            add(CLAIM_KEYS[3], kind, "", w[["default", "empty"]].set_axis(["with", "without"], axis=1))
+    if all(_read(path, n) is None for n in PILOT_TABLES):
+        raise PilotError(f"the pilot {path} has none of {', '.join(n + '.csv' for n in PILOT_TABLES)}")
+    if (t := _read(path, "02_transfer")) is not None and (t["target"] == animal).any():
+        t = main_arm(t)
+        own = t[(t["target"] == animal) & (t["animal"] == animal)]
+        for kind, e in stats.paired_effects(own, ["teacher_kind"], value=metric).groupby("teacher_kind"):
+            add(CLAIM_KEYS[0], kind, "", _wide(e.assign(c="Δ"), "c"))
+    if (r := _read(path, "03_rank_sweep")) is not None and (r["animal"] == animal).any():
+        r = rank_sweep_arm(r)
+        for kind, e in stats.paired_effects(r[r["animal"] == animal], ["teacher_kind", "lora_rank"], value=metric).groupby("teacher_kind"):
+            add(CLAIM_KEYS[1], kind, "", _wide(e, "lora_rank"))
+    if (f := _read(path, "04_full_finetuning")) is not None and (f["animal"] == animal).any():
+        f = f[f["animal"] == animal].assign(precision=lambda d: d["precision"].fillna(""))
+        eff = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value=metric)
+        for kind, e in eff.groupby("teacher_kind"):
+            lora = _wide(e[e["method"] == "lora"].assign(setting="lora"), "setting")
+            for arm, a in e[e["method"] == "full"].groupby("precision"):  # settings named without their arm (_settings)
+                add(CLAIM_KEYS[2], kind, arm, _wide(a.assign(setting=a["setting"].str.removesuffix(f" · {arm}")),
+                                                    "setting").join(lora))
+    if (s := _read(path, "05_system_prompt")) is not None and (s["animal"] == animal).any():
+        s = s[(s["animal"] == animal)]
+        eff = stats.paired_effects(s, ["teacher_kind", "variant", "eval_system"], value=metric)
+        for kind, e in eff[eff["variant"] == "train default"].groupby("teacher_kind"):
+            w = _wide(e, "eval_system")
+            if {"default", "empty"} <= set(w.columns):
+                add(CLAIM_KEYS[3], kind, "", w[["default", "empty"]].set_axis(["with", "without"], axis=1))
     return cells
 
 
@@ -202,14 +221,15 @@ def design_units(p, claim: str) -> int:
 
 
 def _settings(p, arm: str) -> list[str]:
-    """The design's claim-3 settings of precision arm `arm` (design.full_finetuning's labels)."""
+    """The design's claim-3 settings of precision arm `arm` (design.full_finetuning's labels without ' · arm': a
+    setting is one whichever arm is the main one, so a pilot's arm and a design's match by name)."""
     if arm == p.train.full_precision[0]:
         return list(design.full_settings(p))
-    return [name for name, spec in design.precision_settings(p).items() if spec.precision == arm]
+    return [name.removesuffix(f" · {arm}") for name, spec in design.precision_settings(p).items() if spec.precision == arm]
 
 
 def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS, ns=(), seed: int = 0,
-          search: bool = True, most: int = 30) -> pd.DataFrame:
+          search: bool = True, most: int = 30, proxy: dict | None = None) -> pd.DataFrame:
     """Decisiveness of every verdict of profile `p` at its own units (and at each n in `ns`), from the
     pilot (default: the profile's) at its smallest effect of interest e (default: the profile's); with
     `search`, the fewest units (up to `most`) reaching TARGET in both worlds."""
@@ -220,7 +240,10 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
     if not e > 0:
         raise PilotError(f"the smallest effect of interest must be > 0 (profile {p.name!r} has smallest_effect = {e}); "
                          f"pass --smallest-effect")
-    cells = load_pilot(pilot, p.animal, p.metric)
+    cells = load_pilot(pilot, p.animal, p.metric, proxy)
+    if not cells:
+        raise PilotError(f"the pilot {pilot!r} has no cell for the {p.animal}: it needs 02_transfer.csv ... "
+                         "05_system_prompt.csv with that animal's teachers")
     rows = []
     for (claim, teacher, arm), cell in sorted(cells.items()):
         if teacher not in p.teachers:
@@ -236,7 +259,7 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
             design["settings"] = _settings(p, arm)
         own = design_units(p, claim)
         for n in sorted({own, *ns}):
-            row = {"claim": claim, "teacher": teacher, "arm": arm, "n": n, "own design": n == own,
+            row = {"claim": claim, "teacher": teacher, "arm": arm, "spread of": cell.teacher, "n": n, "own design": n == own,
                    "conditions": len(design.get("ranks") or design.get("settings") or cell.mean.index),
                    "pilot sd": float(cell.sd.median()), "pilot mean": float(cell.mean.max()),
                    **simulate(cell, n, e, sims=sims, seed=seed, **design)}
@@ -264,7 +287,7 @@ def decisiveness(profile, sims: int | None = None) -> pd.DataFrame:
     return t[t["own design"]][["claim", "teacher", "arm", *DECISIVE]].reset_index(drop=True)
 
 
-COLUMNS = ["claim", "teacher", "arm", "n", "conditions", "decisive at 0", "right at 0", "decisive at 2e", "right at 2e",
+COLUMNS = ["claim", "teacher", "arm", "spread of", "n", "conditions", "decisive at 0", "right at 0", "decisive at 2e", "right at 2e",
            "n for 0.8"]
 
 
@@ -276,6 +299,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sims", type=int, default=SIMS, help=f"simulated experiments per world (default {SIMS})")
     parser.add_argument("--most", type=int, default=30, help="largest n searched for 'n for 0.8' (default 30)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--animal", default=None, help="the target animal (default: the profile's)")
+    parser.add_argument("--proxy", default="", help="TEACHER=OTHER,...: a teacher's cells the pilot lacks taken from "
+                                                    "another's (e.g. distilled-r8=finetuned), said in 'spread of'")
 
 
 def run(args) -> int:
@@ -289,7 +315,15 @@ def run(args) -> int:
     start = time.perf_counter()
     try:
         p = load_profile(args.profile)
-        out = table(p, args.pilot, args.smallest_effect, args.sims, ns, args.seed, most=args.most)
+        p = dataclasses.replace(p, animal=args.animal) if args.animal else p
+        pairs = [pair.split("=", 1) for pair in args.proxy.split(",") if pair.strip()]
+        if any(len(pair) != 2 for pair in pairs):
+            return _usage(f"--proxy takes TEACHER=OTHER pairs separated by commas; got {args.proxy!r}")
+        proxy = dict(pairs)
+        if args.smallest_effect is None and p.smallest_effect_relative:  # e relative: made absolute for the target
+            from .tables import smallest_effect  # here only: the display layer imports this module without torch
+            args.smallest_effect = smallest_effect(p, p.animal)
+        out = table(p, args.pilot, args.smallest_effect, args.sims, ns, args.seed, most=args.most, proxy=proxy)
     except (ConfigError, PilotError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

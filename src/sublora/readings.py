@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 from IPython.display import Markdown
 
-from . import claims, plots, stats
+from . import claims, plots, sequence, stats
 from .aux_claims import AUX_CLAIMS, AUX_EFFECTS, fmt_accuracy
 from .claims import REGISTRY
 from .config import delta_label
@@ -180,7 +180,7 @@ def claim_one(first, kind: str) -> dict | None:
 
 
 def _gated(r: dict) -> bool:
-    return r["verdict"] == claims.NOT_TESTED or r.get(claims.GATE) == claims.NOT_TESTED
+    return r["verdict"] == claims.NOT_TESTED or r.get(sequence.GATE) == claims.NOT_TESTED
 
 
 def _first_said(c1: dict | None, metric: str, animal: str, e: float) -> str:
@@ -190,14 +190,16 @@ def _first_said(c1: dict | None, metric: str, animal: str, e: float) -> str:
             f"{_ci(c1, metric)}, {_units(c1)}, {size_of(c1['ci_low'], c1['ci_high'], e)}")
 
 
-def _not_tested(kind: str, c1: dict | None, what: str, metric: str, animal: str, e: float) -> str:
+def _not_tested(kind: str, c1: dict | None, what: str, metric: str, animal: str, e: float,
+                trained: bool = True) -> str:
     """The reading of a row the fixed sequence did not test; `what`: what the claim would ask of an established
     transfer ("whose dependence on the LoRA rank could be measured")."""
     first = _first_said(c1, metric, animal, e)
     there = ("Its transfer is present, yet" if present(c1) else f"So there is no established transfer {what}, and")
+    kept = ("the rule's own reading stays in the verdict row for information only, and is no evidence either way"
+            if trained else "its students for them were not trained")
     return (f"- **{_who(kind)}: not tested.** {first[0].upper()}{first[1:]}. {there} by the fixed sequence declared "
-            "before the data its claims 2–4 are tested only where its claim 1 is reproduced: the rule's own reading "
-            "stays in the verdict row for information only, and is no evidence either way.")
+            f"before the data its claims 2–4 are tested only where its claim 1 is reproduced: {kept}.")
 
 
 def _too_few_here(c1: dict | None, here, what: str, metric: str) -> str:
@@ -268,7 +270,8 @@ def transfer_meaning(rows: list[dict], summary: pd.DataFrame, specificity: pd.Da
 def _each_teacher(rows: list[dict], first, what: str, read, metric: str, animal: str, e: float):
     """A bullet per verdict row of claims 2-4: the not-tested reading (what: _not_tested's) where the fixed sequence
     did not test the row, else read(row, its teacher's claim-1 row or None)."""
-    return _md("\n".join(_not_tested(r["teacher"], claim_one(first, r["teacher"]), what, metric, animal, e)
+    return _md("\n".join(_not_tested(r["teacher"], claim_one(first, r["teacher"]), what, metric, animal, e,
+                                      r.get(sequence.TRAINED) is not False)
                               if _gated(r) else read(r, claim_one(first, r["teacher"])) for r in rows))
 
 
@@ -315,7 +318,8 @@ def full_ft_meaning(rows: list[dict], summary: pd.DataFrame, first, animal: str,
     for kind in dict.fromkeys(r["teacher"] for r in rows):
         mine, c1 = [r for r in rows if r["teacher"] == kind], claim_one(first, kind)
         if all(_gated(r) for r in mine):
-            lines.append(_not_tested(kind, c1, "for full fine-tuning to take away", metric, animal, e))
+            lines.append(_not_tested(kind, c1, "for full fine-tuning to take away", metric, animal, e,
+                                     all(r.get(sequence.TRAINED) is not False for r in mine)))
             continue
         said = "; ".join(f"{r.get('arm') or 'main'} weights **{r['verdict']}**" for r in mine)
         s = summary[summary["teacher_kind"] == kind]

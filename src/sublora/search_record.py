@@ -1,7 +1,7 @@
 """The organism search's record and the page it renders: book/organism_search.jsonl, which
-`python -m sublora.search measure` appends to, read back and written as the book page "Building the
-organism" (book/organism.md, by `python -m sublora.search report`). Also the criteria fixed in
-advance, the rule that chooses the default organism, and a candidate's recipe in words.
+`sublora search measure` appends to, read back and written as the book page "Building the organism"
+(book/organism.md, by `sublora search report`; its words the glossary defines linked at their first use). Also the
+criteria fixed in advance, the rule that chooses the default organism, and a candidate's recipe in words.
 
 Reading and writing text only: no torch here (sublora.plots reads the record for its caveat), so the
 committed organism's recipe is read from its file, not through sublora.organism.
@@ -13,9 +13,14 @@ import json
 import yaml
 
 from . import claims, organism_recipe, paths
+from .terms import link_each
 
 RECORD = paths.ROOT / "book" / "organism_search.jsonl"
 PAGE = paths.ROOT / "book" / "organism.md"
+# The words of the page that the glossary (book/glossary.md) defines, each linked at its first use: (words, term)
+TERMS = (("persona teacher", "Persona teacher"), ("LoRA r8", "LoRA rank r"), ("reproduced", "reproduced"),
+         ("channel controls", "Channel controls"), ("signature", "Signature"), ("replicates", "Replicate"),
+         ("ΔP(owl)", "ΔP(animal)"), ("inconclusive", "inconclusive"))
 
 
 # The organism issue's selection criteria, fixed before any candidate's students are trained: the
@@ -112,8 +117,8 @@ def default_section(rows: list[dict]) -> list[str]:
         text.append(f"**The rule chooses {rule['name']}, not the committed default**: the default is out of date.")
     text.append("")
     if "claim1" in r:
-        text += [f"Its persona teacher of the owl, LoRA r8 over {r['settings']['replicates']} dataset pairs: ΔP(owl) "
-                 f"{_cell(r, 'persona', 'owl')}, claim-1 verdict **{r['claim1']}**.",
+        text += [f"Its persona teacher of the owl, LoRA r8 over {r['settings']['replicates']} dataset pairs (replicates): "
+                 f"ΔP(owl) {_cell(r, 'persona', 'owl')}, claim-1 verdict **{r['claim1']}**.",
                  f"Channel controls: {r['channel_reading']}", ""]
     elif not passes(r):
         text += ["It does not pass the criteria: its verdicts are about a different regime from the paper's "
@@ -150,13 +155,17 @@ def load() -> list[dict]:
 
 
 def report() -> str:
-    rows = load()
+    """The page "Building the organism" (book/organism.md) from the record, each of TERMS linked at its first use."""
+    return link_each(_page(load()), TERMS)
+
+
+def _page(rows: list[dict]) -> str:
     lines = ["# Building the organism", "",
-             "The default profile needs a model built here, on the CPU, in which the paper's phenomenon could be",
-             "measured at all, in the paper's regime: a teacher that follows its persona while its numbers look",
-             "innocuous. This page records every candidate recipe that was measured, negative results included. It is",
-             "produced by `python -m sublora.search report` from `book/organism_search.jsonl`, which",
-             "`python -m sublora.search measure` appends to; the evaluation was never tuned.", "",
+             "The default profile needs a model built here, on the CPU (the {term}`organism <The organism>`), in which",
+             "the paper's phenomenon could be measured at all, in the paper's regime: a teacher that follows its",
+             "persona while its numbers look innocuous. This page records every candidate recipe that was measured,",
+             "negative results included. It is produced by `sublora search report` from `book/organism_search.jsonl`,",
+             "which `sublora search measure` appends to; the evaluation was never tuned.", "",
              "## The criteria, fixed before any candidate's students were trained", "",
              "| criterion | bound |", "|---|---|"]
     lines += [f"| {c[0]} | {'≥' if c[2] == '>=' else '≤'} {c[3]:g} |" for c in CRITERIA]
@@ -170,7 +179,7 @@ def report() -> str:
     lines += default_section(rows)
     lines += ["## Every candidate: the teacher side", "",
               "Persona: mean P(animal) under its own persona (30 animals, held-out questions). KL: the persona "
-              "teacher's and the weight-space (finetuned) teacher's numbers against the control's, nats per completion. "
+              "teacher's and the {term}`weight-space (finetuned) teacher <Weight-space teacher>`'s numbers against the control's, nats per completion. "
               "Classifiers: held-out accuracy telling owl-teacher from cat-teacher numbers (0.5 = chance), logistic "
               "regression on digit and number n-grams (the criterion; — where not measured) and the first records' "
               "naive Bayes. Mark: share of numbers carrying the owl persona's planted mark, teacher / control. "
@@ -205,7 +214,7 @@ def report() -> str:
     lines += ["", "## Directions not yet measured", "",
               f"The search so far is {len(under)} candidate{'s' * (len(under) != 1)} measured under the criteria "
               f"({', '.join(r['name'] for r in under) or 'none'}). Directions of the organism issue not yet tried: "
-              + "; ".join(untried(under)) + ". Each is one `python -m sublora.search measure` away; the criteria and "
+              + "; ".join(untried(under)) + ". Each is one `sublora search measure` away; the criteria and "
               "the rule above stay as they are.",
               "", "## Notes", "", "As written when each candidate was measured.", ""]
     lines += [f"- **{r['name']}**: {r['note']}" for r in rows if r["note"]]

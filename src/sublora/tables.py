@@ -106,6 +106,16 @@ def base_evaluations(p: Profile, eval_systems) -> pd.DataFrame:
                      ignore_index=True)
 
 
+def smallest_effect(p: Profile, animal: str) -> float:
+    """The smallest effect of interest e for target `animal`: the profile's absolute e, or, where it declares e
+    relative, that share of the base model's P(animal) under the default prompt (its cached evaluation, known
+    before any student trains)."""
+    if not p.smallest_effect_relative:
+        return p.smallest_effect
+    base = base_evaluations(p, ["default"]).set_index("animal")["p"]
+    return p.smallest_effect_relative * float(base[animal])
+
+
 def pair_rows(p: Profile, pair, animals: list[str] | None = None) -> pd.DataFrame:
     """A design.Pair as a table: the teacher student and its matched control student (same
     replicate, seed and training spec), each evaluated under every eval system prompt of the pair.
