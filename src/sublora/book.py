@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 
-from . import aux_claims, claims, command, config, identity, paths, plots, record, results, stamps
+from . import aux_claims, caveats, claims, command, config, identity, paths, plots, record, results, stamps
 from .pages import CLAIM_PAGES, peers_page, results_page, verdict_label
 from .config import DEFAULT_PROFILE, ConfigError
 from .params import declared_parameters
@@ -163,8 +163,8 @@ def _at_a_glance(target: Path, profile: str) -> None:
     verdicts = results.read_verdicts(identity.identity(p))
     default = verdicts[verdicts["run"] == ""] if len(verdicts) else pd.DataFrame(columns=["claim", "teacher"])
     (target / "glance").mkdir(exist_ok=True)
-    pages = [(page, [claim], "teacher", plots.caveat(p)) for claim, page in CLAIM_PAGES.items()]
-    pages.append((aux_claims.AUX_PAGE, list(aux_claims.AUX_CLAIMS), "claim", plots.aux_caveat(p)))
+    pages = [(page, [claim], "teacher", caveats.caveat_line(p)) for claim, page in CLAIM_PAGES.items()]
+    pages.append((aux_claims.AUX_PAGE, list(aux_claims.AUX_CLAIMS), "claim", caveats.aux_caveat(p)))
     for page, its_claims, label, caveat in pages:
         path = target / f"{page}.ipynb"
         if not path.exists():

@@ -1,7 +1,8 @@
 """The caveat naming the model every verdict is about: which model built the book, its size, and, for the
-organism, what its search record says about it (sublora.search_record); and notebook 07's setting. The pages
-print it (plots.show_caveat and the landing page one line of it; the claim pages' glance boxes and the peers page
-all of it).
+organism, what its search record says about it (sublora.search_record); and notebook 07's setting. Every page
+with verdicts prints it in one short line (caveat_line: above a claim page's first figure, in its at-a-glance box,
+on the landing and peers pages), linking the organism page (book/organism.md), which says at length what the model
+is; the whole caveat is defined here (caveat).
 """
 from __future__ import annotations
 
@@ -49,9 +50,36 @@ def size_text(spec) -> str:
     return "" if not n else f"{n / 1e6:.3g}M-parameter " if n >= 1e6 else f"{n / 1e3:.3g}k-parameter "
 
 
+def model_name(spec) -> str:
+    """A hub model's name, or a local directory's by its name only (no machine path on a page)."""
+    return os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
+
+
+def caveat_line(p: Profile | str, organism: str = "../organism.md") -> str:
+    """Markdown: the caveat in one short line, as every page with verdicts prints it: which model they are about,
+    linking the page that says what that model is and what it lets them say (book/organism.md, at `organism` from
+    the page: '../organism.md' from a page under executed/). A plain link, no MyST role, so that a code cell's
+    output shows it as well (plots.show_caveat). `p`: the profile (or its name or yaml path)."""
+    p = profile_of(p)
+    spec = p.model
+    if p.name == "smoke":
+        line = (f"**The model: the `smoke` profile**, a tiny {size_text(spec)}organism trained for seconds to test the "
+                "plumbing: its numbers and verdicts mean nothing")
+    elif spec.source in ("hub", "gguf"):
+        adapted = [w for w, on in (("answers read after a begun reply", p.eval.prefill),
+                                   ("numbers sampled from digits only", p.data.decoding == "numbers")) if on]
+        line = (f"**The model: `{model_name(spec)}`** (profile `{p.name}`): every verdict here is about this model "
+                "under this profile's settings" + (f"; adapted: {', '.join(adapted)}" if adapted else ""))
+    else:
+        line = (f"**The model: the sublora organism, not Qwen**, a {size_text(spec)}Qwen2 model ({spec.layers} layers, "
+                f"hidden size {spec.hidden}) built on the CPU: every verdict here is about it")
+    return f"> {line}. [What the model is, and what that lets these verdicts say]({organism})."
+
+
 def caveat(p: Profile | str) -> str:
     """Markdown: which model the verdicts on a page are about, and what that does and does not let
-    them say. `p`: the profile (or its name or yaml path)."""
+    them say, in full (the pages print caveat_line, which links the organism page). `p`: the profile
+    (or its name or yaml path)."""
     p = profile_of(p)
     spec = p.model
     if p.name == "smoke":
@@ -59,9 +87,8 @@ def caveat(p: Profile | str) -> str:
                 f"({spec.layers} layers, hidden size {spec.hidden}) pretrained for seconds on the CPU, with every "
                 "experiment cut to the bone. They test the plumbing: their numbers and verdicts mean nothing.")
     if spec.source in ("hub", "gguf"):
-        name = os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
-        text = (f"> **The model: `{name}`** ({spec.dtype}, {spec.device}; profile `{p.name}`). Every verdict here is "
-                "about this model under this profile's hyperparameters.")
+        text = (f"> **The model: `{model_name(spec)}`** ({spec.dtype}, {spec.device}; profile `{p.name}`). Every "
+                "verdict here is about this model under this profile's hyperparameters.")
         if spec.source == "gguf":
             text += (" Its weights are a GGUF file from the package index, dequantised to float32 once and loaded as a "
                      "local model directory (`sublora.smol`).")
@@ -119,6 +146,3 @@ def aux_caveat(p: Profile | str) -> str:
     if p.name == "smoke":
         text += " Under the `smoke` profile every size is cut to the bone: the numbers and verdicts mean nothing."
     return text
-
-
-# ---- drawing ------------------------------------------------------------------------------------

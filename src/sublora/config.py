@@ -209,6 +209,8 @@ class Profile:
     smallest_effect_relative: float = setting(0.0, "e as a share of the base model's P(target) under the default prompt, "
                                               "for any animal and model (notebook.relative_e); 0: smallest_effect", ge=0, lt=1)
     pilot: str = setting("", "the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/)")
+    ladder_record: str = setting("", "notebook 08 reads this packaged run of the ladder (sublora/pilots/<name>) instead "
+                                 "of this run's verdicts; '': this run's")
     replicate_offset: int = setting(0, "replicate ids start here: a confirmatory run's fresh datasets and seeds", ge=0)
     workers: int = setting(1, "processes training students in parallel (one torch thread each)", ge=1)
     notebooks: tuple = setting((), "the notebooks make reproduce runs (a profile checking part of the book); (): all")

@@ -7,6 +7,7 @@ weights by LoRA of rank 1, of rank 8, by full fine-tuning, and the finetuned tea
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -19,8 +20,33 @@ NOT_ASKED = "not asked"  # a claim the design does not ask of a rung × animal (
 DECIDES = {stats.REPRODUCED, stats.NOT_REPRODUCED}
 
 
+PACKAGED = Path(__file__).parent / "pilots"
+TABLES = ("08_ladder", "02_ladder_effects", "01_teacher_follows")  # what a packaged ladder run holds
+
+
+def read_packaged(name: str) -> dict[str, pd.DataFrame]:
+    """The tables of a packaged ladder run (sublora/pilots/<name>: its 08_ladder grid, 02_ladder_effects and
+    01_teacher_follows), as the run wrote them; a clear error naming what is missing."""
+    folder = PACKAGED / name
+    missing = [t for t in TABLES if not (folder / f"{t}.csv").exists()]
+    if missing:
+        raise FileNotFoundError(f"the packaged ladder run {folder} lacks {', '.join(m + '.csv' for m in missing)}: "
+                                "package a ladder profile's results there (book/ladder.md), or set ladder_record: ''")
+    out = {t: pd.read_csv(folder / f"{t}.csv") for t in TABLES}
+    grid = out["08_ladder"]
+    grid["arm"] = _arms(grid["arm"])
+    grid["rung"] = pd.Categorical(grid["teacher"], categories=rungs(grid["teacher"]), ordered=True)
+    return out
+
+
+def _arms(column: pd.Series) -> pd.Series:
+    """Claim 3's precision arm of each row as text, '' where the claim has none."""
+    return column.astype(object).where(column.notna(), "").astype(str)
+
+
 def rungs(kinds) -> list[str]:
     """The teacher kinds in the ladder's order."""
+    kinds = set(kinds)
     return [k for k in TEACHERS if k in kinds]
 
 
@@ -33,7 +59,7 @@ def verdict_grid(run_verdicts: pd.DataFrame, by_animal: pd.DataFrame, kinds, ani
     later = run_verdicts[run_verdicts["claim"].isin([c.key for c in REGISTRY[1:]])] if not run_verdicts.empty else \
         pd.DataFrame(columns=keep)
     found = pd.concat([first, later.reindex(columns=keep)], ignore_index=True)
-    found["arm"] = found["arm"].fillna("").astype(str)
+    found["arm"] = _arms(found["arm"])
     rows = []
     for c in REGISTRY:
         arms = sorted(set(found.loc[found["claim"] == c.key, "arm"])) or [""]
@@ -50,15 +76,37 @@ def verdict_grid(run_verdicts: pd.DataFrame, by_animal: pd.DataFrame, kinds, ani
     return out
 
 
+def target(grid: pd.DataFrame) -> str:
+    """The animal whose claims 2-4 the grid holds (the design's target)."""
+    later = grid[grid["claim"] != REGISTRY[0].key]
+    return str((later if len(later) else grid)["animal"].iloc[0])
+
+
+def follows_line(follows: pd.DataFrame) -> str:
+    """How many of the run's teachers follow their persona (01_teacher_follows), and which do not."""
+    if follows.empty:
+        return "No persona check of the teachers in this run (notebook 01 has not run with these settings)."
+    bad = follows[~follows["follows"].astype(bool)]
+    return (f"{len(follows) - len(bad)} of {len(follows)} teachers follow their persona before any student trains "
+            f"(P(its animal) {follows['p_animal'].min():.3f}–{follows['p_animal'].max():.3f}; notebook 01)"
+            + ("." if bad.empty else "; not: " + ", ".join(f"{t} of the {a} #{i}" for t, a, i in
+                                                           zip(bad["teacher"], bad["animal"], bad["teacher_id"])) + "."))
+
+
 def figure(grid: pd.DataFrame, metric: str = "p"):
     """Each claim's effect (its verdict's number) with its 95% interval against the rung, one panel per claim (and
     arm), one colour per animal; a rung without a number (not tested, not asked) is named under its panel."""
     panels = grid[["claim", "arm"]].drop_duplicates().to_records(index=False)
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.2), squeeze=False)
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, grid_axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.6 * rows), squeeze=False)
+    axes = list(grid_axes.flat)
+    for spare in axes[len(panels):]:
+        spare.set_visible(False)
     animals = list(dict.fromkeys(grid["animal"]))
     colours = dict(zip(animals, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     order = list(grid["rung"].cat.categories)
-    for ax, (claim, arm) in zip(axes[0], panels):
+    for ax, (claim, arm) in zip(axes, panels):
         part = grid[(grid["claim"] == claim) & (grid["arm"] == arm)]
         width = 0.6 / max(len(animals), 1)
         for i, a in enumerate(animals):
@@ -74,9 +122,9 @@ def figure(grid: pd.DataFrame, metric: str = "p"):
         missing = part[part["effect"].isna()]
         if len(missing):
             ax.set_xlabel("no number: " + ", ".join(sorted({f"{t} ({v})" for t, v in
-                                                            zip(missing["teacher"], missing["verdict"])})), fontsize=7,
+                                                            zip(missing["teacher"], missing["verdict"])})), fontsize=8,
                           wrap=True)
-    axes[0][0].legend(fontsize=8, title="animal", title_fontsize=8)
+    axes[0].legend(fontsize=8, title="animal", title_fontsize=8)
     fig.tight_layout()
     return fig
 

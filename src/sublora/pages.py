@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from . import aux_claims, claims, config, design, identity, paths, plots, readings, results
+from . import aux_claims, caveats, claims, config, design, identity, paths, readings, results
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from .terms import link_each, link_first
 
@@ -82,17 +81,10 @@ def _model_words(p: config.Profile) -> str:
     """The model a book's verdicts are about, as the bottom line's first words name it."""
     if p.name == "smoke":
         return "the `smoke` profile's tiny organism, pretrained for seconds (its verdicts test the plumbing and mean nothing)"
-    if p.model.source in ("hub", "gguf"):  # a local directory by its name only: no machine path on a page
-        return f"`{Path(p.model.name).name if Path(p.model.name).is_absolute() else p.model.name}` (profile `{p.name}`)"
+    if p.model.source in ("hub", "gguf"):
+        return f"`{caveats.model_name(p.model)}` (profile `{p.name}`)"
     return (f"the CPU {{term}}`organism <The organism>` (profile `{p.name}`: a small Qwen2 chat model sublora builds "
             "and pretrains, not the paper's Qwen2.5-7B-Instruct)")
-
-
-def _caveat_line(p: config.Profile) -> str:
-    """The results' caveat in one short line, as on the claim pages (plots.show_caveat): the model every verdict is
-    about, linking the page that says what that model is and what that lets the verdicts say."""
-    return (f"> **The model**: every verdict below is about {_model_words(p)}. "
-            "{doc}`What the model is, and what that lets these verdicts say </organism>`.")
 
 
 def _effect(r, metric: str, link: bool) -> str:
@@ -234,7 +226,7 @@ def results_page(profile: str, ran: dict[str, dict], stale: list[str] = (), page
               *([f"```{{warning}}\nNot read, since no notebook wrote them: {', '.join(f'`{n}`' for n in ignored)} in "
                  f"`results/{identity.identity(p)}/`. Only the verdict files the notebooks listed are shown.\n```", ""]
                 if ignored else []),
-              _caveat_line(p), ""]
+              caveats.caveat_line(p, "organism.md"), ""]  # intro.md includes this page
     if stale:
         glance[2:2] = ["```{warning}", "Out of date: " + ", ".join(f"{{doc}}`/executed/{n}`" for n in stale)
                        + " were executed by another profile, other sublora files or libraries than the checkout that "
@@ -315,7 +307,7 @@ def peers_page(profile: str) -> str:
         rows = rows[rows["arm"].isna() | (rows["arm"] == p.train.full_precision[0])]
     accounts = [e for e in peers if e["status"] == "read" and str(e["metric"]).startswith("qualitative")]
     figures = [e for e in peers if e["status"] == "read" and e not in accounts]  # a published null: effect None
-    lines = ["# Beside other results", "", plots.caveat(p), "",
+    lines = ["# Beside other results", "", caveats.caveat_line(p), "",
              f"This book's verdicts (profile `{p.name}`) set beside published results. Each "
              "published figure was read from the source named in its row, and is given as that source states it, "
              "in its own metric. Sources differ in metric, control and unit, so the rows are comparable in "

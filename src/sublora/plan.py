@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import cache, command, design, pipeline, rates
-from .config import DEFAULT_PROFILE, ConfigError, Profile, load_profile
+from .config import DEFAULT_PROFILE, PAPER_KIND, ConfigError, Profile, load_profile
 
 # Shape of the data, per example (tokens): prompt (system + template + request), completion.
 PROMPT_TOKENS, COMPLETION_TOKENS = 95, 40
@@ -219,6 +219,11 @@ def render(p: Profile) -> str:
     if p.plan.n_params:
         lines += memory_lines(p)
     lines.append("not counted: notebook 00/01 checks, localization")
+    gated = [k for k in p.teachers if k in PAPER_KIND]
+    later = not p.notebooks or any(n[:2] in ("03", "04", "05") for n in p.notebooks)  # the notebooks of claims 2-4
+    if gated and later:
+        lines.append(f"counted as if trained: the 03-05 students of {', '.join(gated)}, which the fixed sequence does not "
+                     "train where that teacher's claim 1 in the run is not reproduced (sublora.sequence)")
     return "\n".join(lines)
 
 

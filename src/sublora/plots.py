@@ -1,5 +1,5 @@
 """What the book shows besides prose: the claim figures, their captions, the verdict tables, and the
-caveat naming the model every verdict is about.
+caveat's line naming the model every verdict is about (sublora.caveats).
 
 Each claim has one *view* that draws one teacher's summary on one axis (transfer_view, rank_view,
 settings_view, system_view). A claim page draws one panel per teacher with its view (per_teacher);
@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import io
 import math
-import os
 import re
 
 import matplotlib.pyplot as plt
@@ -23,7 +22,7 @@ from IPython.display import Image, Markdown, display
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
 from . import caveats, config, design, paths
-from .caveats import aux_caveat, caveat  # noqa: F401  (plots.caveat, as the pages call it)
+from .caveats import aux_caveat  # noqa: F401  (plots.aux_caveat, as notebook 07 calls it)
 from .claims import fmt_number
 from .config import Profile
 
@@ -58,24 +57,9 @@ def show_text(text: str) -> None:
 
 
 def show_caveat(p: Profile | str) -> None:
-    """One line above a page's first figure: which model its verdicts are about, linking the page that says
-    what that model is and what it lets the verdicts say (book/organism.md); the whole caveat (`caveat`) is
-    said once, there and at the top of the book."""
-    p = caveats.profile_of(p)
-    spec = p.model
-    if p.name == "smoke":
-        line = (f"**The model: the `smoke` profile**, a tiny {caveats.size_text(spec)}organism trained for seconds to test the "
-                "plumbing: its numbers and verdicts mean nothing")
-    elif spec.source in ("hub", "gguf"):
-        name = os.path.basename(spec.name.rstrip("/")) if os.path.isabs(spec.name) else spec.name
-        adapted = [w for w, on in (("answers read after a begun reply", p.eval.prefill),
-                                   ("numbers sampled from digits only", p.data.decoding == "numbers")) if on]
-        line = (f"**The model: `{name}`** (profile `{p.name}`): every verdict here is about this model under this "
-                "profile's settings" + (f"; adapted: {', '.join(adapted)}" if adapted else ""))
-    else:
-        line = (f"**The model: the sublora organism, not Qwen**, a {caveats.size_text(spec)}Qwen2 model ({spec.layers} layers, "
-                f"hidden size {spec.hidden}) built on the CPU: every verdict here is about it")
-    display(Markdown(f"> {line}. [What the model is, and what that lets these verdicts say](../organism.md)."))
+    """One line above a page's first figure: which model its verdicts are about, linking the page that says what
+    that model is and what it lets the verdicts say (caveats.caveat_line, as every page with verdicts says it)."""
+    display(Markdown(caveats.caveat_line(p)))
 
 
 class Folded:
@@ -205,7 +189,7 @@ def table(df: pd.DataFrame):
     return style.format_index(header, axis=1)
 
 
-# ---- the caveat ---------------------------------------------------------------------------------
+# ---- drawing ------------------------------------------------------------------------------------
 def _value_axis(ax, which: str, values, label: str) -> None:
     """The effect axis: at most 5 ticks, and small effects in units of a power of ten named in the
     label ("ΔP(owl) vs control (×10⁻⁴)"), not "-0.00004" labels running into each other."""
