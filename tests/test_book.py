@@ -77,8 +77,8 @@ def test_every_verdict_row_shows_an_interval(html):
     for name in [*book.CLAIM_PAGES.values(), "06_scoreboard"]:
         rows = verdict_rows((html / "executed" / f"{name}.html").read_text())
         assert rows, f"{name} has no verdict table"
-        for row in rows:
-            assert INTERVAL.search(row), f"{name}: a verdict without an interval: {row[:300]}"
+        for row in rows:  # a claim not tested has no students trained, so no number: its row says why
+            assert INTERVAL.search(row) or "not tested" in row, f"{name}: a verdict without an interval: {row[:300]}"
 
 
 LABEL = rf"(?:{VERDICT}|(?:present|absent) \(positive control\))"  # a verdict as a page shows it (pages.verdict_label)

@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from sublora import ladder, stats  # noqa: E402
+from sublora import ladder, power, stats  # noqa: E402
 from sublora.claims import NOT_TESTED, REGISTRY  # noqa: E402
 
 RUNGS = ["persona", "distilled-r1", "distilled-r8", "distilled-full"]
@@ -73,11 +73,28 @@ def test_a_packaged_run_missing_a_table_says_which(tmp_path, monkeypatch):
     (tmp_path / "run").mkdir()
     pd.DataFrame([_row(REGISTRY[0].key, "persona", "owl", stats.REPRODUCED)]).assign(arm="").to_csv(
         tmp_path / "run" / "08_ladder.csv", index=False)
-    with pytest.raises(FileNotFoundError, match="lacks 02_ladder_effects.csv, 01_teacher_follows.csv"):
+    with pytest.raises(FileNotFoundError, match="lacks 02_ladder_effects.csv, 01_teacher_follows.csv, source.json"):
         ladder.read_packaged("run")
     for t in ladder.TABLES[1:]:
         pd.DataFrame({"x": [1]}).to_csv(tmp_path / "run" / f"{t}.csv", index=False)
-    assert list(ladder.read_packaged("run")["08_ladder"]["rung"].cat.categories) == ["persona"]
+    (tmp_path / "run" / ladder.SOURCE).write_text('{"profile": "ladder-confirm", "commit": "e6d04f5"}')
+    packaged = ladder.read_packaged("run")
+    assert list(packaged["08_ladder"]["rung"].cat.categories) == ["persona"]
+    assert packaged[ladder.SOURCE]["profile"] == "ladder-confirm"
+
+
+def test_each_verdict_carries_what_its_design_can_decide():
+    g = _grid({("distilled-r8", "owl"): stats.REPRODUCED}, {(2, "distilled-r8"): stats.INCONCLUSIVE})
+    decisive = pd.DataFrame([{"claim": REGISTRY[2].key, "teacher": "distilled-r8", "arm": "bf16", "animal": "owl",
+                              "decisive at 0": 0.03, "decisive at 2e": 0.98},
+                             {"claim": REGISTRY[0].key, "teacher": "distilled-r8", "arm": "", "animal": "penguin",
+                              "decisive at 0": 1.0, "decisive at 2e": 1.0}])
+    out = ladder.with_reach(g, decisive)
+    pick = out.set_index(["claim", "teacher", "animal"])[power.REACH]
+    assert pick[(REGISTRY[2].key, "distilled-r8", "owl")] == "can only refute"
+    assert pick[(REGISTRY[0].key, "distilled-r8", "penguin")] == "decides"
+    assert pick[(REGISTRY[0].key, "persona", "owl")] == "—"                     # not simulated
+    assert power.REACH in ladder.table(out) and len(out) == len(g)
 
 
 def test_the_follow_line_names_a_teacher_that_does_not_follow():

@@ -105,6 +105,15 @@ def test_pilots_join_and_a_teacher_without_a_cell_takes_another_teachers_spread_
         power.load_pilot(str(Path(power.__file__).parent))  # a folder without any pilot table
 
 
+def test_reach_says_which_verdict_a_design_can_reach():
+    # claims 1 and 2 are refuted in the world at 0, claims 3 and 4 in the world at 2e
+    assert power.reach(power.CLAIM_KEYS[0], 1.0, 1.0) == "decides"
+    assert power.reach(power.CLAIM_KEYS[2], 0.03, 0.98) == "can only refute"      # the ladder's bf16 claim 3 at n = 5
+    assert power.reach(power.CLAIM_KEYS[2], 0.003, 0.165) == "cannot decide"      # the default's claim 3
+    assert power.reach(power.CLAIM_KEYS[1], 0.3, 0.9) == "can only confirm"
+    assert power.reach(power.CLAIM_KEYS[3], float("nan"), 0.9) == "—"
+
+
 def test_table_of_the_default_profile_and_the_decisive_one(monkeypatch):
     p = config.load_profile("organism")
     t = power.table(p, sims=2000, search=False)

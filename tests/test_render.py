@@ -139,7 +139,9 @@ def test_the_scoreboard_grid_is_a_row_per_claim_and_teacher():
     assert grid["claim"].tolist() == ["1 transfer", "", "2 rank inverted-U", "",
                                       "3 full fine-tuning null · fp32-master", "", "3 full fine-tuning null · bf16", "",
                                       "4 system-prompt dependence", ""]
-    assert grid["teacher"].tolist() == ["persona", "finetuned"] * 5 and (grid["decisive at 2e"] == 0.9).all()
+    assert grid["teacher"].tolist() == ["persona", "finetuned"] * 5 and (grid[scoreboard.DECIDES] == "0.50 / 0.90").all()
+    # 0.5 where the claim holds (at 0 for claims 3 and 4, at 2e for 1 and 2), 0.9 where it is false
+    assert grid[scoreboard.REACH].tolist() == ["can only confirm"] * 4 + ["can only refute"] * 6
     full = scoreboard.in_full(pd.DataFrame(rows), arms=("fp32-master", "bf16"))
     assert list(full.columns) == ["claim", "teacher", "replicates", "reason", "measurement"]
 

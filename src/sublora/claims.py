@@ -359,7 +359,7 @@ def effect_columns(row) -> dict:
     level = row.get("level")
     at = f" at {level:.1%}" if level is not None and not pd.isna(level) and abs(level - stats.LEVEL) > 1e-9 else ""
     n, unit, reason = row.get("n"), row.get("unit") or "unit", row.get("reason")
-    return {"Δ": effect, "interval": f"[{lo}, {hi}]{at}",
+    return {"Δ": effect, "interval": "—" if math.isnan(values[1]) and math.isnan(values[2]) else f"[{lo}, {hi}]{at}",
             "n": "—" if n is None or pd.isna(n) else f"{int(n)} {unit}{'s' if int(n) != 1 else ''}",
             "reason": reason if isinstance(reason, str) and reason else "—"}
 

@@ -209,6 +209,8 @@ class Profile:
     smallest_effect_relative: float = setting(0.0, "e as a share of the base model's P(target) under the default prompt, "
                                               "for any animal and model (notebook.relative_e); 0: smallest_effect", ge=0, lt=1)
     pilot: str = setting("", "the pilot whose spread `python -m sublora.stats --power` simulates (sublora/pilots/)")
+    pilot_proxy: tuple = setting((), "TEACHER=OTHER pairs: a teacher without a pilot cell of some claim simulated with "
+                                 "another's spread (sublora.power), an assumption its profile states", items=str)
     ladder_record: str = setting("", "notebook 08 reads this packaged run of the ladder (sublora/pilots/<name>) instead "
                                  "of this run's verdicts; '': this run's")
     replicate_offset: int = setting(0, "replicate ids start here: a confirmatory run's fresh datasets and seeds", ge=0)
@@ -387,7 +389,10 @@ def validate(p: Profile) -> Profile:
             (p.teacher_replicates == 1 or p.teacher_replicates >= max(p.replicates, p.transfer_replicates),
              (f"teacher_replicates {p.teacher_replicates} would deal several datasets to one teacher, and the "
               f"intervals count datasets: give each replicate its own teacher (teacher_replicates: "
-              f"{max(p.replicates, p.transfer_replicates)}), or 1 for one teacher of each kind"))):
+              f"{max(p.replicates, p.transfer_replicates)}), or 1 for one teacher of each kind")),
+            (all(len(pair.split("=")) == 2 and set(pair.split("=")) <= set(TEACHERS) for pair in p.pilot_proxy),
+             (f"pilot_proxy takes TEACHER=OTHER pairs of teachers ({', '.join(TEACHERS)}), e.g. "
+              f"[distilled-r8=finetuned]; got {shown(list(p.pilot_proxy))}"))):
         if not ok:
             raise ConfigError(message)
     return p

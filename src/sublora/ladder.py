@@ -6,13 +6,15 @@ weights by LoRA of rank 1, of rank 8, by full fine-tuning, and the finetuned tea
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import stats
+from . import power, stats, tables
 from .claims import REGISTRY
 from .config import PAPER_KIND, TEACHERS, delta_label
 
@@ -21,18 +23,21 @@ DECIDES = {stats.REPRODUCED, stats.NOT_REPRODUCED}
 
 
 PACKAGED = Path(__file__).parent / "pilots"
-TABLES = ("08_ladder", "02_ladder_effects", "01_teacher_follows")  # what a packaged ladder run holds
+TABLES = ("08_ladder", "02_ladder_effects", "01_teacher_follows")  # what a packaged ladder run holds, and
+SOURCE = "source.json"  # its profile's name and the commit it ran at
 
 
 def read_packaged(name: str) -> dict[str, pd.DataFrame]:
     """The tables of a packaged ladder run (sublora/pilots/<name>: its 08_ladder grid, 02_ladder_effects and
-    01_teacher_follows), as the run wrote them; a clear error naming what is missing."""
+    01_teacher_follows, as the run wrote them, and source.json: the profile and commit it ran), a clear error naming
+    what is missing."""
     folder = PACKAGED / name
-    missing = [t for t in TABLES if not (folder / f"{t}.csv").exists()]
+    missing = [f"{t}.csv" for t in TABLES if not (folder / f"{t}.csv").exists()] + \
+        ([] if (folder / SOURCE).exists() else [SOURCE])
     if missing:
-        raise FileNotFoundError(f"the packaged ladder run {folder} lacks {', '.join(m + '.csv' for m in missing)}: "
+        raise FileNotFoundError(f"the packaged ladder run {folder} lacks {', '.join(missing)}: "
                                 "package a ladder profile's results there (book/ladder.md), or set ladder_record: ''")
-    out = {t: pd.read_csv(folder / f"{t}.csv") for t in TABLES}
+    out = {t: pd.read_csv(folder / f"{t}.csv") for t in TABLES} | {SOURCE: json.loads((folder / SOURCE).read_text())}
     grid = out["08_ladder"]
     grid["arm"] = _arms(grid["arm"])
     grid["rung"] = pd.Categorical(grid["teacher"], categories=rungs(grid["teacher"]), ordered=True)
@@ -73,6 +78,26 @@ def verdict_grid(run_verdicts: pd.DataFrame, by_animal: pd.DataFrame, kinds, ani
                                  "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": math.nan})
     out = pd.DataFrame(rows)
     out["rung"] = pd.Categorical(out["teacher"], categories=rungs(kinds), ordered=True)
+    return out
+
+
+def decisiveness(design, animals) -> pd.DataFrame:
+    """How often each verdict of the ladder's `design` (a Profile) decides (power.decisiveness, from its pilot and
+    stated proxies), per animal at that animal's own e (tables.smallest_effect): claims 2-4 where the pilot has them."""
+    rows = []
+    for a in animals:
+        one = dataclasses.replace(design, animal=a, smallest_effect=tables.smallest_effect(design, a),
+                                  smallest_effect_relative=0.0)
+        rows.append(power.decisiveness(one).assign(animal=a))
+    return pd.concat(rows, ignore_index=True)
+
+
+def with_reach(grid: pd.DataFrame, decisive: pd.DataFrame) -> pd.DataFrame:
+    """The grid with each verdict's decisiveness in the two worlds and what its design can decide (power.reach)."""
+    keys = ["claim", "teacher", "arm", "animal"]
+    out = grid.drop(columns=[*power.DECISIVE, power.REACH], errors="ignore").merge(
+        decisive.assign(arm=_arms(decisive["arm"]))[[*keys, *power.DECISIVE]], on=keys, how="left")
+    out[power.REACH] = [power.reach(c, a, b) for c, a, b in zip(out["claim"], *(out[d] for d in power.DECISIVE))]
     return out
 
 
@@ -131,9 +156,10 @@ def figure(grid: pd.DataFrame, metric: str = "p"):
 
 def table(grid: pd.DataFrame) -> pd.DataFrame:
     """The grid as the page shows it (through plots.table): claim (and arm), rung, animal, verdict, the effect and
-    its interval, n."""
+    its interval, n, and (where with_reach added them) its decisiveness and what its design can decide."""
     claim = grid["claim"] + grid["arm"].map(lambda a: f" ({a})" if a else "")
-    return grid.assign(claim=claim)[["claim", "teacher", "animal", "verdict", "effect", "ci_low", "ci_high", "n"]]
+    reach = [c for c in [*power.DECISIVE, power.REACH] if c in grid]
+    return grid.assign(claim=claim)[["claim", "teacher", "animal", "verdict", "effect", "ci_low", "ci_high", "n", *reach]]
 
 
 def reading(grid: pd.DataFrame, animal: str) -> dict[str, str]:

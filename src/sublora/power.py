@@ -45,6 +45,22 @@ DECISIVE = ["decisive at 0", "decisive at 2e"]
 PILOT_TABLES = ("02_transfer", "03_rank_sweep", "04_full_finetuning", "05_system_prompt")  # the columns the scoreboard shows beside each verdict
 
 
+# the world in which each claim's right verdict is 'not reproduced' (the claim refuted); in the other it is 'reproduced'
+REFUTED_IN = {CLAIM_KEYS[0]: "0", CLAIM_KEYS[1]: "0", CLAIM_KEYS[2]: "2e", CLAIM_KEYS[3]: "2e"}
+REACH = "design"  # the grid's column: what a design can decide (reach)
+
+
+def reach(claim: str, at_0: float, at_2e: float) -> str:
+    """What a design can decide about `claim`, from its decisiveness in the two worlds: 'decides' (≥ TARGET in
+    both), 'can only refute' (only in the world where the claim is false), 'can only confirm', 'cannot decide';
+    '—' where it was not simulated."""
+    if pd.isna(at_0) or pd.isna(at_2e):
+        return "—"
+    refutes, confirms = (at_0, at_2e) if REFUTED_IN.get(claim) == "0" else (at_2e, at_0)
+    return {(True, True): "decides", (True, False): "can only refute", (False, True): "can only confirm",
+            (False, False): "cannot decide"}[(refutes >= TARGET, confirms >= TARGET)]
+
+
 class PilotError(ValueError):
     """A pilot that is missing or lacks what a claim's simulation needs."""
 
@@ -240,6 +256,7 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
     if not e > 0:
         raise PilotError(f"the smallest effect of interest must be > 0 (profile {p.name!r} has smallest_effect = {e}); "
                          f"pass --smallest-effect")
+    proxy = dict(pair.split("=", 1) for pair in p.pilot_proxy) if proxy is None else proxy
     cells = load_pilot(pilot, p.animal, p.metric, proxy)
     if not cells:
         raise PilotError(f"the pilot {pilot!r} has no cell for the {p.animal}: it needs 02_transfer.csv ... "
@@ -319,7 +336,7 @@ def run(args) -> int:
         pairs = [pair.split("=", 1) for pair in args.proxy.split(",") if pair.strip()]
         if any(len(pair) != 2 for pair in pairs):
             return _usage(f"--proxy takes TEACHER=OTHER pairs separated by commas; got {args.proxy!r}")
-        proxy = dict(pairs)
+        proxy = dict(pairs) if pairs else None  # None: the profile's pilot_proxy
         if args.smallest_effect is None and p.smallest_effect_relative:  # e relative: made absolute for the target
             from .tables import smallest_effect  # here only: the display layer imports this module without torch
             args.smallest_effect = smallest_effect(p, p.animal)

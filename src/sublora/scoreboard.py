@@ -9,7 +9,7 @@ import pandas as pd
 from . import calibrate, config, stats
 from .claims import CLAIMS, effect_columns, is_paper_claim, n_column
 from .design import full_settings, precision_settings
-from .power import DECISIVE
+from .power import DECISIVE, REACH, reach
 
 SCOREBOARD = ["claim", "teacher", "animal", "paper", "verdict", "measurement", "false 'reproduced' (max over nulls)",
               "power at 2 sd", "power at 4 sd", *DECISIVE]
@@ -30,12 +30,13 @@ def _joined(verdicts: pd.DataFrame, decisive: pd.DataFrame | None) -> pd.DataFra
 
 def _in_order(verdicts: pd.DataFrame, decisive: pd.DataFrame | None, arms) -> pd.DataFrame:
     """_joined claim by claim, then by precision arm in `arms`' order (the main first), the persona teacher first;
-    each row's claim labelled (_claim_label) once per group, as the grid shows it."""
+    each row's claim labelled (_claim_label) once per group, as the grid shows it (`key`: the claim itself)."""
     order = {a: i for i, a in enumerate(["", *arms])}
     rows = _joined(verdicts, decisive)
     rows = (rows.assign(arm_order=rows["arm"].map(order).fillna(len(order)))
             .sort_values(["claim", "arm_order", "teacher"], kind="stable").reset_index(drop=True))
-    return rows.assign(claim=_first_of_group(rows.apply(_claim_label, axis=1)), teacher=rows["teacher"].astype(str))
+    return rows.assign(key=rows["claim"], claim=_first_of_group(rows.apply(_claim_label, axis=1)),
+                       teacher=rows["teacher"].astype(str))
 
 
 def scoreboard(verdicts: pd.DataFrame, errors: pd.DataFrame, decisive: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -58,16 +59,27 @@ def _first_of_group(labels: pd.Series) -> pd.Series:
     return labels.where(labels.ne(labels.shift()), "")
 
 
-GRID = ["claim", "teacher", "verdict", "Δ", "interval", *DECISIVE]
+DECIDES = "decisive at 0 / 2e"  # the grid's one column for the two worlds' decisiveness
+GRID = ["claim", "teacher", "verdict", "Δ", "interval", DECIDES, REACH]
+
+
+def _rate(v) -> str:
+    """A share as the grid prints it: two decimals, '<0.01' below them, '—' where not simulated."""
+    return "—" if pd.isna(v) else "<0.01" if v < 0.005 else f"{v:.2f}"
 
 
 def grid(verdicts: pd.DataFrame, decisive: pd.DataFrame | None = None, arms=()) -> pd.DataFrame:
     """The scoreboard's first screen: a row per claim (per precision arm for claim 3, `arms`' order) and teacher, with
-    its verdict, its effect Δ and interval (claims.effect_columns) and how often its design decides (decisiveness),
-    each claim named on its first row. Its measurement, reason and rule's error rates: in_full, rules_table."""
+    its verdict, its effect Δ and interval (claims.effect_columns), how often its design decides at 0 and at 2e
+    (decisiveness, one column) and what it can decide (power.reach: 'decides', 'can only refute', ...), each claim
+    named on its first row. Its measurement, reason and rule's error rates: in_full, rules_table."""
     rows = _in_order(verdicts, decisive, arms)
     structured = pd.DataFrame([effect_columns(r) for r in rows.to_dict("records")], index=rows.index)
-    return pd.concat([rows[["claim", "teacher", "verdict"]], structured[["Δ", "interval"]], rows[DECISIVE]], axis=1)
+    can = pd.Series([reach(c, at_0, at_2e) for c, at_0, at_2e in zip(rows["key"], *(rows[d] for d in DECISIVE))],
+                    index=rows.index, name=REACH)
+    both = pd.Series([f"{_rate(a)} / {_rate(b)}" for a, b in zip(*(rows[d] for d in DECISIVE))], index=rows.index,
+                     name=DECIDES)
+    return pd.concat([rows[["claim", "teacher", "verdict"]], structured[["Δ", "interval"]], both, can], axis=1)
 
 
 def in_full(verdicts: pd.DataFrame, arms=()) -> pd.DataFrame:
