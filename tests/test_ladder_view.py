@@ -103,3 +103,21 @@ def test_the_follow_line_names_a_teacher_that_does_not_follow():
     line = ladder.follows_line(follows)
     assert line.startswith("1 of 2 teachers follow") and "distilled-r1 of the owl #310" in line
     assert "No persona check" in ladder.follows_line(pd.DataFrame())
+
+
+def test_the_landing_page_reads_the_packaged_ladder_run_the_profile_names(tmp_path, monkeypatch):
+    import dataclasses
+
+    from sublora import config, pages
+    monkeypatch.setattr(ladder, "PACKAGED", tmp_path)
+    (tmp_path / "run").mkdir()
+    g = _grid({("persona", "owl"): stats.NOT_REPRODUCED, ("distilled-full", "owl"): stats.REPRODUCED},
+              {(2, "distilled-full"): stats.NOT_REPRODUCED, (3, "distilled-full"): stats.REPRODUCED})
+    g.astype({"rung": str}).to_csv(tmp_path / "run" / "08_ladder.csv", index=False)
+    for t in ladder.TABLES[1:]:
+        pd.DataFrame({"x": [1]}).to_csv(tmp_path / "run" / f"{t}.csv", index=False)
+    (tmp_path / "run" / ladder.SOURCE).write_text('{"profile": "ladder-confirm", "commit": "0000000"}')
+    p = config.load_profile("organism")
+    assert pages.ladder_line(dataclasses.replace(p, ladder_record="")) == ""
+    line = pages.ladder_line(dataclasses.replace(p, ladder_record="run"))
+    assert "`distilled-full` +1.00e-03 [+5.00e-04, +1.50e-03]" in line and "**Contradicted** for `distilled-full`" in line

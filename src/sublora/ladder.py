@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from . import power, stats, tables
+from . import power, stats
 from .claims import REGISTRY
 from .config import PAPER_KIND, TEACHERS, delta_label
 
@@ -81,14 +81,12 @@ def verdict_grid(run_verdicts: pd.DataFrame, by_animal: pd.DataFrame, kinds, ani
     return out
 
 
-def decisiveness(design, animals) -> pd.DataFrame:
+def decisiveness(design, es: dict) -> pd.DataFrame:
     """How often each verdict of the ladder's `design` (a Profile) decides (power.decisiveness, from its pilot and
-    stated proxies), per animal at that animal's own e (tables.smallest_effect): claims 2-4 where the pilot has them."""
-    rows = []
-    for a in animals:
-        one = dataclasses.replace(design, animal=a, smallest_effect=tables.smallest_effect(design, a),
-                                  smallest_effect_relative=0.0)
-        rows.append(power.decisiveness(one).assign(animal=a))
+    stated proxies), per animal of `es` ({animal: its e}, tables.smallest_effect): claims 2-4 where the pilot has
+    them."""
+    rows = [power.decisiveness(dataclasses.replace(design, animal=a, smallest_effect=e, smallest_effect_relative=0.0))
+            .assign(animal=a) for a, e in es.items()]
     return pd.concat(rows, ignore_index=True)
 
 

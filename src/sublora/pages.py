@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import pandas as pd
 import yaml
 
-from . import aux_claims, caveats, claims, config, design, identity, paths, readings, results
+from . import aux_claims, caveats, claims, config, design, identity, ladder, paths, readings, results
+from .config import delta_label
 from .stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from .terms import link_each, link_first
 
@@ -64,12 +65,24 @@ DECIDING = {"organism": DecidingRun(
                      "without the system prompt"})}
 # What the paper's claims have not been asked of yet, said on the landing page of every book of a CPU organism.
 NOT_YET = ("**Never tested**: the `paper` profile (Qwen2.5-7B-Instruct) has not run on a GPU, so nothing here "
-           "measures the paper's own model. **Beyond this book's run** (runs quoted on {doc}`the ladder page </ladder>`, "
+           "measures the paper's own model. **Beyond this book's run** (quoted on {doc}`the ladder page </ladder>`, "
            "not computed here): at the paper's data scale (10,000 kept completions, 3 epochs) the persona teacher's "
-           "transfer is present on the organism, but smaller than e; and the persona put into the weights (each "
-           "{term}`rung <Rung>` of the ladder of teachers) transmits to the owl's students as much as the weight-space "
-           "teacher does, where the persona prompt at the book's scale does not (a {term}`pilot <Pilot>`). Claims 2–4 "
-           "of neither have been asked yet.")
+           "transfer is present on the organism, but smaller than e; its claims 2–4 have not been asked yet.")
+
+
+def ladder_line(p: config.Profile) -> str:
+    """The landing page's line on the ladder of teachers: the declared reading of the packaged confirmatory run the
+    profile names (ladder_record; notebook 08 draws it), computed from its verdicts; '' where it names none."""
+    if not p.ladder_record:
+        return ""
+    grid = ladder.read_packaged(p.ladder_record)["08_ladder"]
+    animal = ladder.target(grid)
+    first = grid[(grid["claim"] == FIRST) & (grid["animal"] == animal)].set_index("teacher")
+    transfer = "; ".join(f"`{k}` {claims.fmt_metric(p.metric)(*first.loc[k, ['effect', 'ci_low', 'ci_high']])}"
+                         for k in ladder.rungs(first.index) if k in first.index and pd.notna(first.loc[k, "effect"]))
+    return (f"**The {{term}}`ladder of teachers <Rung>`** ({{doc}}`its confirmatory run </executed/08_ladder>`, "
+            f"computed from its verdicts): claim 1 for the {animal}, {delta_label(p.metric, animal)}: {transfer}. "
+            f"The thesis, by the reading declared before that run's data: {ladder.meaning(grid, animal)}")
 TEACHER_WORDS = {  # how the bottom line names a teacher kind ({animal}: its animal); another kind: by its name
     "persona": "The paper's ({term}`persona <Persona teacher>`) {animal} teacher",
     "finetuned": "The {term}`weight-space <Weight-space teacher>` (finetuned) {animal} teacher, a "
@@ -170,7 +183,7 @@ def bottom_line(p: config.Profile, rows: pd.DataFrame, teachers: list[str]) -> l
         lines.append(f"- **{who}**: {said}{_off_target(p, t, r.get('animal')) if r['verdict'] == REPRODUCED else ''}."
                      + _later_claims_words(p, rows, t, deciding))
     if p.model.source not in ("hub", "gguf"):
-        lines.append(f"- {NOT_YET}")
+        lines += [f"- {line}" for line in (ladder_line(p), NOT_YET) if line]
     text = link_each("\n".join(lines), LINKED_ONCE)  # the rest of the words the glossary defines, at their first use
     return text.split("\n") + [""]
 
