@@ -71,6 +71,14 @@ def test_tables_name_their_columns_for_a_reader_and_print_no_artefact():
     assert "white-space: nowrap" in shown  # a number is never broken across lines
 
 
+def test_a_table_concatenated_from_several_teachers_renders_whatever_its_row_labels():
+    """05's DWG summary, one table per teacher concatenated: its repeated row labels made the styler fail on a run with
+    three teachers (the ladder's confirmatory run), never on the default's one."""
+    parts = [pd.DataFrame({"teacher_kind": [k, k], "share": [0.5, 0.25]}) for k in ("distilled-r1", "distilled-r8")]
+    shown = plots.table(pd.concat(parts)).to_html()
+    assert shown.count("distilled-r1") == 2 and shown.count("distilled-r8") == 2
+
+
 # ---- the verdict tables ------------------------------------------------------------------------------------
 def verdict(claim="1 transfer", teacher="persona", v=stats.REPRODUCED, **more) -> dict:
     return {"claim": claim, "teacher": teacher, "animal": "owl", "verdict": v, "measurement": "a long text " * 30,

@@ -171,6 +171,8 @@ def table(df: pd.DataFrame):
     results/ keep every digit and every name."""
     if any(name is not None for name in df.index.names):
         df = df.reset_index()
+    if not df.index.is_unique:  # concatenated tables repeat their row labels, which the styler refuses
+        df = df.reset_index(drop=True)
     df = _intervals(df)
     if any(name is not None for name in df.columns.names):  # a pivot's column levels are named too
         df = df.rename_axis(columns=[header(n) for n in df.columns.names])
