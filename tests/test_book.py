@@ -300,7 +300,10 @@ def test_the_bottom_line_names_what_is_absent_present_and_decided_and_the_contro
         (d / f"{i}.json").write_text(json.dumps(r | {"measurement": "m", "rule": "r"}))
     page = re.sub(r"\{term\}`([^`<]*?)(?: <[^`]*>)?`", r"\1", results_page("organism", {}))  # the words, unlinked
     line, glance = page.split("## Results at a glance")
-    persona, control, never = [b for b in line.splitlines() if b.startswith("- ")]
+    persona, control, ladder, never = [b for b in line.splitlines() if b.startswith("- ")]
+    # the ladder's confirmatory run, read from its packaged verdicts (ladder_record) by the reading declared before it
+    assert "ladder of teachers" in ladder and "`distilled-r8` +2.40e-03 [+1.85e-03, +2.96e-03]" in ladder
+    assert "**Contradicted** for `distilled-r1`, `distilled-r8`, `distilled-full`" in ladder
     assert "its transfer is **absent**" in persona and "e = 3.3e-03" in persona and "**not tested**" in persona
     assert "**transfers**" in control and "present but below e" in control and "positive control" in control
     assert "`organism-decisive`" in control and "9bd985d" in control and "all **not reproduced**" in control

@@ -64,6 +64,16 @@ def test_rank_lr_check_reads_the_peak_at_each_lr():
     assert len(claims.rank_sweep_arm(table)) == len(table) / 2
 
 
+def test_rank_lr_check_without_the_persona_teachers_students_is_a_table_a_reader_can_parse(tmp_path):
+    """The default run trains no persona student for 03 where its claim 1 is not reproduced: the check's table keeps
+    its header, so that record.compare (pandas.read_csv) can read it back (an empty CSV failed the scoreboard)."""
+    table = pd.DataFrame([{"teacher_kind": "finetuned", "animal": "owl", "replicate": 0, "seed": 0, "lora_rank": 1,
+                           "lr": 1e-3, "arm": "teacher", "p": 0.1, "label": "r1"}])
+    wide, text = claims.rank_lr_check(table, "owl", 1e-3)
+    wide.to_csv(tmp_path / "check.csv", index=False)
+    assert pd.read_csv(tmp_path / "check.csv").empty and "not trained (fixed sequence)" in text
+
+
 def test_rank_lr_check_on_a_subset_of_ranks_compares_those_ranks_only():
     """With rank_lr_ranks the x1 column still has every rank of the sweep; the check reads the peaks over
     the ranks it covers, so a x1 peak at an unchecked rank does not count as the lr moving the peak."""

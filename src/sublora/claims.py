@@ -269,7 +269,8 @@ def rank_lr_check(table: pd.DataFrame, animal: str, lr: float, metric: str = "p"
     rows = table[(table["teacher_kind"] == "persona") & (table["animal"] == animal)
                  & (table["replicate"] == table["replicate"].min()) & (table["seed"] == 0)]
     if rows.empty:
-        return pd.DataFrame(), "No lr check was run: the persona teacher's students were not trained (fixed sequence)."
+        return (pd.DataFrame(columns=["lora_rank"]),  # a table with its header: a results file any reader can parse
+                "No lr check was run: the persona teacher's students were not trained (fixed sequence).")
     eff = stats.paired_effects(rows, ["lora_rank", "lr"], value=metric)
     wide = eff.assign(factor=(eff["lr"] / lr).round(3)).pivot_table(index="lora_rank", columns="factor", values="delta")
     wide = wide.dropna()  # the ranks the check covers (the x1 column has every rank of the sweep)
