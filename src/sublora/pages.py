@@ -80,8 +80,11 @@ def ladder_line(p: config.Profile) -> str:
     first = grid[(grid["claim"] == FIRST) & (grid["animal"] == animal)].set_index("teacher")
     transfer = "; ".join(f"`{k}` {claims.fmt_metric(p.metric)(*first.loc[k, ['effect', 'ci_low', 'ci_high']])}"
                          for k in ladder.rungs(first.index) if k in first.index and pd.notna(first.loc[k, "effect"]))
+    shown = first[first["verdict"] == REPRODUCED]
+    below = (f"; those reproduced each shown below e = {p.smallest_effect:.1e}" if len(shown) and p.smallest_effect
+             and (shown["ci_high"] < p.smallest_effect).all() else "")
     return (f"**The {{term}}`ladder of teachers <Rung>`** ({{doc}}`its confirmatory run </executed/08_ladder>`, "
-            f"computed from its verdicts): claim 1 for the {animal}, {delta_label(p.metric, animal)}: {transfer}. "
+            f"computed from its verdicts): claim 1 for the {animal}, {delta_label(p.metric, animal)}: {transfer}{below}. "
             f"The thesis, by the reading declared before that run's data: {ladder.meaning(grid, animal)}")
 TEACHER_WORDS = {  # how the bottom line names a teacher kind ({animal}: its animal); another kind: by its name
     "persona": "The paper's ({term}`persona <Persona teacher>`) {animal} teacher",
