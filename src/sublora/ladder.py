@@ -19,9 +19,6 @@ from .claims import REGISTRY
 from .config import PAPER_KIND, TEACHERS, delta_label
 
 NOT_ASKED = "not asked"  # a claim the design does not ask of a rung × animal (book/ladder.md: declared cuts)
-DECIDES = {stats.REPRODUCED, stats.NOT_REPRODUCED}
-
-
 PACKAGED = Path(__file__).parent / "pilots"
 TABLES = ("08_ladder", "02_ladder_effects", "01_teacher_follows")  # what a packaged ladder run holds, and
 SOURCE = "source.json"  # its profile's name and the commit it ran at

@@ -76,8 +76,9 @@ class Run:
     def gated(self, rows: list[dict], arms=(None,)) -> list[dict]:
         """This notebook's verdict rows with the fixed sequence applied (sequence.fixed_sequence), and a 'not tested'
         row (one per arm) for each teacher it did not train."""
-        skipped = sequence.untested_rows(self.untrained, self.claim.key, self.profile.animal, self.verdicts(), arms)
-        return sequence.fixed_sequence(list(rows), self.verdicts()) + skipped
+        saved = self.verdicts()
+        skipped = sequence.untested_rows(self.untrained, self.claim.key, self.profile.animal, saved, arms)
+        return sequence.fixed_sequence(list(rows), saved) + skipped
 
     @cached_property
     def key(self) -> str:

@@ -117,34 +117,40 @@ def load_pilot(name: str, animal: str = "owl", metric: str = "p", proxy: dict | 
     for claim 3's precision arms; each unit's Δ of `metric` (the profile's, config.METRICS). `name` may join
     pilots with '+' ('ladder-v1+v6'): each cell from the first that has it. `proxy` ({teacher: another}) gives a
     teacher without a cell of some claim the other's, a declared assumption (its Cell.teacher says whose)."""
-    if "+" in name:
-        cells = {}
-        for one in name.split("+"):
-            cells = load_pilot(one, animal, metric) | cells
-        for kind, source in (proxy or {}).items():
-            cells |= {(c, kind, a): cell for (c, t, a), cell in cells.items()
-                      if t == source and (c, kind, a) not in cells}
-        return cells
-    if proxy:
-        return load_pilot(f"{name}+{name}", animal, metric, proxy)
+    cells: dict[tuple[str, str, str], Cell] = {}
+    for one in name.split("+"):
+        cells = _load_one(one, animal, metric) | cells
+    for kind, source in (proxy or {}).items():
+        cells |= {(c, kind, a): cell for (c, t, a), cell in cells.items() if t == source and (c, kind, a) not in cells}
+    return cells
+
+
+def parse_proxy(pairs) -> dict:
+    """{teacher: another} from 'TEACHER=OTHER' texts (a profile's pilot_proxy, validated by config; --proxy)."""
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def _load_one(name: str, animal: str, metric: str) -> dict[tuple[str, str, str], Cell]:
+    """The cells of one pilot (load_pilot)."""
     path = pilot_dir(name)
     cells: dict[tuple[str, str, str], Cell] = {}
 
     def add(claim, teacher, arm, units):
         cells[(claim, teacher, arm)] = Cell(claim, teacher, arm, units.sort_index(axis=1))
 
-    if all(_read(path, n) is None for n in PILOT_TABLES):
+    read = {n: _read(path, n) for n in PILOT_TABLES}  # each table once
+    if all(t is None for t in read.values()):
         raise PilotError(f"the pilot {path} has none of {', '.join(n + '.csv' for n in PILOT_TABLES)}")
-    if (t := _read(path, "02_transfer")) is not None and (t["target"] == animal).any():
+    if (t := read["02_transfer"]) is not None and (t["target"] == animal).any():
         t = main_arm(t)
         own = t[(t["target"] == animal) & (t["animal"] == animal)]
         for kind, e in stats.paired_effects(own, ["teacher_kind"], value=metric).groupby("teacher_kind"):
             add(CLAIM_KEYS[0], kind, "", _wide(e.assign(c="Δ"), "c"))
-    if (r := _read(path, "03_rank_sweep")) is not None and (r["animal"] == animal).any():
+    if (r := read["03_rank_sweep"]) is not None and (r["animal"] == animal).any():
         r = rank_sweep_arm(r)
         for kind, e in stats.paired_effects(r[r["animal"] == animal], ["teacher_kind", "lora_rank"], value=metric).groupby("teacher_kind"):
             add(CLAIM_KEYS[1], kind, "", _wide(e, "lora_rank"))
-    if (f := _read(path, "04_full_finetuning")) is not None and (f["animal"] == animal).any():
+    if (f := read["04_full_finetuning"]) is not None and (f["animal"] == animal).any():
         f = f[f["animal"] == animal].assign(precision=lambda d: d["precision"].fillna(""))
         eff = stats.paired_effects(f, ["teacher_kind", "method", "precision", "setting"], value=metric)
         for kind, e in eff.groupby("teacher_kind"):
@@ -152,7 +158,7 @@ def load_pilot(name: str, animal: str = "owl", metric: str = "p", proxy: dict | 
             for arm, a in e[e["method"] == "full"].groupby("precision"):  # settings named without their arm (_settings)
                 add(CLAIM_KEYS[2], kind, arm, _wide(a.assign(setting=a["setting"].str.removesuffix(f" · {arm}")),
                                                     "setting").join(lora))
-    if (s := _read(path, "05_system_prompt")) is not None and (s["animal"] == animal).any():
+    if (s := read["05_system_prompt"]) is not None and (s["animal"] == animal).any():
         s = s[(s["animal"] == animal)]
         eff = stats.paired_effects(s, ["teacher_kind", "variant", "eval_system"], value=metric)
         for kind, e in eff[eff["variant"] == "train default"].groupby("teacher_kind"):
@@ -256,7 +262,7 @@ def table(p, pilot: str | None = None, e: float | None = None, sims: int = SIMS,
     if not e > 0:
         raise PilotError(f"the smallest effect of interest must be > 0 (profile {p.name!r} has smallest_effect = {e}); "
                          f"pass --smallest-effect")
-    proxy = dict(pair.split("=", 1) for pair in p.pilot_proxy) if proxy is None else proxy
+    proxy = parse_proxy(p.pilot_proxy) if proxy is None else proxy
     cells = load_pilot(pilot, p.animal, p.metric, proxy)
     if not cells:
         raise PilotError(f"the pilot {pilot!r} has no cell for the {p.animal}: it needs 02_transfer.csv ... "
@@ -333,10 +339,10 @@ def run(args) -> int:
     try:
         p = load_profile(args.profile)
         p = dataclasses.replace(p, animal=args.animal) if args.animal else p
-        pairs = [pair.split("=", 1) for pair in args.proxy.split(",") if pair.strip()]
-        if any(len(pair) != 2 for pair in pairs):
+        pairs = [pair for pair in args.proxy.split(",") if pair.strip()]
+        if any(pair.count("=") != 1 for pair in pairs):
             return _usage(f"--proxy takes TEACHER=OTHER pairs separated by commas; got {args.proxy!r}")
-        proxy = dict(pairs) if pairs else None  # None: the profile's pilot_proxy
+        proxy = parse_proxy(pairs) if pairs else None  # None: the profile's pilot_proxy
         if args.smallest_effect is None and p.smallest_effect_relative:  # e relative: made absolute for the target
             from .tables import smallest_effect  # here only: the display layer imports this module without torch
             args.smallest_effect = smallest_effect(p, p.animal)

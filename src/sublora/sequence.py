@@ -46,8 +46,13 @@ class FixedSequence:
         return None if first.empty else str(first["verdict"].iloc[0])
 
     def gate(self, kind: str, verdicts) -> Gate:
-        said = self.first_verdict(kind, verdicts)
-        return Gate.NOT_CHECKED if said is None else Gate.TESTED if said == stats.REPRODUCED else Gate.NOT_TESTED
+        return gate_of(self.first_verdict(kind, verdicts))
+
+
+def gate_of(first_verdict: str | None) -> Gate:
+    """What a teacher's claim-1 verdict (None: none in the run) makes of its claims 2-4."""
+    return (Gate.NOT_CHECKED if first_verdict is None else
+            Gate.TESTED if first_verdict == stats.REPRODUCED else Gate.NOT_TESTED)
 
 
 SEQUENCE = FixedSequence(teachers=PAPER_KIND, first=REGISTRY[0].key)
@@ -68,12 +73,11 @@ def untested_rows(kinds, claim_key: str, animal: str, verdicts, arms=(None,),
     claim = next(c for c in REGISTRY if c.key == claim_key)
     rows = []
     for kind in kinds:
-        said = sequence.first_verdict(kind, verdicts)
-        why = f"the {kind} teacher's claim 1 is {said} (fixed sequence)"
+        why = f"{kind} teacher's claim 1 is {sequence.first_verdict(kind, verdicts)} (fixed sequence)"
         for i, arm in enumerate(arms):
             row = _row(claim.key, arm_file(claim, i, arm), kind, animal, NOT_TESTED,
-                       f"not tested (fixed sequence, declared before the data): {why[4:]}; its students were not "
-                       "trained", math.nan, math.nan, math.nan, "", None, "replicate", f"{why}; not trained")
+                       f"not tested (fixed sequence, declared before the data): {why}; its students were not "
+                       "trained", math.nan, math.nan, math.nan, "", None, "replicate", f"the {why}; not trained")
             rows.append(row | {GATE: Gate.NOT_TESTED.value, TRAINED: False} | ({"arm": arm} if arm else {}))
     return rows
 
@@ -90,7 +94,8 @@ def fixed_sequence(rows: list[dict], verdicts, sequence: FixedSequence = SEQUENC
             out.append(r)
             continue
         who = f"the {r['teacher']} teacher"
-        gate = sequence.gate(r["teacher"], verdicts)
+        first_verdict = sequence.first_verdict(r["teacher"], verdicts)
+        gate = gate_of(first_verdict)
         if gate is Gate.NOT_CHECKED:
             out.append(r | {GATE: gate.value,
                             "measurement": f"{r['measurement']}; fixed sequence not checked: no claim-1 verdict of "
@@ -100,7 +105,6 @@ def fixed_sequence(rows: list[dict], verdicts, sequence: FixedSequence = SEQUENC
             out.append(r | {GATE: gate.value,
                             "measurement": f"{r['measurement']}; tested: {who}'s claim 1 is reproduced (fixed sequence)"})
         else:
-            first_verdict = sequence.first_verdict(r["teacher"], verdicts)
             out.append(r | {GATE: gate.value, "verdict": NOT_TESTED,
                             "measurement": f"not tested (fixed sequence, declared before the data): {who}'s claim 1 "
                                            f"is {first_verdict}; the rule's own reading, for information only: "
